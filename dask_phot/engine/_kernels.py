@@ -1,0 +1,312 @@
+"""Compiled kernels of the engine: normal equations from stamp overlaps, solves.
+
+All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
+``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
+and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# status codes written by the solvers (mapped to Flag bits by the callers)
+ST_OK = 0
+ST_DEGENERATE = 1
+ST_FAILED = 2
+
+
+@numba.njit(cache=True, inline="always")
+def _overlap(a0: int, b0: int, k: int, lo: int, hi: int) -> tuple[int, int]:
+    """Intersection of [a0, a0+k), [b0, b0+k) and [lo, hi) as (start, stop)."""
+    s = max(a0, b0, lo)
+    e = min(a0 + k, b0 + k, hi)
+    return s, e
+
+
+@numba.njit(cache=True)
+def build_normal(
+    members: np.ndarray,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    region: np.ndarray,
+    nsky: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted normal equations ``N f = b`` over the pixels of ``region``.
+
+    Columns are the stamps of ``members`` followed by ``nsky`` sky terms
+    (1, then (x - xc)/L and (y - yc)/L for a plane).
+    """
+    m = members.shape[0]
+    k = stamps.shape[1]
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    xc = 0.5 * (rx0 + rx1 - 1)
+    yc = 0.5 * (ry0 + ry1 - 1)
+    half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+    for a in range(m):
+        i = members[a]
+        xs, xe = _overlap(x0[i], x0[i], k, rx0, rx1)
+        ys, ye = _overlap(y0[i], y0[i], k, ry0, ry1)
+        for yy in range(ys, ye):
+            for xx in range(xs, xe):
+                wv = weight[yy, xx]
+                if wv <= 0.0:
+                    continue
+                s = stamps[i, yy - y0[i], xx - x0[i]] * wv
+                rhs[a] += s * data[yy, xx]
+                if nsky > 0:
+                    nmat[a, m] += s
+                if nsky > 1:
+                    nmat[a, m + 1] += s * (xx - xc) / half
+                    nmat[a, m + 2] += s * (yy - yc) / half
+        for bb in range(a, m):
+            j = members[bb]
+            xs, xe = _overlap(x0[i], x0[j], k, rx0, rx1)
+            ys, ye = _overlap(y0[i], y0[j], k, ry0, ry1)
+            if xs >= xe or ys >= ye:
+                continue
+            acc = 0.0
+            for yy in range(ys, ye):
+                for xx in range(xs, xe):
+                    wv = weight[yy, xx]
+                    if wv > 0.0:
+                        acc += (stamps[i, yy - y0[i], xx - x0[i]]
+                                * stamps[j, yy - y0[j], xx - x0[j]] * wv)
+            nmat[a, bb] = acc
+            nmat[bb, a] = acc
+    if nsky > 0:
+        for yy in range(ry0, ry1):
+            for xx in range(rx0, rx1):
+                wv = weight[yy, xx]
+                if wv <= 0.0:
+                    continue
+                t1 = (xx - xc) / half
+                t2 = (yy - yc) / half
+                nmat[m, m] += wv
+                rhs[m] += wv * data[yy, xx]
+                if nsky > 1:
+                    nmat[m, m + 1] += wv * t1
+                    nmat[m, m + 2] += wv * t2
+                    nmat[m + 1, m + 1] += wv * t1 * t1
+                    nmat[m + 1, m + 2] += wv * t1 * t2
+                    nmat[m + 2, m + 2] += wv * t2 * t2
+                    rhs[m + 1] += wv * t1 * data[yy, xx]
+                    rhs[m + 2] += wv * t2 * data[yy, xx]
+        for a in range(m, p):
+            for bb in range(a + 1, p):
+                nmat[bb, a] = nmat[a, bb]
+            for bb in range(m):
+                nmat[a, bb] = nmat[bb, a]
+    return nmat, rhs
+
+
+@numba.njit(cache=True)
+def solve_normal(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve ``N f = b`` by Jacobi-scaled Cholesky with degeneracy detection.
+
+    A column whose Cholesky pivot (after unit-diagonal scaling) falls below
+    ``tol`` is linearly dependent on earlier columns: it is removed from the
+    solve and reported ``ST_DEGENERATE`` (so the first of two identical
+    sources is kept). A zero diagonal is degenerate too.
+
+    Returns
+    -------
+    sol : ndarray
+        Parameters (0 for removed columns).
+    var : ndarray
+        Marginal variances ``(N^-1)_ii`` for the columns with ``want_var``.
+    status : ndarray of int
+        Per-column status code.
+    """
+    p = rhs.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    low = np.zeros((p, p))
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        for bb in range(a + 1):
+            if status[bb] != ST_OK:
+                continue
+            acc = nmat[a, bb] * scale[a] * scale[bb]
+            for c in range(bb):
+                acc -= low[a, c] * low[bb, c]
+            if a == bb:
+                if acc <= tol:
+                    status[a] = ST_DEGENERATE
+                    for c in range(a):
+                        low[a, c] = 0.0
+                else:
+                    low[a, a] = math.sqrt(acc)
+            else:
+                low[a, bb] = acc / low[bb, bb]
+    # forward / back substitution on the scaled system
+    z = np.zeros(p)
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        acc = rhs[a] * scale[a]
+        for c in range(a):
+            acc -= low[a, c] * z[c]
+        z[a] = acc / low[a, a]
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        acc = z[a]
+        for c in range(a + 1, p):
+            acc -= low[c, a] * sol[c]
+        sol[a] = acc / low[a, a]
+    var = np.full(p, np.nan)
+    u = np.zeros(p)
+    for a in range(p):
+        sol[a] *= scale[a]
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(p):
+            u[c] = 0.0
+        u[a] = 1.0 / low[a, a]
+        acc = u[a] * u[a]
+        for r in range(a + 1, p):
+            if status[r] != ST_OK:
+                continue
+            t = 0.0
+            for c in range(a, r):
+                t -= low[r, c] * u[c]
+            u[r] = t / low[r, r]
+            acc += u[r] * u[r]
+        var[a] = acc * scale[a] * scale[a]
+    return sol, var, status
+
+
+@numba.njit(cache=True)
+def solve_tiles(
+    tile_ptr: np.ndarray,
+    tile_members: np.ndarray,
+    tile_primary: np.ndarray,
+    regions: np.ndarray,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    nsky: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve every tile's sub-problem; keep the results of its primary sources.
+
+    ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
+    ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
+    tile ``t`` reports. Returns ``flux, var, status, has_degenerate`` per source
+    and the sky parameters ``(ntiles, 3)`` of each tile.
+    """
+    n = stamps.shape[0]
+    ntiles = tile_ptr.shape[0] - 1
+    flux = np.full(n, np.nan)
+    var = np.full(n, np.nan)
+    status = np.full(n, ST_FAILED, dtype=np.int64)
+    hasdeg = np.zeros(n, dtype=np.bool_)
+    sky = np.zeros((ntiles, 3))
+    for t in range(ntiles):
+        lo, hi = tile_ptr[t], tile_ptr[t + 1]
+        members = tile_members[lo:hi]
+        m = hi - lo
+        nmat, rhs = build_normal(members, stamps, x0, y0, data, weight, regions[t], nsky)
+        want = np.zeros(m + nsky, dtype=np.bool_)
+        for a in range(m):
+            want[a] = tile_primary[lo + a]
+        sol, v, st = solve_normal(nmat, rhs, want, tol)
+        for s in range(nsky):
+            sky[t, s] = sol[m + s]
+        for a in range(m):
+            if not tile_primary[lo + a]:
+                continue
+            i = members[a]
+            status[i] = st[a]
+            if st[a] == ST_OK:
+                flux[i] = sol[a]
+                var[i] = v[a]
+                # an earlier-listed degenerate partner merged into this source?
+                for bb in range(a + 1, m):
+                    if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
+                        c = nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb])
+                        if c > 0.999:
+                            hasdeg[i] = True
+    return flux, var, status, hasdeg, sky
+
+
+@numba.njit(cache=True)
+def scatter_model(
+    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, flux: np.ndarray, shape: tuple
+) -> np.ndarray:
+    """Sum ``flux[i] * stamps[i]`` into an image of ``shape`` (NaN fluxes skipped)."""
+    ny, nx = shape
+    out = np.zeros((ny, nx))
+    k = stamps.shape[1]
+    for i in range(stamps.shape[0]):
+        f = flux[i]
+        if not math.isfinite(f):
+            continue
+        for r in range(k):
+            yy = y0[i] + r
+            if yy < 0 or yy >= ny:
+                continue
+            for c in range(k):
+                xx = x0[i] + c
+                if 0 <= xx < nx:
+                    out[yy, xx] += f * stamps[i, r, c]
+    return out
+
+
+@numba.njit(cache=True)
+def footprint_stats(
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    weight: np.ndarray,
+    resid: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-source footprint statistics over the image.
+
+    Returns ``(n_usable, n_masked, n_outside, chi2sum)``: usable pixels
+    (weight > 0), masked pixels inside the image, stamp pixels outside the
+    image, and ``sum(weight * resid**2)`` over usable pixels.
+    """
+    n = stamps.shape[0]
+    k = stamps.shape[1]
+    ny, nx = weight.shape
+    nuse = np.zeros(n, dtype=np.int64)
+    nmask = np.zeros(n, dtype=np.int64)
+    nout = np.zeros(n, dtype=np.int64)
+    chi = np.zeros(n)
+    for i in range(n):
+        for r in range(k):
+            yy = y0[i] + r
+            for c in range(k):
+                xx = x0[i] + c
+                if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                    nout[i] += 1
+                    continue
+                wv = weight[yy, xx]
+                if wv > 0.0:
+                    nuse[i] += 1
+                    chi[i] += wv * resid[yy, xx] * resid[yy, xx]
+                else:
+                    nmask[i] += 1
+    return nuse, nmask, nout, chi

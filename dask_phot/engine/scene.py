@@ -1,0 +1,153 @@
+"""Scene mode: every source in the image fitted jointly.
+
+The image is cut into square *core* tiles. Each tile's sub-problem uses the
+pixels of the core grown by a *margin* (the pixel region) and models every
+source whose stamp can reach that region (centre pixel within the region grown
+by half a stamp), with its own sky terms when the sky is fitted. Every pixel
+that enters a tile's fit is therefore completely modelled: no light from an
+unmodelled source leaks into the sky or into the fluxes. A source's flux and
+marginal variance come from the tile whose core holds it. With a margin of at
+least half a stamp, the core sources' footprints lie inside the region and the
+tile solution agrees with the global joint least-squares solution far below
+the noise, at a cost linear in the number of sources.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dask_phot.engine import _kernels as K
+from dask_phot.engine.prepare import Prepared
+
+__all__ = ["Tiling", "make_tiling", "solve_scene", "sky_at"]
+
+
+@dataclass
+class Tiling:
+    """Tiles of a scene fit, in the CSR layout the kernels read."""
+
+    ptr: np.ndarray
+    members: np.ndarray
+    primary: np.ndarray
+    regions: np.ndarray  # (ntiles, 4): rx0, rx1, ry0, ry1
+    cores: np.ndarray  # (ntiles, 4)
+    tile_size: int
+    margin: int
+    ntx: int
+    tile_ids: np.ndarray  # flat tile id (ty * ntx + tx) of each kept tile
+
+
+def default_tiling(psf_size: int, fwhm: float) -> tuple[int, int]:
+    """Default ``(tile_size, margin)`` in pixels for a PSF stamp size and FWHM."""
+    margin = int(psf_size) // 2 + int(math.ceil(fwhm))
+    tile = max(int(psf_size), 2 * int(math.ceil(4 * fwhm)), 16)
+    return tile, margin
+
+
+def make_tiling(
+    cx: np.ndarray, cy: np.ndarray, fit: np.ndarray, shape: tuple[int, int],
+    tile_size: int, margin: int, halo: int,
+) -> Tiling:
+    """Assign fitted sources (centre pixels ``cx, cy``) to tiles.
+
+    Tile ``t`` fits the pixels of its core grown by ``margin`` and models the
+    sources whose centre pixel lies within ``margin + halo`` of the core.
+    """
+    ny, nx = shape
+    t, g = int(tile_size), int(margin)
+    m = g + int(halo)
+    ntx, nty = max(1, -(-nx // t)), max(1, -(-ny // t))
+    idx = np.flatnonzero(fit)
+    sx, sy = cx[idx], cy[idx]
+    tx_lo = np.clip((sx - m) // t, 0, ntx - 1)
+    tx_hi = np.clip((sx + m) // t, 0, ntx - 1)
+    ty_lo = np.clip((sy - m) // t, 0, nty - 1)
+    ty_hi = np.clip((sy + m) // t, 0, nty - 1)
+    nxs, nys = tx_hi - tx_lo + 1, ty_hi - ty_lo + 1
+    count = nxs * nys
+    src = np.repeat(np.arange(idx.size), count)
+    off = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    tx = tx_lo[src] + off % nxs[src]
+    ty = ty_lo[src] + off // nxs[src]
+    tile = ty * ntx + tx
+    prim_tile = (sy // t) * ntx + sx // t
+    order = np.lexsort((idx[src], tile))
+    tile, src = tile[order], src[order]
+    members = idx[src]
+    primary = tile == prim_tile[src]
+    keep_tiles = np.unique(tile[primary])
+    keep = np.isin(tile, keep_tiles)
+    tile, members, primary = tile[keep], members[keep], primary[keep]
+    uniq, starts = np.unique(tile, return_index=True)
+    ptr = np.append(starts, tile.size).astype(np.int64)
+    utx, uty = uniq % ntx, uniq // ntx
+    cores = np.column_stack([utx * t, np.minimum((utx + 1) * t, nx),
+                             uty * t, np.minimum((uty + 1) * t, ny)]).astype(np.int64)
+    regions = np.column_stack([np.maximum(cores[:, 0] - g, 0), np.minimum(cores[:, 1] + g, nx),
+                               np.maximum(cores[:, 2] - g, 0), np.minimum(cores[:, 3] + g, ny)])
+    return Tiling(ptr, members.astype(np.int64), primary, regions.astype(np.int64), cores,
+                  t, g, ntx, uniq)
+
+
+def sky_at(tiling: Tiling, sky: np.ndarray, nsky: int, x: np.ndarray, y: np.ndarray
+           ) -> np.ndarray:
+    """Fitted sky at positions, from the tile whose core holds each position."""
+    out = np.zeros(np.shape(x))
+    if nsky == 0 or tiling.tile_ids.size == 0:
+        return out
+    t = tiling.tile_size
+    cx, cy = np.floor(np.asarray(x) + 0.5).astype(np.int64), np.floor(np.asarray(y) + 0.5)
+    flat = (cy.astype(np.int64) // t) * tiling.ntx + cx // t
+    pos = np.searchsorted(tiling.tile_ids, flat)
+    pos = np.clip(pos, 0, tiling.tile_ids.size - 1)
+    found = tiling.tile_ids[pos] == flat
+    reg = tiling.regions[pos]
+    xc = 0.5 * (reg[:, 0] + reg[:, 1] - 1)
+    yc = 0.5 * (reg[:, 2] + reg[:, 3] - 1)
+    half = np.maximum(np.maximum(0.5 * (reg[:, 1] - reg[:, 0]), 0.5 * (reg[:, 3] - reg[:, 2])),
+                      1.0)
+    val = sky[pos, 0].copy()
+    if nsky > 1:
+        val += sky[pos, 1] * (cx - xc) / half + sky[pos, 2] * (cy - yc) / half
+    out[found] = val[found]
+    return out
+
+
+def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
+              ) -> np.ndarray:
+    """Image of the fitted sky, each pixel taken from the tile whose core holds it."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return sky_at(tiling, sky, nsky, xx.ravel().astype(float), yy.ravel().astype(float)
+                  ).reshape(shape)
+
+
+def solve_scene(
+    prep: Prepared,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    *,
+    nsky: int,
+    tile_size: int,
+    margin: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Tiling]:
+    """Joint fit of all sources marked ``prep.fit``.
+
+    Returns ``flux, var, status, has_degenerate, sky_at_sources, tiling`` and
+    stores the tile sky parameters on the tiling (``tiling.sky``).
+    """
+    cx = np.floor(prep.x + 0.5).astype(np.int64)
+    cy = np.floor(prep.y + 0.5).astype(np.int64)
+    tiling = make_tiling(cx, cy, prep.fit, prep.data.shape, tile_size, margin,
+                         stamps.shape[1] // 2)
+    flux, var, status, hasdeg, sky = K.solve_tiles(
+        tiling.ptr, tiling.members, tiling.primary, tiling.regions,
+        stamps, x0, y0, prep.data, prep.weight, nsky, tol,
+    )
+    tiling.sky = sky  # type: ignore[attr-defined]
+    local_sky = sky_at(tiling, sky, nsky, prep.x, prep.y)
+    return flux, var, status, hasdeg, local_sky, tiling
