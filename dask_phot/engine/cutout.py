@@ -26,31 +26,33 @@ __all__ = ["clipped_mean", "solve_cutouts"]
 def clipped_mean(
     data: np.ndarray, weight: np.ndarray, region: np.ndarray, nsig: float, iters: int
 ) -> float:
-    """Sigma-clipped mean of the usable pixels of a region (NaN if none)."""
+    """Sigma-clipped mean of the usable pixels of a region (NaN if none).
+
+    Same algorithm as astropy's ``sigma_clipped_stats(..., sigma=nsig,
+    maxiters=iters)``: clip about the median at ``nsig`` population standard
+    deviations until nothing changes, then take the mean of what is left.
+    """
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
-    lo, hi = -math.inf, math.inf
-    mean = math.nan
+    vals = np.empty((ry1 - ry0) * (rx1 - rx0))
+    cnt = 0
+    for yy in range(ry0, ry1):
+        for xx in range(rx0, rx1):
+            if weight[yy, xx] > 0.0:
+                vals[cnt] = data[yy, xx]
+                cnt += 1
+    if cnt == 0:
+        return math.nan
+    v = vals[:cnt]
     for _ in range(iters):
-        s = 0.0
-        s2 = 0.0
-        cnt = 0
-        for yy in range(ry0, ry1):
-            for xx in range(rx0, rx1):
-                if weight[yy, xx] > 0.0:
-                    v = data[yy, xx]
-                    if lo <= v <= hi:
-                        s += v
-                        s2 += v * v
-                        cnt += 1
-        if cnt == 0:
-            return math.nan
-        mean = s / cnt
-        std = math.sqrt(max(s2 / cnt - mean * mean, 0.0))
-        nlo, nhi = mean - nsig * std, mean + nsig * std
-        if nlo == lo and nhi == hi:
+        med = np.median(v)
+        std = np.std(v)
+        keep = (v >= med - nsig * std) & (v <= med + nsig * std)
+        if keep.all():
             break
-        lo, hi = nlo, nhi
-    return mean
+        v = v[keep]
+        if v.size == 0:
+            return math.nan
+    return float(np.mean(v))
 
 
 @numba.njit(cache=True)
@@ -72,7 +74,7 @@ def _solve_cutouts(
         nmat, rhs = K.build_normal(mem, stamps, x0, y0, data, weight, boxes[t], 1)
         sky = 0.0
         if not sky_given:
-            sky = clipped_mean(data, weight, boxes[t], 3.0, 10)
+            sky = clipped_mean(data, weight, boxes[t], 3.0, 5)
             if not math.isfinite(sky):
                 continue
         for a in range(m):

@@ -22,7 +22,7 @@ import numpy as np
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
 
-__all__ = ["Tiling", "make_tiling", "solve_scene", "sky_at"]
+__all__ = ["Tiling", "make_tiling", "sky_at", "solve_scene"]
 
 
 @dataclass
@@ -42,19 +42,21 @@ class Tiling:
 
 def default_tiling(psf_size: int, fwhm: float) -> tuple[int, int]:
     """Default ``(tile_size, margin)`` in pixels for a PSF stamp size and FWHM."""
-    margin = int(psf_size) // 2 + int(math.ceil(fwhm))
-    tile = max(int(psf_size), 2 * int(math.ceil(4 * fwhm)), 16)
+    margin = int(psf_size) // 2 + math.ceil(fwhm)
+    tile = max(int(psf_size), 2 * math.ceil(4 * fwhm), 16)
     return tile, margin
 
 
 def make_tiling(
     cx: np.ndarray, cy: np.ndarray, fit: np.ndarray, shape: tuple[int, int],
-    tile_size: int, margin: int, halo: int,
+    tile_size: int, margin: int, halo: int, all_tiles: bool = False,
 ) -> Tiling:
     """Assign fitted sources (centre pixels ``cx, cy``) to tiles.
 
     Tile ``t`` fits the pixels of its core grown by ``margin`` and models the
     sources whose centre pixel lies within ``margin + halo`` of the core.
+    Tiles without primary sources are dropped unless ``all_tiles`` (needed
+    when the sky is fitted, so that every pixel has a sky).
     """
     ny, nx = shape
     t, g = int(tile_size), int(margin)
@@ -78,11 +80,10 @@ def make_tiling(
     tile, src = tile[order], src[order]
     members = idx[src]
     primary = tile == prim_tile[src]
-    keep_tiles = np.unique(tile[primary])
-    keep = np.isin(tile, keep_tiles)
+    uniq = np.arange(ntx * nty) if all_tiles else np.unique(tile[primary])
+    keep = np.isin(tile, uniq)
     tile, members, primary = tile[keep], members[keep], primary[keep]
-    uniq, starts = np.unique(tile, return_index=True)
-    ptr = np.append(starts, tile.size).astype(np.int64)
+    ptr = np.append(np.searchsorted(tile, uniq), tile.size).astype(np.int64)
     utx, uty = uniq % ntx, uniq // ntx
     cores = np.column_stack([utx * t, np.minimum((utx + 1) * t, nx),
                              uty * t, np.minimum((uty + 1) * t, ny)]).astype(np.int64)
@@ -143,7 +144,7 @@ def solve_scene(
     cx = np.floor(prep.x + 0.5).astype(np.int64)
     cy = np.floor(prep.y + 0.5).astype(np.int64)
     tiling = make_tiling(cx, cy, prep.fit, prep.data.shape, tile_size, margin,
-                         stamps.shape[1] // 2)
+                         stamps.shape[1] // 2, all_tiles=nsky > 0)
     flux, var, status, hasdeg, sky = K.solve_tiles(
         tiling.ptr, tiling.members, tiling.primary, tiling.regions,
         stamps, x0, y0, prep.data, prep.weight, nsky, tol,
