@@ -91,6 +91,11 @@ class PixelPSF:
     center_tolerance : float
         Largest allowed distance, in pixels, of the peak and of the centroid of
         the central region from the middle pixel.
+    interp_order : int
+        Order ``a`` of the Lanczos kernel used to shift the PSF to sub-pixel
+        positions (``2a + 1`` taps). The default 8 keeps interpolation errors
+        near 1e-4 of the flux for a PSF of ~3 px FWHM; 3 is The Tractor's and the
+        COSMOS notebook's choice (~0.3% errors at half-pixel offsets).
 
     Raises
     ------
@@ -112,8 +117,12 @@ class PixelPSF:
     normalize: Normalize = "sum"
     name: str = "psf"
     center_tolerance: float = 1.0
+    interp_order: int = 8
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.interp_order, int | np.integer) and 2 <= self.interp_order <= 12):
+            raise PSFError(f"{self.name}: interp_order must be an integer 2..12, "
+                           f"got {self.interp_order!r}")
         arr = _as_psf_array(self.array, self.name)
         ny, nx = arr.shape
         if ny % 2 == 0 or nx % 2 == 0 or ny != nx:
@@ -139,7 +148,7 @@ class PixelPSF:
     def _check_centred(self, arr: np.ndarray) -> None:
         h = arr.shape[0] // 2
         peak = np.unravel_index(np.argmax(arr), arr.shape)
-        r = max(1, min(h, int(round(2 * self.fwhm_of(arr)))))
+        r = max(1, min(h, round(2 * self.fwhm_of(arr))))
         core = np.clip(arr[h - r : h + r + 1, h - r : h + r + 1], 0, None)
         grid = np.arange(-r, r + 1)
         tot = core.sum()
@@ -372,7 +381,7 @@ class PixelPSF:
         cy = np.floor(y + 0.5)
         base = self.array[None, :, :]
         idx = np.zeros(x.shape[0], dtype=np.int64)
-        out = lanczos_stamps(base, idx, x - cx, y - cy)
+        out = lanczos_stamps(base, idx, x - cx, y - cy, int(self.interp_order))
         return out, cx.astype(np.int64) - self.half, cy.astype(np.int64) - self.half
 
 
@@ -444,7 +453,7 @@ def resample_array(
     arr = _as_psf_array(array, "resample")
     ratio = scale_out / scale_in
     if size is None:
-        size = int(math.ceil(max(arr.shape) / ratio))
+        size = math.ceil(max(arr.shape) / ratio)
         size += 1 - size % 2
     if size % 2 == 0:
         raise PSFError(f"resample: output size must be odd, got {size}")
@@ -458,7 +467,7 @@ def _interpolate_array(arr: np.ndarray, ratio: float, size: int | None) -> np.nd
     from scipy.ndimage import map_coordinates
 
     if size is None:
-        size = int(math.ceil(max(arr.shape) / ratio))
+        size = math.ceil(max(arr.shape) / ratio)
         size += 1 - size % 2
     offsets = (np.arange(size) - size // 2) * ratio
     yy, xx = np.meshgrid(
@@ -469,64 +478,66 @@ def _interpolate_array(arr: np.ndarray, ratio: float, size: int | None) -> np.nd
 
 
 @numba.njit(cache=True, inline="always")
-def _lanczos3(t: float) -> float:
+def _lanczos(t: float, a: int) -> float:
     if t == 0.0:
         return 1.0
-    if abs(t) >= 3.0:
+    if abs(t) >= a:
         return 0.0
     pt = math.pi * t
-    return 3.0 * math.sin(pt) * math.sin(pt / 3.0) / (pt * pt)
+    return a * math.sin(pt) * math.sin(pt / a) / (pt * pt)
 
 
 @numba.njit(cache=True)
-def _taps(frac: float, out: np.ndarray) -> None:
-    # out[j] weights input sample at offset (j - 3) for an output shifted by ``frac``
+def _taps(frac: float, a: int, out: np.ndarray) -> None:
+    # out[j] weights the input sample at offset (j - a) for an output shifted by ``frac``
     s = 0.0
-    for j in range(7):
-        w = _lanczos3(float(j - 3) + frac)
+    for j in range(2 * a + 1):
+        w = _lanczos(float(j - a) + frac, a)
         out[j] = w
         s += w
-    for j in range(7):
+    for j in range(2 * a + 1):
         out[j] /= s
 
 
 @numba.njit(cache=True)
 def lanczos_stamps(
-    bases: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray
+    bases: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 3
 ) -> np.ndarray:
-    """Shift PSF stamps by sub-pixel offsets with separable Lanczos-3 (7 taps).
+    """Shift PSF stamps by sub-pixel offsets with separable Lanczos interpolation.
 
-    ``out[i](r, c) = sum_ab ky[a] kx[b] bases[idx[i]](r - a, c - b)`` evaluated as the
-    PSF at ``(c - dx[i], r - dy[i])`` relative to the stamp centre, with each 1-D kernel
+    ``out[i]`` is the PSF ``bases[idx[i]]`` evaluated at ``(c - dx[i], r - dy[i])``
+    relative to the stamp centre, ``P(u) = sum_m P[m] L_a(u - m)`` with the
+    Lanczos kernel of order ``a = order`` (``2a + 1`` taps), each 1-D kernel
     normalised to sum 1 and the stamp rescaled to the base's sum (flux conserving).
     """
     n = dx.shape[0]
     k = bases.shape[1]
+    nt = 2 * order + 1
     out = np.zeros((n, k, k))
     tmp = np.zeros((k, k))
-    kx = np.zeros(7)
-    ky = np.zeros(7)
+    kx = np.zeros(nt)
+    ky = np.zeros(nt)
     for i in range(n):
         base = bases[idx[i]]
-        _taps(dx[i], kx)
-        _taps(dy[i], ky)
-        # value at integer offset c is P(c - dx) = sum_t P[c - t] L(t - dx), t in -3..3
+        _taps(dx[i], order, kx)
+        _taps(dy[i], order, ky)
+        # value at integer offset c is P(c - dx) = sum_t P[c - t] L(t - dx)
         for r in range(k):
             for c in range(k):
                 acc = 0.0
-                for j in range(7):
-                    cc = c - (j - 3)
+                for j in range(nt):
+                    cc = c - (j - order)
                     if 0 <= cc < k:
-                        acc += kx[6 - j] * base[r, cc]
+                        acc += kx[nt - 1 - j] * base[r, cc]
                 tmp[r, c] = acc
         total = 0.0
         for r in range(k):
             for c in range(k):
                 acc = 0.0
-                for j in range(7):
-                    rr = r - (j - 3)
+                for j in range(nt):
+                    rr = r - (j - order)
                     if 0 <= rr < k:
-                        acc += ky[6 - j] * tmp[rr, c]
+                        acc += ky[nt - 1 - j] * tmp[rr, c]
                 out[i, r, c] = acc
                 total += acc
         target = 0.0
@@ -557,7 +568,7 @@ def gaussian_psf(
         Arcsec per pixel recorded on the PSF.
     """
     if size is None:
-        size = 2 * int(math.ceil(3 * fwhm)) + 1
+        size = 2 * math.ceil(3 * fwhm) + 1
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     h = size // 2
     edges = (np.arange(-h, h + 2) - 0.5) / (sigma * math.sqrt(2.0))
@@ -591,7 +602,7 @@ def moffat_psf(
     if beta <= 1:
         raise PSFError(f"moffat: beta must be > 1, got {beta}")
     if size is None:
-        size = 2 * int(math.ceil(4 * fwhm)) + 1
+        size = 2 * math.ceil(4 * fwhm) + 1
     alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
     h = size // 2
     sub = (np.arange(size * oversample) + 0.5) / oversample - 0.5 - h
@@ -631,6 +642,7 @@ class PSFGrid:
         self.half = self.size // 2
         self.pixel_scale = psfs[0].pixel_scale
         self._bases = np.stack([p.array for p in psfs])
+        self.interp_order = int(psfs[0].interp_order)
         self._points = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
 
     @property
@@ -679,5 +691,5 @@ class PSFGrid:
         local /= local.sum(axis=(1, 2))[:, None, None]
         cx = np.floor(x + 0.5)
         cy = np.floor(y + 0.5)
-        out = lanczos_stamps(local, np.arange(len(x)), x - cx, y - cy)
+        out = lanczos_stamps(local, np.arange(len(x)), x - cx, y - cy, self.interp_order)
         return out, cx.astype(np.int64) - self.half, cy.astype(np.int64) - self.half

@@ -1,0 +1,413 @@
+"""Tests of :mod:`dask_phot.bands`: presets, packaged PSFs, calibration and
+bands from configuration.
+
+Everything here runs on the packaged PSF files; only the provenance check
+against ``/work/shared/data`` skips when that folder is absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from dask_phot import bands
+from dask_phot.bands import (
+    NOTEBOOK_BANDS,
+    PRESETS,
+    Band,
+    BandError,
+    band_from_config,
+    flux_to_mag,
+    get_band,
+    mjysr_to_ujy,
+    packaged_psf_files,
+)
+from dask_phot.psf import gaussian_psf
+
+SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"shared reference data absent: {SHARED_DATA} not found"
+)
+
+IRAC_TO_UJY = 1e12 / 4.254517e10 * 0.36
+
+#: name -> (psf_file, pixel_scale, psf_pixel_scale, psf_size, to_ujy, unit, cutout_width,
+#:          wavelength, fwhm)
+EXPECTED = {
+    "irac1": ("PRF_IRAC_ch1.fits", 0.6, 0.6, 17, IRAC_TO_UJY, "MJy/sr", 10.0, 3.6, 1.95),
+    "irac2": ("PRF_IRAC_ch2.fits", 0.6, 0.6, 17, IRAC_TO_UJY, "MJy/sr", 10.0, 4.5, 2.02),
+    "irac3": ("PRF_IRAC_ch3.fits", 0.6, 0.6, 17, IRAC_TO_UJY, "MJy/sr", 10.0, 5.8, 1.88),
+    "irac4": ("PRF_IRAC_ch4.fits", 0.6, 0.6, 17, IRAC_TO_UJY, "MJy/sr", 10.0, 8.0, 1.98),
+    "nuv": ("PSFnuv_faint.fits", 1.5, 1.5, 27, 33.73, "count/s", 40.0, 0.2267, 5.3),
+    "fuv": ("PSFfuv.fits", 1.5, 1.5, 27, 107.6, "count/s", 40.0, 0.1516, 4.2),
+    "w1": ("psf_model_w1.fits", 2.75, 2.75, 41, 3.631 * 10 ** (-0.4 * 2.699),
+           "nanomaggy (Vega)", 41 * 2.75, 3.4, 6.1),
+    "w2": ("psf_model_w2.fits", 2.75, 2.75, 41, 3.631 * 10 ** (-0.4 * 3.339),
+           "nanomaggy (Vega)", 41 * 2.75, 4.6, 6.4),
+    "w3": ("psf_model_w3.fits", 2.75, 2.75, 61, 3.631 * 10 ** (-0.4 * 5.174),
+           "nanomaggy (Vega)", 61 * 2.75, 12.0, 6.5),
+    "w4": ("psf_model_w4.fits", 2.75, 5.5, 61, 3.631 * 10 ** (-0.4 * 6.620),
+           "nanomaggy (Vega)", 61 * 2.75, 22.0, 12.0),
+}
+
+
+def packaged_array(name: str) -> np.ndarray:
+    """A packaged PSF file's image, read independently of dask_phot.bands."""
+    ref = resources.files("dask_phot").joinpath("data", "psf", name)
+    with resources.as_file(ref) as path:
+        return np.asarray(fits.getdata(path), dtype=np.float64)
+
+
+def write_psf(path: Path, array: np.ndarray, **header: float) -> Path:
+    hdu = fits.PrimaryHDU(array)
+    for key, value in header.items():
+        hdu.header[key] = value
+    hdu.writeto(path)
+    return path
+
+
+# ---------------------------------------------------------------------- presets
+def test_preset_names() -> None:
+    assert tuple(PRESETS) == tuple(EXPECTED)
+    assert NOTEBOOK_BANDS == ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv")
+    assert set(NOTEBOOK_BANDS) <= set(PRESETS)
+    assert {b.psf_file for b in PRESETS.values()} == set(packaged_psf_files())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_preset_values(name: str) -> None:
+    band = PRESETS[name]
+    psf_file, scale, psf_scale, size, to_ujy, unit, cutout, wavelength, fwhm = EXPECTED[name]
+    assert band.name == name
+    assert band.psf_file == psf_file
+    assert band.pixel_scale == scale
+    assert band.psf_pixel_scale == psf_scale
+    assert band.psf_size == size
+    assert band.to_ujy == to_ujy  # exact: the notebook's (or unWISE's) arithmetic
+    assert band.unit == unit
+    assert band.cutout_width == pytest.approx(cutout)
+    assert band.wavelength == wavelength
+    assert band.fwhm == fwhm
+    assert band.psf_normalize == "sum"
+    assert band.depth_5sigma_ujy is not None and band.depth_5sigma_ujy > 0
+    assert "simulator" in band.description
+
+
+def test_irac_conversion_is_the_notebooks() -> None:
+    for ch in (1, 2, 3, 4):
+        assert get_band(f"irac{ch}").to_ujy == 1e12 / 4.254517e10 * 0.36
+    assert mjysr_to_ujy(0.6) == IRAC_TO_UJY
+    assert mjysr_to_ujy(1.2) == pytest.approx(4 * IRAC_TO_UJY, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_preset_psf_loads_normalised_and_odd(name: str) -> None:
+    band = PRESETS[name]
+    psf = band.load_psf()
+    assert psf.size == band.psf_size
+    assert psf.size % 2 == 1
+    assert psf.array.shape == (band.psf_size, band.psf_size)
+    assert psf.pixel_scale == band.pixel_scale
+    assert psf.sum == pytest.approx(1.0, abs=1e-12)
+    psf.check_normalized(rtol=1e-12)
+    assert band.load_psf() is psf  # cached
+
+
+#: Relative tolerance on the FWHM. The notebook's IRAC ch4 PRF measures 2.85"
+#: against the nominal 1.98" (its core is broad and lopsided): tested apart.
+FWHM_RTOL = {"irac4": None}
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED if n not in FWHM_RTOL])
+def test_preset_psf_fwhm_near_nominal(name: str) -> None:
+    band = PRESETS[name]
+    measured = band.load_psf().fwhm * band.pixel_scale
+    assert measured == pytest.approx(band.fwhm, rel=0.2)
+
+
+def test_irac4_prf_is_broader_than_nominal() -> None:
+    band = get_band("irac4")
+    measured = band.load_psf().fwhm * band.pixel_scale
+    assert 1.3 * band.fwhm < measured < 1.6 * band.fwhm
+
+
+@pytest.mark.parametrize("ch", [1, 2, 3, 4])
+def test_irac_prf_is_the_file_unchanged(ch: int) -> None:
+    raw = packaged_array(f"PRF_IRAC_ch{ch}.fits")
+    assert raw.shape == (17, 17)
+    np.testing.assert_allclose(get_band(f"irac{ch}").load_psf().array, raw / raw.sum(),
+                               rtol=1e-13)
+
+
+@pytest.mark.parametrize("ch", [1, 2, 3, 4])
+def test_irac_prfs_are_off_centre_by_half_a_pixel(ch: int) -> None:
+    # The notebook's PRFs put the light ~0.5-0.8 px left of the middle pixel
+    # (kept for parity); still within PixelPSF's 1 px centring tolerance.
+    arr = get_band(f"irac{ch}").load_psf().array
+    cx = arr.sum(axis=0) @ np.arange(-8, 9)
+    assert -0.9 < cx < -0.4
+
+
+@pytest.mark.parametrize(("name", "psf_file"), [("nuv", "PSFnuv_faint.fits"),
+                                                ("fuv", "PSFfuv.fits")])
+def test_galex_psf_is_the_notebooks_cut(name: str, psf_file: str) -> None:
+    raw = packaged_array(psf_file)
+    assert raw.shape == (120, 120)
+    assert raw.max() == pytest.approx(1.0, abs=1e-4)  # peak-normalised in the file
+    # the notebook: prf[0:119, 0:119], then [(60 - 13 - 1):(60 + 13)] on both axes
+    cut = raw[0:119, 0:119][46:73, 46:73]
+    psf = get_band(name).load_psf()
+    assert psf.size == 27
+    np.testing.assert_allclose(psf.array, cut / cut.sum(), rtol=1e-12)
+    assert 0.95 < get_band(name).psf_flux_fraction() < 0.97
+
+
+def test_wise_psf_size_keeps_most_of_the_w1_flux() -> None:
+    assert get_band("w1").psf_flux_fraction() >= 0.97
+    assert get_band("w2").psf_flux_fraction() >= 0.97
+    assert get_band("w3").psf_flux_fraction() > 0.88
+    assert get_band("w4").psf_flux_fraction() > 0.88
+
+
+def test_w4_model_is_upsampled_from_native_pixels() -> None:
+    band = get_band("w4")
+    raw = packaged_array("psf_model_w4.fits")
+    native = bands.PixelPSF.from_array(raw, 5.5, size=31)
+    # interpolated onto 2.75" pixels: same width in arcsec, twice in pixels
+    assert band.load_psf().fwhm * 2.75 == pytest.approx(native.fwhm * 5.5, rel=0.1)
+    assert band.load_psf().fwhm * 2.75 == pytest.approx(12.0, rel=0.15)
+
+
+@pytest.mark.parametrize(("name", "zeropoint"), [("nuv", 20.08), ("fuv", 18.82),
+                                                 ("w1", 22.5 + 2.699), ("w4", 22.5 + 6.620),
+                                                 ("irac1", 21.581)])
+def test_ab_zeropoints(name: str, zeropoint: float) -> None:
+    assert get_band(name).ab_zeropoint == pytest.approx(zeropoint, abs=1e-3)
+
+
+def test_flux_to_mag() -> None:
+    mag, err = flux_to_mag(np.array([1.0, 10.0, 0.0, -3.0, np.nan]),
+                           np.array([0.1, 1.0, 1.0, 1.0, 1.0]))
+    np.testing.assert_allclose(mag[:2], [23.9, 21.4])
+    np.testing.assert_allclose(err[:2], [2.5 / math.log(10) * 0.1] * 2)
+    assert np.isnan(mag[2:]).all() and np.isnan(err[2:]).all()
+    # one magnitude is 10**0.4 in flux
+    m2, _ = flux_to_mag([1.0, 10**0.4], [0.0, 0.0])
+    assert m2[0] - m2[1] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------- lookup
+def test_get_band_is_case_insensitive() -> None:
+    assert get_band("IRAC1") is PRESETS["irac1"]
+    assert get_band("Nuv") is PRESETS["nuv"]
+    band = PRESETS["w2"]
+    assert get_band(band) is band
+
+
+def test_get_band_unknown_lists_known_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown band 'irac5'; known bands: irac1, irac2"):
+        get_band("irac5")
+
+
+def test_presets_are_read_only() -> None:
+    with pytest.raises(TypeError):
+        PRESETS["mine"] = PRESETS["irac1"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["irac1"].pixel_scale = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------- Band checks
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"pixel_scale": -1}, r"bands\.x: pixel_scale must be a number > 0, got -1"),
+        ({"pixel_scale": "0.6"}, r"bands\.x: pixel_scale must be a number > 0, got '0\.6'"),
+        ({"to_ujy": 0.0}, r"bands\.x: to_ujy must be a number > 0"),
+        ({"psf_size": 26}, r"bands\.x: psf_size must be an odd integer >= 3 .*, got 26"),
+        ({"psf_size": True}, r"bands\.x: psf_size must be an odd integer"),
+        ({"fwhm": math.nan}, r"bands\.x: fwhm must be a number > 0"),
+        ({"psf_normalize": "max"}, r"bands\.x: psf_normalize must be"),
+        ({"psf_file": ""}, r"bands\.x: psf_file must be a non-empty string"),
+        ({"name": "my-band"}, r"band name must start with a letter"),
+    ],
+)
+def test_band_rejects_bad_values(change: dict, pattern: str) -> None:
+    settings = {"name": "x", "psf_file": "PSFfuv.fits", "pixel_scale": 1.5, "psf_size": 27}
+    with pytest.raises(BandError, match=pattern):
+        Band(**(settings | change))
+
+
+def test_band_defaults() -> None:
+    band = Band(name="x", psf_file="PSFfuv.fits", pixel_scale=1.5, psf_size=27)
+    assert band.psf_pixel_scale == 1.5
+    assert band.cutout_width == pytest.approx(27 * 1.5)
+    assert band.to_ujy == 1.0
+    assert band.wavelength is None and band.fwhm is None and band.depth_5sigma_ujy is None
+
+
+# ---------------------------------------------------------------------- from files and config
+def test_from_psf_file_on_a_mosaic_grid(tmp_path: Path) -> None:
+    path = write_psf(tmp_path / "g.fits", 3.0 * gaussian_psf(3.0, size=25).array)
+    band = Band.from_psf_file("mine", path, pixel_scale=0.6, unit="MJy/sr")
+    assert band.psf_size == 25
+    assert band.psf_pixel_scale == 0.6
+    assert band.to_ujy == mjysr_to_ujy(0.6)
+    assert band.fwhm == pytest.approx(3.0 * 0.6, rel=0.1)  # measured
+    assert band.psf_file == str(path.resolve())
+    np.testing.assert_allclose(band.load_psf().array, gaussian_psf(3.0, size=25).array,
+                               rtol=1e-12)
+
+
+def test_from_psf_file_resamples_by_header_scale(tmp_path: Path) -> None:
+    fine = gaussian_psf(20.0, size=121, pixel_scale=0.1)
+    path = write_psf(tmp_path / "fine.fits", fine.array, PIXSCALE=0.1)
+    band = Band.from_psf_file("fine", path, pixel_scale=0.6)
+    assert band.psf_pixel_scale == 0.1
+    assert band.psf_size == 21  # ceil(121 * 0.1 / 0.6) made odd
+    psf = band.load_psf()
+    coarse = gaussian_psf(2.0 / 0.6, size=21)
+    assert np.abs(psf.array - coarse.array).max() < 0.01 * coarse.array.max()
+
+
+def test_from_psf_file_unknown_setting(tmp_path: Path) -> None:
+    with pytest.raises(BandError, match=r"bands\.x: .*unexpected keyword argument 'colour'"):
+        Band.from_psf_file("x", "PSFfuv.fits", pixel_scale=1.5, psf_size=27, colour="blue")
+
+
+def test_load_psf_sees_a_rewritten_file(tmp_path: Path) -> None:
+    path = write_psf(tmp_path / "p.fits", gaussian_psf(3.0, size=21).array)
+    band = Band.from_psf_file("p", path, pixel_scale=1.0, psf_size=21)
+    first = band.load_psf()
+    path.unlink()
+    write_psf(path, gaussian_psf(5.0, size=31).array)
+    assert band.load_psf().fwhm > first.fwhm + 1.0
+
+
+def test_config_band_from_a_fits_file(tmp_path: Path) -> None:
+    write_psf(tmp_path / "mypsf.fits", gaussian_psf(3.0, size=25).array)
+    table = tomllib.loads(
+        '[bands.myband]\npsf_file = "mypsf.fits"\npixel_scale = 0.6\nto_ujy = 8.46\n'
+        'wavelength = 3.6\n'
+    )["bands"]["myband"]
+    band = band_from_config("myband", table, base_dir=tmp_path)
+    assert band.name == "myband"
+    assert band.to_ujy == 8.46
+    assert band.wavelength == 3.6
+    assert band.psf_size == 25
+    assert band.load_psf().sum == pytest.approx(1.0, abs=1e-12)
+    assert band.load_psf().fwhm == pytest.approx(3.0, rel=0.1)
+
+
+def test_config_relative_path_uses_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_psf(tmp_path / "here.fits", gaussian_psf(3.0, size=15).array)
+    monkeypatch.chdir(tmp_path)
+    band = band_from_config("here", {"psf_file": "here.fits", "pixel_scale": 1.0})
+    assert Path(band.psf_file) == (tmp_path / "here.fits").resolve()
+
+
+def test_config_mjysr_without_to_ujy(tmp_path: Path) -> None:
+    write_psf(tmp_path / "p.fits", gaussian_psf(3.0, size=15).array)
+    band = band_from_config("p", {"psf_file": str(tmp_path / "p.fits"), "pixel_scale": 1.2,
+                                  "unit": "MJy/sr"})
+    assert band.to_ujy == mjysr_to_ujy(1.2)
+
+
+@pytest.mark.parametrize(
+    ("table", "pattern"),
+    [
+        ({"psf_file": "PSFfuv.fits", "pixel_scal": 1.5},
+         r"^bands\.myband: unknown key 'pixel_scal' \(did you mean 'pixel_scale'\?\); "
+         r"known keys: psf_file, pixel_scale, "),
+        ({"psf_file": "PSFfuv.fits", "pixel_scale": 1.5, "name": "x"},
+         r"bands\.myband: unknown key 'name'"),
+        ({"psf_file": "PSFfuv.fits", "pixel_scale": 0.0},
+         r"bands\.myband: pixel_scale must be a number > 0, got 0\.0"),
+        ({"psf_file": "PSFfuv.fits", "pixel_scale": 1.5, "psf_size": 28},
+         r"bands\.myband: psf_size must be an odd integer >= 3 .*, got 28"),
+        ({"psf_file": "nope.fits", "pixel_scale": 1.5},
+         r"bands\.myband: psf_file 'nope\.fits' not found.*packaged PSFs: PRF_IRAC_ch1"),
+        ({"pixel_scale": 1.5}, r"bands\.myband: missing required key 'psf_file'"),
+        ({"psf_file": "PSFfuv.fits"}, r"bands\.myband: missing required key 'pixel_scale'"),
+        ({"preset": "irac9"}, r"bands\.myband: preset: unknown band 'irac9'"),
+        ({"preset": "irac1", "to_ujy": -2}, r"bands\.myband: to_ujy must be a number > 0"),
+        ({"psf_file": "PSFfuv.fits", "pixel_scale": 1.5, "psf_normalize": "peaks"},
+         r"bands\.myband: psf_normalize must be 'sum', 'peak' or 'none'"),
+    ],
+)
+def test_config_errors_name_the_key(table: dict, pattern: str) -> None:
+    with pytest.raises(BandError, match=pattern):
+        band_from_config("myband", table)
+
+
+def test_config_must_be_a_table() -> None:
+    with pytest.raises(BandError, match=r"bands\.myband: expected a table"):
+        band_from_config("myband", ["psf_file"])  # type: ignore[arg-type]
+
+
+def test_config_unusable_psf_names_the_file(tmp_path: Path) -> None:
+    arr = np.zeros((21, 21))
+    arr[2, 3] = 1.0
+    write_psf(tmp_path / "offset.fits", arr)
+    with pytest.raises(BandError, match=r"bands\.bad: psf_file: offset\.fits: PSF is not centred"):
+        band_from_config("bad", {"psf_file": "offset.fits", "pixel_scale": 1.0},
+                         base_dir=tmp_path)
+    (tmp_path / "text.fits").write_text("not FITS")
+    with pytest.raises(BandError, match=r"bands\.bad: psf_file: \S*text\.fits: cannot read"):
+        band_from_config("bad", {"psf_file": "text.fits", "pixel_scale": 1.0},
+                         base_dir=tmp_path)
+
+
+def test_preset_override() -> None:
+    band = band_from_config("deep1", {"preset": "IRAC1", "depth_5sigma_ujy": 0.2,
+                                      "cutout_width": 12.0})
+    base = get_band("irac1")
+    assert band.name == "deep1"
+    assert band.depth_5sigma_ujy == 0.2
+    assert band.cutout_width == 12.0
+    assert dataclasses.replace(band, name="irac1", depth_5sigma_ujy=base.depth_5sigma_ujy,
+                               cutout_width=base.cutout_width) == base
+    np.testing.assert_array_equal(band.load_psf().array, base.load_psf().array)
+
+
+def test_preset_override_pixel_scale_follows_pixel_area() -> None:
+    band = band_from_config("coarse1", {"preset": "irac1", "pixel_scale": 1.2})
+    assert band.to_ujy == mjysr_to_ujy(1.2)
+    assert band.psf_pixel_scale == 0.6  # the PRF is resampled onto 1.2" pixels
+    psf = band.load_psf()
+    assert psf.size == 17 and psf.pixel_scale == 1.2
+    assert psf.sum == pytest.approx(1.0, abs=1e-12)
+    assert psf.fwhm < get_band("irac1").load_psf().fwhm  # fewer, larger pixels
+    explicit = band_from_config("coarse2", {"preset": "irac1", "pixel_scale": 1.2,
+                                            "to_ujy": 5.0})
+    assert explicit.to_ujy == 5.0
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_as_config_round_trip(name: str) -> None:
+    band = PRESETS[name]
+    assert band_from_config(name, band.as_config()) == band
+
+
+# ---------------------------------------------------------------------- provenance
+@needs_shared
+@pytest.mark.parametrize(
+    "source",
+    [*(f"fornax-cosmos/PRF_IRAC_ch{ch}.fits" for ch in (1, 2, 3, 4)),
+     "fornax-cosmos/PSFnuv_faint.fits", "fornax-cosmos/PSFfuv.fits",
+     *(f"unwise-psf/psf_model_w{w}.fits" for w in (1, 2, 3, 4))],
+)
+def test_packaged_files_are_the_reference_files(source: str) -> None:
+    original = SHARED_DATA / source
+    if not original.is_file():
+        pytest.skip(f"shared reference file absent: {original}")
+    packaged = resources.files("dask_phot").joinpath("data", "psf", original.name)
+    assert packaged.read_bytes() == original.read_bytes()
