@@ -1,0 +1,628 @@
+"""Typed, validated run configuration from one TOML file.
+
+:func:`load_config` merges, in order: the packaged defaults
+(``dask_phot/data/default.toml``, which documents every key), the user's
+file (or a dict), environment variables ``DASK_PHOT__<SECTION>__<KEY>`` (or
+``DASK_PHOT__BANDS__<NAME>__<KEY>``, values parsed as TOML, else taken as
+strings) and finally ``overrides``. Relative paths are taken from the
+configuration file's directory (from the working directory for dicts,
+environment variables and overrides); URLs (``s3://``, ``https://``...) are
+kept as they are. Unknown keys and bad values raise :class:`ConfigError`,
+whose message names where the value came from and the dotted key.
+
+Examples
+--------
+>>> cfg = load_config({"priors": {"path": "/data/priors.parquet"},
+...                    "bands": {"irac1": {"images": ["/data/irac1_*.fits"]}}},
+...                   environ={})
+>>> cfg.band_names, cfg.cells.order, cfg.margin_arcsec
+(('irac1',), 'auto', 4.8)
+>>> cfg.engine.forced_kwargs()["mode"]
+'scene'
+>>> load_config({"priors": {"path": "p.csv"}, "bands": {"irac1": {"images": ["i.fits"]}},
+...              "engine": {"fit_skyy": True}}, environ={})
+Traceback (most recent call last):
+...
+dask_phot.config.ConfigError: <dict>: engine.fit_skyy: unknown key; known keys: mode, fit_sky, sky_model, fit_positions, max_shift, position_snr, high_chi2 (did you mean 'fit_sky'?)
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from dask_phot.bands import PRESETS, Band, BandError, band_from_config, packaged_psf_files
+
+__all__ = [
+    "BandImages",
+    "CellsConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "EngineConfig",
+    "OutputConfig",
+    "PriorsConfig",
+    "RunConfig",
+    "default_config",
+    "load_config",
+    "storage_options",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "DASK_PHOT__"
+MAX_CELL_ORDER = 13
+_DEFAULTS_LABEL = "dask_phot/data/default.toml"
+_SECTIONS = ("priors", "bands", "band_defaults", "cells", "engine", "output", "cluster",
+             "storage")
+_IMAGE_KEYS = ("images", "noise", "noise_kind", "sky")
+_BAND_KEYS = (*(f.name for f in fields(Band) if f.name != "name"), "preset")
+_NOISE_KINDS = ("weight", "uncertainty", "variance", "none")
+_SKY_WORDS = ("fit", "clipped", "none")
+_CREDENTIAL_KEYS = ("key", "secret", "token", "profile")
+_SCHEDULER_RE = re.compile(r"^(tcp|tls|ws|wss|inproc|ucx)://\S+$")
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+NoiseKind = Literal["weight", "uncertainty", "variance", "none"]
+
+
+class ConfigError(ValueError):
+    """An unusable configuration: the message names the file (or source) and dotted key."""
+
+
+# ---------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class PriorsConfig:
+    """``[priors]``: the prior-positions catalog (see :func:`dask_phot.catalog.read_priors`)."""
+
+    path: str
+    ra_column: str = "ra"
+    dec_column: str = "dec"
+    id_column: str = "source_id"
+    keep_columns: tuple[str, ...] = ()
+    flux_guess_column: str = ""
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`dask_phot.catalog.read_priors` (not the path)."""
+        extra = [*self.keep_columns]
+        if self.flux_guess_column and self.flux_guess_column not in extra:
+            extra.append(self.flux_guess_column)
+        return {"ra_column": self.ra_column, "dec_column": self.dec_column,
+                "id_column": self.id_column, "columns": extra}
+
+
+@dataclass(frozen=True)
+class BandImages:
+    """``[bands.<name>]``: one band's images and how to treat them.
+
+    ``noise_kind`` is ``"none"`` whenever no noise files are given; ``sky`` is
+    ``"fit"``, ``"clipped"``, ``"none"`` or a fixed sky level in image units.
+    """
+
+    name: str
+    band: Band
+    images: tuple[str, ...]
+    noise: tuple[str, ...] = ()
+    noise_kind: NoiseKind = "none"
+    sky: str | float = "fit"
+
+    @property
+    def margin_arcsec(self) -> float:
+        """PSF half-width on the sky: ``psf_size // 2 * pixel_scale``."""
+        return self.band.psf_size // 2 * self.band.pixel_scale
+
+
+@dataclass(frozen=True)
+class CellsConfig:
+    """``[cells]``: HEALPix partitioning (see :mod:`dask_phot.cells`)."""
+
+    order: int | Literal["auto"] = "auto"
+    rows_per_partition: int = 2000
+    margin_arcsec: float | Literal["auto"] = "auto"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """``[engine]``: keyword options of :func:`dask_phot.forced_photometry`."""
+
+    mode: Literal["scene", "cutout"] = "scene"
+    fit_sky: bool = True
+    sky_model: Literal["constant", "plane"] = "constant"
+    fit_positions: bool | Literal["source", "global"] = False
+    max_shift: float = 0.5
+    position_snr: float = 5.0
+    high_chi2: float = 5.0
+
+    def forced_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`dask_phot.forced_photometry`.
+
+        Examples
+        --------
+        >>> EngineConfig(fit_sky=False).forced_kwargs()["fit_sky"]
+        False
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: where the HATS catalog is written."""
+
+    path: str
+    catalog_name: str = "dask_phot"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """``[cluster]``: the Dask cluster to run on."""
+
+    scheduler: str = "local"
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str | int = "4GiB"
+    retries: int = 2
+    performance_report: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A complete, validated run configuration (see :func:`load_config`).
+
+    ``source`` (the file, or ``"<dict>"``) is informative and not compared.
+    """
+
+    priors: PriorsConfig
+    bands: tuple[BandImages, ...]
+    cells: CellsConfig
+    engine: EngineConfig
+    output: OutputConfig
+    cluster: ClusterConfig
+    storage: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="<dict>", compare=False)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """Band names in configuration order."""
+        return tuple(b.name for b in self.bands)
+
+    def band(self, name: str) -> BandImages:
+        """One band's settings by name."""
+        for b in self.bands:
+            if b.name == name:
+                return b
+        raise KeyError(f"{self.source}: no band {name!r}; bands: {', '.join(self.band_names)}")
+
+    @property
+    def margin_arcsec(self) -> float:
+        """The cell margin in arcsec, ``"auto"`` resolved to the largest PSF half-width."""
+        if self.cells.margin_arcsec != "auto":
+            return float(self.cells.margin_arcsec)
+        return max(b.margin_arcsec for b in self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML/JSON-serialisable dict; ``load_config(cfg.to_dict()) == cfg``.
+
+        Bands are written in full (every :class:`~dask_phot.bands.Band` field),
+        so the record does not depend on the presets of a later version.
+        """
+        def plain(obj: Any) -> dict[str, Any]:
+            return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
+                    for f in fields(obj)}
+
+        bands = {b.name: {"images": list(b.images), "noise": list(b.noise),
+                          "noise_kind": b.noise_kind, "sky": b.sky, **b.band.as_config()}
+                 for b in self.bands}
+        return {"priors": plain(self.priors), "bands": bands, "cells": plain(self.cells),
+                "engine": plain(self.engine), "output": plain(self.output),
+                "cluster": plain(self.cluster), "storage": copy.deepcopy(self.storage)}
+
+    def config_hash(self) -> str:
+        """SHA-256 (hex) of the science-relevant sections: priors, bands, cells, engine.
+
+        Output, cluster and storage settings do not change it, so a run can
+        resume with another cluster or output location.
+        """
+        d = self.to_dict()
+        science = {k: d[k] for k in ("priors", "bands", "cells", "engine")}
+        blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def storage_options(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """fsspec ``storage_options`` from ``[storage]``: ``endpoint_url`` in s3fs form.
+
+    Parameters
+    ----------
+    cfg : RunConfig or mapping
+        A configuration, or its ``storage`` table.
+
+    Examples
+    --------
+    >>> storage_options({"anon": False, "endpoint_url": "http://127.0.0.1:5000"})
+    {'anon': False, 'client_kwargs': {'endpoint_url': 'http://127.0.0.1:5000'}}
+    """
+    table = cfg.storage if isinstance(cfg, RunConfig) else cfg
+    opts = copy.deepcopy(dict(table))
+    endpoint = opts.pop("endpoint_url", None)
+    if endpoint:
+        client = dict(opts.get("client_kwargs") or {})
+        client.setdefault("endpoint_url", endpoint)
+        opts["client_kwargs"] = client
+    return opts
+
+
+# ---------------------------------------------------------------------- layers
+def default_config() -> dict[str, Any]:
+    """The packaged defaults (``dask_phot/data/default.toml``) as a dict."""
+    text = resources.files("dask_phot").joinpath("data", "default.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    """A path taken from ``base`` (URLs, absolute paths and non-strings unchanged)."""
+    if isinstance(value, list | tuple):
+        return [_resolve(v, base) for v in value]
+    if not isinstance(value, str) or not value or _URL_RE.match(value):
+        return value
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _resolve_layer(layer: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Copy of a layer with its path-valued keys resolved against ``base``."""
+    out = copy.deepcopy(layer)
+    for section, key in (("priors", "path"), ("output", "path"),
+                         ("cluster", "performance_report")):
+        table = out.get(section)
+        if isinstance(table, dict) and key in table:
+            table[key] = _resolve(table[key], base)
+    bands = out.get("bands")
+    for table in (bands.values() if isinstance(bands, dict) else ()):
+        if not isinstance(table, dict):
+            continue
+        for key in ("images", "noise"):
+            if key in table:
+                table[key] = _resolve(table[key], base)
+        psf = table.get("psf_file")
+        if isinstance(psf, str) and not (os.path.basename(psf) == psf
+                                         and psf in packaged_psf_files()):
+            table["psf_file"] = _resolve(psf, base)
+    return out
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any], label: str,
+           origins: dict[str, str], prefix: str = "") -> None:
+    for key, value in layer.items():
+        dotted = f"{prefix}{key}"
+        origins[dotted] = label
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value, label, origins, f"{dotted}.")
+        else:  # keys inside a new table inherit its origin (see _Checker.where)
+            into[key] = copy.deepcopy(value)
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _env_layers(environ: Mapping[str, str], bands: Iterable[str]) -> list[tuple[str, dict]]:
+    """One layer per ``DASK_PHOT__...`` variable, sorted by name."""
+    by_lower = {b.lower(): b for b in bands}
+    layers = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        value = _parse_env_value(environ[name])
+        label = f"environment variable {name}"
+        if len(parts) == 2 and all(parts) and parts[0] != "bands":
+            layers.append((label, {parts[0]: {parts[1]: value}}))
+        elif len(parts) == 3 and parts[0] == "bands" and all(parts):
+            band = by_lower.get(parts[1], parts[1])
+            layers.append((label, {"bands": {band: {parts[2]: value}}}))
+        else:
+            raise ConfigError(f"{label}: expected {ENV_PREFIX}<SECTION>__<KEY> or "
+                              f"{ENV_PREFIX}BANDS__<NAME>__<KEY>")
+    return layers
+
+
+def _expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"engine.fit_sky": False}`` -> ``{"engine": {"fit_sky": False}}`` (nested kept)."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        nested = value
+        for part in reversed(str(key).split(".")):
+            nested = {part: nested}
+        _merge(out, nested, "overrides", {})
+    return out
+
+
+def _read_user(path_or_dict: Any) -> tuple[dict[str, Any], str, Path]:
+    if isinstance(path_or_dict, Mapping):
+        return copy.deepcopy(dict(path_or_dict)), "<dict>", Path.cwd()
+    label = os.fspath(path_or_dict)
+    path = Path(label).expanduser()
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read the configuration file ({exc})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: not valid TOML: {exc}") from exc
+    return data, label, path.resolve().parent
+
+
+def load_config(
+    path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Load, merge and validate a run configuration.
+
+    Parameters
+    ----------
+    path_or_dict : path-like or mapping
+        A TOML file, or its content as a dict (e.g. :meth:`RunConfig.to_dict`).
+    overrides : mapping, optional
+        Applied last; nested (``{"engine": {"fit_sky": False}}``) or dotted
+        (``{"engine.fit_sky": False}``) keys.
+    environ : mapping, optional
+        Environment to read ``DASK_PHOT__*`` overrides from; default
+        ``os.environ``.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, unknown key, bad value, missing ``priors.path`` or
+        no band; the message names the file (or other source) and the key.
+    """
+    user, label, base = _read_user(path_or_dict)
+    if not isinstance(user.get("bands", {}), Mapping):
+        raise ConfigError(f"{label}: bands: must be a table of [bands.<name>] tables")
+    env = os.environ if environ is None else environ
+    cwd = Path.cwd()
+    layers = [(_DEFAULTS_LABEL, _resolve_layer(default_config(), base)),
+              (label, _resolve_layer(user, base))]
+    layers += [(lab, _resolve_layer(lay, cwd))
+               for lab, lay in _env_layers(env, user.get("bands", {}))]
+    if overrides:
+        layers.append(("overrides", _resolve_layer(_expand_dotted(overrides), cwd)))
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for lab, layer in layers:
+        _merge(merged, layer, lab, origins)
+    return _Checker(origins, label).run_config(merged)
+
+
+# ---------------------------------------------------------------------- validation
+class _Bad(Exception):
+    """A rejected value; :class:`_Checker` adds where it came from and its key."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _string(*, empty: bool = True, pattern: str | None = None) -> Check:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or (not empty and not v) \
+                or (pattern is not None and not re.match(pattern, v)):
+            what = f"matching {pattern}" if pattern else "" if empty else "non-empty"
+            raise _Bad(f"must be a {what + ' ' if what else ''}string, got {v!r}")
+        return v
+    return check
+
+
+def _strings(*, empty: bool = True) -> Check:
+    def check(v: Any) -> tuple[str, ...]:
+        items = [v] if isinstance(v, str) else v
+        if not isinstance(items, list | tuple) or not all(isinstance(s, str) and s for s in items) \
+                or (not empty and not items):
+            raise _Bad(f"must be a{'' if empty else ' non-empty'} list of non-empty strings, "
+                       f"got {v!r}")
+        return tuple(items)
+    return check
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _number(lo: float, *, strict: bool, auto: bool = False, integer: bool = False,
+            hi: float | None = None) -> Check:
+    def check(v: Any) -> Any:
+        if auto and v == "auto":
+            return v
+        ok = _is_number(v) and (v > lo if strict else v >= lo) and (hi is None or v <= hi) \
+            and (isinstance(v, int) or not integer)
+        if not ok:
+            span = f"{lo:g}..{hi:g}" if hi is not None else f"{'>' if strict else '>='} {lo:g}"
+            tail = ' or "auto"' if auto else ""
+            raise _Bad(f"must be {'an integer' if integer else 'a number'} {span}{tail}, "
+                       f"got {v!r}")
+        return v if integer else float(v)
+    return check
+
+
+def _one_of(*choices: Any) -> Check:
+    def check(v: Any) -> Any:
+        if not any(v == c and type(v) is type(c) for c in choices):
+            raise _Bad(f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
+        return v
+    return check
+
+
+def _sky(v: Any) -> str | float:
+    if isinstance(v, str):
+        return _one_of(*_SKY_WORDS)(v)
+    if not _is_number(v):
+        raise _Bad(f"must be 'fit', 'clipped', 'none' or a number, got {v!r}")
+    return float(v)
+
+
+def _scheduler(v: Any) -> str:
+    if v not in ("local", "kubernetes") and not (isinstance(v, str) and _SCHEDULER_RE.match(v)):
+        raise _Bad(f"must be 'local', 'kubernetes' or a scheduler address like "
+                   f"tcp://host:8786, got {v!r}")
+    return v
+
+
+def _memory(v: Any) -> str | int:
+    from dask.utils import parse_bytes
+
+    try:
+        ok = v == "auto" or (not isinstance(v, bool) and parse_bytes(v) > 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise _Bad(f"must be a size like '4GiB', a number of bytes or 'auto', got {v!r}")
+    return v
+
+
+_NAME = _string(empty=False)
+_SPECS: dict[str, tuple[type, dict[str, Check]]] = {
+    "priors": (PriorsConfig, {
+        "path": _NAME, "ra_column": _NAME, "dec_column": _NAME, "id_column": _NAME,
+        "keep_columns": _strings(), "flux_guess_column": _string()}),
+    "cells": (CellsConfig, {
+        "order": _number(0, strict=False, hi=MAX_CELL_ORDER, integer=True, auto=True),
+        "rows_per_partition": _number(1, strict=False, integer=True),
+        "margin_arcsec": _number(0, strict=False, auto=True)}),
+    "engine": (EngineConfig, {
+        "mode": _one_of("scene", "cutout"), "fit_sky": _one_of(True, False),
+        "sky_model": _one_of("constant", "plane"),
+        "fit_positions": _one_of(False, True, "source", "global"),
+        "max_shift": _number(0, strict=True), "position_snr": _number(0, strict=False),
+        "high_chi2": _number(0, strict=True)}),
+    "output": (OutputConfig, {
+        "path": _NAME, "catalog_name": _string(pattern=r"^[A-Za-z0-9_.-]+$")}),
+    "cluster": (ClusterConfig, {
+        "scheduler": _scheduler, "n_workers": _number(1, strict=False, integer=True),
+        "threads_per_worker": _number(1, strict=False, integer=True), "memory_limit": _memory,
+        "retries": _number(0, strict=False, integer=True), "performance_report": _string()}),
+    "band_defaults": (dict, {
+        "images": _strings(empty=False), "noise": _strings(),
+        "noise_kind": _one_of(*_NOISE_KINDS), "sky": _sky}),
+    "storage": (dict, {"anon": _one_of(True, False), "endpoint_url": _NAME}),
+}
+
+
+@dataclass
+class _Checker:
+    """Validates the merged dict; errors name the layer a key came from."""
+
+    origins: dict[str, str]
+    label: str
+
+    def where(self, key: str) -> str:
+        probe = key
+        while probe and probe not in self.origins:
+            probe = probe.rpartition(".")[0]
+        return self.origins.get(probe, self.label)
+
+    def fail(self, key: str, msg: str) -> NoReturn:
+        raise ConfigError(f"{self.where(key)}: {key}: {msg}")
+
+    def table(self, key: str, value: Any, known: Iterable[str] | None) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            self.fail(key, f"must be a table, got {value!r}")
+        names = list(known) if known is not None else None
+        for name in value:
+            if names is not None and name not in names:
+                close = difflib.get_close_matches(str(name), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(f"{key}.{name}", f"unknown key; known keys: {', '.join(names)}{hint}")
+        return dict(value)
+
+    def values(self, key: str, t: Mapping[str, Any], spec: Mapping[str, Check]) -> dict:
+        out = dict(t)
+        for name, check in spec.items():
+            if name in t:
+                try:
+                    out[name] = check(t[name])
+                except _Bad as exc:
+                    self.fail(f"{key}.{name}", str(exc))
+        return out
+
+    def section(self, d: Mapping[str, Any], name: str) -> Any:
+        cls, spec = _SPECS[name]
+        t = self.table(name, d.get(name, {}), None if name == "storage" else spec)
+        return self.values(name, t, spec) if cls is dict else cls(**self.values(name, t, spec))
+
+    def run_config(self, d: dict[str, Any]) -> RunConfig:
+        for name in d:
+            if name not in _SECTIONS:
+                close = difflib.get_close_matches(name, _SECTIONS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(name, f"unknown section; known sections: {', '.join(_SECTIONS)}{hint}")
+        if "path" not in d.get("priors", {}):
+            raise ConfigError(f"{self.label}: priors.path: required (the priors catalog)")
+        priors = self.section(d, "priors")
+        if not d.get("bands"):
+            self.fail("bands", "at least one [bands.<name>] table is required")
+        defaults = self.section(d, "band_defaults")
+        bands = tuple(self.band_images(name, table, defaults)
+                      for name, table in self.table("bands", d["bands"], None).items())
+        return RunConfig(priors=priors, bands=bands, cells=self.section(d, "cells"),
+                         engine=self.section(d, "engine"), output=self.section(d, "output"),
+                         cluster=self.section(d, "cluster"), storage=self.storage(d),
+                         source=self.label)
+
+    def band_images(self, name: str, value: Any, defaults: dict[str, Any]) -> BandImages:
+        key = f"bands.{name}"
+        if not _NAME_RE.match(str(name)):
+            self.fail(key, "band name must start with a letter and hold only letters, digits "
+                           "and '_' (it names output columns)")
+        table = self.table(key, value, _IMAGE_KEYS + _BAND_KEYS)
+        if "images" not in table:
+            self.fail(f"{key}.images", "required (paths, globs or URLs of the band's images)")
+        t = {**defaults, **self.values(key, table, _SPECS["band_defaults"][1])}
+        images, noise, kind = t["images"], t.get("noise", ()), t.get("noise_kind", "weight")
+        if noise and kind == "none":
+            self.fail(f"{key}.noise_kind", "is 'none' but noise files are given")
+        if len(noise) not in (0, 1, len(images)):
+            self.fail(f"{key}.noise", f"must list one file per image ({len(images)}) or one "
+                                      f"glob, got {len(noise)}")
+        return BandImages(name=name, band=self.band(name, table), images=images, noise=noise,
+                          noise_kind=kind if noise else "none", sky=t.get("sky", "fit"))
+
+    def band(self, name: str, table: dict[str, Any]) -> Band:
+        definition = {k: v for k, v in table.items() if k in _BAND_KEYS}
+        if not definition and name in PRESETS:
+            return PRESETS[name]
+        if "preset" not in definition and name.lower() in PRESETS:
+            definition = {"preset": name.lower(), **definition}
+        if "preset" not in definition and not {"psf_file", "pixel_scale"} <= definition.keys():
+            self.fail(f"bands.{name}", f"not a preset band ({', '.join(PRESETS)}): give "
+                                       f"preset = '<name>' or psf_file and pixel_scale")
+        try:
+            return band_from_config(name, definition)
+        except (BandError, TypeError) as exc:
+            raise ConfigError(f"{self.where(f'bands.{name}')}: {exc}") from exc
+
+    def storage(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        t = self.section(d, "storage")
+        if any(k in t for k in _CREDENTIAL_KEYS) and self.where("storage.anon") == _DEFAULTS_LABEL:
+            logger.info("storage: credentials given, so anon = false")
+            t["anon"] = False
+        return t

@@ -1,0 +1,375 @@
+"""An index of a band's mosaics, built from their headers alone, and mosaic selection."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from dask_phot.images import _io
+from dask_phot.images._fits import BLOCK, FitsImageLayout, celestial_wcs, scan_image_hdu
+
+__all__ = ["Mosaic", "NoiseKind", "build_index", "covering", "select_mosaic"]
+
+log = logging.getLogger(__name__)
+
+NoiseKind = Literal["weight", "uncertainty", "variance", "none"]
+NOISE_KINDS: tuple[str, ...] = ("weight", "uncertainty", "variance", "none")
+_FIRST_READ = 4 * BLOCK
+
+PathList = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+@dataclass(frozen=True, eq=False)
+class Mosaic:
+    """One mosaic (science image and optional noise map) of a band, from its headers.
+
+    Attributes
+    ----------
+    url : str
+        File the pixels are read from (for a gzip-compressed source: the local
+        decompressed copy).
+    noise_url : str or None
+        Same for the noise map.
+    noise_kind : {"weight", "uncertainty", "variance", "none"}
+        What the noise map holds.
+    band : str
+        Band name.
+    shape : tuple of int
+        ``(ny, nx)``.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the image (0-based pixels in the astropy API).
+    bitpix, bscale, bzero, blank, data_offset
+        Pixel storage of the science image (:class:`~dask_phot.images._fits.FitsImageLayout`).
+    noise_bitpix, noise_bscale, noise_bzero, noise_blank, noise_data_offset
+        Same for the noise map (None without one).
+    center : tuple of float
+        ``(ra, dec)`` of the central pixel, degrees.
+    footprint : tuple of (ra, dec)
+        The four outer pixel corners, degrees.
+    source_url, noise_source_url : str or None
+        The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
+    header : astropy.io.fits.Header
+        The science image header (calibration keywords, etc.).
+    """
+
+    url: str
+    noise_url: str | None
+    noise_kind: NoiseKind
+    band: str
+    shape: tuple[int, int]
+    wcs: WCS
+    bitpix: int
+    bscale: float
+    bzero: float
+    blank: int | None
+    data_offset: int
+    noise_bitpix: int | None
+    noise_bscale: float | None
+    noise_bzero: float | None
+    noise_blank: int | None
+    noise_data_offset: int | None
+    center: tuple[float, float]
+    footprint: tuple[tuple[float, float], ...]
+    source_url: str
+    noise_source_url: str | None = None
+    header: fits.Header = field(default_factory=fits.Header, repr=False)
+
+    @property
+    def pixel_scale_arcsec(self) -> float:
+        """Mean pixel scale, arcsec/pixel."""
+        return float(np.mean(proj_plane_pixel_scales(self.wcs)) * 3600.0)
+
+    @property
+    def radius_deg(self) -> float:
+        """Largest angular distance from the centre to a footprint corner, degrees."""
+        ra, dec = np.asarray(self.footprint).T
+        return float(np.max(_separation_deg(self.center[0], self.center[1], ra, dec)))
+
+
+def _separation_deg(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
+    """Great-circle distance (haversine), degrees."""
+    ra1, dec1, ra2, dec2 = (np.radians(np.asarray(v, dtype=float)) for v in (ra1, dec1, ra2, dec2))
+    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
+
+
+class _RangeReader:
+    """``read(start, end)`` on one file; empty past its end (size learned lazily)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str) -> None:
+        self.fs, self.path, self.url = fs, path, url
+        self.size: int | None = None
+
+    def __call__(self, start: int, end: int) -> bytes:
+        if self.size is not None:
+            end = min(end, self.size)
+            if start >= end:
+                return b""
+        try:
+            data = self.fs.cat_file(self.path, start=start, end=end)
+        except (FileNotFoundError, PermissionError) as err:
+            raise _io.access_error(self.url, err) from err
+        except Exception:
+            # a range past the end of the file is an error for S3 and HTTP (416)
+            if start == 0 or start < (size := int(self.fs.size(self.path))):
+                raise
+            self.size = size
+            return b""
+        if len(data) > end - start:
+            raise OSError(
+                f"{self.url!r}: asked for {end - start} bytes, got {len(data)}: the server "
+                "ignores range requests, so mosaics cannot be read by section from it"
+            )
+        if len(data) < end - start:
+            self.size = start + len(data)
+        return data
+
+
+def _read_layout(
+    url: str, storage_options: Mapping[str, Any] | None, cache_dir: str | os.PathLike[str] | None
+) -> tuple[str, FitsImageLayout]:
+    """``(url read from, layout)`` of a file; gzip files are indexed via a local copy."""
+    first = b""
+    if not _io.is_gzip_name(url):
+        fs, path = _io.open_fs(url, storage_options)
+        reader = _RangeReader(fs, path, url)
+        first = reader(0, _FIRST_READ)
+    if _io.is_gzip_name(url) or first[:2] == _io.GZIP_MAGIC:
+        url = _io.cached_copy(url, storage_options=storage_options, cache_dir=cache_dir)
+        fs, path = _io.open_fs(url, storage_options)
+        reader, first = _RangeReader(fs, path, url), b""
+    layout, nbytes = scan_image_hdu(reader, url, first=first)
+    log.debug("indexed %s from %d header bytes (HDU %d)", url, nbytes, layout.hdu_index)
+    return url, layout
+
+
+def _corners(wcs: WCS, shape: tuple[int, int]) -> tuple[tuple[float, float], ...]:
+    ny, nx = shape
+    x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    ra, dec = wcs.pixel_to_world_values(x, y)
+    return tuple((float(r) % 360.0, float(d)) for r, d in zip(ra, dec, strict=True))
+
+
+def _make_mosaic(
+    urls: tuple[str, str | None],
+    read: tuple[str, str | None],
+    layouts: tuple[FitsImageLayout, FitsImageLayout | None],
+    noise_kind: NoiseKind,
+    band: str,
+) -> Mosaic:
+    sci, noise = layouts
+    wcs = celestial_wcs(sci.header, read[0])
+    if noise is not None and noise.shape != sci.shape:
+        raise ValueError(
+            f"noise map {urls[1]!r} has shape {noise.shape}, "
+            f"but its image {urls[0]!r} has shape {sci.shape}"
+        )
+    ny, nx = sci.shape
+    ra, dec = wcs.pixel_to_world_values((nx - 1) / 2.0, (ny - 1) / 2.0)
+    return Mosaic(
+        url=read[0],
+        noise_url=read[1],
+        noise_kind=noise_kind,
+        band=band,
+        shape=sci.shape,
+        wcs=wcs,
+        bitpix=sci.bitpix,
+        bscale=sci.bscale,
+        bzero=sci.bzero,
+        blank=sci.blank,
+        data_offset=sci.data_offset,
+        noise_bitpix=None if noise is None else noise.bitpix,
+        noise_bscale=None if noise is None else noise.bscale,
+        noise_bzero=None if noise is None else noise.bzero,
+        noise_blank=None if noise is None else noise.blank,
+        noise_data_offset=None if noise is None else noise.data_offset,
+        center=(float(ra) % 360.0, float(dec)),
+        footprint=_corners(wcs, sci.shape),
+        source_url=urls[0],
+        noise_source_url=urls[1],
+        header=sci.header,
+    )
+
+
+def _pair_noise(
+    images: list[str], noise: list[str] | None, noise_kind: str
+) -> tuple[list[str | None], NoiseKind]:
+    if noise_kind not in NOISE_KINDS:
+        raise ValueError(f"noise_kind must be one of {NOISE_KINDS}, got {noise_kind!r}")
+    if noise is None:
+        return [None] * len(images), "none"
+    if noise_kind == "none":
+        raise ValueError("noise maps were given with noise_kind='none'; say what they hold")
+    if len(noise) != len(images):
+        raise ValueError(
+            f"{len(images)} image(s) {images} but {len(noise)} noise map(s) {noise}: "
+            "the lists must pair one to one (globs pair in sorted order)"
+        )
+    return list(noise), noise_kind  # type: ignore[return-value]
+
+
+def build_index(
+    images: PathList,
+    noise: PathList | None = None,
+    *,
+    noise_kind: NoiseKind = "weight",
+    band: str,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[Mosaic]:
+    """Index a band's mosaics from their FITS headers, without reading pixel data.
+
+    Parameters
+    ----------
+    images : path, URL, glob, prefix or list of them
+        Local paths or globs, ``s3://bucket/prefix/`` prefixes or globs,
+        ``http(s)://`` URLs. Globs and prefixes expand in sorted order.
+    noise : same as ``images``, optional
+        Noise maps, paired one to one with the expanded ``images``.
+    noise_kind : {"weight", "uncertainty", "variance", "none"}
+        What the noise maps hold: inverse variance, standard deviation or variance.
+        Without ``noise`` it is taken as "none".
+    band : str
+        Band name stored on each mosaic.
+    storage_options : dict, optional
+        fsspec options for remote URLs; S3 reads are anonymous unless this sets
+        ``anon`` or passes credentials.
+    cache_dir : path-like, optional
+        Where gzip-compressed files are decompressed once (default
+        ``$DASK_PHOT_CACHE`` or ``~/.cache/dask-phot``).
+
+    Returns
+    -------
+    list of Mosaic
+        In the order of the expanded ``images``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path or pattern that matches nothing.
+    ValueError
+        Mismatched lists, a file that is not a FITS image, an image without a
+        celestial WCS, or a noise map whose shape differs from its image.
+    """
+    if not band:
+        raise ValueError("band must be a non-empty string")
+    image_urls = _io.expand_urls(images, storage_options)
+    noise_urls = None if noise is None else _io.expand_urls(noise, storage_options)
+    paired, kind = _pair_noise(image_urls, noise_urls, noise_kind)
+    index = []
+    for url, noise_url in zip(image_urls, paired, strict=True):
+        read_url, layout = _read_layout(url, storage_options, cache_dir)
+        noise_read, noise_layout = None, None
+        if noise_url is not None:
+            noise_read, noise_layout = _read_layout(noise_url, storage_options, cache_dir)
+        index.append(
+            _make_mosaic(
+                (url, noise_url), (read_url, noise_read), (layout, noise_layout), kind, band
+            )
+        )
+    log.info("indexed %d mosaic(s) of band %s", len(index), band)
+    return index
+
+
+def _placement(
+    mosaic: Mosaic, ra: float, dec: float, radius_deg: float
+) -> tuple[bool, bool, float]:
+    """``(contains point, contains circle, centrality)`` of a position on a mosaic."""
+    if _separation_deg(mosaic.center[0], mosaic.center[1], ra, dec) > mosaic.radius_deg * 1.01:
+        return False, False, np.inf
+    x, y = mosaic.wcs.world_to_pixel_values(ra, dec)
+    x, y = float(x), float(y)
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return False, False, np.inf
+    ny, nx = mosaic.shape
+    r = radius_deg * 3600.0 / mosaic.pixel_scale_arcsec
+
+    def inside(pad: float) -> bool:
+        return -0.5 + pad <= x <= nx - 0.5 - pad and -0.5 + pad <= y <= ny - 0.5 - pad
+
+    centrality = float(np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny))
+    return inside(0.0), inside(r), centrality
+
+
+def covering(
+    index: Sequence[Mosaic], ra: float, dec: float, *, radius_deg: float = 0.0
+) -> list[Mosaic]:
+    """Mosaics whose footprint contains a position, most central first.
+
+    Parameters
+    ----------
+    index : sequence of Mosaic
+        From :func:`build_index`.
+    ra, dec : float
+        Position, degrees.
+    radius_deg : float
+        Keep only mosaics that contain the whole circle of this radius.
+
+    Returns
+    -------
+    list of Mosaic
+        Possibly empty.
+    """
+    if radius_deg < 0:
+        raise ValueError(f"radius_deg must be >= 0, got {radius_deg!r}")
+    scored = []
+    for i, mosaic in enumerate(index):
+        _, circle, centrality = _placement(mosaic, ra, dec, radius_deg)
+        if circle:
+            scored.append((centrality, i, mosaic))
+    return [m for _, _, m in sorted(scored, key=lambda t: t[:2])]
+
+
+def select_mosaic(
+    index: Sequence[Mosaic], ra: float, dec: float, *, radius_deg: float = 0.0
+) -> Mosaic | None:
+    """The mosaic in which a position is most central.
+
+    Centrality is the distance of the position from the mosaic's central pixel in
+    units of the mosaic's size (``hypot(dx / nx, dy / ny)``), as in the COSMOS
+    notebook. Mosaics containing the whole circle of ``radius_deg`` are preferred;
+    if none does, the most central of those containing the position is returned.
+
+    Parameters
+    ----------
+    index : sequence of Mosaic
+        From :func:`build_index`.
+    ra, dec : float
+        Position, degrees.
+    radius_deg : float
+        Radius of the region that should fit inside the mosaic.
+
+    Returns
+    -------
+    Mosaic or None
+        None when no mosaic contains the position.
+    """
+    if radius_deg < 0:
+        raise ValueError(f"radius_deg must be >= 0, got {radius_deg!r}")
+    best_circle: tuple[float, Mosaic | None] = (np.inf, None)
+    best_point: tuple[float, Mosaic | None] = (np.inf, None)
+    for mosaic in index:
+        point, circle, centrality = _placement(mosaic, ra, dec, radius_deg)
+        if circle and centrality < best_circle[0]:
+            best_circle = (centrality, mosaic)
+        if point and centrality < best_point[0]:
+            best_point = (centrality, mosaic)
+    if best_circle[1] is None and best_point[1] is not None:
+        log.debug(
+            "no %s mosaic holds the %g deg circle at (%g, %g)",
+            best_point[1].band,
+            radius_deg,
+            ra,
+            dec,
+        )
+    return best_circle[1] if best_circle[1] is not None else best_point[1]

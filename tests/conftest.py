@@ -1,0 +1,218 @@
+"""Shared pytest fixtures: a local S3 endpoint, a range-capable HTTP server, FITS mosaics.
+
+Fixtures here are generic; add new ones in their own section.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import io
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from dask_phot.s3server import LocalS3Server
+
+# --------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3Server]:
+    """A moto S3 endpoint on 127.0.0.1 for the whole session (use unique bucket names)."""
+    with LocalS3Server() as server:
+        yield server
+
+
+class _RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single-range ``Range: bytes=a-b`` support; counts body bytes."""
+
+    counter: dict[str, int]
+
+    def send_head(self) -> Any:
+        range_header = self.headers.get("Range")
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header or "")
+        path = self.translate_path(self.path)
+        if match is None or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        start = int(match[1])
+        end = min(int(match[2]) if match[2] else size - 1, size - 1)
+        if start >= size:
+            self.send_error(416, "Requested Range Not Satisfiable")
+            return None
+        with open(path, "rb") as f:
+            f.seek(start)
+            body = f.read(end - start + 1)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.counter["bytes"] += len(body)
+        return io.BytesIO(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request log."""
+
+
+@dataclass
+class HTTPDir:
+    """A directory served over HTTP: ``url`` is its base (ends with ``/``)."""
+
+    root: Path
+    url: str
+    counter: dict[str, int]
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[HTTPDir]:
+    """Serve a fresh temporary directory over HTTP (range requests) on 127.0.0.1."""
+    root = tmp_path / "www"
+    root.mkdir()
+    counter = {"bytes": 0}
+
+    def handler(*args: Any, **kwargs: Any) -> _RangeRequestHandler:
+        h = type("Handler", (_RangeRequestHandler,), {"counter": counter})
+        return h(*args, directory=str(root), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield HTTPDir(root, f"http://127.0.0.1:{server.server_port}/", counter)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------------------
+# FITS mosaics
+# --------------------------------------------------------------------------------------
+
+
+def _tan_wcs(
+    shape: tuple[int, int] = (400, 600),
+    center: tuple[float, float] = (150.1, 2.2),
+    pixscale_arcsec: float = 0.6,
+) -> WCS:
+    """A TAN WCS centred on ``center`` (RA, Dec in degrees) for an image of ``shape``."""
+    ny, nx = shape
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = list(center)
+    wcs.wcs.crpix = [(nx + 1) / 2.0, (ny + 1) / 2.0]
+    wcs.wcs.cdelt = [-pixscale_arcsec / 3600.0, pixscale_arcsec / 3600.0]
+    wcs.wcs.cunit = ["deg", "deg"]
+    return wcs
+
+
+def _write_raw_fits(
+    path: str | os.PathLike[str],
+    raw: np.ndarray,
+    header: fits.Header | None = None,
+    *,
+    compress: bool = False,
+) -> Path:
+    """Write a 2-D array *as stored* (no scaling by astropy) as a primary HDU.
+
+    ``header`` may carry BSCALE/BZERO/BLANK and a WCS; the array's dtype sets BITPIX.
+    With ``compress`` the file is gzip-compressed.
+    """
+    bitpix = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}[raw.dtype.str[1:]]
+    out = fits.Header()
+    out["SIMPLE"] = True
+    out["BITPIX"] = bitpix
+    out["NAXIS"] = 2
+    out["NAXIS1"] = raw.shape[1]
+    out["NAXIS2"] = raw.shape[0]
+    out.extend(header or fits.Header(), unique=True, strip=False)
+    payload = raw.astype(raw.dtype.newbyteorder(">")).tobytes()
+    payload += b"\0" * (-len(payload) % 2880)
+    blob = out.tostring().encode("ascii") + payload
+    path = Path(path)
+    with gzip.open(path, "wb") if compress else open(path, "wb") as f:
+        f.write(blob)
+    return path
+
+
+@pytest.fixture
+def tan_wcs() -> Callable[..., WCS]:
+    """``tan_wcs(shape=(400, 600), center=(150.1, 2.2), pixscale_arcsec=0.6) -> WCS``."""
+    return _tan_wcs
+
+
+@pytest.fixture
+def write_raw_fits() -> Callable[..., Path]:
+    """``write_raw_fits(path, raw, header=None, *, compress=False) -> Path``: pixels as
+    stored (BSCALE/BZERO/BLANK in ``header`` are written, not applied)."""
+    return _write_raw_fits
+
+
+@dataclass
+class MosaicFiles:
+    """A written mosaic: the files and the arrays (physical values) in them."""
+
+    sci: Path
+    noise: Path | None
+    data: np.ndarray
+    noise_data: np.ndarray | None
+    wcs: WCS
+
+
+@pytest.fixture
+def write_mosaic(tmp_path: Path) -> Callable[..., MosaicFiles]:
+    """Factory writing a seeded float32 mosaic with a TAN WCS and a weight map.
+
+    Call as ``write_mosaic(name="m", shape=(400, 600), center=(150.1, 2.2),
+    pixscale_arcsec=0.6, noise="weight"|"uncertainty"|"variance"|None, seed=0,
+    directory=tmp_path, compress=False)``. The weight map is 0 on a masked corner and
+    the science image has a few NaN pixels.
+    """
+
+    def make(
+        name: str = "m",
+        *,
+        shape: tuple[int, int] = (400, 600),
+        center: tuple[float, float] = (150.1, 2.2),
+        pixscale_arcsec: float = 0.6,
+        noise: str | None = "weight",
+        seed: int = 0,
+        directory: str | os.PathLike[str] | None = None,
+        compress: bool = False,
+    ) -> MosaicFiles:
+        rng = np.random.default_rng(seed)
+        out = Path(directory) if directory is not None else tmp_path
+        out.mkdir(parents=True, exist_ok=True)
+        wcs = _tan_wcs(shape, center, pixscale_arcsec)
+        header = wcs.to_header()
+        data = rng.normal(1.0, 0.1, shape).astype(np.float32)
+        data[5, 7] = data[shape[0] // 2, shape[1] // 3] = np.nan
+        suffix = ".fits.gz" if compress else ".fits"
+        sci = _write_raw_fits(out / f"{name}_sci{suffix}", data, header, compress=compress)
+        if noise is None:
+            return MosaicFiles(sci, None, data.astype(float), None, wcs)
+        sigma = rng.uniform(0.05, 0.2, shape).astype(np.float32)
+        values = {"weight": 1 / sigma**2, "uncertainty": sigma, "variance": sigma**2}[noise]
+        values[:20, :30] = 0.0 if noise == "weight" else np.nan
+        path = _write_raw_fits(
+            out / f"{name}_{noise[:3]}{suffix}",
+            values.astype(np.float32),
+            header,
+            compress=compress,
+        )
+        return MosaicFiles(sci, path, data.astype(float), values.astype(float), wcs)
+
+    return make
