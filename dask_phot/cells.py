@@ -376,6 +376,33 @@ def margin_sources(df: pd.DataFrame, cell: Cell, margin_arcsec: float) -> pd.Dat
 
 
 # ---------------------------------------------------------------------- partitions
+def _cell_rows(
+    ra: np.ndarray, dec: np.ndarray, h29: np.ndarray, pix: np.ndarray, order: int,
+    margin: float,
+) -> tuple[np.ndarray, list[np.ndarray], list[tuple[int, int]]]:
+    """Cell pixels, and per cell its row numbers (own, then margin) and the two counts."""
+    primary_order = np.lexsort((h29, pix))
+    cell_pix, starts = np.unique(pix[primary_order], return_index=True)
+    bounds = np.r_[starts, len(pix)]
+    xyz = _xyz(ra, dec)
+    if margin > 0 and cell_pix.size:
+        centers, verts, radius = _geometry(order, cell_pix)
+        cand_lists = _candidate_lists(xyz, centers, radius, margin)
+    else:
+        cand_lists = [[]] * cell_pix.size
+    rows: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    for i, pixel in enumerate(cell_pix):
+        own = primary_order[bounds[i]:bounds[i + 1]]
+        cand = np.asarray(cand_lists[i], dtype=np.int64)
+        if cand.size:
+            cand = cand[_margin_mask(xyz[cand], pix[cand], int(pixel), verts[i], margin)]
+            cand = cand[np.argsort(h29[cand], kind="stable")]
+        rows.append(np.concatenate([own, cand]))
+        sizes.append((own.size, cand.size))
+    return cell_pix, rows, sizes
+
+
 def partition_priors(
     df: pd.DataFrame, *, order: int, margin_arcsec: float
 ) -> list[CellSources]:
@@ -412,33 +439,14 @@ def partition_priors(
     if PRIMARY_COLUMN in frame.columns:
         frame = frame.drop(columns=PRIMARY_COLUMN)
     pix = h29 >> (2 * (MAX_ORDER - order))
-    primary_order = np.lexsort((h29, pix))
-    cell_pix, starts = np.unique(pix[primary_order], return_index=True)
-    bounds = np.r_[starts, len(pix)]
-    cells = [Cell(order, int(p)) for p in cell_pix]
-    if not cells:
+    cell_pix, rows, sizes = _cell_rows(ra, dec, h29, pix, order, margin)
+    if not sizes:
         return []
-    xyz = _xyz(ra, dec)
-    if margin > 0:
-        centers, verts, radius = _geometry(order, cell_pix)
-        cand_lists = _candidate_lists(xyz, centers, radius, margin)
-    else:
-        cand_lists = [[]] * len(cells)
-    rows: list[np.ndarray] = []
-    flags: list[np.ndarray] = []
-    sizes: list[int] = []
-    for i, cell in enumerate(cells):
-        own = primary_order[bounds[i]:bounds[i + 1]]
-        cand = np.asarray(cand_lists[i], dtype=np.int64)
-        if cand.size:
-            cand = cand[_margin_mask(xyz[cand], pix[cand], cell.pixel, verts[i], margin)]
-            cand = cand[np.argsort(h29[cand], kind="stable")]
-        rows.append(np.concatenate([own, cand]))
-        flags.append(np.r_[np.ones(own.size, bool), np.zeros(cand.size, bool)])
-        sizes.append(own.size + cand.size)
+    cells = [Cell(order, int(p)) for p in cell_pix]
+    flags = [np.r_[np.ones(n_own, bool), np.zeros(n_margin, bool)] for n_own, n_margin in sizes]
     taken = frame.take(np.concatenate(rows))
     taken[PRIMARY_COLUMN] = np.concatenate(flags)
-    edges = np.r_[0, np.cumsum(sizes)]
+    edges = np.r_[0, np.cumsum([sum(n) for n in sizes])]
     parts = [CellSources(cell, taken.iloc[edges[i]:edges[i + 1]])
              for i, cell in enumerate(cells)]
     logger.debug("partitioned %d sources into %d order-%d cells (%d margin rows)",

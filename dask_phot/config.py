@@ -131,6 +131,7 @@ class CellsConfig:
     order: int | Literal["auto"] = "auto"
     rows_per_partition: int = 2000
     margin_arcsec: float | Literal["auto"] = "auto"
+    read_merge_gap: int = 65536
 
 
 @dataclass(frozen=True)
@@ -307,9 +308,11 @@ def _merge(into: dict[str, Any], layer: Mapping[str, Any], label: str,
     for key, value in layer.items():
         dotted = f"{prefix}{key}"
         origins[dotted] = label
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+        if isinstance(value, Mapping):
+            if not isinstance(into.get(key), dict):
+                into[key] = {}
             _merge(into[key], value, label, origins, f"{dotted}.")
-        else:  # keys inside a new table inherit its origin (see _Checker.where)
+        else:
             into[key] = copy.deepcopy(value)
 
 
@@ -507,7 +510,8 @@ _SPECS: dict[str, tuple[type, dict[str, Check]]] = {
     "cells": (CellsConfig, {
         "order": _number(0, strict=False, hi=MAX_CELL_ORDER, integer=True, auto=True),
         "rows_per_partition": _number(1, strict=False, integer=True),
-        "margin_arcsec": _number(0, strict=False, auto=True)}),
+        "margin_arcsec": _number(0, strict=False, auto=True),
+        "read_merge_gap": _number(0, strict=False, integer=True)}),
     "engine": (EngineConfig, {
         "mode": _one_of("scene", "cutout"), "fit_sky": _one_of(True, False),
         "sky_model": _one_of("constant", "plane"),

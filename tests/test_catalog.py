@@ -70,7 +70,7 @@ def test_missing_column_lists_available(raw, tmp_path):
         r"objid, RA, DEC, flux_true_irac1, mag",
     ):
         read_priors(tmp_path / "p.parquet")
-    with pytest.raises(ValueError, match="no column 'nope'.*available columns: objid"):
+    with pytest.raises(ValueError, match=r"no column 'nope'.*available columns: objid"):
         read_priors(raw, **{**KW, "columns": ["nope"]})
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -342,6 +345,18 @@ def test_region_weight_and_wcs(write_mosaic):
     assert (inner.x_range, inner.y_range, inner.shape) == ((100, 150), (30, 60), (30, 50))
 
 
+def test_read_region_threads_after_pickle(write_mosaic):
+    f = write_mosaic("t")
+    (mosaic,) = build_index(f.sci, f.noise, band="x")
+    mosaic = pickle.loads(pickle.dumps(mosaic))  # as shipped to a Dask worker
+    assert "wcs=" not in repr(mosaic)
+    boxes = [((x, x + 45), (y, y + 33)) for x in range(-20, 600, 70) for y in range(-10, 400, 90)]
+    with ThreadPoolExecutor(8) as pool:
+        regions = list(pool.map(lambda box: read_region(mosaic, *box), boxes))
+    for (x_range, y_range), region in zip(boxes, regions, strict=True):
+        np.testing.assert_array_equal(region.data, _expected(f.data, x_range, y_range))
+
+
 @pytest.mark.parametrize("kind", ["uncertainty", "variance"])
 def test_region_noise_kinds(write_mosaic, kind):
     f = write_mosaic("n", noise=kind)
@@ -476,8 +491,6 @@ def test_s3server_lifecycle(tmp_path):
         blob.write_bytes(b"x" * 5000)
         server.upload(blob, bucket, "a/blob.bin")
         server.reset_counts()
-        import fsspec
-
         fs = fsspec.filesystem("s3", skip_instance_cache=True, **server.storage_options())
         assert fs.cat_file(f"{bucket}/a/blob.bin", start=100, end=1100) == b"x" * 1000
         assert server.bytes_served("blob.bin") == 1000
@@ -490,6 +503,9 @@ def test_s3server_lifecycle(tmp_path):
     assert not server.running
     server.stop()  # idempotent
     port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.1", port))  # nothing listens any more
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))  # the port was released
     assert {k for k in os.environ if k.startswith("AWS_")} == env_before

@@ -93,7 +93,8 @@ def _expand_one(pattern: str, storage_options: Mapping[str, Any] | None) -> list
             raise ValueError(f"cannot glob an http(s) URL: {pattern!r}; list the files")
         return [pattern]
     if _GLOB_CHARS & set(path):
-        found = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+        matches = fs.glob(path, detail=True)
+        found = sorted(p for p, info in matches.items() if info.get("type") != "directory")
         if not found:
             raise FileNotFoundError(f"no files match {pattern!r}")
         return [_full_url(fs, p) for p in found]
@@ -134,9 +135,9 @@ def expand_urls(
 def cache_directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """``cache_dir``, else ``$DASK_PHOT_CACHE``, else ``~/.cache/dask-phot``."""
     if cache_dir is not None:
-        return Path(cache_dir)
+        return Path(cache_dir).expanduser()
     env = os.environ.get("DASK_PHOT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "dask-phot"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dask-phot"
 
 
 def _cache_name(url: str, info: Mapping[str, Any]) -> str:

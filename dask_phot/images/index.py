@@ -66,7 +66,7 @@ class Mosaic:
     noise_kind: NoiseKind
     band: str
     shape: tuple[int, int]
-    wcs: WCS
+    wcs: WCS = field(repr=False)
     bitpix: int
     bscale: float
     bzero: float
@@ -143,11 +143,17 @@ def _read_layout(
         fs, path = _io.open_fs(url, storage_options)
         reader = _RangeReader(fs, path, url)
         first = reader(0, _FIRST_READ)
+    source = url
     if _io.is_gzip_name(url) or first[:2] == _io.GZIP_MAGIC:
         url = _io.cached_copy(url, storage_options=storage_options, cache_dir=cache_dir)
         fs, path = _io.open_fs(url, storage_options)
         reader, first = _RangeReader(fs, path, url), b""
-    layout, nbytes = scan_image_hdu(reader, url, first=first)
+    try:
+        layout, nbytes = scan_image_hdu(reader, url, first=first)
+    except ValueError as err:
+        if url == source:
+            raise
+        raise ValueError(f"{err} (decompressed copy of {source})") from err
     log.debug("indexed %s from %d header bytes (HDU %d)", url, nbytes, layout.hdu_index)
     return url, layout
 
@@ -168,7 +174,7 @@ def _make_mosaic(
     band: str,
 ) -> Mosaic:
     sci, noise = layouts
-    wcs = celestial_wcs(sci.header, read[0])
+    wcs = celestial_wcs(sci.header, urls[0])
     if noise is not None and noise.shape != sci.shape:
         raise ValueError(
             f"noise map {urls[1]!r} has shape {noise.shape}, "

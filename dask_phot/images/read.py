@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,11 +40,11 @@ class Region:
         Bytes fetched to build it.
     """
 
-    data: np.ndarray
-    weight: np.ndarray | None
+    data: np.ndarray = field(repr=False)
+    weight: np.ndarray | None = field(repr=False)
     x0: int
     y0: int
-    wcs: WCS
+    wcs: WCS = field(repr=False)
     bytes_read: int
 
     @property

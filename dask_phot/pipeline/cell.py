@@ -93,7 +93,7 @@ def fit_band(
     kwargs.update(_sky_options(band, region))
     if kwargs["mode"] == "cutout":
         kwargs["fit_sky"] = False
-        kwargs["cutout_width"] = int(round(band.band.cutout_width / band.band.pixel_scale)) | 1
+        kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
     noise = ({"weight": region.weight} if region.weight is not None
              else {"sigma": robust_sigma(region.data)})
     res = forced_photometry(region.data, band.band.load_psf(), x, y, **noise, **kwargs)
@@ -132,7 +132,7 @@ def fit_cell(
         try:
             table = fit_band(sources, region, band, engine)
             status[band.name] = "ok" if region is not None else "not covered"
-        except Exception as exc:  # noqa: BLE001 - recorded as data, never swallowed
+        except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
             log.warning("cell band %s failed: %s", band.name, exc)
             status[band.name] = f"failed: {type(exc).__name__}: {exc}"
             nan = np.full(len(sources), np.nan)
@@ -146,10 +146,30 @@ def fit_cell(
     return out.sort_values("_healpix_29", kind="stable").reset_index(drop=True), status
 
 
+def _mean_position(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
+    """Mean direction of positions (safe across RA = 0/360)."""
+    r, d = np.radians(ra), np.radians(dec)
+    v = np.array([np.sum(np.cos(d) * np.cos(r)), np.sum(np.cos(d) * np.sin(r)), np.sum(np.sin(d))])
+    return (float(np.degrees(np.arctan2(v[1], v[0])) % 360.0),
+            float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))))
+
+
 def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
-               storage: Mapping[str, Any]) -> Region | None:
-    ra0, dec0 = part.cell.center()
+               storage: Mapping[str, Any], merge_gap: int) -> Region | None:
+    """Read the band's pixel box around the cell's sources (None when not covered).
+
+    Rows of the box closer than ``merge_gap`` bytes are fetched in one request:
+    one ranged GET costs about as much as transferring tens of kB, so narrow boxes
+    of small mosaics become full-width strips, while boxes of wide mosaics (a
+    10,000-pixel float32 row is 40 kB) are still read row by row.
+    """
+    prim = part.sources[part.sources["_primary"].to_numpy(dtype=bool)]
+    ra0, dec0 = _mean_position(prim["ra"].to_numpy(), prim["dec"].to_numpy())
     mosaic = select_mosaic(index, ra0, dec0, radius_deg=part.cell.radius_deg())
+    if mosaic is None:  # the cell's sources' centre is off every mosaic: try the sources
+        for ra, dec in zip(prim["ra"].to_numpy(), prim["dec"].to_numpy(), strict=True):
+            if (mosaic := select_mosaic(index, ra, dec)) is not None:
+                break
     if mosaic is None:
         return None
     margin = band.band.psf_size // 2 + 2
@@ -157,7 +177,7 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
                         margin)
     if xr[1] <= xr[0] or yr[1] <= yr[0]:
         return None
-    return read_region(mosaic, xr, yr, storage_options=storage)
+    return read_region(mosaic, xr, yr, storage_options=storage, max_gap=merge_gap)
 
 
 def process_cell(
@@ -171,10 +191,11 @@ def process_cell(
     t0 = time.perf_counter()
     for band in config.bands:
         try:
-            regions[band.name] = _read_band(part, indexes[band.name], band, storage)
+            regions[band.name] = _read_band(part, indexes[band.name], band, storage,
+                                            config.cells.read_merge_gap)
             if regions[band.name] is not None:
                 report.bytes_read += regions[band.name].bytes_read
-        except Exception as exc:  # noqa: BLE001 - becomes this band's status
+        except Exception as exc:  # becomes this band's status
             log.warning("cell %s band %s: read failed: %s", part.cell, band.name, exc)
             pre_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"
             regions[band.name] = _FailedRead(str(exc))  # type: ignore[assignment]
