@@ -16,7 +16,7 @@ Examples
 ...                    "bands": {"irac1": {"images": ["/data/irac1_*.fits"]}}},
 ...                   environ={})
 >>> cfg.band_names, cfg.cells.order, cfg.margin_arcsec
-(('irac1',), 'auto', 4.8)
+(('irac1',), 'auto', 13.6)
 >>> cfg.engine.forced_kwargs()["mode"]
 'scene'
 >>> load_config({"priors": {"path": "p.csv"}, "bands": {"irac1": {"images": ["i.fits"]}},
@@ -120,8 +120,17 @@ class BandImages:
 
     @property
     def margin_arcsec(self) -> float:
-        """PSF half-width on the sky: ``psf_size // 2 * pixel_scale``."""
-        return self.band.psf_size // 2 * self.band.pixel_scale
+        """The cell margin this band needs, in arcsec.
+
+        With a PSF half-width ``h = psf_size // 2`` pixels, a cell's pixels are
+        fitted only within ``margin - h * sqrt(2)`` of its primary sources, where
+        no unmodelled source's stamp reaches; the margin
+        ``h * sqrt(2) + max(h * sqrt(2), 2 * FWHM)`` keeps every primary source's
+        whole footprint (or at least two FWHM of it) in the fit.
+        """
+        h = self.band.psf_size // 2 * math.sqrt(2.0)
+        fwhm = self.band.fwhm / self.band.pixel_scale if self.band.fwhm else h
+        return (h + max(h, 2.0 * fwhm)) * self.band.pixel_scale
 
 
 @dataclass(frozen=True)

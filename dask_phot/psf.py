@@ -521,7 +521,10 @@ def lanczos_stamps(
     k = bases.shape[1]
     kk = k * k
     nt = 2 * order + 1
-    out = np.zeros((n, k, k))
+    # allocated by numpy, which asks for huge pages: first-touch page faults on
+    # numba's own allocation of a large output cost more than the rendering
+    with numba.objmode(out="float64[:, :, ::1]"):
+        out = np.empty((n, k, k))
     flat = out.reshape((n, kk))
     pad = np.zeros((k + 2 * order) * k)
     kx = np.zeros(nt)
@@ -555,11 +558,12 @@ def lanczos_stamps(
                 tmp[p] += w * sj[p]
         # y pass: row r takes ky[nt-1-j] * tmp[r - (j - order)]
         o = flat[i]
+        o[:] = 0.0
         for j in range(nt):
             w = ky[nt - 1 - j]
-            off = (2 * order - j) * k
+            src = pad[(2 * order - j) * k : (2 * order - j) * k + kk]
             for p in range(kk):
-                o[p] += w * pad[off + p]
+                o[p] += w * src[p]
         total = 0.0
         for p in range(kk):
             total += o[p]

@@ -108,6 +108,154 @@ def build_normal(
     return nmat, rhs
 
 
+# Flags for kernels whose only floating-point liberty is the order of sums
+# (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
+_REASSOC = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(cache=True)
+def weighted_stamps(
+    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
+    """``weight * stamps[i]`` on each stamp's pixels (0 outside the image)."""
+    n = stamps.shape[0]
+    k = stamps.shape[1]
+    ny, nx = weight.shape
+    with numba.objmode(out="float64[:, :, ::1]"):
+        out = np.empty((n, k, k))  # numpy's allocation (huge pages) faults faster
+    for i in range(n):
+        for r in range(k):
+            yy = y0[i] + r
+            orow = out[i, r]
+            if yy < 0 or yy >= ny:
+                orow[:] = 0.0
+                continue
+            srow = stamps[i, r]
+            wrow = weight[yy]
+            for c in range(k):
+                xx = x0[i] + c
+                orow[c] = srow[c] * wrow[xx] if 0 <= xx < nx else 0.0
+    return out
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def build_normal_weighted(
+    members: np.ndarray,
+    stamps: np.ndarray,
+    wstamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    region: np.ndarray,
+    nsky: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`build_normal` from precomputed :func:`weighted_stamps` ``wstamps``.
+
+    The same sums (masked pixels have zero weight, so they add nothing), taken as
+    dot products of contiguous stamp rows.
+    """
+    m = members.shape[0]
+    k = stamps.shape[1]
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    xc = 0.5 * (rx0 + rx1 - 1)
+    yc = 0.5 * (ry0 + ry1 - 1)
+    half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+    xm = np.empty(m, dtype=np.int64)
+    ym = np.empty(m, dtype=np.int64)
+    for a in range(m):
+        xm[a] = x0[members[a]]
+        ym[a] = y0[members[a]]
+    for a in range(m):
+        i = members[a]
+        xi, yi = xm[a], ym[a]
+        xs, xe = max(xi, rx0), min(xi + k, rx1)
+        ys, ye = max(yi, ry0), min(yi + k, ry1)
+        if xs < xe and ys < ye:
+            c0, c1 = xs - xi, xe - xi
+            dd = 0.0
+            db = 0.0
+            ds = 0.0
+            for yy in range(ys, ye):
+                wrow = wstamps[i, yy - yi, c0:c1]
+                srow = stamps[i, yy - yi, c0:c1]
+                drow = data[yy, xs:xe]
+                for c in range(c1 - c0):
+                    dd += wrow[c] * srow[c]
+                    db += wrow[c] * drow[c]
+                    ds += wrow[c]
+            nmat[a, a] = dd
+            rhs[a] = db
+            if nsky > 0:
+                nmat[a, m] = ds
+            if nsky > 1:
+                s1 = 0.0
+                s2 = 0.0
+                for yy in range(ys, ye):
+                    for xx in range(xs, xe):
+                        s = wstamps[i, yy - yi, xx - xi]
+                        s1 += s * (xx - xc) / half
+                        s2 += s * (yy - yc) / half
+                nmat[a, m + 1] = s1
+                nmat[a, m + 2] = s2
+        for bb in range(a + 1, m):
+            xj, yj = xm[bb], ym[bb]
+            xs, xe = max(xi, xj, rx0), min(xi + k, xj + k, rx1)
+            if xs >= xe:
+                continue
+            ys, ye = max(yi, yj, ry0), min(yi + k, yj + k, ry1)
+            if ys >= ye:
+                continue
+            j = members[bb]
+            ci, cj, w = xs - xi, xs - xj, xe - xs
+            acc = 0.0
+            for yy in range(ys, ye):
+                wrow = wstamps[i, yy - yi, ci : ci + w]
+                srow = stamps[j, yy - yj, cj : cj + w]
+                for c in range(w):
+                    acc += wrow[c] * srow[c]
+            nmat[a, bb] = acc
+            nmat[bb, a] = acc
+    if nsky > 0:
+        _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
+    return nmat, rhs
+
+
+@numba.njit(cache=True)
+def _sky_block(
+    nmat: np.ndarray, rhs: np.ndarray, data: np.ndarray, weight: np.ndarray,
+    region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
+) -> None:
+    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns."""
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    for yy in range(ry0, ry1):
+        for xx in range(rx0, rx1):
+            wv = weight[yy, xx]
+            if wv <= 0.0:
+                continue
+            t1 = (xx - xc) / half
+            t2 = (yy - yc) / half
+            nmat[m, m] += wv
+            rhs[m] += wv * data[yy, xx]
+            if nsky > 1:
+                nmat[m, m + 1] += wv * t1
+                nmat[m, m + 2] += wv * t2
+                nmat[m + 1, m + 1] += wv * t1 * t1
+                nmat[m + 1, m + 2] += wv * t1 * t2
+                nmat[m + 2, m + 2] += wv * t2 * t2
+                rhs[m + 1] += wv * t1 * data[yy, xx]
+                rhs[m + 2] += wv * t2 * data[yy, xx]
+    for a in range(m, p):
+        for bb in range(a + 1, p):
+            nmat[bb, a] = nmat[a, bb]
+        for bb in range(m):
+            nmat[a, bb] = nmat[bb, a]
+
+
 @numba.njit(cache=True)
 def solve_normal(
     nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
@@ -196,6 +344,102 @@ def solve_normal(
 
 
 @numba.njit(cache=True)
+def solve_normal_rl(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`solve_normal`, computed right-looking on the upper factor ``U = L^T``.
+
+    The same operations in the same order as :func:`solve_normal` (each entry
+    of the factor subtracts the products of the earlier kept columns in
+    increasing order), arranged as updates of contiguous rows that vectorise
+    and that skip the zero entries of sparse normal matrices; the results are
+    identical.
+    """
+    p = rhs.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    # up[c, r] (r >= c): scaled N, then the factor U (up[c, r] = L[r, c])
+    up = np.zeros((p, p))
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        for r in range(c, p):
+            if status[r] == ST_OK:
+                up[c, r] = nmat[r, c] * scale[r] * scale[c]
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        piv = up[c, c]
+        if piv <= tol:
+            status[c] = ST_DEGENERATE
+            continue
+        d = math.sqrt(piv)
+        up[c, c] = d
+        row = up[c]
+        for r in range(c + 1, p):
+            row[r] = row[r] / d
+        for r in range(c + 1, p):
+            f = row[r]
+            if f == 0.0 or status[r] != ST_OK:
+                continue
+            dst = up[r]
+            for s in range(r, p):
+                dst[s] -= f * row[s]
+    # forward substitution (column-oriented), then back substitution
+    b = np.zeros(p)
+    for a in range(p):
+        if status[a] == ST_OK:
+            b[a] = rhs[a] * scale[a]
+    z = np.zeros(p)
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        zc = b[c] / up[c, c]
+        z[c] = zc
+        if zc == 0.0:
+            continue
+        row = up[c]
+        for r in range(c + 1, p):
+            b[r] -= row[r] * zc
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        acc = z[a]
+        row = up[a]
+        for c in range(a + 1, p):
+            acc -= row[c] * sol[c]
+        sol[a] = acc / up[a, a]
+    var = np.full(p, np.nan)
+    t = np.zeros(p)
+    for a in range(p):
+        sol[a] *= scale[a]
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(a, p):
+            t[c] = 0.0
+        acc = 0.0
+        for c in range(a, p):
+            if status[c] != ST_OK:
+                continue
+            uc = (1.0 if c == a else t[c]) / up[c, c]
+            acc += uc * uc
+            if uc == 0.0:
+                continue
+            row = up[c]
+            for r in range(c + 1, p):
+                t[r] -= row[r] * uc
+        var[a] = acc * scale[a] * scale[a]
+    return sol, var, status
+
+
+@numba.njit(cache=True)
 def solve_tiles(
     tile_ptr: np.ndarray,
     tile_members: np.ndarray,
@@ -223,15 +467,17 @@ def solve_tiles(
     status = np.full(n, ST_FAILED, dtype=np.int64)
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
+    wst = weighted_stamps(stamps, x0, y0, weight)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
         m = hi - lo
-        nmat, rhs = build_normal(members, stamps, x0, y0, data, weight, regions[t], nsky)
+        nmat, rhs = build_normal_weighted(members, stamps, wst, x0, y0, data, weight,
+                                          regions[t], nsky)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a]
-        sol, v, st = solve_normal(nmat, rhs, want, tol)
+        sol, v, st = solve_normal_rl(nmat, rhs, want, tol)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
         for a in range(m):

@@ -62,8 +62,32 @@ def _sky_options(band: BandImages, region: Region) -> dict[str, Any]:
     return {"sky": float(band.sky), "fit_sky": False}
 
 
+def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarray,
+                 reach_pix: float) -> np.ndarray:
+    """Weight map with pixels that unmodelled sources may light set to 0.
+
+    Every source not in the cell's partition lies more than the margin from all
+    primary sources, so a pixel within ``reach_pix`` (margin minus the PSF stamp's
+    half-diagonal) of a primary source receives light from modelled sources only.
+    """
+    from scipy.spatial import cKDTree
+
+    weight = (region.weight.copy() if region.weight is not None
+              else np.where(np.isfinite(region.data), 1.0 / robust_sigma(region.data) ** 2, 0.0))
+    ny, nx = weight.shape
+    if not primary.any() or reach_pix <= 0:
+        return np.zeros_like(weight)
+    tree = cKDTree(np.column_stack([x[primary], y[primary]]))
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    dist, _ = tree.query(np.column_stack([xx.ravel(), yy.ravel()]),
+                         distance_upper_bound=reach_pix)
+    weight[~np.isfinite(dist.reshape(ny, nx))] = 0.0
+    return weight
+
+
 def fit_band(
-    sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig
+    sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
+    *, margin_arcsec: float | None = None,
 ) -> pd.DataFrame:
     """Forced photometry of a cell's sources (primary and margin) in one band.
 
@@ -77,6 +101,10 @@ def fit_band(
         The band's settings (PSF, flux conversion, sky treatment).
     engine : EngineConfig
         Engine options.
+    margin_arcsec : float, optional
+        The cell margin; when given, pixels that sources beyond it could light
+        are left out of the fit (:func:`clean_weight`), so that a cell's
+        primary sources are measured as in a fit of the whole mosaic.
 
     Returns
     -------
@@ -94,9 +122,16 @@ def fit_band(
     if kwargs["mode"] == "cutout":
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
-    noise = ({"weight": region.weight} if region.weight is not None
-             else {"sigma": robust_sigma(region.data)})
-    res = forced_photometry(region.data, band.band.load_psf(), x, y, **noise, **kwargs)
+    psf = band.band.load_psf()
+    if margin_arcsec is not None:
+        reach = margin_arcsec / band.band.pixel_scale - psf.half * np.sqrt(2.0)
+        primary = sources["_primary"].to_numpy(dtype=bool)
+        noise = {"weight": clean_weight(region, x, y, primary, reach)}
+    elif region.weight is not None:
+        noise = {"weight": region.weight}
+    else:
+        noise = {"sigma": robust_sigma(region.data)}
+    res = forced_photometry(region.data, psf, x, y, **noise, **kwargs)
     flux = res.flux * band.band.to_ujy
     err = res.flux_err * band.band.to_ujy
     mag, mag_err = flux_to_mag(flux, err)
@@ -111,6 +146,7 @@ def fit_cell(
     bands: Sequence[BandImages],
     engine: EngineConfig,
     keep: Sequence[str] = (),
+    margin_arcsec: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
@@ -130,7 +166,7 @@ def fit_cell(
     for band in bands:
         region = regions.get(band.name)
         try:
-            table = fit_band(sources, region, band, engine)
+            table = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec)
             status[band.name] = "ok" if region is not None else "not covered"
         except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
             log.warning("cell band %s failed: %s", band.name, exc)
@@ -202,7 +238,8 @@ def process_cell(
     report.seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
-                             keep=config.priors.keep_columns)
+                             keep=config.priors.keep_columns,
+                             margin_arcsec=config.margin_arcsec)
     status.update(pre_status)
     report.status = status
     report.seconds["fit"] = time.perf_counter() - t0

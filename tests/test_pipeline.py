@@ -1,0 +1,227 @@
+"""The distributed pipeline against a real S3 endpoint and real Dask clusters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dask_phot.bands import get_band
+from dask_phot.cells import Cell
+from dask_phot.config import load_config, storage_options
+from dask_phot.pipeline import plan_cells, process_cell, read_catalog, run_catalog
+from dask_phot.schema import Flag
+from dask_phot.testing import SimBand, simulate_field, write_field
+
+BANDS = ("irac1", "nuv")
+
+
+@pytest.fixture(scope="module")
+def field_dir(tmp_path_factory):
+    sims = [SimBand(b, get_band(b).load_psf(), get_band(b).to_ujy,
+                    get_band(b).depth_5sigma_ujy, sky=0.01) for b in BANDS]
+    field = simulate_field(bands=sims, seed=11, area_arcmin2=6.0, mask_fraction=0.005)
+    out = tmp_path_factory.mktemp("field")
+    paths = write_field(field, out, noise_product="weight")
+    return field, paths
+
+
+@pytest.fixture(scope="module")
+def s3_field(s3_server, field_dir):
+    field, paths = field_dir
+    bucket = "pipeline-field"
+    s3_server.create_bucket(bucket, public=True)
+    for key, path in paths.items():
+        if key.endswith(("_sci", "_wht")):
+            s3_server.upload(path, bucket, path.name)
+    return field, paths, bucket
+
+
+def make_config(paths, bucket, s3_server, out, **cells):
+    bands = {b: {"images": [f"s3://{bucket}/{b}_sci.fits"],
+                 "noise": [f"s3://{bucket}/{b}_wht.fits"], "noise_kind": "weight"}
+             for b in BANDS}
+    return load_config({
+        "priors": {"path": str(paths["priors"]),
+                   "keep_columns": [f"flux_true_{b}" for b in BANDS]},
+        "bands": bands,
+        "cells": {"rows_per_partition": 250, **cells},
+        "output": {"path": str(out)},
+        "cluster": {"n_workers": 2, "retries": 3},
+        "storage": {"endpoint_url": s3_server.endpoint_url, "anon": True},
+    })
+
+
+def check_catalog(cat: pd.DataFrame, field) -> None:
+    """Every prior exactly once, fluxes honest against the truth."""
+    assert cat["source_id"].is_unique
+    assert sorted(cat["source_id"]) == sorted(field.priors["source_id"])
+    for b in BANDS:
+        pull = (cat[f"flux_{b}"] - cat[f"flux_true_{b}"]) / cat[f"flux_err_{b}"]
+        ok = np.isfinite(pull) & (cat[f"flux_true_{b}"] / cat[f"flux_err_{b}"] > 5)
+        assert ok.sum() > 20
+        assert abs(np.median(pull[ok])) < 0.5
+        assert not (cat[f"flags_{b}"] & int(Flag.CELL_FAILED)).any()
+
+
+@pytest.mark.slow
+# nested-pandas (under lsdb) calls a pandas API that pandas 3.1 deprecates
+@pytest.mark.filterwarnings("ignore:The inplace keyword in NestedFrame.drop")
+def test_run_on_local_cluster_from_s3_and_read_with_lsdb(s3_field, s3_server, tmp_path):
+    lsdb = pytest.importorskip("lsdb")
+    from distributed import Client, LocalCluster
+
+    field, paths, bucket = s3_field
+    cfg = make_config(paths, bucket, s3_server, tmp_path / "cat")
+    s3_server.reset_counts()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        summary = run_catalog(cfg, client=client)
+    assert summary.n_cells >= 3 and not summary.failures
+    assert s3_server.bytes_served(bucket) > 0  # the pixels came through S3
+    cat = read_catalog(tmp_path / "cat")
+    check_catalog(cat, field)
+    # margin sources are modelled in several cells but reported once
+    parts, _ = plan_cells(cfg)
+    assert sum(len(p.sources) for p in parts) > len(cat)
+    # HATS layout: pandas, pyarrow and lsdb read it
+    hats_cat = lsdb.read_hats(tmp_path / "cat")
+    df = hats_cat.compute()
+    assert len(df) == len(cat) and df["source_id"].is_unique
+    assert (tmp_path / "cat" / "dataset" / "_metadata").exists()
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(tmp_path / "cat" / "dataset" / "_common_metadata").metadata
+    assert b"uJy" in meta[b"dask_phot_units"]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_completes(s3_field, s3_server, tmp_path):
+    from distributed import Client, LocalCluster
+
+    field, paths, bucket = s3_field
+    cfg = make_config(paths, bucket, s3_server, tmp_path / "cat", order=13)
+    killed: list[int] = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+
+        def kill_one(report, done, total):
+            if not killed and done < total - 2:
+                pid = sorted(pids.values())[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        summary = run_catalog(cfg, client=client, on_progress=kill_one)
+    assert killed, "the run finished before a worker could be killed"
+    assert summary.n_cells > 10
+    check_catalog(read_catalog(tmp_path / "cat"), field)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_catalog(s3_field, s3_server, tmp_path):
+    field, paths, bucket = s3_field
+    full = make_config(paths, bucket, s3_server, tmp_path / "full")
+    run_catalog(full)
+
+    cfg = make_config(paths, bucket, s3_server, tmp_path / "resumed")
+
+    def stop_after_two(report, done, total):
+        if done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_catalog(cfg, on_progress=stop_after_two)
+    done_files = list((tmp_path / "resumed").glob("dataset/Norder=*/Dir=*/Npix=*.parquet"))
+    assert len(done_files) == 2
+    summary = run_catalog(cfg)
+    assert summary.n_cells_skipped == 2
+    a = read_catalog(tmp_path / "full")
+    b = read_catalog(tmp_path / "resumed")
+    pd.testing.assert_frame_equal(a, b)
+    check_catalog(b, field)
+
+
+def test_one_cell_reads_only_its_pixel_box_from_s3(s3_server, tmp_path):
+    """Bytes served by S3 for one cell are those of the cell's pixel box."""
+    band = get_band("irac1")
+    sim = SimBand("irac1", band.load_psf(), band.to_ujy, band.depth_5sigma_ujy, sky=0.01)
+    field = simulate_field(bands=[sim], seed=5, area_arcmin2=25.0)
+    paths = write_field(field, tmp_path, noise_product="uncertainty")
+    s3_server.create_bucket("wide-field", public=True)
+    for key in ("irac1_sci", "irac1_unc"):
+        s3_server.upload(paths[key], "wide-field", paths[key].name)
+    cfg = load_config({
+        "priors": {"path": str(paths["priors"])},
+        "bands": {"irac1": {"images": ["s3://wide-field/irac1_sci.fits"],
+                            "noise": ["s3://wide-field/irac1_unc.fits"],
+                            "noise_kind": "uncertainty"}},
+        "cells": {"order": 13, "read_merge_gap": 0},
+        "output": {"path": str(tmp_path / "cat")},
+        "storage": {"endpoint_url": s3_server.endpoint_url, "anon": True},
+    })
+    parts, indexes = plan_cells(cfg)
+    part = max(parts, key=lambda p: p.n_primary)
+    s3_server.reset_counts()
+    table, report = process_cell(part, indexes, cfg)
+    mosaic = indexes["irac1"][0]
+    served = s3_server.bytes_served("wide-field/irac1_sci.fits")
+    whole = mosaic.shape[0] * mosaic.shape[1] * 4
+    # the cell's box: its sources' extent plus half a PSF (+2 px) on each side
+    x, y = mosaic.wcs.all_world2pix(part.sources["ra"], part.sources["dec"], 0)
+    half = band.psf_size // 2 + 2
+    box = (np.ptp(np.round(x)) + 2 * half + 1) * (np.ptp(np.round(y)) + 2 * half + 1) * 4
+    assert 0.8 * box <= served <= 1.05 * box
+    assert served < 0.1 * whole
+    assert report.bytes_read == s3_server.bytes_served("wide-field")
+    assert len(table) == part.n_primary and np.isfinite(table["flux_irac1"]).all()
+
+
+def test_bad_data_cell_recorded_and_run_continues(field_dir, tmp_path):
+    field, paths = field_dir
+    broken = tmp_path / "nuv_sci.fits"
+    raw = paths["nuv_sci"].read_bytes()
+    broken.write_bytes(raw[: len(raw) // 2])  # truncated: the header says more rows exist
+    cfg = load_config({
+        "priors": {"path": str(paths["priors"])},
+        "bands": {"irac1": {"images": [str(paths["irac1_sci"])],
+                            "noise": [str(paths["irac1_wht"])]},
+                  "nuv": {"images": [str(broken)], "noise": [str(paths["nuv_wht"])]}},
+        "cells": {"rows_per_partition": 250},
+        "output": {"path": str(tmp_path / "cat")},
+    })
+    summary = run_catalog(cfg)
+    assert any(k.startswith("nuv") for k in summary.failures)
+    cat = read_catalog(tmp_path / "cat")
+    assert len(cat) == len(field.priors)
+    failed = (cat["flags_nuv"] & int(Flag.CELL_FAILED)) != 0
+    assert failed.any() and np.isnan(cat.loc[failed, "flux_nuv"]).all()
+    assert np.isfinite(cat["flux_irac1"]).mean() > 0.95
+    reports = list((tmp_path / "cat" / "cells").rglob("*.json"))
+    assert any("read failed" in r.read_text() for r in reports)
+
+
+def test_single_cell_debug_path_matches_the_run(field_dir, tmp_path):
+    field, paths = field_dir
+    cfg = load_config({
+        "priors": {"path": str(paths["priors"])},
+        "bands": {"irac1": {"images": [str(paths["irac1_sci"])],
+                            "noise": [str(paths["irac1_wht"])]}},
+        "cells": {"rows_per_partition": 250},
+        "output": {"path": str(tmp_path / "cat")},
+    })
+    run_catalog(cfg)
+    parts, indexes = plan_cells(cfg)
+    table, _ = process_cell(parts[0], indexes, cfg)
+    norder, ndir, npix = Cell(parts[0].cell.order, parts[0].cell.pixel).path_parts()
+    written = pd.read_parquet(tmp_path / "cat" / "dataset" / norder / ndir / f"{npix}.parquet")
+    pd.testing.assert_frame_equal(table, written[table.columns], check_dtype=True)
+    assert storage_options(cfg) == {"anon": True}
