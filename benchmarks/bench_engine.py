@@ -19,13 +19,13 @@ import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import scipy.linalg  # noqa: E402
-from scipy.spatial import cKDTree  # noqa: E402
+import numpy as np
+import scipy.linalg
+from scipy.spatial import cKDTree
 
-from dask_phot import forced_photometry  # noqa: E402
-from dask_phot.psf import PixelPSF  # noqa: E402
-from dask_phot.testing import SimBand, simulate_field  # noqa: E402
+from dask_phot import forced_photometry
+from dask_phot.psf import PixelPSF
+from dask_phot.testing import SimBand, simulate_field
 
 IRAC_TO_UJY = 1e12 / 4.254517e10 * 0.6**2
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
