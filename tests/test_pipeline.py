@@ -208,7 +208,7 @@ def test_bad_data_cell_recorded_and_run_continues(field_dir, tmp_path):
 
 
 def test_single_cell_debug_path_matches_the_run(field_dir, tmp_path):
-    field, paths = field_dir
+    _, paths = field_dir
     cfg = load_config({
         "priors": {"path": str(paths["priors"])},
         "bands": {"irac1": {"images": [str(paths["irac1_sci"])],
