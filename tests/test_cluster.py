@@ -1,0 +1,116 @@
+"""Clusters: an existing scheduler by address or from the environment, progress, spec."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dask_phot.cluster import ProgressPrinter, kube_cluster_spec
+from dask_phot.pipeline import CellReport
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def scheduler_and_worker(tmp_path):
+    """A ``dask scheduler`` and a ``dask worker`` as separate processes on 127.0.0.1."""
+    sched_file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    procs = [subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        for _ in range(200):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+             "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_run_on_existing_scheduler_via_environment(scheduler_and_worker, tmp_path):
+    """`dask-phot run` configured only through DASK_SCHEDULER_ADDRESS (as a DaskJob runner)."""
+    address = scheduler_and_worker
+    field = tmp_path / "field"
+    subprocess.run([str(BIN / "dask-phot"), "simulate", str(field), "--area-arcmin2", "2",
+                    "--bands", "irac1", "--seed", "4"], check=True, capture_output=True)
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address}
+    report = tmp_path / "report.html"
+    out = subprocess.run(
+        [str(BIN / "dask-phot"), "run", str(field / "config.toml"), "--out",
+         str(tmp_path / "cat"), "--performance-report", str(report)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Dask dashboard:" in out.stdout
+    assert "cells " in out.stderr and "sources/s" in out.stderr  # progress line
+    cat = pd.read_parquet(tmp_path / "cat" / "dataset")
+    assert len(cat) == len(pd.read_parquet(field / "priors.parquet"))
+    assert report.exists() and "Dask Performance Report" in report.read_text()[:5000]
+
+
+@pytest.mark.slow
+def test_connect_by_address(scheduler_and_worker):
+    from dask_phot.cluster import connect
+    from dask_phot.config import ClusterConfig
+
+    with connect(ClusterConfig(), scheduler=scheduler_and_worker) as client:
+        assert client.submit(lambda v: v + 1, 41).result() == 42
+        assert len(client.scheduler_info()["workers"]) >= 1
+
+
+def test_progress_line_reports_rate_failures_and_eta():
+    stream = io.StringIO()
+    prog = ProgressPrinter(stream, every=0.0)
+    ok = CellReport(10, 1, n_primary=100, status={"irac1": "ok"})
+    bad = CellReport(10, 2, n_primary=50,
+                     status={"irac1": "ok", "nuv": "read failed: OSError: truncated"})
+    prog(ok, 1, 3)
+    prog(bad, 2, 3)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("cells 1/3 | 100 sources |")
+    assert "failures: nuv read failed: 1" in lines[1] and "ETA" in lines[1]
+    assert "sources/s" in lines[1]
+
+
+def test_kube_cluster_spec_is_pure_and_hardened():
+    spec = kube_cluster_spec("phot", n_workers=4, image="example/dask-phot:1",
+                             env={"AWS_REGION": "us-east-1"}, namespace="science")
+    assert spec["apiVersion"] == "kubernetes.dask.org/v1" and spec["kind"] == "DaskCluster"
+    assert spec["metadata"] == {"name": "phot", "namespace": "science",
+                                "labels": {"app.kubernetes.io/name": "dask-phot"}}
+    worker = spec["spec"]["worker"]["spec"]["containers"][0]
+    scheduler = spec["spec"]["scheduler"]["spec"]["containers"][0]
+    assert spec["spec"]["worker"]["replicas"] == 4
+    for c in (worker, scheduler):
+        assert c["image"] == "example/dask-phot:1"
+        assert c["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"name": "AWS_REGION", "value": "us-east-1"} in c["env"]
+        assert not any("SECRET" in e["name"] for e in c["env"])
+    assert worker["args"][:2] == ["dask", "worker"] and scheduler["args"] == ["dask", "scheduler"]
+    assert kube_cluster_spec("phot", n_workers=4, image="example/dask-phot:1",
+                             env={"AWS_REGION": "us-east-1"}, namespace="science") == spec
