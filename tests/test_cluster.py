@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ def scheduler_and_worker(tmp_path):
     procs = [subprocess.Popen(
         [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)]
     try:
         for _ in range(200):
             if sched_file.exists() and sched_file.stat().st_size:
@@ -37,16 +38,17 @@ def scheduler_and_worker(tmp_path):
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
              "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "2GiB"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            start_new_session=True))
         yield address
     finally:
-        for p in reversed(procs):
-            p.terminate()
+        for p in reversed(procs):  # each in its own session: signal the whole group
+            os.killpg(p.pid, signal.SIGTERM)
         for p in procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=10)
 
 
