@@ -22,7 +22,7 @@ from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry
 from dask_phot.engine.prepare import robust_sigma
-from dask_phot.images import Mosaic, Region, read_region, select_mosaic, sky_to_box
+from dask_phot.images import Mosaic, Region, read_region, sky_to_box
 from dask_phot.schema import Flag, cell_meta
 
 __all__ = ["CellReport", "fit_band", "fit_cell", "process_cell"]
@@ -85,9 +85,15 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     return weight
 
 
+def _empty_band(n: int, flag: Flag) -> pd.DataFrame:
+    nan = np.full(n, np.nan)
+    return pd.DataFrame({"flux": nan, "flux_err": nan, "mag": nan, "mag_err": nan,
+                         "chi2": nan, "flags": np.full(n, int(flag), np.int32)})
+
+
 def fit_band(
     sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
-    *, margin_arcsec: float | None = None,
+    *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Forced photometry of a cell's sources (primary and margin) in one band.
 
@@ -96,26 +102,26 @@ def fit_band(
     sources : pandas.DataFrame
         ``ra``, ``dec`` of every source modelled in the cell.
     region : Region or None
-        The band's pixel box around the cell; None when no mosaic covers it.
+        The band's pixel box; None when no mosaic covers it.
     band : BandImages
         The band's settings (PSF, flux conversion, sky treatment).
     engine : EngineConfig
         Engine options.
     margin_arcsec : float, optional
         The cell margin; when given, pixels that sources beyond it could light
-        are left out of the fit (:func:`clean_weight`), so that a cell's
-        primary sources are measured as in a fit of the whole mosaic.
+        are left out of the fit (:func:`clean_weight`), so that the targets are
+        measured as in a fit of the whole mosaic.
+    targets : ndarray of bool, optional
+        The sources whose measurements are wanted (default: the primary ones);
+        the clean-pixel zone is built around them.
 
     Returns
     -------
     pandas.DataFrame
         ``flux, flux_err, mag, mag_err, chi2, flags`` in microJansky, one row per source.
     """
-    n = len(sources)
     if region is None:
-        nan = np.full(n, np.nan)
-        return pd.DataFrame({"flux": nan, "flux_err": nan, "mag": nan, "mag_err": nan,
-                             "chi2": nan, "flags": np.full(n, int(Flag.NOT_COVERED), np.int32)})
+        return _empty_band(len(sources), Flag.NOT_COVERED)
     x, y = region.wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
     kwargs = engine.forced_kwargs()
     kwargs.update(_sky_options(band, region))
@@ -123,10 +129,11 @@ def fit_band(
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
     psf = band.band.load_psf()
+    if targets is None:
+        targets = sources["_primary"].to_numpy(dtype=bool)
     if margin_arcsec is not None:
         reach = margin_arcsec / band.band.pixel_scale - psf.half * np.sqrt(2.0)
-        primary = sources["_primary"].to_numpy(dtype=bool)
-        noise = {"weight": clean_weight(region, x, y, primary, reach)}
+        noise = {"weight": clean_weight(region, x, y, targets, reach)}
     elif region.weight is not None:
         noise = {"weight": region.weight}
     else:
@@ -139,9 +146,24 @@ def fit_band(
                          "chi2": res.chi2, "flags": res.flags.astype(np.int32)})
 
 
+#: One band's input to :func:`fit_cell`: ``(targets, region)`` pairs, one per mosaic used;
+#: ``targets`` marks the sources measured in that mosaic's region.
+BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
+
+
+def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
+                     engine: EngineConfig, margin_arcsec: float | None) -> pd.DataFrame:
+    table = _empty_band(len(sources), Flag.NOT_COVERED)
+    for targets, region in groups:
+        part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
+                        targets=targets)
+        table.loc[targets, :] = part.loc[targets, :].to_numpy()
+    return table.astype({"flags": np.int32})
+
+
 def fit_cell(
     sources: pd.DataFrame,
-    regions: Mapping[str, Region | None],
+    regions: Mapping[str, BandRegions],
     *,
     bands: Sequence[BandImages],
     engine: EngineConfig,
@@ -150,8 +172,10 @@ def fit_cell(
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
-    A band whose fit raises is recorded as failed (its columns NaN, flag
-    ``CELL_FAILED``, the reason in the status); the others are unaffected.
+    ``regions[band]`` lists the pixel boxes of the band's mosaics with the sources
+    measured in each (a cell may straddle tiles). A band whose fit raises is
+    recorded as failed (its columns NaN, flag ``CELL_FAILED``, the reason in the
+    status); the other bands are unaffected.
     """
     primary = sources["_primary"].to_numpy(dtype=bool)
     out = pd.DataFrame({
@@ -164,17 +188,15 @@ def fit_cell(
         out[col] = sources[col].to_numpy()[primary]
     status: dict[str, str] = {}
     for band in bands:
-        region = regions.get(band.name)
+        groups = regions.get(band.name, ())
         try:
-            table = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec)
-            status[band.name] = "ok" if region is not None else "not covered"
+            table = _fit_band_groups(sources, groups, band, engine, margin_arcsec)
+            covered = any(r is not None for _, r in groups)
+            status[band.name] = "ok" if covered else "not covered"
         except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
             log.warning("cell band %s failed: %s", band.name, exc)
             status[band.name] = f"failed: {type(exc).__name__}: {exc}"
-            nan = np.full(len(sources), np.nan)
-            table = pd.DataFrame({"flux": nan, "flux_err": nan, "mag": nan, "mag_err": nan,
-                                  "chi2": nan,
-                                  "flags": np.full(len(sources), int(Flag.CELL_FAILED), np.int32)})
+            table = _empty_band(len(sources), Flag.CELL_FAILED)
         for col in table.columns:
             out[f"{col}_{band.name}"] = table[col].to_numpy()[primary]
     meta = cell_meta([b.name for b in bands], {c: str(sources[c].dtype) for c in keep})
@@ -182,75 +204,83 @@ def fit_cell(
     return out.sort_values("_healpix_29", kind="stable").reset_index(drop=True), status
 
 
-def _mean_position(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
-    """Mean direction of positions (safe across RA = 0/360)."""
-    r, d = np.radians(ra), np.radians(dec)
-    v = np.array([np.sum(np.cos(d) * np.cos(r)), np.sum(np.cos(d) * np.sin(r)), np.sum(np.sin(d))])
-    return (float(np.degrees(np.arctan2(v[1], v[0])) % 360.0),
-            float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))))
+def assign_mosaics(index: Sequence[Mosaic], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Index of the mosaic in which each position is most central (-1: none covers it).
+
+    Centrality is the distance from the mosaic's central pixel in units of its size,
+    as in :func:`dask_phot.images.select_mosaic` and the COSMOS notebook.
+    """
+    best = np.full(len(ra), -1, dtype=np.int64)
+    score = np.full(len(ra), np.inf)
+    for k, mosaic in enumerate(index):
+        ny, nx = mosaic.shape
+        x, y = mosaic.wcs.all_world2pix(ra, dec, 0)
+        inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+        cen = np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny)
+        better = inside & (cen < score)
+        best[better], score[better] = k, cen[better]
+    return best
 
 
 def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
-               storage: Mapping[str, Any], merge_gap: int) -> Region | None:
-    """Read the band's pixel box around the cell's sources (None when not covered).
+               storage: Mapping[str, Any], merge_gap: int, margin_arcsec: float
+               ) -> list[tuple[np.ndarray, Region | None]]:
+    """Read the band's pixel boxes for the cell: one per mosaic its primaries fall in.
 
-    Rows of the box closer than ``merge_gap`` bytes are fetched in one request:
-    one ranged GET costs about as much as transferring tens of kB, so narrow boxes
-    of small mosaics become full-width strips, while boxes of wide mosaics (a
+    Each primary source is measured in the mosaic where it is most central (tiles such
+    as GALEX's overlap); the box around a group of primaries extends by the margin and
+    half a PSF stamp. Rows of a box closer than ``merge_gap`` bytes are fetched in one
+    request: one ranged GET costs about as much as transferring tens of kB, so narrow
+    boxes of small mosaics become full-width strips, while boxes of wide mosaics (a
     10,000-pixel float32 row is 40 kB) are still read row by row.
     """
-    prim = part.sources[part.sources["_primary"].to_numpy(dtype=bool)]
-    ra0, dec0 = _mean_position(prim["ra"].to_numpy(), prim["dec"].to_numpy())
-    mosaic = select_mosaic(index, ra0, dec0, radius_deg=part.cell.radius_deg())
-    if mosaic is None:  # the cell's sources' centre is off every mosaic: try the sources
-        for ra, dec in zip(prim["ra"].to_numpy(), prim["dec"].to_numpy(), strict=True):
-            if (mosaic := select_mosaic(index, ra, dec)) is not None:
-                break
-    if mosaic is None:
-        return None
-    margin = band.band.psf_size // 2 + 2
-    xr, yr = sky_to_box(mosaic, part.sources["ra"].to_numpy(), part.sources["dec"].to_numpy(),
-                        margin)
-    if xr[1] <= xr[0] or yr[1] <= yr[0]:
-        return None
-    return read_region(mosaic, xr, yr, storage_options=storage, max_gap=merge_gap)
+    src = part.sources
+    primary = src["_primary"].to_numpy(dtype=bool)
+    ra, dec = src["ra"].to_numpy(), src["dec"].to_numpy()
+    owner = np.full(len(src), -1, dtype=np.int64)
+    owner[primary] = assign_mosaics(index, ra[primary], dec[primary])
+    groups: list[tuple[np.ndarray, Region | None]] = []
+    for k in np.unique(owner[primary]):
+        targets = owner == k
+        if k < 0:
+            continue
+        mosaic = index[int(k)]
+        pad = margin_arcsec / mosaic.pixel_scale_arcsec + band.band.psf_size // 2 + 2
+        xr, yr = sky_to_box(mosaic, ra[targets], dec[targets], pad)
+        region = (read_region(mosaic, xr, yr, storage_options=storage, max_gap=merge_gap)
+                  if xr[1] > xr[0] and yr[1] > yr[0] else None)
+        groups.append((targets, region))
+    return groups
 
 
 def process_cell(
     part: CellSources, indexes: Mapping[str, Sequence[Mosaic]], config: RunConfig
 ) -> tuple[pd.DataFrame, CellReport]:
-    """Read each band's pixel box for one cell and fit it (I/O around :func:`fit_cell`)."""
+    """Read each band's pixel boxes for one cell and fit them (I/O around :func:`fit_cell`).
+
+    This is also the single-cell debug path: it runs in-process.
+    """
     report = CellReport(part.cell.order, part.cell.pixel, part.n_primary, len(part.sources))
     storage = storage_options(config)
-    regions: dict[str, Region | None] = {}
-    pre_status: dict[str, str] = {}
+    regions: dict[str, list[tuple[np.ndarray, Region | None]]] = {}
+    read_status: dict[str, str] = {}
     t0 = time.perf_counter()
     for band in config.bands:
         try:
             regions[band.name] = _read_band(part, indexes[band.name], band, storage,
-                                            config.cells.read_merge_gap)
-            if regions[band.name] is not None:
-                report.bytes_read += regions[band.name].bytes_read
-        except Exception as exc:  # becomes this band's status
+                                            config.cells.read_merge_gap, config.margin_arcsec)
+            report.bytes_read += sum(r.bytes_read for _, r in regions[band.name] if r)
+        except Exception as exc:  # becomes this band's status and flags
             log.warning("cell %s band %s: read failed: %s", part.cell, band.name, exc)
-            pre_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"
-            regions[band.name] = _FailedRead(str(exc))  # type: ignore[assignment]
+            read_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"
     report.seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.keep_columns,
                              margin_arcsec=config.margin_arcsec)
-    status.update(pre_status)
+    for name, why in read_status.items():
+        status[name] = why
+        table[f"flags_{name}"] = np.int32(Flag.CELL_FAILED)
     report.status = status
     report.seconds["fit"] = time.perf_counter() - t0
     return table, report
-
-
-class _FailedRead:
-    """Stands in for a Region whose read failed: any use raises with the reason."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def __getattr__(self, name: str) -> Any:
-        raise OSError(self.reason)
