@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,13 @@ import pytest
 from dask_phot.bands import get_band
 from dask_phot.cells import Cell
 from dask_phot.config import load_config, storage_options
-from dask_phot.pipeline import plan_cells, process_cell, read_catalog, run_catalog
+from dask_phot.pipeline import (
+    photometry_frame,
+    plan_cells,
+    process_cell,
+    read_catalog,
+    run_catalog,
+)
 from dask_phot.schema import Flag
 from dask_phot.testing import SimBand, simulate_field, write_field
 
@@ -223,6 +230,13 @@ def test_single_cell_debug_path_matches_the_run(field_dir, tmp_path):
     written = pd.read_parquet(tmp_path / "cat" / "dataset" / norder / ndir / f"{npix}.parquet")
     pd.testing.assert_frame_equal(table, written[table.columns], check_dtype=True)
     assert storage_options(cfg) == {"anon": True}
+    # the lazy dask DataFrame (explicit meta from dask_phot.schema) gives the same rows
+    lazy = photometry_frame(cfg)
+    assert lazy.npartitions == len(parts)
+    pd.testing.assert_frame_equal(lazy._meta, written[table.columns].iloc[:0],
+                                  check_index_type=False)
+    computed = lazy.compute().sort_values("source_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(computed, read_catalog(tmp_path / "cat")[computed.columns])
 
 
 def _write_tiles(sci: Path, wht: Path, outdir: Path, overlap: int) -> None:

@@ -6,13 +6,20 @@
 """
 
 from dask_phot.pipeline.cell import CellReport, fit_band, fit_cell, process_cell
-from dask_phot.pipeline.run import RunSummary, plan_cells, read_catalog, run_catalog
+from dask_phot.pipeline.run import (
+    RunSummary,
+    photometry_frame,
+    plan_cells,
+    read_catalog,
+    run_catalog,
+)
 
 __all__ = [
     "CellReport",
     "RunSummary",
     "fit_band",
     "fit_cell",
+    "photometry_frame",
     "plan_cells",
     "process_cell",
     "read_catalog",

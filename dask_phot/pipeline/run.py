@@ -19,9 +19,9 @@ from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
 from dask_phot.pipeline.cell import CellReport, process_cell
 from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, write_cell
-from dask_phot.schema import column_units
+from dask_phot.schema import cell_meta, column_units
 
-__all__ = ["RunSummary", "plan_cells", "run_catalog", "run_one_cell"]
+__all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,31 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
     log.info("%d priors in %d cells at HEALPix order %d; margin %.1f\"", len(priors),
              len(parts), order, config.margin_arcsec)
     return parts, indexes
+
+
+def _cell_table(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
+                config: RunConfig) -> pd.DataFrame:
+    return process_cell(part, indexes, config)[0]
+
+
+def photometry_frame(config: RunConfig) -> Any:
+    """The photometry as a lazy dask DataFrame, one partition per sky cell.
+
+    Nothing is written and nothing resumes: use :func:`run_catalog` for runs. The
+    ``meta`` comes from :func:`dask_phot.schema.cell_meta`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Primary sources only, with the columns of the output catalog.
+    """
+    import dask.dataframe as dd
+
+    parts, indexes = plan_cells(config)
+    keep = {c: str(parts[0].sources[c].dtype) for c in config.priors.keep_columns} if parts else {}
+    meta = cell_meta(list(config.band_names), keep)
+    return dd.from_map(_cell_table, parts, indexes=indexes, config=config, meta=meta,
+                       enforce_metadata=True)
 
 
 def run_one_cell(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
