@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         print(f"target: < 120 s end to end -> {'met' if wall < 120 else 'NOT met'} "
               f"(ratio {wall / 120:.2f})")
         cat = read_catalog(summary.output)
-        print("accuracy (true S/N > 5):")
+        print("accuracy: pulls (flux - true) / flux_err by true S/N")
         print(accuracy_table(cat, NOTEBOOK_BANDS).to_string(index=False, float_format="%.3f"))
 
 

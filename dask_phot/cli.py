@@ -111,18 +111,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- demo
 def accuracy_table(catalog: pd.DataFrame, bands: Sequence[str]) -> pd.DataFrame:
-    """Per band: sources with true S/N > 5 and their pull median and spread."""
+    """Per band, pulls ``(flux - true) / flux_err`` in two ranges of true S/N.
+
+    Sources are selected on the true S/N (true flux / reported error), which does
+    not depend on the noise, so the selection does not bias the pulls. Above
+    S/N ~ 100 the pixel-grid PSF interpolation (~1e-3 of the flux for these PSFs)
+    is no longer small against the noise, which shows as a wider spread there.
+    """
     rows = []
     for b in bands:
         flux, err = catalog[f"flux_{b}"], catalog[f"flux_err_{b}"]
         truth = catalog[f"flux_true_{b}"]
         pull = (flux - truth) / err
-        ok = np.isfinite(pull) & (truth / err > 5)
-        rows.append({"band": b, "n_snr_gt_5": int(ok.sum()),
-                     "pull_median": float(np.median(pull[ok])) if ok.any() else np.nan,
-                     "pull_std": float(np.std(pull[ok])) if ok.any() else np.nan,
-                     "flux_ratio_median": float(np.median(flux[ok] / truth[ok]))
-                     if ok.any() else np.nan})
+        snr = truth / err
+        row: dict[str, Any] = {"band": b}
+        for label, sel in (("5-100", (snr > 5) & (snr <= 100)), (">100", snr > 100)):
+            ok = np.isfinite(pull) & sel
+            row[f"n S/N {label}"] = int(ok.sum())
+            row[f"median {label}"] = float(np.median(pull[ok])) if ok.any() else np.nan
+            row[f"std {label}"] = float(np.std(pull[ok])) if ok.any() else np.nan
+        ok = np.isfinite(pull) & (snr > 5)
+        row["flux/true"] = float(np.median(flux[ok] / truth[ok])) if ok.any() else np.nan
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -153,7 +163,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         (out / "priors.parquet").write_bytes(paths["priors"].read_bytes())
     _print_summary(summary)
     cat = read_catalog(summary.output)
-    print("accuracy against the simulated truth (sources with true S/N > 5):")
+    print("accuracy against the simulated truth: pulls (flux - true) / flux_err by true S/N")
     print(accuracy_table(cat, NOTEBOOK_BANDS).to_string(index=False, float_format="%.3f"))
     return 1 if summary.failures else 0
 

@@ -50,7 +50,8 @@ def test_packaged_defaults_load(tmp_path):
     assert cfg.storage == {"anon": True}
     assert cfg.band_names == ("irac1",) and cfg.bands[0].band is PRESETS["irac1"]
     assert cfg.bands[0].noise_kind == "weight" and cfg.bands[0].sky == "fit"
-    assert cfg.margin_arcsec == pytest.approx(8 * 0.6)
+    # auto margin: twice the PSF stamp's half-diagonal (h * sqrt(2)) when 2 FWHM is smaller
+    assert cfg.margin_arcsec == pytest.approx(2 * 8 * 2**0.5 * 0.6)
     assert cfg.engine.forced_kwargs() == {
         "mode": "scene", "fit_sky": True, "sky_model": "constant", "fit_positions": False,
         "max_shift": 0.5, "position_snr": 5.0, "high_chi2": 5.0}
@@ -157,7 +158,8 @@ pixel_scale = 1.2
     assert mine.band.load_psf().size == 25
     assert mine.noise_kind == "none"
     assert cfg.band("irac2").band.pixel_scale == 1.2  # preset overridden
-    assert cfg.margin_arcsec == pytest.approx(8 * 1.2)
+    assert cfg.margin_arcsec == pytest.approx(max(b.margin_arcsec for b in cfg.bands))
+    assert cfg.band("irac2").margin_arcsec == pytest.approx(2 * 8 * 2**0.5 * 1.2)
     with pytest.raises(ConfigError, match=r"config\.toml: bands\.myband\.pixel_scal: unknown "
                                           r"key; .*did you mean 'pixel_scale'"):
         _load(_write(tmp_path, text.replace("pixel_scale = 0.5", "pixel_scal = 0.5")))

@@ -113,48 +113,237 @@ def build_normal(
 _REASSOC = {"reassoc", "contract", "nsz"}
 
 
+# ---------------------------------------------------------------------------
+# Scene normal matrices from block partial sums
+#
+# The region edges of all tiles cut the image into a grid of *blocks*, and each
+# tile region is a union of whole blocks. Every normal-matrix entry (the
+# weighted product of two overlapping stamps, or one stamp's own sums) is summed
+# once over the image, split into its parts on each block (a ``cell``); a tile's
+# entry is then the sum of the cells inside its region. No pixel is visited
+# more than once per entry, however many tiles model the pair.
+
+
 @numba.njit(cache=True)
-def weighted_stamps(
-    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, weight: np.ndarray
-) -> np.ndarray:
-    """``weight * stamps[i]`` on each stamp's pixels (0 outside the image)."""
-    n = stamps.shape[0]
-    k = stamps.shape[1]
-    ny, nx = weight.shape
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.empty((n, k, k))  # numpy's allocation (huge pages) faults faster
-    for i in range(n):
-        for r in range(k):
-            yy = y0[i] + r
-            orow = out[i, r]
-            if yy < 0 or yy >= ny:
-                orow[:] = 0.0
-                continue
-            srow = stamps[i, r]
-            wrow = weight[yy]
-            for c in range(k):
-                xx = x0[i] + c
-                orow[c] = srow[c] * wrow[xx] if 0 <= xx < nx else 0.0
-    return out
+def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted block edges along one axis (``axis`` 0: x, 1: y) of an image ``n``
+    pixels wide, from the region edges, and the block index of every pixel."""
+    edges = np.empty(2 * regions.shape[0] + 2, dtype=np.int64)
+    for t in range(regions.shape[0]):
+        edges[2 * t] = regions[t, 2 * axis]
+        edges[2 * t + 1] = regions[t, 2 * axis + 1]
+    edges[-2] = 0
+    edges[-1] = n
+    lines = np.unique(edges)
+    index = np.empty(n, dtype=np.int64)
+    for b in range(lines.shape[0] - 1):
+        for x in range(lines[b], lines[b + 1]):
+            index[x] = b
+    return lines, index
 
 
 @numba.njit(cache=True, fastmath=_REASSOC)
-def build_normal_weighted(
+def _cell_dots(stamps: np.ndarray, i: int, j: int, xi: int, yi: int, xj: int, yj: int,
+               weight: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
+               bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
+    """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
+    ``out[(by - by0) * nbx + (bx - bx0)]``."""
+    for yy in range(ys, ye):
+        cell = (yb[yy] - by0) * nbx
+        for sb in range(nbx):
+            sx0 = max(xs, xlines[bx0 + sb])
+            sx1 = min(xe, xlines[bx0 + sb + 1])
+            wrow = weight[yy, sx0:sx1]
+            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
+            sj = stamps[j, yy - yj, sx0 - xj : sx1 - xj]
+            acc = 0.0
+            for c in range(sx1 - sx0):
+                acc += wrow[c] * si[c] * sj[c]
+            out[cell + sb] += acc
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def _cell_self(stamps: np.ndarray, i: int, xi: int, yi: int, weight: np.ndarray,
+               data: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
+               bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
+    """Add ``sum(w s^2), sum(w s d), sum(w s)`` of stamp ``i`` over a box, split
+    by block, to ``out[3 * cell + (0, 1, 2)]``."""
+    for yy in range(ys, ye):
+        cell = (yb[yy] - by0) * nbx
+        for sb in range(nbx):
+            sx0 = max(xs, xlines[bx0 + sb])
+            sx1 = min(xe, xlines[bx0 + sb + 1])
+            wrow = weight[yy, sx0:sx1]
+            drow = data[yy, sx0:sx1]
+            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
+            dd = 0.0
+            db = 0.0
+            ds = 0.0
+            for c in range(sx1 - sx0):
+                ws = wrow[c] * si[c]
+                dd += ws * si[c]
+                db += ws * drow[c]
+                ds += ws
+            out[3 * (cell + sb)] += dd
+            out[3 * (cell + sb) + 1] += db
+            out[3 * (cell + sb) + 2] += ds
+
+
+@numba.njit(cache=True)
+def pair_table(
+    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, data: np.ndarray,
+    weight: np.ndarray, use: np.ndarray, xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Block partial sums of the normal-matrix entries of the sources marked ``use``.
+
+    Returns ``ptr, nbr, pcell, pvals, scell, svals``. ``nbr[ptr[i]:ptr[i+1]]``
+    are the sources ``j > i`` whose stamps overlap stamp ``i`` within the image;
+    pair ``q`` has ``pcell[q] = (bx0, nbx, by0, nby, offset)`` and the partial
+    sums ``sum(w s_i s_j)`` of its blocks at ``pvals[offset + (by - by0) * nbx
+    + (bx - bx0)]``. ``scell[i]`` and ``svals`` (three values per block) hold
+    ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike.
+    """
+    n = stamps.shape[0]
+    k = stamps.shape[1]
+    ny, nx = weight.shape
+    # bucket the used sources into cells of k x k pixels: stamps that overlap
+    # lie in neighbouring buckets
+    gx0, gy0, gx1, gy1 = 0, 0, 0, 0
+    first = True
+    for i in range(n):
+        if use[i]:
+            if first:
+                gx0, gy0, gx1, gy1 = x0[i], y0[i], x0[i], y0[i]
+                first = False
+            gx0, gx1 = min(gx0, x0[i]), max(gx1, x0[i])
+            gy0, gy1 = min(gy0, y0[i]), max(gy1, y0[i])
+    ngx = (gx1 - gx0) // k + 1
+    ngy = (gy1 - gy0) // k + 1
+    bucket = np.full(n, -1, dtype=np.int64)
+    bstart = np.zeros(ngx * ngy + 1, dtype=np.int64)
+    for i in range(n):
+        if use[i]:
+            bucket[i] = ((y0[i] - gy0) // k) * ngx + (x0[i] - gx0) // k
+            bstart[bucket[i] + 1] += 1
+    for c in range(ngx * ngy):
+        bstart[c + 1] += bstart[c]
+    fill = bstart[:-1].copy()
+    bsrc = np.empty(bstart[-1], dtype=np.int64)
+    for i in range(n):
+        if use[i]:
+            bsrc[fill[bucket[i]]] = i
+            fill[bucket[i]] += 1
+    # pairs: count, then list them with their blocks
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for sweep in range(2):
+        if sweep == 1:
+            for i in range(n):
+                ptr[i + 1] += ptr[i]
+            nbr = np.empty(ptr[n], dtype=np.int64)
+            pcell = np.empty((ptr[n], 5), dtype=np.int64)
+        for i in range(n):
+            if not use[i]:
+                continue
+            xi, yi = x0[i], y0[i]
+            gx, gy = (xi - gx0) // k, (yi - gy0) // k
+            pos = ptr[i]
+            for cy in range(max(gy - 1, 0), min(gy + 2, ngy)):
+                for cx in range(max(gx - 1, 0), min(gx + 2, ngx)):
+                    c = cy * ngx + cx
+                    for q in range(bstart[c], bstart[c + 1]):
+                        j = bsrc[q]
+                        if j <= i:
+                            continue
+                        xj, yj = x0[j], y0[j]
+                        xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
+                        ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
+                        if xs >= xe or ys >= ye:
+                            continue
+                        if sweep == 0:
+                            ptr[i + 1] += 1
+                            continue
+                        nbr[pos] = j
+                        pcell[pos, 0] = xb[xs]
+                        pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
+                        pcell[pos, 2] = yb[ys]
+                        pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
+                        pos += 1
+    npair = ptr[n]
+    total = 0
+    for q in range(npair):
+        pcell[q, 4] = total
+        total += pcell[q, 1] * pcell[q, 3]
+    with numba.objmode(pvals="float64[::1]"):
+        pvals = np.zeros(total)
+    for i in range(n):
+        xi, yi = x0[i], y0[i]
+        for q in range(ptr[i], ptr[i + 1]):
+            j = nbr[q]
+            xj, yj = x0[j], y0[j]
+            xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
+            ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
+            _cell_dots(stamps, i, j, xi, yi, xj, yj, weight, xs, xe, ys, ye, xlines,
+                       pcell[q, 0], pcell[q, 1], yb, pcell[q, 2], pvals[pcell[q, 4]:])
+    # each stamp's own sums
+    scell = np.zeros((n, 5), dtype=np.int64)
+    total = 0
+    for i in range(n):
+        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
+        if not use[i] or xs >= xe or ys >= ye:
+            continue
+        scell[i, 0] = xb[xs]
+        scell[i, 1] = xb[xe - 1] + 1 - xb[xs]
+        scell[i, 2] = yb[ys]
+        scell[i, 3] = yb[ye - 1] + 1 - yb[ys]
+        scell[i, 4] = total
+        total += 3 * scell[i, 1] * scell[i, 3]
+    with numba.objmode(svals="float64[::1]"):
+        svals = np.zeros(total)
+    for i in range(n):
+        if scell[i, 1] == 0:
+            continue
+        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
+        _cell_self(stamps, i, x0[i], y0[i], weight, data, xs, xe, ys, ye, xlines,
+                   scell[i, 0], scell[i, 1], yb, scell[i, 2], svals[scell[i, 4]:])
+    return ptr, nbr, pcell, pvals, scell, svals
+
+
+@numba.njit(cache=True, inline="always")
+def _cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
+              rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
+    """Sum of the block partial sums of one entry over the blocks of a region."""
+    bx0, nbx, by0, nby, off = cell[0], cell[1], cell[2], cell[3], cell[4]
+    acc = 0.0
+    for by in range(max(by0, rby0), min(by0 + nby, rby1)):
+        row = off + stride * (by - by0) * nbx
+        for bx in range(max(bx0, rbx0), min(bx0 + nbx, rbx1)):
+            acc += vals[row + stride * (bx - bx0) + comp]
+    return acc
+
+
+@numba.njit(cache=True)
+def build_normal_tile(
     members: np.ndarray,
     stamps: np.ndarray,
-    wstamps: np.ndarray,
     x0: np.ndarray,
     y0: np.ndarray,
     data: np.ndarray,
     weight: np.ndarray,
     region: np.ndarray,
     nsky: int,
+    table: tuple,
+    xb: np.ndarray,
+    yb: np.ndarray,
+    loc: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`build_normal` from precomputed :func:`weighted_stamps` ``wstamps``.
+    """:func:`build_normal` from the block partial sums of a :func:`pair_table`.
 
-    The same sums (masked pixels have zero weight, so they add nothing), taken as
-    dot products of contiguous stamp rows.
+    ``region`` must be a union of the blocks (its edges among the block lines);
+    ``loc`` is a work array of ``-1`` (one per source), returned as it came.
     """
+    ptr, nbr, pcell, pvals, scell, svals = table
     m = members.shape[0]
     k = stamps.shape[1]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
@@ -164,61 +353,40 @@ def build_normal_weighted(
     xc = 0.5 * (rx0 + rx1 - 1)
     yc = 0.5 * (ry0 + ry1 - 1)
     half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
-    xm = np.empty(m, dtype=np.int64)
-    ym = np.empty(m, dtype=np.int64)
+    if rx0 >= rx1 or ry0 >= ry1:
+        return nmat, rhs
+    rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
+    rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
     for a in range(m):
-        xm[a] = x0[members[a]]
-        ym[a] = y0[members[a]]
+        loc[members[a]] = a
     for a in range(m):
         i = members[a]
-        xi, yi = xm[a], ym[a]
-        xs, xe = max(xi, rx0), min(xi + k, rx1)
-        ys, ye = max(yi, ry0), min(yi + k, ry1)
-        if xs < xe and ys < ye:
-            c0, c1 = xs - xi, xe - xi
-            dd = 0.0
-            db = 0.0
-            ds = 0.0
-            for yy in range(ys, ye):
-                wrow = wstamps[i, yy - yi, c0:c1]
-                srow = stamps[i, yy - yi, c0:c1]
-                drow = data[yy, xs:xe]
-                for c in range(c1 - c0):
-                    dd += wrow[c] * srow[c]
-                    db += wrow[c] * drow[c]
-                    ds += wrow[c]
-            nmat[a, a] = dd
-            rhs[a] = db
+        if scell[i, 1] > 0:
+            sc = scell[i]
+            nmat[a, a] = _cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
+            rhs[a] = _cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
             if nsky > 0:
-                nmat[a, m] = ds
-            if nsky > 1:
-                s1 = 0.0
-                s2 = 0.0
-                for yy in range(ys, ye):
-                    for xx in range(xs, xe):
-                        s = wstamps[i, yy - yi, xx - xi]
-                        s1 += s * (xx - xc) / half
-                        s2 += s * (yy - yc) / half
-                nmat[a, m + 1] = s1
-                nmat[a, m + 2] = s2
-        for bb in range(a + 1, m):
-            xj, yj = xm[bb], ym[bb]
-            xs, xe = max(xi, xj, rx0), min(xi + k, xj + k, rx1)
-            if xs >= xe:
+                nmat[a, m] = _cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
+        if nsky > 1:
+            xi, yi = x0[i], y0[i]
+            s1 = 0.0
+            s2 = 0.0
+            for yy in range(max(yi, ry0), min(yi + k, ry1)):
+                for xx in range(max(xi, rx0), min(xi + k, rx1)):
+                    s = stamps[i, yy - yi, xx - xi] * weight[yy, xx]
+                    s1 += s * (xx - xc) / half
+                    s2 += s * (yy - yc) / half
+            nmat[a, m + 1] = s1
+            nmat[a, m + 2] = s2
+        for q in range(ptr[i], ptr[i + 1]):
+            bb = loc[nbr[q]]
+            if bb < 0:
                 continue
-            ys, ye = max(yi, yj, ry0), min(yi + k, yj + k, ry1)
-            if ys >= ye:
-                continue
-            j = members[bb]
-            ci, cj, w = xs - xi, xs - xj, xe - xs
-            acc = 0.0
-            for yy in range(ys, ye):
-                wrow = wstamps[i, yy - yi, ci : ci + w]
-                srow = stamps[j, yy - yj, cj : cj + w]
-                for c in range(w):
-                    acc += wrow[c] * srow[c]
-            nmat[a, bb] = acc
-            nmat[bb, a] = acc
+            g = _cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
+            nmat[a, bb] = g
+            nmat[bb, a] = g
+    for a in range(m):
+        loc[members[a]] = -1
     if nsky > 0:
         _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
     return nmat, rhs
@@ -380,16 +548,19 @@ def solve_normal_rl(
             continue
         d = math.sqrt(piv)
         up[c, c] = d
-        row = up[c]
+        # (loops over slices from 0 so that the indices are known non-negative
+        # and the compiler vectorises them)
+        row = up[c, c + 1 :]
+        for q in range(p - c - 1):
+            row[q] = row[q] / d
         for r in range(c + 1, p):
-            row[r] = row[r] / d
-        for r in range(c + 1, p):
-            f = row[r]
+            f = up[c, r]
             if f == 0.0 or status[r] != ST_OK:
                 continue
-            dst = up[r]
-            for s in range(r, p):
-                dst[s] -= f * row[s]
+            src = up[c, r:]
+            dst = up[r, r:]
+            for q in range(p - r):
+                dst[q] -= f * src[q]
     # forward substitution (column-oriented), then back substitution
     b = np.zeros(p)
     for a in range(p):
@@ -403,17 +574,19 @@ def solve_normal_rl(
         z[c] = zc
         if zc == 0.0:
             continue
-        row = up[c]
-        for r in range(c + 1, p):
-            b[r] -= row[r] * zc
+        row = up[c, c + 1 :]
+        dst = b[c + 1 :]
+        for q in range(p - c - 1):
+            dst[q] -= row[q] * zc
     sol = np.zeros(p)
     for a in range(p - 1, -1, -1):
         if status[a] != ST_OK:
             continue
         acc = z[a]
-        row = up[a]
-        for c in range(a + 1, p):
-            acc -= row[c] * sol[c]
+        row = up[a, a + 1 :]
+        src = sol[a + 1 :]
+        for q in range(p - a - 1):
+            acc -= row[q] * src[q]
         sol[a] = acc / up[a, a]
     var = np.full(p, np.nan)
     t = np.zeros(p)
@@ -432,9 +605,10 @@ def solve_normal_rl(
             acc += uc * uc
             if uc == 0.0:
                 continue
-            row = up[c]
-            for r in range(c + 1, p):
-                t[r] -= row[r] * uc
+            row = up[c, c + 1 :]
+            dst = t[c + 1 :]
+            for q in range(p - c - 1):
+                dst[q] -= row[q] * uc
         var[a] = acc * scale[a] * scale[a]
     return sol, var, status
 
@@ -467,13 +641,30 @@ def solve_tiles(
     status = np.full(n, ST_FAILED, dtype=np.int64)
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
-    wst = weighted_stamps(stamps, x0, y0, weight)
+    use = np.zeros(n, dtype=np.bool_)
+    for q in range(tile_members.shape[0]):
+        use[tile_members[q]] = True
+    ny, nx = weight.shape
+    k = stamps.shape[1]
+    xlines, xb = block_lines(regions, nx, 0)
+    ylines, yb = block_lines(regions, ny, 1)
+    # block partial sums, unless the blocks are narrower than a quarter stamp on
+    # average (tiles of a few pixels), where entries would be split into many cells
+    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
+    if blocks:
+        table = pair_table(stamps, x0, y0, data, weight, use, xlines, xb, yb)
+    else:
+        table = pair_table(stamps[:0], x0[:0], y0[:0], data, weight, use[:0], xlines, xb, yb)
+    loc = np.full(n, -1, dtype=np.int64)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
         m = hi - lo
-        nmat, rhs = build_normal_weighted(members, stamps, wst, x0, y0, data, weight,
-                                          regions[t], nsky)
+        if blocks:
+            nmat, rhs = build_normal_tile(members, stamps, x0, y0, data, weight, regions[t],
+                                          nsky, table, xb, yb, loc)
+        else:
+            nmat, rhs = build_normal(members, stamps, x0, y0, data, weight, regions[t], nsky)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a]
@@ -498,26 +689,106 @@ def solve_tiles(
 
 
 @numba.njit(cache=True)
+def _zeros_image(ny: int, nx: int) -> np.ndarray:
+    # numpy's allocation (huge pages for large arrays) faults in faster than numba's
+    with numba.objmode(out="float64[:, ::1]"):
+        out = np.zeros((ny, nx))
+    return out
+
+
+@numba.njit(cache=True)
 def scatter_model(
     stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, flux: np.ndarray, shape: tuple
 ) -> np.ndarray:
     """Sum ``flux[i] * stamps[i]`` into an image of ``shape`` (NaN fluxes skipped)."""
     ny, nx = shape
-    out = np.zeros((ny, nx))
+    out = _zeros_image(ny, nx)
     k = stamps.shape[1]
     for i in range(stamps.shape[0]):
         f = flux[i]
         if not math.isfinite(f):
             continue
+        cs, ce = max(0, -x0[i]), min(k, nx - x0[i])
+        if cs >= ce:
+            continue
         for r in range(k):
             yy = y0[i] + r
             if yy < 0 or yy >= ny:
                 continue
-            for c in range(k):
-                xx = x0[i] + c
-                if 0 <= xx < nx:
-                    out[yy, xx] += f * stamps[i, r, c]
+            orow = out[yy, x0[i] + cs : x0[i] + ce]
+            srow = stamps[i, r, cs:ce]
+            for c in range(ce - cs):
+                orow[c] += f * srow[c]
     return out
+
+
+@numba.njit(cache=True)
+def footprint_counts(
+    x0: np.ndarray, y0: np.ndarray, k: int, weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The counts of :func:`footprint_stats`, ``(n_usable, n_masked, n_outside)``.
+
+    Exact box counts of the ``k x k`` footprints from a summed-area table of
+    the usable (weight > 0) pixels.
+    """
+    n = x0.shape[0]
+    ny, nx = weight.shape
+    sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    for yy in range(ny):
+        run = 0
+        wrow = weight[yy]
+        above = sat[yy]
+        row = sat[yy + 1]
+        for xx in range(nx):
+            if wrow[xx] > 0.0:
+                run += 1
+            row[xx + 1] = above[xx + 1] + run
+    nuse = np.zeros(n, dtype=np.int64)
+    nmask = np.zeros(n, dtype=np.int64)
+    nout = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        xs, xe = min(max(x0[i], 0), nx), max(min(x0[i] + k, nx), 0)
+        ys, ye = min(max(y0[i], 0), ny), max(min(y0[i] + k, ny), 0)
+        inside = max(xe - xs, 0) * max(ye - ys, 0)
+        nout[i] = k * k - inside
+        if inside > 0:
+            nuse[i] = sat[ye, xe] - sat[ys, xe] - sat[ye, xs] + sat[ys, xs]
+        nmask[i] = inside - nuse[i]
+    return nuse, nmask, nout
+
+
+@numba.njit(cache=True)
+def footprint_chi2(
+    x0: np.ndarray, y0: np.ndarray, k: int, weight: np.ndarray, resid: np.ndarray
+) -> np.ndarray:
+    """The ``chi2sum`` of :func:`footprint_stats`: ``sum(weight * resid**2)`` over
+    each footprint's usable pixels, summed in the same order.
+
+    Footprints are visited in row order of the image (the sums do not depend
+    on the order of the sources), which keeps the image rows in cache.
+    """
+    n = x0.shape[0]
+    ny, nx = weight.shape
+    chi = np.zeros(n)
+    order = np.argsort(y0, kind="mergesort")
+    for t in range(n):
+        i = order[t]
+        cs, ce = max(0, -x0[i]), min(k, nx - x0[i])
+        if cs >= ce:
+            continue
+        acc = 0.0
+        for r in range(k):
+            yy = y0[i] + r
+            if yy < 0 or yy >= ny:
+                continue
+            wrow = weight[yy, x0[i] + cs : x0[i] + ce]
+            rrow = resid[yy, x0[i] + cs : x0[i] + ce]
+            for c in range(ce - cs):
+                wv = wrow[c]
+                if wv > 0.0:
+                    acc += wv * rrow[c] * rrow[c]
+        chi[i] = acc
+    return chi
 
 
 @numba.njit(cache=True)

@@ -10,7 +10,7 @@ import numpy as np
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
-from dask_phot.engine.scene import default_tiling, sky_image, solve_scene
+from dask_phot.engine.scene import default_tiling, sky_image, solve_scene, spatial_order
 from dask_phot.psf import PSFModel
 from dask_phot.schema import Flag
 
@@ -139,7 +139,17 @@ def forced_photometry(
         kind = "global" if fit_positions == "global" else "source"
         refine_positions(prep, psf, kind=kind, max_shift=max_shift, snr_min=position_snr,
                          iterations=position_iterations, opts=opts)
-    stamps, x0, y0 = psf.stamps(prep.x, prep.y)
+    # scene mode renders the stamps grouped by tile (``order``), cutout mode in
+    # input order; ``x0, y0`` are in input order either way
+    order = (spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
+             if mode == "scene" else None)
+    if order is None:
+        stamps, x0, y0 = psf.stamps(prep.x, prep.y)
+        sx0, sy0 = x0, y0
+    else:
+        stamps, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
+        x0, y0 = np.empty_like(sx0), np.empty_like(sy0)
+        x0[order], y0[order] = sx0, sy0
     nuse, _ = footprint_flags(prep, stamps, x0, y0)
     if mode == "cutout":
         from dask_phot.engine.cutout import solve_cutouts
@@ -150,20 +160,24 @@ def forced_photometry(
         sky_img = None
         info = {"mode": "cutout", "cutout_width": width}
     else:
-        flux, var, status, hasdeg, local_sky, tiling = solve_scene(prep, stamps, x0, y0, **opts)
+        flux, var, status, hasdeg, local_sky, tiling = solve_scene(
+            prep, stamps, sx0, sy0, order=order, **opts)
         sky_img = sky_image(tiling, tiling.sky, nsky, prep.data.shape) if nsky else None
         info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
                 "tile_size": tiling.tile_size, "margin": tiling.margin}
     return _assemble(prep, stamps, x0, y0, nuse, flux, var, status, hasdeg, local_sky,
-                     sky_img, info, high_chi2=high_chi2, return_model=return_model)
+                     sky_img, info, high_chi2=high_chi2, return_model=return_model,
+                     order=order)
 
 
 def _assemble(
     prep: Prepared, stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, nuse: np.ndarray,
     flux: np.ndarray, var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray,
     local_sky: np.ndarray, sky_img: np.ndarray | None, info: dict, *,
-    high_chi2: float, return_model: bool,
+    high_chi2: float, return_model: bool, order: np.ndarray | None = None,
 ) -> PhotometryResult:
+    """Flags, errors, chi2 and model; ``x0, y0`` in input order, ``stamps`` in
+    ``order`` when given (``stamps[k]`` is the stamp of source ``order[k]``)."""
     flags = prep.flags
     fitted = prep.fit
     flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
@@ -174,11 +188,14 @@ def _assemble(
     flux = np.where(ok, flux, np.nan)
     err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
     flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
-    model = K.scatter_model(stamps, x0, y0, flux, prep.data.shape)
+    if order is None:
+        model = K.scatter_model(stamps, x0, y0, flux, prep.data.shape)
+    else:
+        model = K.scatter_model(stamps, x0[order], y0[order], flux[order], prep.data.shape)
     if sky_img is not None:
         model += sky_img
     resid = prep.data - model
-    _, _, _, chisum = K.footprint_stats(stamps, x0, y0, prep.weight, resid)
+    chisum = K.footprint_chi2(x0, y0, stamps.shape[1], prep.weight, resid)
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
     flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)

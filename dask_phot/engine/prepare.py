@@ -132,7 +132,7 @@ def footprint_flags(
     Updates ``prep.flags`` and ``prep.fit`` in place; returns the usable-pixel
     count and the pixel count outside the image of every source.
     """
-    nuse, nmask, nout, _ = K.footprint_stats(stamps, x0, y0, prep.weight, prep.data)
+    nuse, nmask, nout = K.footprint_counts(x0, y0, stamps.shape[1], prep.weight)
     f = prep.flags
     f[nout > 0] |= int(Flag.EDGE)
     f[nmask > 0] |= int(Flag.MASKED_PIXELS)

@@ -22,7 +22,7 @@ import numpy as np
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
 
-__all__ = ["Tiling", "make_tiling", "sky_at", "solve_scene"]
+__all__ = ["Tiling", "make_tiling", "sky_at", "solve_scene", "spatial_order"]
 
 
 @dataclass
@@ -93,6 +93,22 @@ def make_tiling(
                   t, g, ntx, uniq)
 
 
+def spatial_order(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], tile_size: int
+                  ) -> np.ndarray:
+    """Permutation of the sources that groups them by scene tile (input order within).
+
+    Stamps rendered in this order put each tile's sources, and their
+    neighbours', close together in memory, which the kernels read far faster
+    than stamps scattered in catalogue order.
+    """
+    ny, nx = shape
+    t = max(int(tile_size), 1)
+    cx = np.clip(np.floor(np.nan_to_num(x) + 0.5), 0, nx - 1).astype(np.int64)
+    cy = np.clip(np.floor(np.nan_to_num(y) + 0.5), 0, ny - 1).astype(np.int64)
+    ntx = max(1, -(-nx // t))
+    return np.argsort((cy // t) * ntx + cx // t, kind="stable")
+
+
 def sky_at(tiling: Tiling, sky: np.ndarray, nsky: int, x: np.ndarray, y: np.ndarray
            ) -> np.ndarray:
     """Fitted sky at positions, from the tile whose core holds each position."""
@@ -119,10 +135,27 @@ def sky_at(tiling: Tiling, sky: np.ndarray, nsky: int, x: np.ndarray, y: np.ndar
 
 def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
               ) -> np.ndarray:
-    """Image of the fitted sky, each pixel taken from the tile whose core holds it."""
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
-    return sky_at(tiling, sky, nsky, xx.ravel().astype(float), yy.ravel().astype(float)
-                  ).reshape(shape)
+    """Image of the fitted sky, each pixel taken from the tile whose core holds it.
+
+    The values of :func:`sky_at` at every pixel, filled tile core by tile core.
+    """
+    out = np.zeros(shape)
+    if nsky == 0 or tiling.tile_ids.size == 0:
+        return out
+    for p in range(tiling.tile_ids.size):
+        x0, x1, y0, y1 = (int(v) for v in tiling.cores[p])
+        if nsky == 1:
+            out[y0:y1, x0:x1] = sky[p, 0]
+            continue
+        reg = tiling.regions[p]
+        xc = 0.5 * (reg[0] + reg[1] - 1)
+        yc = 0.5 * (reg[2] + reg[3] - 1)
+        half = max(0.5 * (reg[1] - reg[0]), 0.5 * (reg[3] - reg[2]), 1.0)
+        cx = np.arange(x0, x1, dtype=np.int64)[None, :]
+        cy = np.arange(y0, y1, dtype=np.float64)[:, None]
+        out[y0:y1, x0:x1] = sky[p, 0] + (sky[p, 1] * (cx - xc) / half
+                                         + sky[p, 2] * (cy - yc) / half)
+    return out
 
 
 def solve_scene(
@@ -135,20 +168,31 @@ def solve_scene(
     tile_size: int,
     margin: int,
     tol: float,
+    order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Tiling]:
     """Joint fit of all sources marked ``prep.fit``.
 
-    Returns ``flux, var, status, has_degenerate, sky_at_sources, tiling`` and
-    stores the tile sky parameters on the tiling (``tiling.sky``).
+    ``stamps, x0, y0`` are in input order, or, with ``order`` (a permutation
+    such as :func:`spatial_order`), ``stamps[k]`` is the stamp of source
+    ``order[k]``. Returns ``flux, var, status, has_degenerate, sky_at_sources,
+    tiling`` in input order and stores the tile sky parameters on the tiling
+    (``tiling.sky``).
     """
     cx = np.floor(prep.x + 0.5).astype(np.int64)
     cy = np.floor(prep.y + 0.5).astype(np.int64)
     tiling = make_tiling(cx, cy, prep.fit, prep.data.shape, tile_size, margin,
                          stamps.shape[1] // 2, all_tiles=nsky > 0)
+    members = tiling.members
+    if order is not None:
+        pos = np.empty_like(order)
+        pos[order] = np.arange(order.size)
+        members = pos[members]  # rows of the stamps; each tile keeps input order
     flux, var, status, hasdeg, sky = K.solve_tiles(
-        tiling.ptr, tiling.members, tiling.primary, tiling.regions,
+        tiling.ptr, members, tiling.primary, tiling.regions,
         stamps, x0, y0, prep.data, prep.weight, nsky, tol,
     )
+    if order is not None:
+        flux, var, status, hasdeg = flux[pos], var[pos], status[pos], hasdeg[pos]
     tiling.sky = sky  # type: ignore[attr-defined]
     local_sky = sky_at(tiling, sky, nsky, prep.x, prep.y)
     return flux, var, status, hasdeg, local_sky, tiling

@@ -1,0 +1,281 @@
+"""The engine's fast paths against simple reference implementations.
+
+Scene mode builds its normal matrices from block partial sums of a whole-image
+pair table, factorises them right-looking, renders stamps grouped by tile, and
+counts footprints from a summed-area table; the PSF renders with whole-plane
+tap sums. Each is compared here, on small fields, with the direct computation
+it replaces (the kernels kept for cutout mode, or a few lines of numpy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dask_phot import forced_photometry, gaussian_psf
+from dask_phot.engine import _kernels as K
+from dask_phot.engine.prepare import footprint_flags, prepare_inputs
+from dask_phot.engine.scene import (
+    default_tiling,
+    make_tiling,
+    sky_at,
+    sky_image,
+    solve_scene,
+    spatial_order,
+)
+from dask_phot.psf import PSFGrid, lanczos_stamps
+
+
+@pytest.fixture(scope="module")
+def psf():
+    return gaussian_psf(2.5, size=13)
+
+
+def field(psf, seed=0, shape=(90, 120), n=90, masked=True):
+    """Noisy image of ``n`` sources (a few off the edges) with masked patches."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    x = rng.uniform(-4, nx + 3, n)
+    y = rng.uniform(-4, ny + 3, n)
+    x[:2], y[:2] = [40.0, 40.0], [30.0, 30.0]  # an identical pair
+    st, x0, y0 = psf.stamps(x, y)
+    img = K.scatter_model(st, x0, y0, rng.uniform(5, 400, n), shape)
+    img += rng.normal(0, 1, shape)
+    weight = rng.uniform(0.5, 2.0, shape)
+    if masked:
+        weight[10:14, 50:70] = 0.0
+        weight[rng.random(shape) < 0.02] = 0.0
+    return img, weight, x, y
+
+
+# ------------------------------------------------------------------------ rendering
+def lanczos_reference(base, dx, dy, a):
+    """The separable Lanczos shift written out tap by tap (the original loops)."""
+
+    def taps(frac):
+        t = np.arange(-a, a + 1) + frac
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.array([1.0 if v == 0 else (0.0 if abs(v) >= a else
+                          a * math.sin(math.pi * v) * math.sin(math.pi * v / a)
+                          / (math.pi * v) ** 2) for v in t])
+        return w / w.sum()
+
+    k = base.shape[0]
+    kx, ky = taps(dx), taps(dy)
+    tmp = np.zeros((k, k))
+    out = np.zeros((k, k))
+    for r in range(k):
+        for c in range(k):
+            tmp[r, c] = sum(kx[2 * a - j] * base[r, c - (j - a)]
+                            for j in range(2 * a + 1) if 0 <= c - (j - a) < k)
+    for r in range(k):
+        for c in range(k):
+            out[r, c] = sum(ky[2 * a - j] * tmp[r - (j - a), c]
+                            for j in range(2 * a + 1) if 0 <= r - (j - a) < k)
+    return out * (base.sum() / out.sum())
+
+
+@pytest.mark.parametrize("order", [2, 3, 8])
+def test_lanczos_stamps_match_direct_taps(order):
+    rng = np.random.default_rng(order)
+    bases = rng.random((3, 9, 9))
+    dx = np.array([0.0, 0.5, -0.5, 0.31, -0.12, 1e-17, 0.4999999])
+    dy = np.array([0.0, -0.5, 0.5, -0.27, 0.44, 0.0, -1e-9])
+    idx = rng.integers(0, 3, dx.size)
+    shared = lanczos_stamps(bases, idx, dx, dy, order)  # bases shared by sources
+    own = lanczos_stamps(bases[idx], np.arange(dx.size), dx, dy, order)  # one each
+    for i in range(dx.size):
+        ref = lanczos_reference(bases[idx[i]], dx[i], dy[i], order)
+        np.testing.assert_allclose(shared[i], ref, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(own[i], ref, rtol=0, atol=1e-13)
+
+
+def test_psf_grid_stamps_use_the_per_source_path(psf):
+    grid = PSFGrid([psf, gaussian_psf(3.0, size=13)], [0.0, 100.0], [0.0, 0.0])
+    x, y = np.array([10.3, 60.7]), np.array([5.2, 7.9])
+    st, _, _ = grid.stamps(x, y)
+    for i in range(2):
+        local = grid.at(x[i], y[i])
+        ref = lanczos_reference(local.array, x[i] - round(x[i]), y[i] - round(y[i]),
+                                grid.interp_order)
+        np.testing.assert_allclose(st[i], ref, rtol=0, atol=1e-13)
+
+
+# ------------------------------------------------------------------------ kernels
+def test_footprint_counts_and_chi2_match_footprint_stats(psf):
+    img, weight, x, y = field(psf, seed=1)
+    st, x0, y0 = psf.stamps(x, y)
+    resid = np.random.default_rng(2).normal(size=img.shape)
+    nuse, nmask, nout, chi = K.footprint_stats(st, x0, y0, weight, resid)
+    assert all(np.array_equal(a, b) for a, b in
+               zip((nuse, nmask, nout), K.footprint_counts(x0, y0, psf.size, weight),
+                   strict=True))
+    assert np.array_equal(chi, K.footprint_chi2(x0, y0, psf.size, weight, resid))
+
+
+def test_scatter_model_matches_numpy(psf):
+    _, _, x, y = field(psf, seed=3)
+    st, x0, y0 = psf.stamps(x, y)
+    flux = np.random.default_rng(3).uniform(1, 10, x.size)
+    flux[5] = np.nan
+    shape = (90, 120)
+    ref = np.zeros((shape[0] + 2 * psf.size, shape[1] + 2 * psf.size))
+    for i in np.flatnonzero(np.isfinite(flux)):
+        h = psf.size
+        ref[y0[i] + h : y0[i] + 2 * h, x0[i] + h : x0[i] + 2 * h] += flux[i] * st[i]
+    ref = ref[psf.size : psf.size + shape[0], psf.size : psf.size + shape[1]]
+    np.testing.assert_allclose(K.scatter_model(st, x0, y0, flux, shape), ref,
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_right_looking_solve_is_identical_to_solve_normal():
+    rng = np.random.default_rng(5)
+    for trial in range(400):
+        p = int(rng.integers(1, 30))
+        a = rng.normal(size=(50, p)) * (rng.random((50, p)) < 0.3)
+        if p > 2:
+            a[:, p - 1] = a[:, 0]  # a duplicate of an earlier column
+        if p > 4 and trial % 2:
+            a[:, 3] = a[:, 1] - 2 * a[:, 2]  # a combination of earlier ones
+        nmat = a.T @ a
+        nmat = 0.5 * (nmat + nmat.T)
+        rhs = rng.normal(size=p)
+        want = rng.random(p) < 0.5
+        tol = [1e-7, 1e-3][trial % 2]
+        ref = K.solve_normal(nmat, rhs, want, tol)
+        out = K.solve_normal_rl(nmat, rhs, want, tol)
+        np.testing.assert_array_equal(out[2], ref[2])
+        np.testing.assert_array_equal(out[0], ref[0])
+        np.testing.assert_array_equal(out[1], ref[1])
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+@pytest.mark.parametrize("tiling", [None, (23, 9), (40, 20)])
+def test_tile_normal_matrices_match_direct_build(psf, nsky, tiling):
+    img, weight, x, y = field(psf, seed=6)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st, x0, y0 = psf.stamps(prep.x, prep.y)
+    footprint_flags(prep, st, x0, y0)
+    t, g = tiling or default_tiling(psf.size, psf.fwhm)
+    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
+    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half, all_tiles=nsky > 0)
+    ny, nx = prep.data.shape
+    xl, xb = K.block_lines(tl.regions, nx, 0)
+    _, yb = K.block_lines(tl.regions, ny, 1)
+    use = np.zeros(x.size, dtype=bool)
+    use[tl.members] = True
+    table = K.pair_table(st, x0, y0, prep.data, prep.weight, use, xl, xb, yb)
+    loc = np.full(x.size, -1)
+    for tt in range(tl.ptr.size - 1):
+        mem = tl.members[tl.ptr[tt] : tl.ptr[tt + 1]]
+        ref = K.build_normal(mem, st, x0, y0, prep.data, prep.weight, tl.regions[tt], nsky)
+        out = K.build_normal_tile(mem, st, x0, y0, prep.data, prep.weight, tl.regions[tt],
+                                  nsky, table, xb, yb, loc)
+        scale = np.abs(ref[0]).max() + 1e-300
+        np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(out[1], ref[1], rtol=0,
+                                   atol=1e-12 * (np.abs(ref[1]).max() + 1e-300))
+        assert np.array_equal(out[0] != 0, ref[0] != 0)
+        assert (loc == -1).all()
+
+
+def reference_solve_tiles(tl, st, x0, y0, data, weight, nsky, tol):
+    """:func:`K.solve_tiles` written with the direct build and the left-looking solve."""
+    n = st.shape[0]
+    flux, var = np.full(n, np.nan), np.full(n, np.nan)
+    status, hasdeg = np.full(n, K.ST_FAILED), np.zeros(n, dtype=bool)
+    for t in range(tl.ptr.size - 1):
+        lo, hi = tl.ptr[t], tl.ptr[t + 1]
+        mem, prim = tl.members[lo:hi], tl.primary[lo:hi]
+        nmat, rhs = K.build_normal(mem, st, x0, y0, data, weight, tl.regions[t], nsky)
+        want = np.concatenate([prim, np.zeros(nsky, dtype=bool)])
+        sol, v, s = K.solve_normal(nmat, rhs, want, tol)
+        for a in np.flatnonzero(prim):
+            i = mem[a]
+            status[i] = s[a]
+            if s[a] == K.ST_OK:
+                flux[i], var[i] = sol[a], v[a]
+                for b in range(a + 1, mem.size):
+                    if s[b] == K.ST_DEGENERATE and nmat[b, b] > 0:
+                        if nmat[a, b] / math.sqrt(nmat[a, a] * nmat[b, b]) > 0.999:
+                            hasdeg[i] = True
+    return flux, var, status, hasdeg
+
+
+@pytest.mark.parametrize("tiling", [None, (5, 3)])  # (5, 3): narrow blocks, direct build
+@pytest.mark.parametrize("nsky", [0, 1])
+def test_solve_tiles_matches_reference(psf, tiling, nsky):
+    img, weight, x, y = field(psf, seed=7)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st, x0, y0 = psf.stamps(prep.x, prep.y)
+    footprint_flags(prep, st, x0, y0)
+    t, g = tiling or default_tiling(psf.size, psf.fwhm)
+    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
+    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half, all_tiles=nsky > 0)
+    ref = reference_solve_tiles(tl, st, x0, y0, prep.data, prep.weight, nsky, 1e-7)
+    out = K.solve_tiles(tl.ptr, tl.members, tl.primary, tl.regions, st, x0, y0,
+                        prep.data, prep.weight, nsky, 1e-7)
+    np.testing.assert_array_equal(out[2], ref[2])
+    np.testing.assert_array_equal(out[3], ref[3])
+    assert ref[3].any() and (ref[2] == K.ST_DEGENERATE).any()
+    ok = np.isfinite(ref[0])
+    np.testing.assert_array_equal(np.isfinite(out[0]), ok)
+    err = np.sqrt(ref[1][ok])
+    assert np.max(np.abs(out[0][ok] - ref[0][ok]) / err) < 1e-8
+    np.testing.assert_allclose(out[1][ok], ref[1][ok], rtol=1e-9)
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_scene_in_tile_order_matches_input_order(psf, nsky):
+    img, weight, x, y = field(psf, seed=8)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st, x0, y0 = psf.stamps(prep.x, prep.y)
+    footprint_flags(prep, st, x0, y0)
+    t, g = default_tiling(psf.size, psf.fwhm)
+    opts = dict(nsky=nsky, tile_size=t, margin=g, tol=1e-7)
+    ref = solve_scene(prep, st, x0, y0, **opts)
+    order = spatial_order(prep.x, prep.y, prep.data.shape, t)
+    assert not np.array_equal(order, np.arange(order.size))
+    sst, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
+    out = solve_scene(prep, sst, sx0, sy0, order=order, **opts)
+    for a, b in zip(out[:5], ref[:5], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+
+
+def test_sky_image_matches_sky_at_every_pixel(psf):
+    rng = np.random.default_rng(9)
+    shape = (47, 61)
+    cx, cy = rng.integers(0, 61, 40), rng.integers(0, 47, 40)
+    for all_tiles in (True, False):
+        tl = make_tiling(cx, cy, np.ones(40, bool), shape, 11, 4, 3, all_tiles=all_tiles)
+        sky = rng.normal(size=(tl.tile_ids.size, 3))
+        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+        for nsky in (0, 1, 3):
+            ref = sky_at(tl, sky, nsky, xx.ravel().astype(float), yy.ravel().astype(float))
+            assert np.array_equal(sky_image(tl, sky, nsky, shape), ref.reshape(shape))
+
+
+def test_forced_photometry_scene_matches_reference_pipeline(psf):
+    """End to end: the default path against input-order stamps, the direct tile
+    build and solve, and footprint_stats for the chi2."""
+    img, weight, x, y = field(psf, seed=10, shape=(70, 80), n=60)
+    res = forced_photometry(img, psf, x, y, weight=weight)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st, x0, y0 = psf.stamps(prep.x, prep.y)
+    nuse, _ = footprint_flags(prep, st, x0, y0)
+    t, g = default_tiling(psf.size, psf.fwhm)
+    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
+    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half)
+    flux, var, status, _ = reference_solve_tiles(tl, st, x0, y0, prep.data, prep.weight,
+                                                 0, 1e-7)
+    ok = np.isfinite(res.flux)
+    assert np.array_equal(ok, prep.fit & (status == K.ST_OK) & np.isfinite(flux))
+    assert np.max(np.abs(res.flux[ok] - flux[ok]) / np.sqrt(var[ok])) < 1e-8
+    np.testing.assert_allclose(res.flux_err[ok], np.sqrt(var[ok]), rtol=1e-9)
+    model = K.scatter_model(st, x0, y0, np.where(ok, flux, np.nan), img.shape)
+    chisum = K.footprint_stats(st, x0, y0, prep.weight, prep.data - model)[3]
+    np.testing.assert_allclose(res.chi2[ok], chisum[ok] / np.maximum(nuse[ok] - 1, 1),
+                               rtol=1e-8)
