@@ -24,6 +24,7 @@ def main(argv=None) -> None:
     ap.add_argument("--area-arcmin2", type=float, default=225.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rows-per-partition", type=int, default=10000)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -53,7 +54,8 @@ def main(argv=None) -> None:
               f"(simulated in {time.perf_counter() - t0:.0f} s, not counted)")
         cfg = load_config(paths["config"], overrides={
             "output.path": str(Path(tmp) / "catalog"),
-            "storage.endpoint_url": s3.endpoint_url, "storage.anon": True})
+            "storage.endpoint_url": s3.endpoint_url, "storage.anon": True,
+            "cells.rows_per_partition": args.rows_per_partition})
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
             t_plan = time.perf_counter()

@@ -138,7 +138,7 @@ class CellsConfig:
     """``[cells]``: HEALPix partitioning (see :mod:`dask_phot.cells`)."""
 
     order: int | Literal["auto"] = "auto"
-    rows_per_partition: int = 2000
+    rows_per_partition: int = 10000
     margin_arcsec: float | Literal["auto"] = "auto"
     read_merge_gap: int = 65536
 

@@ -46,7 +46,7 @@ def test_packaged_defaults_load(tmp_path):
             "storage"} <= d.keys()
     cfg = _load(_write(tmp_path, MINIMAL))
     assert cfg.engine == EngineConfig() and cfg.cluster == ClusterConfig()
-    assert cfg.cells.order == "auto" and cfg.cells.rows_per_partition == 2000
+    assert cfg.cells.order == "auto" and cfg.cells.rows_per_partition == 10000
     assert cfg.storage == {"anon": True}
     assert cfg.band_names == ("irac1",) and cfg.bands[0].band is PRESETS["irac1"]
     assert cfg.bands[0].noise_kind == "weight" and cfg.bands[0].sky == "fit"
