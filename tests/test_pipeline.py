@@ -103,6 +103,11 @@ def test_run_on_local_cluster_from_s3_and_read_with_lsdb(s3_field, s3_server, tm
 
     meta = pq.read_schema(tmp_path / "cat" / "dataset" / "_common_metadata").metadata
     assert b"uJy" in meta[b"dask_phot_units"]
+    import json
+
+    recorded = json.loads(meta[b"dask_phot_config"])
+    assert recorded["bands"]["nuv"]["images"] == [f"s3://{bucket}/nuv_sci.fits"]
+    assert load_config(recorded).config_hash() == cfg.config_hash()
 
 
 @pytest.mark.slow

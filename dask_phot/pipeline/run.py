@@ -145,6 +145,7 @@ def run_catalog(
     todo = [p for p in parts if (p.cell.order, p.cell.pixel) not in finished]
     log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
     meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
+            "dask_phot_config": json.dumps(config.to_dict(), default=str),
             "dask_phot_config_hash": chash}
     reports: list[CellReport] = []
     if client is None:
