@@ -1,11 +1,11 @@
-"""Point-spread-function models on a mosaic's pixel grid.
+"""Pixelized PSFs on a mosaic's pixel grid: validation, normalisation, resampling.
 
 A :class:`PixelPSF` is a pixelized PSF (strictly a PRF: already integrated
 over the detector pixel) sampled at a known pixel scale, odd-sized and
 centred, with an explicit normalisation. It renders stamps at arbitrary
-sub-pixel positions with a flux-conserving, separable Lanczos-3 interpolation
-(the same interpolant The Tractor uses). A :class:`PSFGrid` holds several
-PSFs measured at different image positions and interpolates between them.
+sub-pixel positions with the flux-conserving, separable Lanczos interpolation
+of :mod:`dask_phot.psf.render`. :func:`resample_array` moves a PSF to another
+pixel scale, conserving flux.
 
 Pixel convention: 0-based, pixel centres at integers, ``x`` is the column and
 ``y`` the row (``image[y, x]``), as in numpy and ``astropy.wcs.world_to_pixel``.
@@ -15,22 +15,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import numba
 import numpy as np
-from scipy.special import erf
 
-__all__ = [
-    "PSFError",
-    "PSFGrid",
-    "PSFModel",
-    "PixelPSF",
-    "gaussian_psf",
-    "moffat_psf",
-]
+from dask_phot.psf.render import lanczos_stamps
+
+__all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "resample_array"]
 
 Normalize = Literal["sum", "peak", "none"]
 
@@ -104,6 +96,7 @@ class PixelPSF:
 
     Examples
     --------
+    >>> from dask_phot.psf import gaussian_psf
     >>> psf = gaussian_psf(3.0, size=15)
     >>> psf.size, round(psf.sum, 6)
     (15, 1.0)
@@ -271,6 +264,7 @@ class PixelPSF:
 
         Examples
         --------
+        >>> from dask_phot.psf import gaussian_psf
         >>> fine = gaussian_psf(20.0, size=121, pixel_scale=0.1)  # 2" FWHM at 0.1"/px
         >>> psf = PixelPSF.from_oversampled(fine.array, 0.1, 0.6, size=21)
         >>> psf.size, round(psf.sum, 6)
@@ -475,312 +469,3 @@ def _interpolate_array(arr: np.ndarray, ratio: float, size: int | None) -> np.nd
     )
     out = map_coordinates(arr, [yy, xx], order=3, mode="constant", cval=0.0)
     return out * ratio**2
-
-
-@numba.njit(cache=True, inline="always")
-def _lanczos(t: float, a: int) -> float:
-    if t == 0.0:
-        return 1.0
-    if abs(t) >= a:
-        return 0.0
-    pt = math.pi * t
-    return a * math.sin(pt) * math.sin(pt / a) / (pt * pt)
-
-
-@numba.njit(cache=True)
-def _taps(frac: float, a: int, out: np.ndarray) -> None:
-    # out[j] weights the input sample at offset (j - a) for an output shifted by ``frac``
-    s = 0.0
-    for j in range(2 * a + 1):
-        w = _lanczos(float(j - a) + frac, a)
-        out[j] = w
-        s += w
-    for j in range(2 * a + 1):
-        out[j] /= s
-
-
-@numba.njit(cache=True)
-def _rotations(a: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cos(pi m / a), sin(pi m / a)`` for ``m = -a .. a`` (index ``m + a``), with
-    the exact values at multiples of ``pi / 2``."""
-    cm = np.empty(2 * a + 1)
-    sm = np.empty(2 * a + 1)
-    for j in range(2 * a + 1):
-        m = j - a
-        if m == 0:
-            cm[j], sm[j] = 1.0, 0.0
-        elif abs(m) == a:
-            cm[j], sm[j] = -1.0, 0.0
-        elif 2 * abs(m) == a:
-            cm[j], sm[j] = 0.0, 1.0 if m > 0 else -1.0
-        else:
-            cm[j], sm[j] = math.cos(math.pi * m / a), math.sin(math.pi * m / a)
-    return cm, sm
-
-
-@numba.njit(cache=True)
-def _taps_rot(frac: float, a: int, cm: np.ndarray, sm: np.ndarray, out: np.ndarray) -> None:
-    """:func:`_taps` with three trigonometric calls instead of ``2 (2a + 1)``.
-
-    At ``t = m + frac`` (``m = j - a``), ``sin(pi t) = (-1)^m sin(pi frac)`` and
-    ``sin(pi t / a) = sin(th) cos(pi m / a) + cos(th) sin(pi m / a)`` with
-    ``th = pi frac / a`` (tables ``cm, sm`` from :func:`_rotations`).
-    """
-    sf = math.sin(math.pi * frac)
-    th = math.pi * frac / a
-    st, ct = math.sin(th), math.cos(th)
-    s = 0.0
-    for j in range(2 * a + 1):
-        m = j - a
-        t = float(m) + frac
-        if t == 0.0:
-            w = 1.0
-        elif abs(t) >= a:
-            w = 0.0
-        else:
-            pt = math.pi * t
-            s1 = sf if m % 2 == 0 else -sf
-            s2 = st * cm[j] + ct * sm[j]
-            w = a * s1 * s2 / (pt * pt)
-        out[j] = w
-        s += w
-    for j in range(2 * a + 1):
-        out[j] /= s
-
-
-@numba.njit(cache=True)
-def lanczos_stamps(
-    bases: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 3
-) -> np.ndarray:
-    """Shift PSF stamps by sub-pixel offsets with separable Lanczos interpolation.
-
-    ``out[i]`` is the PSF ``bases[idx[i]]`` evaluated at ``(c - dx[i], r - dy[i])``
-    relative to the stamp centre, ``P(u) = sum_m P[m] L_a(u - m)`` with the
-    Lanczos kernel of order ``a = order`` (``2a + 1`` taps), each 1-D kernel
-    normalised to sum 1 and the stamp rescaled to the base's sum (flux conserving).
-    """
-    # Both passes are sums over the taps j = 0 .. 2a of whole k*k planes (long
-    # contiguous loops that vectorise): the x pass adds tap-weighted copies of
-    # the base shifted along rows (zero filled), the y pass adds tap-weighted
-    # row-shifted copies of its result, read from a buffer with ``a`` zero rows
-    # above and below. Zero-filled samples add exact zeros, so each pixel gets
-    # the same sum, in the same order, as the direct tap loop.
-    n = dx.shape[0]
-    nb = bases.shape[0]
-    k = bases.shape[1]
-    kk = k * k
-    nt = 2 * order + 1
-    # allocated by numpy, which asks for huge pages: first-touch page faults on
-    # numba's own allocation of a large output cost more than the rendering
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.empty((n, k, k))
-    flat = out.reshape((n, kk))
-    pad = np.zeros((k + 2 * order) * k)
-    kx = np.zeros(nt)
-    ky = np.zeros(nt)
-    cm, sm = _rotations(order)
-    # shifted copies of each base (built once per base when bases are shared,
-    # per source otherwise) and each base's sum, the flux stamps are rescaled to
-    shared = nb < n
-    nstack = nb if shared else 1
-    shifted = np.zeros((nstack, nt, kk))
-    targets = np.zeros(nstack)
-    if shared:
-        for b in range(nb):
-            targets[b] = _shift_stack(bases[b], order, shifted[b])
-    for i in range(n):
-        b = idx[i]
-        if shared:
-            stack = shifted[b]
-            target = targets[b]
-        else:
-            stack = shifted[0]
-            target = _shift_stack(bases[b], order, stack)
-        _taps_rot(dx[i], order, cm, sm, kx)
-        _taps_rot(dy[i], order, cm, sm, ky)
-        # x pass: value at column c is P(c - dx) = sum_j kx[nt-1-j] * P[c - (j - order)]
-        tmp = pad[order * k : order * k + kk]
-        tmp[:] = 0.0
-        for j in range(nt):
-            w = kx[nt - 1 - j]
-            sj = stack[j]
-            for p in range(kk):
-                tmp[p] += w * sj[p]
-        # y pass: row r takes ky[nt-1-j] * tmp[r - (j - order)]
-        o = flat[i]
-        o[:] = 0.0
-        for j in range(nt):
-            w = ky[nt - 1 - j]
-            src = pad[(2 * order - j) * k : (2 * order - j) * k + kk]
-            for p in range(kk):
-                o[p] += w * src[p]
-        total = 0.0
-        for p in range(kk):
-            total += o[p]
-        if total != 0.0:
-            scale = target / total
-            for p in range(kk):
-                o[p] *= scale
-    return out
-
-
-@numba.njit(cache=True)
-def _shift_stack(base: np.ndarray, order: int, stack: np.ndarray) -> float:
-    """Fill ``stack[j]`` with ``base`` shifted by ``j - order`` columns (zero filled,
-    flattened); return the base's row-major sum."""
-    k = base.shape[0]
-    total = 0.0
-    for j in range(2 * order + 1):
-        s = j - order
-        sj = stack[j]
-        for r in range(k):
-            for c in range(k):
-                cc = c - s
-                sj[r * k + c] = base[r, cc] if 0 <= cc < k else 0.0
-    for r in range(k):
-        for c in range(k):
-            total += base[r, c]
-    return total
-
-
-# ---------------------------------------------------------------------- analytic PSFs
-def gaussian_psf(
-    fwhm: float, *, size: int | None = None, pixel_scale: float = 1.0
-) -> PixelPSF:
-    """Circular Gaussian PSF integrated exactly over square pixels.
-
-    Parameters
-    ----------
-    fwhm : float
-        Full width at half maximum, in pixels.
-    size : int, optional
-        Odd stamp size; default ``2 * ceil(3 * fwhm) + 1``.
-    pixel_scale : float
-        Arcsec per pixel recorded on the PSF.
-    """
-    if size is None:
-        size = 2 * math.ceil(3 * fwhm) + 1
-    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    h = size // 2
-    edges = (np.arange(-h, h + 2) - 0.5) / (sigma * math.sqrt(2.0))
-    prof = np.diff(0.5 * erf(edges))
-    return PixelPSF(np.outer(prof, prof), pixel_scale, "sum", name=f"gaussian(fwhm={fwhm:g})")
-
-
-def moffat_psf(
-    fwhm: float,
-    beta: float = 2.5,
-    *,
-    size: int | None = None,
-    pixel_scale: float = 1.0,
-    oversample: int = 9,
-) -> PixelPSF:
-    """Circular Moffat PSF, integrated over pixels on an ``oversample``-fold subgrid.
-
-    Parameters
-    ----------
-    fwhm : float
-        Full width at half maximum, in pixels.
-    beta : float
-        Moffat power index (> 1).
-    size : int, optional
-        Odd stamp size; default ``2 * ceil(4 * fwhm) + 1``.
-    pixel_scale : float
-        Arcsec per pixel recorded on the PSF.
-    oversample : int
-        Sub-pixels per pixel side for the integration.
-    """
-    if beta <= 1:
-        raise PSFError(f"moffat: beta must be > 1, got {beta}")
-    if size is None:
-        size = 2 * math.ceil(4 * fwhm) + 1
-    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    h = size // 2
-    sub = (np.arange(size * oversample) + 0.5) / oversample - 0.5 - h
-    r2 = sub[:, None] ** 2 + sub[None, :] ** 2
-    fine = (1.0 + r2 / alpha**2) ** (-beta)
-    arr = fine.reshape(size, oversample, size, oversample).sum(axis=(1, 3))
-    return PixelPSF(arr, pixel_scale, "sum", name=f"moffat(fwhm={fwhm:g},beta={beta:g})")
-
-
-# ---------------------------------------------------------------------- PSF grids
-class PSFGrid:
-    """PSFs measured at several image positions, interpolated in between.
-
-    Inside the convex hull of the measurement positions the PSF is the
-    barycentric (linear) interpolation of the three surrounding PSFs; outside
-    it, the nearest PSF is used. Interpolated PSFs are renormalised to unit sum.
-
-    Parameters
-    ----------
-    psfs : sequence of PixelPSF
-        Same size and pixel scale, sum-normalised.
-    x, y : array_like
-        0-based pixel positions where each PSF applies.
-    """
-
-    def __init__(self, psfs: Sequence[PixelPSF], x: Sequence[float], y: Sequence[float]):
-        if len(psfs) == 0 or len(psfs) != len(x) or len(x) != len(y):
-            raise PSFError("PSFGrid needs as many positions as PSFs, and at least one")
-        sizes = {p.size for p in psfs}
-        scales = {round(p.pixel_scale, 9) for p in psfs}
-        if len(sizes) != 1 or len(scales) != 1:
-            raise PSFError(f"PSFGrid: PSFs differ in size {sizes} or pixel scale {scales}")
-        for p in psfs:
-            p.check_normalized()
-        self.psfs = list(psfs)
-        self.size = psfs[0].size
-        self.half = self.size // 2
-        self.pixel_scale = psfs[0].pixel_scale
-        self._bases = np.stack([p.array for p in psfs])
-        self.interp_order = int(psfs[0].interp_order)
-        self._points = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
-
-    @property
-    def fwhm(self) -> float:
-        """Median FWHM of the grid's PSFs, in pixels."""
-        return float(np.median([p.fwhm for p in self.psfs]))
-
-    def weights(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(indices (n, 3), weights (n, 3))`` of the PSFs to blend at each position."""
-        from scipy.spatial import Delaunay, cKDTree
-
-        pts = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
-        n = len(pts)
-        idx = np.zeros((n, 3), dtype=np.int64)
-        w = np.zeros((n, 3))
-        nearest = cKDTree(self._points).query(pts)[1] if n else np.zeros(0, int)
-        idx[:, 0] = nearest
-        w[:, 0] = 1.0
-        if len(self._points) >= 3 and np.linalg.matrix_rank(
-            self._points - self._points[0]
-        ) == 2:
-            tri = Delaunay(self._points)
-            simplex = tri.find_simplex(pts)
-            inside = simplex >= 0
-            t = tri.transform[simplex[inside]]
-            b = np.einsum("nij,nj->ni", t[:, :2], pts[inside] - t[:, 2])
-            bary = np.column_stack([b, 1.0 - b.sum(axis=1)])
-            idx[inside] = tri.simplices[simplex[inside]]
-            w[inside] = bary
-        return idx, w
-
-    def at(self, x: float, y: float) -> PixelPSF:
-        """The interpolated PSF at one position."""
-        idx, w = self.weights(np.array([x]), np.array([y]))
-        arr = np.tensordot(w[0], self._bases[idx[0]], axes=1)
-        return PixelPSF(arr, self.pixel_scale, "sum", name=f"grid@({x:.1f},{y:.1f})")
-
-    def stamps(
-        self, x: np.ndarray, y: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Render unit-flux stamps with the PSF interpolated at each position."""
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        idx, w = self.weights(x, y)
-        local = np.einsum("nk,nkij->nij", w, self._bases[idx])
-        local /= local.sum(axis=(1, 2))[:, None, None]
-        cx = np.floor(x + 0.5)
-        cy = np.floor(y + 0.5)
-        out = lanczos_stamps(local, np.arange(len(x)), x - cx, y - cy, self.interp_order)
-        return out, cx.astype(np.int64) - self.half, cy.astype(np.int64) - self.half

@@ -1,0 +1,492 @@
+"""Compiled kernels of the engine: normal equations from stamp overlaps, and solves.
+
+:func:`solve_tiles` builds each tile's weighted normal equations (directly with
+:func:`build_normal`, or from the block partial sums of
+:func:`dask_phot.engine._pairs.pair_table` with :func:`build_normal_tile`) and
+solves them with :func:`solve_normal_rl` (:func:`solve_normal` is the
+reference, left-looking form).
+
+All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
+``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
+and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from dask_phot.engine._pairs import _cells_in, block_lines, pair_table
+
+__all__ = [
+    "ST_DEGENERATE",
+    "ST_FAILED",
+    "ST_OK",
+    "build_normal",
+    "build_normal_tile",
+    "solve_normal",
+    "solve_normal_rl",
+    "solve_tiles",
+]
+
+# status codes written by the solvers (mapped to Flag bits by the callers)
+ST_OK = 0
+ST_DEGENERATE = 1
+ST_FAILED = 2
+
+
+@numba.njit(cache=True, inline="always")
+def _overlap(a0: int, b0: int, k: int, lo: int, hi: int) -> tuple[int, int]:
+    """Intersection of [a0, a0+k), [b0, b0+k) and [lo, hi) as (start, stop)."""
+    s = max(a0, b0, lo)
+    e = min(a0 + k, b0 + k, hi)
+    return s, e
+
+
+@numba.njit(cache=True)
+def build_normal(
+    members: np.ndarray,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    region: np.ndarray,
+    nsky: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted normal equations ``N f = b`` over the pixels of ``region``.
+
+    Columns are the stamps of ``members`` followed by ``nsky`` sky terms
+    (1, then (x - xc)/L and (y - yc)/L for a plane).
+    """
+    m = members.shape[0]
+    k = stamps.shape[1]
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    xc = 0.5 * (rx0 + rx1 - 1)
+    yc = 0.5 * (ry0 + ry1 - 1)
+    half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+    for a in range(m):
+        i = members[a]
+        xs, xe = _overlap(x0[i], x0[i], k, rx0, rx1)
+        ys, ye = _overlap(y0[i], y0[i], k, ry0, ry1)
+        for yy in range(ys, ye):
+            for xx in range(xs, xe):
+                wv = weight[yy, xx]
+                if wv <= 0.0:
+                    continue
+                s = stamps[i, yy - y0[i], xx - x0[i]] * wv
+                rhs[a] += s * data[yy, xx]
+                if nsky > 0:
+                    nmat[a, m] += s
+                if nsky > 1:
+                    nmat[a, m + 1] += s * (xx - xc) / half
+                    nmat[a, m + 2] += s * (yy - yc) / half
+        for bb in range(a, m):
+            j = members[bb]
+            xs, xe = _overlap(x0[i], x0[j], k, rx0, rx1)
+            ys, ye = _overlap(y0[i], y0[j], k, ry0, ry1)
+            if xs >= xe or ys >= ye:
+                continue
+            acc = 0.0
+            for yy in range(ys, ye):
+                for xx in range(xs, xe):
+                    wv = weight[yy, xx]
+                    if wv > 0.0:
+                        acc += (stamps[i, yy - y0[i], xx - x0[i]]
+                                * stamps[j, yy - y0[j], xx - x0[j]] * wv)
+            nmat[a, bb] = acc
+            nmat[bb, a] = acc
+    if nsky > 0:
+        for yy in range(ry0, ry1):
+            for xx in range(rx0, rx1):
+                wv = weight[yy, xx]
+                if wv <= 0.0:
+                    continue
+                t1 = (xx - xc) / half
+                t2 = (yy - yc) / half
+                nmat[m, m] += wv
+                rhs[m] += wv * data[yy, xx]
+                if nsky > 1:
+                    nmat[m, m + 1] += wv * t1
+                    nmat[m, m + 2] += wv * t2
+                    nmat[m + 1, m + 1] += wv * t1 * t1
+                    nmat[m + 1, m + 2] += wv * t1 * t2
+                    nmat[m + 2, m + 2] += wv * t2 * t2
+                    rhs[m + 1] += wv * t1 * data[yy, xx]
+                    rhs[m + 2] += wv * t2 * data[yy, xx]
+        for a in range(m, p):
+            for bb in range(a + 1, p):
+                nmat[bb, a] = nmat[a, bb]
+            for bb in range(m):
+                nmat[a, bb] = nmat[bb, a]
+    return nmat, rhs
+
+
+@numba.njit(cache=True)
+def build_normal_tile(
+    members: np.ndarray,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    region: np.ndarray,
+    nsky: int,
+    table: tuple,
+    xb: np.ndarray,
+    yb: np.ndarray,
+    loc: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`build_normal` from the block partial sums of a :func:`pair_table`.
+
+    ``region`` must be a union of the blocks (its edges among the block lines);
+    ``loc`` is a work array of ``-1`` (one per source), returned as it came.
+    """
+    ptr, nbr, pcell, pvals, scell, svals = table
+    m = members.shape[0]
+    k = stamps.shape[1]
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    xc = 0.5 * (rx0 + rx1 - 1)
+    yc = 0.5 * (ry0 + ry1 - 1)
+    half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+    if rx0 >= rx1 or ry0 >= ry1:
+        return nmat, rhs
+    rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
+    rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
+    for a in range(m):
+        loc[members[a]] = a
+    for a in range(m):
+        i = members[a]
+        if scell[i, 1] > 0:
+            sc = scell[i]
+            nmat[a, a] = _cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
+            rhs[a] = _cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
+            if nsky > 0:
+                nmat[a, m] = _cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
+        if nsky > 1:
+            xi, yi = x0[i], y0[i]
+            s1 = 0.0
+            s2 = 0.0
+            for yy in range(max(yi, ry0), min(yi + k, ry1)):
+                for xx in range(max(xi, rx0), min(xi + k, rx1)):
+                    s = stamps[i, yy - yi, xx - xi] * weight[yy, xx]
+                    s1 += s * (xx - xc) / half
+                    s2 += s * (yy - yc) / half
+            nmat[a, m + 1] = s1
+            nmat[a, m + 2] = s2
+        for q in range(ptr[i], ptr[i + 1]):
+            bb = loc[nbr[q]]
+            if bb < 0:
+                continue
+            g = _cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
+            nmat[a, bb] = g
+            nmat[bb, a] = g
+    for a in range(m):
+        loc[members[a]] = -1
+    if nsky > 0:
+        _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
+    return nmat, rhs
+
+
+@numba.njit(cache=True)
+def _sky_block(
+    nmat: np.ndarray, rhs: np.ndarray, data: np.ndarray, weight: np.ndarray,
+    region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
+) -> None:
+    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns."""
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    p = m + nsky
+    for yy in range(ry0, ry1):
+        for xx in range(rx0, rx1):
+            wv = weight[yy, xx]
+            if wv <= 0.0:
+                continue
+            t1 = (xx - xc) / half
+            t2 = (yy - yc) / half
+            nmat[m, m] += wv
+            rhs[m] += wv * data[yy, xx]
+            if nsky > 1:
+                nmat[m, m + 1] += wv * t1
+                nmat[m, m + 2] += wv * t2
+                nmat[m + 1, m + 1] += wv * t1 * t1
+                nmat[m + 1, m + 2] += wv * t1 * t2
+                nmat[m + 2, m + 2] += wv * t2 * t2
+                rhs[m + 1] += wv * t1 * data[yy, xx]
+                rhs[m + 2] += wv * t2 * data[yy, xx]
+    for a in range(m, p):
+        for bb in range(a + 1, p):
+            nmat[bb, a] = nmat[a, bb]
+        for bb in range(m):
+            nmat[a, bb] = nmat[bb, a]
+
+
+@numba.njit(cache=True)
+def solve_normal(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve ``N f = b`` by Jacobi-scaled Cholesky with degeneracy detection.
+
+    A column whose Cholesky pivot (after unit-diagonal scaling) falls below
+    ``tol`` is linearly dependent on earlier columns: it is removed from the
+    solve and reported ``ST_DEGENERATE`` (so the first of two identical
+    sources is kept). A zero diagonal is degenerate too.
+
+    Returns
+    -------
+    sol : ndarray
+        Parameters (0 for removed columns).
+    var : ndarray
+        Marginal variances ``(N^-1)_ii`` for the columns with ``want_var``.
+    status : ndarray of int
+        Per-column status code.
+    """
+    p = rhs.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    low = np.zeros((p, p))
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        for bb in range(a + 1):
+            if status[bb] != ST_OK:
+                continue
+            acc = nmat[a, bb] * scale[a] * scale[bb]
+            for c in range(bb):
+                acc -= low[a, c] * low[bb, c]
+            if a == bb:
+                if acc <= tol:
+                    status[a] = ST_DEGENERATE
+                    for c in range(a):
+                        low[a, c] = 0.0
+                else:
+                    low[a, a] = math.sqrt(acc)
+            else:
+                low[a, bb] = acc / low[bb, bb]
+    # forward / back substitution on the scaled system
+    z = np.zeros(p)
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        acc = rhs[a] * scale[a]
+        for c in range(a):
+            acc -= low[a, c] * z[c]
+        z[a] = acc / low[a, a]
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        acc = z[a]
+        for c in range(a + 1, p):
+            acc -= low[c, a] * sol[c]
+        sol[a] = acc / low[a, a]
+    var = np.full(p, np.nan)
+    u = np.zeros(p)
+    for a in range(p):
+        sol[a] *= scale[a]
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(p):
+            u[c] = 0.0
+        u[a] = 1.0 / low[a, a]
+        acc = u[a] * u[a]
+        for r in range(a + 1, p):
+            if status[r] != ST_OK:
+                continue
+            t = 0.0
+            for c in range(a, r):
+                t -= low[r, c] * u[c]
+            u[r] = t / low[r, r]
+            acc += u[r] * u[r]
+        var[a] = acc * scale[a] * scale[a]
+    return sol, var, status
+
+
+@numba.njit(cache=True)
+def solve_normal_rl(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`solve_normal`, computed right-looking on the upper factor ``U = L^T``.
+
+    The same operations in the same order as :func:`solve_normal` (each entry
+    of the factor subtracts the products of the earlier kept columns in
+    increasing order), arranged as updates of contiguous rows that vectorise
+    and that skip the zero entries of sparse normal matrices; the results are
+    identical.
+    """
+    p = rhs.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    # up[c, r] (r >= c): scaled N, then the factor U (up[c, r] = L[r, c])
+    up = np.zeros((p, p))
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        for r in range(c, p):
+            if status[r] == ST_OK:
+                up[c, r] = nmat[r, c] * scale[r] * scale[c]
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        piv = up[c, c]
+        if piv <= tol:
+            status[c] = ST_DEGENERATE
+            continue
+        d = math.sqrt(piv)
+        up[c, c] = d
+        # (loops over slices from 0 so that the indices are known non-negative
+        # and the compiler vectorises them)
+        row = up[c, c + 1 :]
+        for q in range(p - c - 1):
+            row[q] = row[q] / d
+        for r in range(c + 1, p):
+            f = up[c, r]
+            if f == 0.0 or status[r] != ST_OK:
+                continue
+            src = up[c, r:]
+            dst = up[r, r:]
+            for q in range(p - r):
+                dst[q] -= f * src[q]
+    # forward substitution (column-oriented), then back substitution
+    b = np.zeros(p)
+    for a in range(p):
+        if status[a] == ST_OK:
+            b[a] = rhs[a] * scale[a]
+    z = np.zeros(p)
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        zc = b[c] / up[c, c]
+        z[c] = zc
+        if zc == 0.0:
+            continue
+        row = up[c, c + 1 :]
+        dst = b[c + 1 :]
+        for q in range(p - c - 1):
+            dst[q] -= row[q] * zc
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        acc = z[a]
+        row = up[a, a + 1 :]
+        src = sol[a + 1 :]
+        for q in range(p - a - 1):
+            acc -= row[q] * src[q]
+        sol[a] = acc / up[a, a]
+    var = np.full(p, np.nan)
+    t = np.zeros(p)
+    for a in range(p):
+        sol[a] *= scale[a]
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(a, p):
+            t[c] = 0.0
+        acc = 0.0
+        for c in range(a, p):
+            if status[c] != ST_OK:
+                continue
+            uc = (1.0 if c == a else t[c]) / up[c, c]
+            acc += uc * uc
+            if uc == 0.0:
+                continue
+            row = up[c, c + 1 :]
+            dst = t[c + 1 :]
+            for q in range(p - c - 1):
+                dst[q] -= row[q] * uc
+        var[a] = acc * scale[a] * scale[a]
+    return sol, var, status
+
+
+@numba.njit(cache=True)
+def solve_tiles(
+    tile_ptr: np.ndarray,
+    tile_members: np.ndarray,
+    tile_primary: np.ndarray,
+    regions: np.ndarray,
+    stamps: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    data: np.ndarray,
+    weight: np.ndarray,
+    nsky: int,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Solve every tile's sub-problem; keep the results of its primary sources.
+
+    ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
+    ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
+    tile ``t`` reports. Returns ``flux, var, status, has_degenerate`` per source
+    and the sky parameters ``(ntiles, 3)`` of each tile.
+    """
+    n = stamps.shape[0]
+    ntiles = tile_ptr.shape[0] - 1
+    flux = np.full(n, np.nan)
+    var = np.full(n, np.nan)
+    status = np.full(n, ST_FAILED, dtype=np.int64)
+    hasdeg = np.zeros(n, dtype=np.bool_)
+    sky = np.zeros((ntiles, 3))
+    use = np.zeros(n, dtype=np.bool_)
+    for q in range(tile_members.shape[0]):
+        use[tile_members[q]] = True
+    ny, nx = weight.shape
+    k = stamps.shape[1]
+    xlines, xb = block_lines(regions, nx, 0)
+    ylines, yb = block_lines(regions, ny, 1)
+    # block partial sums, unless the blocks are narrower than a quarter stamp on
+    # average (tiles of a few pixels), where entries would be split into many cells
+    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
+    if blocks:
+        table = pair_table(stamps, x0, y0, data, weight, use, xlines, xb, yb)
+    else:
+        table = pair_table(stamps[:0], x0[:0], y0[:0], data, weight, use[:0], xlines, xb, yb)
+    loc = np.full(n, -1, dtype=np.int64)
+    for t in range(ntiles):
+        lo, hi = tile_ptr[t], tile_ptr[t + 1]
+        members = tile_members[lo:hi]
+        m = hi - lo
+        if blocks:
+            nmat, rhs = build_normal_tile(members, stamps, x0, y0, data, weight, regions[t],
+                                          nsky, table, xb, yb, loc)
+        else:
+            nmat, rhs = build_normal(members, stamps, x0, y0, data, weight, regions[t], nsky)
+        want = np.zeros(m + nsky, dtype=np.bool_)
+        for a in range(m):
+            want[a] = tile_primary[lo + a]
+        sol, v, st = solve_normal_rl(nmat, rhs, want, tol)
+        for s in range(nsky):
+            sky[t, s] = sol[m + s]
+        for a in range(m):
+            if not tile_primary[lo + a]:
+                continue
+            i = members[a]
+            status[i] = st[a]
+            if st[a] == ST_OK:
+                flux[i] = sol[a]
+                var[i] = v[a]
+                # an earlier-listed degenerate partner merged into this source?
+                for bb in range(a + 1, m):
+                    if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
+                        c = nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb])
+                        if c > 0.999:
+                            hasdeg[i] = True
+    return flux, var, status, hasdeg, sky

@@ -1,0 +1,229 @@
+"""Compiled kernels of the engine: the table of overlapping stamp pairs and
+their block partial sums, from which :mod:`dask_phot.engine._normal` assembles
+each tile's normal matrix.
+
+All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
+``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
+and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["block_lines", "pair_table"]
+
+# Flags for kernels whose only floating-point liberty is the order of sums
+# (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
+_REASSOC = {"reassoc", "contract", "nsz"}
+
+
+# ---------------------------------------------------------------------------
+# Scene normal matrices from block partial sums
+#
+# The region edges of all tiles cut the image into a grid of *blocks*, and each
+# tile region is a union of whole blocks. Every normal-matrix entry (the
+# weighted product of two overlapping stamps, or one stamp's own sums) is summed
+# once over the image, split into its parts on each block (a ``cell``); a tile's
+# entry is then the sum of the cells inside its region. No pixel is visited
+# more than once per entry, however many tiles model the pair.
+
+
+@numba.njit(cache=True)
+def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted block edges along one axis (``axis`` 0: x, 1: y) of an image ``n``
+    pixels wide, from the region edges, and the block index of every pixel."""
+    edges = np.empty(2 * regions.shape[0] + 2, dtype=np.int64)
+    for t in range(regions.shape[0]):
+        edges[2 * t] = regions[t, 2 * axis]
+        edges[2 * t + 1] = regions[t, 2 * axis + 1]
+    edges[-2] = 0
+    edges[-1] = n
+    lines = np.unique(edges)
+    index = np.empty(n, dtype=np.int64)
+    for b in range(lines.shape[0] - 1):
+        for x in range(lines[b], lines[b + 1]):
+            index[x] = b
+    return lines, index
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def _cell_dots(stamps: np.ndarray, i: int, j: int, xi: int, yi: int, xj: int, yj: int,
+               weight: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
+               bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
+    """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
+    ``out[(by - by0) * nbx + (bx - bx0)]``."""
+    for yy in range(ys, ye):
+        cell = (yb[yy] - by0) * nbx
+        for sb in range(nbx):
+            sx0 = max(xs, xlines[bx0 + sb])
+            sx1 = min(xe, xlines[bx0 + sb + 1])
+            wrow = weight[yy, sx0:sx1]
+            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
+            sj = stamps[j, yy - yj, sx0 - xj : sx1 - xj]
+            acc = 0.0
+            for c in range(sx1 - sx0):
+                acc += wrow[c] * si[c] * sj[c]
+            out[cell + sb] += acc
+
+
+@numba.njit(cache=True, fastmath=_REASSOC)
+def _cell_self(stamps: np.ndarray, i: int, xi: int, yi: int, weight: np.ndarray,
+               data: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
+               bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
+    """Add ``sum(w s^2), sum(w s d), sum(w s)`` of stamp ``i`` over a box, split
+    by block, to ``out[3 * cell + (0, 1, 2)]``."""
+    for yy in range(ys, ye):
+        cell = (yb[yy] - by0) * nbx
+        for sb in range(nbx):
+            sx0 = max(xs, xlines[bx0 + sb])
+            sx1 = min(xe, xlines[bx0 + sb + 1])
+            wrow = weight[yy, sx0:sx1]
+            drow = data[yy, sx0:sx1]
+            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
+            dd = 0.0
+            db = 0.0
+            ds = 0.0
+            for c in range(sx1 - sx0):
+                ws = wrow[c] * si[c]
+                dd += ws * si[c]
+                db += ws * drow[c]
+                ds += ws
+            out[3 * (cell + sb)] += dd
+            out[3 * (cell + sb) + 1] += db
+            out[3 * (cell + sb) + 2] += ds
+
+
+@numba.njit(cache=True)
+def pair_table(
+    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, data: np.ndarray,
+    weight: np.ndarray, use: np.ndarray, xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Block partial sums of the normal-matrix entries of the sources marked ``use``.
+
+    Returns ``ptr, nbr, pcell, pvals, scell, svals``. ``nbr[ptr[i]:ptr[i+1]]``
+    are the sources ``j > i`` whose stamps overlap stamp ``i`` within the image;
+    pair ``q`` has ``pcell[q] = (bx0, nbx, by0, nby, offset)`` and the partial
+    sums ``sum(w s_i s_j)`` of its blocks at ``pvals[offset + (by - by0) * nbx
+    + (bx - bx0)]``. ``scell[i]`` and ``svals`` (three values per block) hold
+    ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike.
+    """
+    n = stamps.shape[0]
+    k = stamps.shape[1]
+    ny, nx = weight.shape
+    # bucket the used sources into cells of k x k pixels: stamps that overlap
+    # lie in neighbouring buckets
+    gx0, gy0, gx1, gy1 = 0, 0, 0, 0
+    first = True
+    for i in range(n):
+        if use[i]:
+            if first:
+                gx0, gy0, gx1, gy1 = x0[i], y0[i], x0[i], y0[i]
+                first = False
+            gx0, gx1 = min(gx0, x0[i]), max(gx1, x0[i])
+            gy0, gy1 = min(gy0, y0[i]), max(gy1, y0[i])
+    ngx = (gx1 - gx0) // k + 1
+    ngy = (gy1 - gy0) // k + 1
+    bucket = np.full(n, -1, dtype=np.int64)
+    bstart = np.zeros(ngx * ngy + 1, dtype=np.int64)
+    for i in range(n):
+        if use[i]:
+            bucket[i] = ((y0[i] - gy0) // k) * ngx + (x0[i] - gx0) // k
+            bstart[bucket[i] + 1] += 1
+    for c in range(ngx * ngy):
+        bstart[c + 1] += bstart[c]
+    fill = bstart[:-1].copy()
+    bsrc = np.empty(bstart[-1], dtype=np.int64)
+    for i in range(n):
+        if use[i]:
+            bsrc[fill[bucket[i]]] = i
+            fill[bucket[i]] += 1
+    # pairs: count, then list them with their blocks
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for sweep in range(2):
+        if sweep == 1:
+            for i in range(n):
+                ptr[i + 1] += ptr[i]
+            nbr = np.empty(ptr[n], dtype=np.int64)
+            pcell = np.empty((ptr[n], 5), dtype=np.int64)
+        for i in range(n):
+            if not use[i]:
+                continue
+            xi, yi = x0[i], y0[i]
+            gx, gy = (xi - gx0) // k, (yi - gy0) // k
+            pos = ptr[i]
+            for cy in range(max(gy - 1, 0), min(gy + 2, ngy)):
+                for cx in range(max(gx - 1, 0), min(gx + 2, ngx)):
+                    c = cy * ngx + cx
+                    for q in range(bstart[c], bstart[c + 1]):
+                        j = bsrc[q]
+                        if j <= i:
+                            continue
+                        xj, yj = x0[j], y0[j]
+                        xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
+                        ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
+                        if xs >= xe or ys >= ye:
+                            continue
+                        if sweep == 0:
+                            ptr[i + 1] += 1
+                            continue
+                        nbr[pos] = j
+                        pcell[pos, 0] = xb[xs]
+                        pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
+                        pcell[pos, 2] = yb[ys]
+                        pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
+                        pos += 1
+    npair = ptr[n]
+    total = 0
+    for q in range(npair):
+        pcell[q, 4] = total
+        total += pcell[q, 1] * pcell[q, 3]
+    with numba.objmode(pvals="float64[::1]"):
+        pvals = np.zeros(total)
+    for i in range(n):
+        xi, yi = x0[i], y0[i]
+        for q in range(ptr[i], ptr[i + 1]):
+            j = nbr[q]
+            xj, yj = x0[j], y0[j]
+            xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
+            ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
+            _cell_dots(stamps, i, j, xi, yi, xj, yj, weight, xs, xe, ys, ye, xlines,
+                       pcell[q, 0], pcell[q, 1], yb, pcell[q, 2], pvals[pcell[q, 4]:])
+    # each stamp's own sums
+    scell = np.zeros((n, 5), dtype=np.int64)
+    total = 0
+    for i in range(n):
+        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
+        if not use[i] or xs >= xe or ys >= ye:
+            continue
+        scell[i, 0] = xb[xs]
+        scell[i, 1] = xb[xe - 1] + 1 - xb[xs]
+        scell[i, 2] = yb[ys]
+        scell[i, 3] = yb[ye - 1] + 1 - yb[ys]
+        scell[i, 4] = total
+        total += 3 * scell[i, 1] * scell[i, 3]
+    with numba.objmode(svals="float64[::1]"):
+        svals = np.zeros(total)
+    for i in range(n):
+        if scell[i, 1] == 0:
+            continue
+        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
+        _cell_self(stamps, i, x0[i], y0[i], weight, data, xs, xe, ys, ye, xlines,
+                   scell[i, 0], scell[i, 1], yb, scell[i, 2], svals[scell[i, 4]:])
+    return ptr, nbr, pcell, pvals, scell, svals
+
+
+@numba.njit(cache=True, inline="always")
+def _cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
+              rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
+    """Sum of the block partial sums of one entry over the blocks of a region."""
+    bx0, nbx, by0, nby, off = cell[0], cell[1], cell[2], cell[3], cell[4]
+    acc = 0.0
+    for by in range(max(by0, rby0), min(by0 + nby, rby1)):
+        row = off + stride * (by - by0) * nbx
+        for bx in range(max(bx0, rbx0), min(bx0 + nbx, rbx1)):
+            acc += vals[row + stride * (bx - bx0) + comp]
+    return acc

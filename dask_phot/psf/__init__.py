@@ -1,0 +1,37 @@
+"""Point-spread-function models on a mosaic's pixel grid.
+
+A :class:`PixelPSF` is a pixelized PSF (strictly a PRF: already integrated
+over the detector pixel) sampled at a known pixel scale, odd-sized and
+centred, with an explicit normalisation. It renders stamps at arbitrary
+sub-pixel positions with a flux-conserving, separable Lanczos-3 interpolation
+(the same interpolant The Tractor uses). A :class:`PSFGrid` holds several
+PSFs measured at different image positions and interpolates between them.
+
+Pixel convention: 0-based, pixel centres at integers, ``x`` is the column and
+``y`` the row (``image[y, x]``), as in numpy and ``astropy.wcs.world_to_pixel``.
+
+Modules: :mod:`~dask_phot.psf.pixel` (:class:`PixelPSF`, :class:`PSFError`, the
+:class:`PSFModel` protocol, :func:`resample_array`), :mod:`~dask_phot.psf.render`
+(the compiled Lanczos kernels, :func:`lanczos_stamps`), :mod:`~dask_phot.psf.analytic`
+(:func:`gaussian_psf`, :func:`moffat_psf`) and :mod:`~dask_phot.psf.grid`
+(:class:`PSFGrid`).
+"""
+
+from dask_phot.psf.analytic import gaussian_psf, moffat_psf
+from dask_phot.psf.grid import PSFGrid
+from dask_phot.psf.pixel import Normalize as Normalize
+from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel
+from dask_phot.psf.pixel import _header_pixel_scale as _header_pixel_scale
+from dask_phot.psf.pixel import resample_array as resample_array
+from dask_phot.psf.render import lanczos_stamps as lanczos_stamps
+
+# ``Normalize``, ``resample_array``, ``lanczos_stamps`` and ``_header_pixel_scale``
+# (used by dask_phot.bands) are importable from here as before, outside ``__all__``.
+__all__ = [
+    "PSFError",
+    "PSFGrid",
+    "PSFModel",
+    "PixelPSF",
+    "gaussian_psf",
+    "moffat_psf",
+]
