@@ -102,28 +102,7 @@ def build_normal(
             nmat[a, bb] = acc
             nmat[bb, a] = acc
     if nsky > 0:
-        for yy in range(ry0, ry1):
-            for xx in range(rx0, rx1):
-                wv = weight[yy, xx]
-                if wv <= 0.0:
-                    continue
-                t1 = (xx - xc) / half
-                t2 = (yy - yc) / half
-                nmat[m, m] += wv
-                rhs[m] += wv * data[yy, xx]
-                if nsky > 1:
-                    nmat[m, m + 1] += wv * t1
-                    nmat[m, m + 2] += wv * t2
-                    nmat[m + 1, m + 1] += wv * t1 * t1
-                    nmat[m + 1, m + 2] += wv * t1 * t2
-                    nmat[m + 2, m + 2] += wv * t2 * t2
-                    rhs[m + 1] += wv * t1 * data[yy, xx]
-                    rhs[m + 2] += wv * t2 * data[yy, xx]
-        for a in range(m, p):
-            for bb in range(a + 1, p):
-                nmat[bb, a] = nmat[a, bb]
-            for bb in range(m):
-                nmat[a, bb] = nmat[bb, a]
+        _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
     return nmat, rhs
 
 
