@@ -21,6 +21,9 @@ log = logging.getLogger("dask_phot")
 
 NOTEBOOK_BANDS = ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv")
 
+#: Modules that add subcommands: each has ``register(subparsers) -> None``.
+EXTENSIONS: tuple[str, ...] = ()
+
 
 # ---------------------------------------------------------------------- simulate
 def simulate_to_dir(outdir: Path, *, area_arcmin2: float, bands: Sequence[str], seed: int,
@@ -196,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--quiet", action="store_true", help="no progress line")
     d.set_defaults(func=_cmd_demo)
+    import importlib
+
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(sub)
     return p
 
 
