@@ -112,13 +112,7 @@ def forced_photometry(
     >>> round(float(res.flux[0]), 6), round(float(res.flux_err[0]), 3)
     (50.0, 4.631)
     """
-    if mode not in ("scene", "cutout"):
-        raise ValueError(f"mode must be 'scene' or 'cutout', got {mode!r}")
-    if sky_model not in _SKY_TERMS:
-        raise ValueError(f"sky_model must be 'constant' or 'plane', got {sky_model!r}")
-    if fit_positions not in (False, True, "source", "global"):
-        raise ValueError(f"fit_positions must be False, True, 'source' or 'global', "
-                         f"got {fit_positions!r}")
+    _check_options(mode, sky_model, fit_positions)
     prep = prepare_inputs(image, psf, x, y, sigma=sigma, weight=weight,
                           sky=sky if (mode == "scene" or sky is not None) else None)
     n = prep.x.shape[0]
@@ -139,17 +133,9 @@ def forced_photometry(
         kind = "global" if fit_positions == "global" else "source"
         refine_positions(prep, psf, kind=kind, max_shift=max_shift, snr_min=position_snr,
                          iterations=position_iterations, opts=opts)
-    # scene mode renders the stamps grouped by tile (``order``), cutout mode in
-    # input order; ``x0, y0`` are in input order either way
     order = (spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
              if mode == "scene" else None)
-    if order is None:
-        stamps, x0, y0 = psf.stamps(prep.x, prep.y)
-        sx0, sy0 = x0, y0
-    else:
-        stamps, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
-        x0, y0 = np.empty_like(sx0), np.empty_like(sy0)
-        x0[order], y0[order] = sx0, sy0
+    stamps, x0, y0, sx0, sy0 = _render(psf, prep, order)
     nuse, _ = footprint_flags(prep, stamps, x0, y0)
     if mode == "cutout":
         from dask_phot.engine.cutout import solve_cutouts
@@ -168,6 +154,33 @@ def forced_photometry(
     return _assemble(prep, stamps, x0, y0, nuse, flux, var, status, hasdeg, local_sky,
                      sky_img, info, high_chi2=high_chi2, return_model=return_model,
                      order=order)
+
+
+def _check_options(mode: str, sky_model: str, fit_positions: object) -> None:
+    """Raise ValueError for option values forced_photometry does not know."""
+    if mode not in ("scene", "cutout"):
+        raise ValueError(f"mode must be 'scene' or 'cutout', got {mode!r}")
+    if sky_model not in _SKY_TERMS:
+        raise ValueError(f"sky_model must be 'constant' or 'plane', got {sky_model!r}")
+    if fit_positions not in (False, True, "source", "global"):
+        raise ValueError(f"fit_positions must be False, True, 'source' or 'global', "
+                         f"got {fit_positions!r}")
+
+
+def _render(psf: PSFModel, prep: Prepared, order: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stamps in ``order`` (scene mode groups them by tile; None = input order).
+
+    Returns ``stamps, x0, y0, sx0, sy0``: ``x0, y0`` in input order, ``sx0, sy0``
+    in the stamps' order.
+    """
+    if order is None:
+        stamps, x0, y0 = psf.stamps(prep.x, prep.y)
+        return stamps, x0, y0, x0, y0
+    stamps, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
+    x0, y0 = np.empty_like(sx0), np.empty_like(sy0)
+    x0[order], y0[order] = sx0, sy0
+    return stamps, x0, y0, sx0, sy0
 
 
 def _assemble(
