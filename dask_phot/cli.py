@@ -22,7 +22,7 @@ log = logging.getLogger("dask_phot")
 NOTEBOOK_BANDS = ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv")
 
 #: Modules that add subcommands: each has ``register(subparsers) -> None``.
-EXTENSIONS: tuple[str, ...] = ("dask_phot.archive.cli", "dask_phot.detect.cli",
+EXTENSIONS: tuple[str, ...] = ("dask_phot.deploy", "dask_phot.archive.cli", "dask_phot.detect.cli",
                                 "dask_phot.plots.cli", "dask_phot.report.cli")
 
 
