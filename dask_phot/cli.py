@@ -162,7 +162,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         config = load_config(paths["config"], overrides={
             "output.path": str(out / "catalog"),
             "storage.endpoint_url": s3.endpoint_url, "storage.anon": True,
-            "cluster.n_workers": args.workers})
+            "cluster.n_workers": args.workers,
+            # a few cells per worker, so that the demo's small field keeps every worker busy
+            "cells.rows_per_partition": max(500, len(field.priors) // (2 * args.workers))})
         summary = _run(config, scheduler=None, out=None, report=None, quiet=args.quiet)
         (out / "priors.parquet").write_bytes(paths["priors"].read_bytes())
     _print_summary(summary)
