@@ -15,13 +15,21 @@ Modules: :mod:`~dask_phot.images.index` (:class:`Mosaic`, :func:`build_index`,
 and ``_io`` (URLs, fsspec, the gzip cache, byte ranges).
 """
 
-from dask_phot.images.index import Mosaic, NoiseKind, build_index, covering, select_mosaic
+from dask_phot.images.index import (
+    Mosaic,
+    NoiseKind,
+    assign_mosaics,
+    build_index,
+    covering,
+    select_mosaic,
+)
 from dask_phot.images.read import Region, noise_to_weight, read_region, sky_to_box
 
 __all__ = [
     "Mosaic",
     "NoiseKind",
     "Region",
+    "assign_mosaics",
     "build_index",
     "covering",
     "noise_to_weight",

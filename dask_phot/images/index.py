@@ -17,7 +17,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from dask_phot.images import _io
 from dask_phot.images._fits import BLOCK, FitsImageLayout, celestial_wcs, scan_image_hdu
 
-__all__ = ["Mosaic", "NoiseKind", "build_index", "covering", "select_mosaic"]
+__all__ = ["Mosaic", "NoiseKind", "assign_mosaics", "build_index", "covering", "select_mosaic"]
 
 log = logging.getLogger(__name__)
 
@@ -287,15 +287,33 @@ def build_index(
     return index
 
 
+def _pixel_placement(
+    mosaic: Mosaic, ra: Any, dec: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel positions and centrality of positions on a mosaic (vectorised).
+
+    Centrality is the distance from the mosaic's central pixel in units of its size,
+    ``hypot(dx / nx, dy / ny)``, as in the COSMOS notebook; it is infinite for
+    positions beyond the mosaic's radius (where a TAN projection can fold back onto
+    the pixel grid) or without finite pixel coordinates.
+    """
+    ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
+    near = _separation_deg(mosaic.center[0], mosaic.center[1], ra, dec) <= (
+        mosaic.radius_deg * 1.01)
+    x, y = (np.asarray(v, float) for v in mosaic.wcs.world_to_pixel_values(ra, dec))
+    ny, nx = mosaic.shape
+    centrality = np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny)
+    centrality[~(near & np.isfinite(x) & np.isfinite(y))] = np.inf
+    return x, y, centrality
+
+
 def _placement(
     mosaic: Mosaic, ra: float, dec: float, radius_deg: float
 ) -> tuple[bool, bool, float]:
     """``(contains point, contains circle, centrality)`` of a position on a mosaic."""
-    if _separation_deg(mosaic.center[0], mosaic.center[1], ra, dec) > mosaic.radius_deg * 1.01:
-        return False, False, np.inf
-    x, y = mosaic.wcs.world_to_pixel_values(ra, dec)
-    x, y = float(x), float(y)
-    if not (np.isfinite(x) and np.isfinite(y)):
+    xs, ys, cen = _pixel_placement(mosaic, ra, dec)
+    x, y, centrality = float(xs[0]), float(ys[0]), float(cen[0])
+    if not np.isfinite(centrality):
         return False, False, np.inf
     ny, nx = mosaic.shape
     r = radius_deg * 3600.0 / mosaic.pixel_scale_arcsec
@@ -303,8 +321,31 @@ def _placement(
     def inside(pad: float) -> bool:
         return -0.5 + pad <= x <= nx - 0.5 - pad and -0.5 + pad <= y <= ny - 0.5 - pad
 
-    centrality = float(np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny))
     return inside(0.0), inside(r), centrality
+
+
+def assign_mosaics(index: Sequence[Mosaic], ra: Any, dec: Any) -> np.ndarray:
+    """Index of the mosaic in which each position is most central (-1: none covers it).
+
+    The vectorised form of :func:`select_mosaic` for many positions (with no
+    circle): overlapping tiles such as GALEX's each measure the sources they
+    hold most centrally.
+
+    Examples
+    --------
+    >>> assign_mosaics([], [150.0], [2.0])
+    array([-1])
+    """
+    n = np.atleast_1d(ra).shape[0]
+    best = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.inf)
+    for k, mosaic in enumerate(index):
+        x, y, cen = _pixel_placement(mosaic, ra, dec)
+        ny, nx = mosaic.shape
+        inside = (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+        better = inside & (cen < score)
+        best[better], score[better] = k, cen[better]
+    return best
 
 
 def covering(

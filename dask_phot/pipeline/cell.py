@@ -22,7 +22,7 @@ from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry
 from dask_phot.engine.prepare import robust_sigma
-from dask_phot.images import Mosaic, Region, read_region, sky_to_box
+from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
 from dask_phot.schema import Flag, cell_meta
 
 __all__ = ["CellReport", "fit_band", "fit_cell", "process_cell"]
@@ -202,24 +202,6 @@ def fit_cell(
     meta = cell_meta([b.name for b in bands], {c: str(sources[c].dtype) for c in keep})
     out = out[list(meta.columns)].astype(meta.dtypes.to_dict())
     return out.sort_values("_healpix_29", kind="stable").reset_index(drop=True), status
-
-
-def assign_mosaics(index: Sequence[Mosaic], ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Index of the mosaic in which each position is most central (-1: none covers it).
-
-    Centrality is the distance from the mosaic's central pixel in units of its size,
-    as in :func:`dask_phot.images.select_mosaic` and the COSMOS notebook.
-    """
-    best = np.full(len(ra), -1, dtype=np.int64)
-    score = np.full(len(ra), np.inf)
-    for k, mosaic in enumerate(index):
-        ny, nx = mosaic.shape
-        x, y = mosaic.wcs.all_world2pix(ra, dec, 0)
-        inside = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-        cen = np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny)
-        better = inside & (cen < score)
-        best[better], score[better] = k, cen[better]
-    return best
 
 
 def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
