@@ -159,9 +159,7 @@ class ProgressPrinter:
 
     def __call__(self, report: Any, done: int, total: int) -> None:
         self.sources += report.n_primary
-        for band, status in report.status.items():
-            if status != "ok" and not status.startswith("not covered"):
-                self.failures[f"{band} {status.split(':')[0]}"] += 1
+        self.failures.update(f"{band} {kind}" for band, kind in report.failures().items())
         now = time.perf_counter()
         if not (self.tty or now - self.last >= self.every or done == total):
             return

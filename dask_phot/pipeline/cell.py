@@ -43,10 +43,18 @@ class CellReport:
                                                                "write": 0.0})
     bytes_read: int = 0
 
+    def failures(self) -> dict[str, str]:
+        """Band -> kind of failure (``"failed"``, ``"read failed"``) of the bands that failed.
+
+        A band that no mosaic covers is not a failure.
+        """
+        return {band: status.split(":")[0] for band, status in self.status.items()
+                if status != "ok" and not status.startswith("not covered")}
+
     @property
     def failed(self) -> bool:
         """True when any band of the cell failed."""
-        return any(s != "ok" and not s.startswith("not covered") for s in self.status.values())
+        return bool(self.failures())
 
 
 def _sky_options(band: BandImages, region: Region) -> dict[str, Any]:

@@ -177,9 +177,7 @@ def _summary(out, parts, todo, reports, config, wall) -> RunSummary:
     failures: Counter = Counter()
     for r in reports:
         stages.update(r.seconds)
-        for band, status in r.status.items():
-            if status != "ok" and not status.startswith("not covered"):
-                failures[f"{band}: {status.split(':')[0]}"] += 1
+        failures.update(f"{band}: {kind}" for band, kind in r.failures().items())
     return RunSummary(out, len(todo), len(parts) - len(todo),
                       sum(p.n_primary for p in parts), list(config.band_names), wall,
                       dict(stages), dict(failures), sum(r.bytes_read for r in reports))
