@@ -6,7 +6,7 @@ downloading images by hand:
 - :func:`query_priors` (:mod:`~dask_phot.archive.tap`): a cone or box over a TAP
   table (IRSA's ``cosmos2015``), large areas fetched in HEALPix pieces and put
   back together without duplicates; straight into
-  :func:`dask_phot.catalog.read_priors`.
+  :func:`dask_phot.priors.read_priors`.
 - :func:`irsa_images` (:mod:`~dask_phot.archive.sia`): IRSA SIA v2 search, per
   band the science images and their noise maps, as ``s3://`` URIs where IRSA
   serves the files from the cloud and HTTPS otherwise.

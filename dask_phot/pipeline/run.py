@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from dask_phot.catalog import read_priors
+from dask_phot.priors import read_priors
 from dask_phot.cells import Cell, CellSources, choose_order, partition_priors
 from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
