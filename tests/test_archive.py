@@ -39,8 +39,8 @@ from dask_phot.archive import (
     query_priors,
     xray_catalog,
 )
-from dask_phot.priors import read_priors
 from dask_phot.cells import healpix_29, partition_priors
+from dask_phot.priors import read_priors
 
 pytest.importorskip("pyvo")
 pytest.importorskip("astroquery")
@@ -468,7 +468,7 @@ def test_cosmos_recipe_end_to_end(archive: ArchiveServer, tmp_path: Path,
     shutil.rmtree(tmp_path / "cache")
     assert main(["fetch", str(recipe), "--offline", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dask-phot: error: TAP (http://127.0.0.1:") and "offline" in err
+    assert err.startswith("dask-phot fetch: error: TAP (http://127.0.0.1:") and "offline" in err
     assert len(err.strip().splitlines()) == 1 and len(archive.log) == n
 
 

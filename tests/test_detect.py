@@ -283,7 +283,7 @@ def test_cli_detect_on_local_cluster_then_run_uses_merged_priors(sharp_field, tm
     import pandas as pd
     import tomli_w
 
-    from dask_phot.cli import main
+    from dask_phot.commands import main
 
     _, out = sharp_field
     cfg = tmp_path / "detect.toml"
