@@ -225,13 +225,17 @@ def register(subparsers: Any) -> None:
     s.add_argument("--name", help="job name (default: dask-phot-<UTC time>)")
     s.add_argument("--workers", type=int, metavar="N",
                    help="workers (default: [cluster] n_workers)")
-    s.add_argument("--image", default=DEFAULT_IMAGE, help="image (default: %(default)s)")
-    s.add_argument("--worker-memory", default="4Gi", help="per worker (default: %(default)s)")
-    s.add_argument("--worker-cpu", default="1", help="per worker (default: %(default)s)")
+    s.add_argument("--image", default=DEFAULT_IMAGE,
+                   help="container image of every pod (default: %(default)s)")
+    s.add_argument("--worker-memory", default="4Gi", metavar="SIZE",
+                   help="memory of each worker, Kubernetes units (default: %(default)s)")
+    s.add_argument("--worker-cpu", default="1", metavar="CPU",
+                   help="CPU of each worker, Kubernetes units (default: %(default)s)")
     s.add_argument("--out", help="catalog location, e.g. s3://bucket/catalog "
                                  "(default: the config's [output] path)")
-    s.add_argument("--s3-secret", help="existing Secret whose keys (AWS_ACCESS_KEY_ID, "
-                                       "AWS_SECRET_ACCESS_KEY...) are set in every pod")
+    s.add_argument("--s3-secret", metavar="SECRET",
+                   help="existing Secret whose keys (AWS_ACCESS_KEY_ID, "
+                        "AWS_SECRET_ACCESS_KEY...) are set in every pod")
     s.add_argument("--service-account", metavar="NAME", help="service account of the pods")
     s.add_argument("--dry-run", action="store_true",
                    help="print the ConfigMap and DaskJob as YAML; contact nothing")
