@@ -16,7 +16,7 @@ downloading images by hand:
   the region from HEASARC: positions, positional errors, fluxes.
 - :func:`load_recipe` and :func:`fetch_recipe` (:mod:`~dask_phot.archive.recipe`):
   a recipe file (``examples/cosmos.toml``) in, a ready ``config.toml`` out; the
-  ``dask-phot fetch`` command (:mod:`~dask_phot.archive.cli`).
+  ``dask-phot fetch`` command (:mod:`dask_phot.commands.fetch`).
 
 Every reply is cached on disk, keyed by its query (:class:`ArchiveCache`; default
 ``$DASK_PHOT_CACHE/archive`` or ``~/.cache/dask-phot/archive``);
