@@ -16,7 +16,7 @@ from dask_phot.archive.mast import GALEX_FILTERS, MAST_URL
 from dask_phot.archive.region import SkyRegion
 from dask_phot.archive.sia import IRSA_SIA_URL
 from dask_phot.archive.tap import IRSA_TAP_URL
-from dask_phot.config import ConfigError, Source, build_section, setting
+from dask_phot.config import ConfigError, Provenance, build_section, setting
 from dask_phot.config.checks import NAME, Invalid, number, pair, strings, table
 
 __all__ = ["ArchiveSpec", "ImagesSpec", "PriorsSpec", "RecipeError", "ServicesSpec",
@@ -173,22 +173,22 @@ class ArchiveSpec:
     xray: XraySpec | None = None
 
 
-def _images(band: str, value: Any, services: ServicesSpec, source: Source) -> ImagesSpec:
+def _images(band: str, value: Any, services: ServicesSpec, origin: Provenance) -> ImagesSpec:
     where = f"archive.images.{band}"
     if not _NAME_RE.match(band):
-        source.fail(where, "band names are letters, digits and _")
-    t = source.table(where, value)
+        origin.fail(where, "band names are letters, digits and _")
+    t = origin.table(where, value)
     kind = t.get("source", "galex" if band.lower() in GALEX_FILTERS else "sia")
     if kind not in ("sia", "galex"):
-        source.fail(f"{where}.source", f"must be 'sia' or 'galex', got {kind!r}")
+        origin.fail(f"{where}.source", f"must be 'sia' or 'galex', got {kind!r}")
     if kind == "sia":
-        v = build_section(_SiaKeys, t, key=where, source=source)
+        v = build_section(_SiaKeys, t, key=where, origin=origin)
         return ImagesSpec(band, "sia", v.service or services.sia, v.collection,
                           v.bandpass or (band.upper(),), v.science, v.noise, v.noise_kind,
                           v.coverage, v.cloud)
-    g = build_section(_GalexKeys, t, key=where, source=source)
+    g = build_section(_GalexKeys, t, key=where, origin=origin)
     if g.filter is None and band.lower() not in GALEX_FILTERS:
-        source.fail(f"{where}.filter", f"required for a band not named "
+        origin.fail(f"{where}.filter", f"required for a band not named "
                                        f"{' or '.join(GALEX_FILTERS)} ('NUV' or 'FUV')")
     galex = {f: b for b, (f, _) in GALEX_FILTERS.items()}
     galex_band = galex[g.filter] if g.filter else band.lower()
@@ -196,9 +196,9 @@ def _images(band: str, value: Any, services: ServicesSpec, source: Source) -> Im
                       min_exptime=g.min_exptime, deepest_only=g.deepest_only)
 
 
-def _region(spec: ArchiveSpec, source: Source) -> SkyRegion:
+def _region(spec: ArchiveSpec, origin: Provenance) -> SkyRegion:
     if (spec.radius_arcmin is None) == (spec.box_arcmin is None):
-        source.fail("archive", "give radius_arcmin (a cone) or box_arcmin = [width, height] "
+        origin.fail("archive", "give radius_arcmin (a cone) or box_arcmin = [width, height] "
                                "(a box), not both or neither")
     ra, dec = spec.center
     try:
@@ -207,7 +207,7 @@ def _region(spec: ArchiveSpec, source: Source) -> SkyRegion:
         width, height = spec.box_arcmin  # type: ignore[misc]
         return SkyRegion.box(ra, dec, width / 60.0, height / 60.0)
     except ValueError as exc:
-        source.fail("archive", str(exc))
+        origin.fail("archive", str(exc))
 
 
 def check_archive(value: Any, label: str) -> dict[str, Any]:
@@ -220,13 +220,13 @@ def check_archive(value: Any, label: str) -> dict[str, Any]:
         ``priors`` (PriorsSpec), ``images`` (tuple of ImagesSpec), ``xray``
         (XraySpec or None).
     """
-    source = Source(label, error=RecipeError)
-    spec = build_section(ArchiveSpec, value, key="archive", source=source)
+    origin = Provenance(label, error=RecipeError)
+    spec = build_section(ArchiveSpec, value, key="archive", origin=origin)
     services = spec.services
     priors = dataclasses.replace(spec.priors, service=spec.priors.service or services.tap)
-    images = tuple(_images(b, t, services, source) for b, t in spec.images.items())
+    images = tuple(_images(b, t, services, origin) for b, t in spec.images.items())
     xray = spec.xray
     if xray is not None:
         xray = dataclasses.replace(xray, service=xray.service or services.heasarc)
-    return {"region": _region(spec, source), "output_dir": spec.output_dir,
+    return {"region": _region(spec, origin), "output_dir": spec.output_dir,
             "cache_dir": spec.cache_dir, "priors": priors, "images": images, "xray": xray}

@@ -57,7 +57,7 @@ from dask_phot.config.model import (
 from dask_phot.config.run import check_storage, default_config, load_config, resolve_run_paths
 from dask_phot.config.sections import (
     ConfigError,
-    Source,
+    Provenance,
     build_section,
     section_defaults,
     section_keys,
@@ -75,8 +75,8 @@ __all__ = [
     "EngineConfig",
     "OutputConfig",
     "PriorsConfig",
+    "Provenance",
     "RunConfig",
-    "Source",
     "StorageConfig",
     "band_from_config",
     "build_section",

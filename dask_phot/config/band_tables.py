@@ -31,7 +31,7 @@ from typing import Any
 
 from dask_phot.bands import PRESETS, Band, BandError, get_band, locate_psf_file
 from dask_phot.config.model import BandFiles, BandImages
-from dask_phot.config.sections import Source, build_section, section_keys
+from dask_phot.config.sections import Provenance, build_section, section_keys
 
 __all__ = ["BAND_DEFINITION_KEYS", "BAND_TABLE_KEYS", "band_from_config", "band_images"]
 
@@ -47,15 +47,15 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def _preset_values(where: str, preset: Any, settings: Mapping[str, Any],
-                   source: Source) -> dict[str, Any]:
+                   origin: Provenance) -> dict[str, Any]:
     """A preset's settings to start from; ``to_ujy`` is dropped when it must follow a new
     pixel area (an MJy/sr preset given a new ``pixel_scale`` and no ``to_ujy``)."""
     if not isinstance(preset, str):
-        source.fail(f"{where}.preset", f"must be a string, got {preset!r}")
+        origin.fail(f"{where}.preset", f"must be a string, got {preset!r}")
     try:
         base = get_band(preset)
     except BandError as exc:
-        source.fail(f"{where}.preset", str(exc))
+        origin.fail(f"{where}.preset", str(exc))
     values = base.as_config()
     if "pixel_scale" in settings and "to_ujy" not in settings and base.unit == "MJy/sr":
         values.pop("to_ujy")
@@ -65,7 +65,7 @@ def _preset_values(where: str, preset: Any, settings: Mapping[str, Any],
 
 def band_from_config(
     name: str, table: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None,
-    source: Source | None = None,
+    origin: Provenance | None = None,
 ) -> Band:
     """A band from its definition keys, e.g. a ``[bands.<name>]`` TOML table.
 
@@ -81,7 +81,7 @@ def band_from_config(
     base_dir : path-like, optional
         Directory that relative ``psf_file`` paths are taken from (the
         configuration file's); default the working directory.
-    source : Source, optional
+    origin : Provenance, optional
         Where the table came from, for messages.
 
     Raises
@@ -91,40 +91,40 @@ def band_from_config(
         the message names ``bands.<name>`` and the key.
     """
     where = f"bands.{name}"
-    source = source or Source("")
-    settings = source.table(where, table)
-    source.known(where, settings, BAND_DEFINITION_KEYS)
+    origin = origin or Provenance("")
+    settings = origin.table(where, table)
+    origin.known(where, settings, BAND_DEFINITION_KEYS)
     preset = settings.pop("preset", None)
-    values = {} if preset is None else _preset_values(where, preset, settings, source)
+    values = {} if preset is None else _preset_values(where, preset, settings, origin)
     values.update(settings)
     for key in ("psf_file", "pixel_scale"):
         if key not in values:
-            source.fail(f"{where}.{key}", f"required (or give preset = '<name>', one of "
+            origin.fail(f"{where}.{key}", f"required (or give preset = '<name>', one of "
                                           f"{', '.join(PRESETS)})", here=True)
     try:
         path = locate_psf_file(values.pop("psf_file"), where, base_dir=base_dir)
         return Band.from_psf_file(name, path, **values)
     except (BandError, TypeError) as exc:
-        raise source.error(f"{source.where(where)}: {exc}".removeprefix(": ")) from None
+        raise origin.error(f"{origin.where(where)}: {exc}".removeprefix(": ")) from None
 
 
-def band_images(name: str, value: Any, defaults: BandFiles, source: Source) -> BandImages:
+def band_images(name: str, value: Any, defaults: BandFiles, origin: Provenance) -> BandImages:
     """One ``[bands.<name>]`` table, its image keys over ``[band_defaults]``."""
     key = f"bands.{name}"
     if not _NAME_RE.match(str(name)):
-        source.fail(key, "band name must start with a letter and hold only letters, digits "
+        origin.fail(key, "band name must start with a letter and hold only letters, digits "
                          "and '_' (it names output columns)")
-    table = source.table(key, value)
-    source.known(key, table, BAND_TABLE_KEYS)
+    table = origin.table(key, value)
+    origin.known(key, table, BAND_TABLE_KEYS)
     if "images" not in table:
-        source.fail(f"{key}.images", "required (paths, globs or URLs of the band's images)")
+        origin.fail(f"{key}.images", "required (paths, globs or URLs of the band's images)")
     file_keys = {k: v for k, v in table.items() if k not in BAND_DEFINITION_KEYS}
-    files = build_section(BandFiles, file_keys, key=key, source=source)
+    files = build_section(BandFiles, file_keys, key=key, origin=origin)
     files = dataclasses.replace(defaults, **{k: getattr(files, k) for k in file_keys})
     if files.noise and files.noise_kind == "none":
-        source.fail(f"{key}.noise_kind", "is 'none' but noise files are given")
+        origin.fail(f"{key}.noise_kind", "is 'none' but noise files are given")
     if len(files.noise) not in (0, 1, len(files.images)):
-        source.fail(f"{key}.noise", f"must list one file per image ({len(files.images)}) or "
+        origin.fail(f"{key}.noise", f"must list one file per image ({len(files.images)}) or "
                                     f"one glob, got {len(files.noise)}")
     definition = {k: v for k, v in table.items() if k in BAND_DEFINITION_KEYS}
     if not definition and name in PRESETS:
@@ -133,8 +133,8 @@ def band_images(name: str, value: Any, defaults: BandFiles, source: Source) -> B
         if "preset" not in definition and name.lower() in PRESETS:
             definition = {"preset": name.lower(), **definition}
         if "preset" not in definition and not {"psf_file", "pixel_scale"} <= definition.keys():
-            source.fail(key, f"not a preset band ({', '.join(PRESETS)}): give "
+            origin.fail(key, f"not a preset band ({', '.join(PRESETS)}): give "
                              f"preset = '<name>' or psf_file and pixel_scale")
-        band = band_from_config(name, definition, source=source)
+        band = band_from_config(name, definition, origin=origin)
     return BandImages(name=name, band=band, images=files.images, noise=files.noise,
                       noise_kind=files.noise_kind if files.noise else "none", sky=files.sky)

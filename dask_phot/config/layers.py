@@ -10,7 +10,7 @@ configuration has its section, and is left alone by the others (as Dask's own
 ``DASK_*`` variables are). Relative paths are taken from the configuration
 file's directory (from the working directory for dicts, the environment and
 overrides); URLs (``s3://``, ``https://``...) are kept as they are. The result
-is the merged dict and a :class:`~dask_phot.config.sections.Source` recording
+is the merged dict and a :class:`~dask_phot.config.sections.Provenance` recording
 which layer set each key, for the sections to check.
 """
 
@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dask_phot.config.sections import ConfigError, Source
+from dask_phot.config.sections import ConfigError, Provenance
 
 __all__ = ["ENV_PREFIX", "Layers", "is_url", "load_layers", "packaged_defaults",
            "read_toml", "resolve_paths"]
@@ -180,7 +180,7 @@ class Layers:
     """The merged configuration and where each key came from."""
 
     merged: dict[str, Any]
-    source: Source
+    origin: Provenance
     base: Path
 
 
@@ -231,4 +231,4 @@ def load_layers(
     origins: dict[str, str] = {}
     for lab, layer in layers:
         _merge(merged, layer, lab, origins)
-    return Layers(merged, Source(label, origins, error), base)
+    return Layers(merged, Provenance(label, origins, error), base)

@@ -26,7 +26,7 @@ from dask_phot.config.model import (
     RunConfig,
     StorageConfig,
 )
-from dask_phot.config.sections import ConfigError, Source, build_section
+from dask_phot.config.sections import ConfigError, Provenance, build_section
 
 __all__ = ["RUN_PATHS", "RUN_SECTIONS", "check_storage", "default_config", "load_config",
            "resolve_run_paths"]
@@ -69,36 +69,36 @@ def resolve_run_paths(layer: Mapping[str, Any], base: os.PathLike[str] | str) ->
     return resolve_paths(layer, Path(base), RUN_PATHS, keep=_KEEP)
 
 
-def check_storage(value: Any, source: Source, *, anon_default: str | None) -> dict[str, Any]:
+def check_storage(value: Any, origin: Provenance, *, anon_default: str | None) -> dict[str, Any]:
     """``[storage]``: fsspec options; ``anon`` and ``endpoint_url`` checked, others kept.
 
     Credentials (``key``, ``secret``...) turn ``anon`` off unless the user set it;
     ``anon_default`` is the label of the layer whose ``anon`` is only a default.
     """
-    table = source.table("storage", value)
+    table = origin.table("storage", value)
     known = {k: v for k, v in table.items() if k in StorageConfig.__dataclass_fields__}
-    build_section(StorageConfig, known, key="storage", source=source)
+    build_section(StorageConfig, known, key="storage", origin=origin)
     if any(k in table for k in _CREDENTIAL_KEYS) and table.get("anon") \
-            and source.where("storage.anon") == anon_default:
+            and origin.where("storage.anon") == anon_default:
         logger.info("storage: credentials given, so anon = false")
         table["anon"] = False
     return table
 
 
-def _run_config(d: Mapping[str, Any], source: Source) -> RunConfig:
-    source.known("", d, RUN_SECTIONS, what="section")
+def _run_config(d: Mapping[str, Any], origin: Provenance) -> RunConfig:
+    origin.known("", d, RUN_SECTIONS, what="section")
     if "path" not in d.get("priors", {}):
-        source.fail("priors.path", "required (the priors catalog)", here=True)
+        origin.fail("priors.path", "required (the priors catalog)", here=True)
     if not d.get("bands"):
-        source.fail("bands", "at least one [bands.<name>] table is required")
-    sections = {name: build_section(cls, d.get(name, {}), key=name, source=source)
+        origin.fail("bands", "at least one [bands.<name>] table is required")
+    sections = {name: build_section(cls, d.get(name, {}), key=name, origin=origin)
                 for name, cls in RUN_SECTIONS.items() if cls not in (None, StorageConfig)}
     defaults = sections.pop("band_defaults")
-    bands = tuple(band_images(name, table, defaults, source)
-                  for name, table in source.table("bands", d["bands"]).items())
-    storage = check_storage(d.get("storage", {}), source,
+    bands = tuple(band_images(name, table, defaults, origin)
+                  for name, table in origin.table("bands", d["bands"]).items())
+    storage = check_storage(d.get("storage", {}), origin,
                             anon_default=packaged_defaults(_DEFAULTS)[1])
-    return RunConfig(bands=bands, storage=storage, source=source.label, **sections)
+    return RunConfig(bands=bands, storage=storage, source=origin.label, **sections)
 
 
 def load_config(
@@ -149,6 +149,6 @@ def load_config(
                          paths=RUN_PATHS, keep=_KEEP, environ=environ, overrides=overrides)
     bands = layers.merged.get("bands", {})
     if not isinstance(bands, Mapping):
-        raise ConfigError(f"{layers.source.label}: bands: must be a table of [bands.<name>] "
+        raise ConfigError(f"{layers.origin.label}: bands: must be a table of [bands.<name>] "
                           "tables")
-    return _run_config(layers.merged, layers.source)
+    return _run_config(layers.merged, layers.origin)

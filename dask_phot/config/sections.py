@@ -14,7 +14,7 @@ key without a default is required, a field whose type is itself a section is a
 sub-table (``[detect.params]``), and what ``__post_init__`` rejects is reported
 against the section. Every error is a :class:`ConfigError` whose message starts
 with where the value came from (a file, an environment variable, ``overrides``)
-and the dotted key; :class:`Source` keeps that record.
+and the dotted key; :class:`Provenance` keeps that record.
 
 Examples
 --------
@@ -24,9 +24,9 @@ Examples
 ... class Tiles:
 ...     size: int = setting(2048, check=number(64, integer=True))
 ...     overlap: int = 64
->>> build_section(Tiles, {"size": 512}, key="tiles", source=Source("t.toml"))
+>>> build_section(Tiles, {"size": 512}, key="tiles", origin=Provenance("t.toml"))
 Tiles(size=512, overlap=64)
->>> build_section(Tiles, {"sise": 512}, key="tiles", source=Source("t.toml"))
+>>> build_section(Tiles, {"sise": 512}, key="tiles", origin=Provenance("t.toml"))
 Traceback (most recent call last):
 ...
 dask_phot.config.ConfigError: t.toml: tiles.sise: unknown key; known keys: size, overlap (did you mean 'size'?)
@@ -47,7 +47,7 @@ from dask_phot.config.checks import Check, Invalid, for_hint
 
 __all__ = [
     "ConfigError",
-    "Source",
+    "Provenance",
     "build_section",
     "is_section",
     "section_defaults",
@@ -128,7 +128,7 @@ def section_defaults(cls: type) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Source:
+class Provenance:
     """Where the values of a configuration came from, for error messages.
 
     Parameters
@@ -186,7 +186,7 @@ def _field_check(cls: type, f: dataclasses.Field) -> Check:
     return f.metadata.get(_CHECK) or for_hint(_hints(cls)[f.name])
 
 
-def build_section(cls: type, value: Any, *, key: str, source: Source,
+def build_section(cls: type, value: Any, *, key: str, origin: Provenance,
                   skip: Collection[str] = (), extra: Mapping[str, Any] | None = None) -> Any:
     """Check a table against section ``cls`` and build it.
 
@@ -198,7 +198,7 @@ def build_section(cls: type, value: Any, *, key: str, source: Source,
         The table.
     key : str
         Its dotted key (for messages).
-    source : Source
+    origin : Provenance
         Where the values came from.
     skip : collection of str
         Fields that are not keys of the table (filled by ``extra`` or defaults).
@@ -210,8 +210,8 @@ def build_section(cls: type, value: Any, *, key: str, source: Source,
     ConfigError
         Not a table, unknown or missing key, bad value, or rejected by ``cls``.
     """
-    t = source.table(key, value)
-    source.known(key, t, section_keys(cls, skip))
+    t = origin.table(key, value)
+    origin.known(key, t, section_keys(cls, skip))
     values: dict[str, Any] = dict(extra or {})
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -219,17 +219,17 @@ def build_section(cls: type, value: Any, *, key: str, source: Source,
         dotted = f"{key}.{f.name}"
         if f.name not in t:
             if f.default is MISSING and f.default_factory is MISSING:
-                source.fail(dotted, "required", here=True)
+                origin.fail(dotted, "required", here=True)
             continue
         sub = is_section(_hints(cls)[f.name])
         if sub is not None and f.metadata.get(_CHECK) is None:
-            values[f.name] = build_section(sub, t[f.name], key=dotted, source=source)
+            values[f.name] = build_section(sub, t[f.name], key=dotted, origin=origin)
         else:
-            values[f.name] = source.check(dotted, t[f.name], _field_check(cls, f))
+            values[f.name] = origin.check(dotted, t[f.name], _field_check(cls, f))
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:
-        source.fail(key, str(exc))
+        origin.fail(key, str(exc))
 
 
 def validate(section: Any) -> None:

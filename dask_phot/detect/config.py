@@ -167,12 +167,12 @@ def load_detect_config(
     """
     layers = load_layers(path_or_dict, defaults="detect", sections=_SECTIONS,
                          paths=DETECT_PATHS, environ=environ, overrides=overrides)
-    d, source = layers.merged, layers.source
-    source.known("", d, _SECTIONS, what="section")
+    d, origin = layers.merged, layers.origin
+    origin.known("", d, _SECTIONS, what="section")
     if "images" not in d.get("detect", {}):
-        source.fail("detect.images", "required (the mosaics to detect sources on)", here=True)
-    cluster = build_section(ClusterConfig, d.get("cluster", {}), key="cluster", source=source)
-    storage = check_storage(d.get("storage", {}), source, anon_default=None)
-    return build_section(DetectConfig, d["detect"], key="detect", source=source,
+        origin.fail("detect.images", "required (the mosaics to detect sources on)", here=True)
+    cluster = build_section(ClusterConfig, d.get("cluster", {}), key="cluster", origin=origin)
+    storage = check_storage(d.get("storage", {}), origin, anon_default=None)
+    return build_section(DetectConfig, d["detect"], key="detect", origin=origin,
                          skip=("cluster", "storage"),
                          extra={"cluster": cluster, "storage": storage})
