@@ -23,12 +23,16 @@ environment variable, or ``overrides``) and the dotted key.
 Adding a key: add a field to its section class (the type hint is the check, or
 ``setting(default, check=...)``), and the key with a comment to the packaged
 defaults file (``default.toml``; ``detect.toml`` for ``[detect]``); the tests
-in ``tests/test_config.py`` fail until both agree. Adding a section to the run
-configuration: a section class in :mod:`~dask_phot.config.model`, a field of
-:class:`RunConfig`, an entry in :data:`~dask_phot.config.run.RUN_SECTIONS`
-(and ``RUN_PATHS`` for path keys), and its table in ``default.toml``. Decide
-whether it changes results: sections that do are part of
-:meth:`RunConfig.config_hash`.
+in ``tests/test_config.py`` fail until both agree. A key of a band table is a
+field of :class:`BandFiles` (how to read the band's images) or of
+:class:`dask_phot.bands.Band` (the band itself), documented under
+``# [bands.<name>]``. Adding a section to the run configuration: a section
+class in :mod:`~dask_phot.config.model`, a field of :class:`RunConfig`, an
+entry in :data:`~dask_phot.config.run.RUN_SECTIONS` (and ``RUN_PATHS`` for
+path keys) and its table in ``default.toml``; if it changes results, its name
+in :attr:`RunConfig.SCIENCE_SECTIONS` (the sections
+:meth:`RunConfig.config_hash` covers: a run resumes only cells made with the
+same hash). Path-valued keys are listed in ``RUN_PATHS`` / ``DETECT_PATHS``.
 
 Examples
 --------

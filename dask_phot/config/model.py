@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dask_phot.config.checks import (
     NAME,
@@ -208,31 +208,36 @@ class RunConfig:
             return float(self.cells.margin_arcsec)
         return max(b.margin_arcsec for b in self.bands)
 
+    #: The sections that change results: :meth:`config_hash` covers them.
+    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML/JSON-serialisable dict; ``load_config(cfg.to_dict()) == cfg``.
 
         Bands are written in full (every :class:`~dask_phot.bands.Band` field),
         so the record does not depend on the presets of a later version.
         """
-        def plain(obj: Any) -> dict[str, Any]:
+        def plain(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return copy.deepcopy(obj)
             return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
                     for f in fields(obj)}
 
-        bands = {b.name: {"images": list(b.images), "noise": list(b.noise),
-                          "noise_kind": b.noise_kind, "sky": b.sky, **b.band.as_config()}
-                 for b in self.bands}
-        return {"priors": plain(self.priors), "bands": bands, "cells": plain(self.cells),
-                "engine": plain(self.engine), "output": plain(self.output),
-                "cluster": plain(self.cluster), "storage": copy.deepcopy(self.storage)}
+        out = {f.name: plain(getattr(self, f.name)) for f in fields(self)
+               if f.name not in ("bands", "source")}
+        out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
+                                 "noise_kind": b.noise_kind, "sky": b.sky,
+                                 **b.band.as_config()} for b in self.bands}
+        return {f.name: out[f.name] for f in fields(self) if f.name in out}
 
     def config_hash(self) -> str:
-        """SHA-256 (hex) of the science-relevant sections: priors, bands, cells, engine.
+        """SHA-256 (hex) of the sections that change results (:attr:`SCIENCE_SECTIONS`).
 
         Output, cluster and storage settings do not change it, so a run can
         resume with another cluster or output location.
         """
         d = self.to_dict()
-        science = {k: d[k] for k in ("priors", "bands", "cells", "engine")}
+        science = {k: d[k] for k in self.SCIENCE_SECTIONS}
         blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
