@@ -183,6 +183,8 @@ def test_fitted_constant_sky_agrees_with_the_engine():
                             return_model=True)
     d = _sigma_diff(tr, ours)
     assert d.max() < 0.05, f"max {d.max():.3g} sigma"
+    # one tile: the engine's solution is the exact one, which lsq_distance measures
+    assert tr.info["lsq_distance"] == pytest.approx(d.max(), abs=1e-3)
     np.testing.assert_allclose(tr.flux_err, ours.flux_err, rtol=1e-3)
     sky_sigma = np.sqrt(tr.info["sky_var"])
     assert abs(tr.info["sky"] - ours.sky[0]) < 0.05 * sky_sigma

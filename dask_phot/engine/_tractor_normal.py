@@ -33,7 +33,7 @@ from scipy.sparse.linalg import spsolve
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.scene import make_tiling
 
-__all__ = ["Normal", "box_sums", "marginal_variances", "normal_matrix"]
+__all__ = ["Normal", "box_sums", "marginal_variances", "newton_step", "normal_matrix"]
 
 #: columns closer than this (cosine of their angle) to a degenerate later one merged it
 _MERGED = 0.999
@@ -207,6 +207,26 @@ def _add_sky(normal: Normal, u: np.ndarray, var: np.ndarray, status: np.ndarray,
         return
     var[ok] += u[ok] ** 2 / s
     info["sky_var"] = 1.0 / s
+
+
+def newton_step(normal: Normal, cols: np.ndarray, grad: np.ndarray,
+                sky_grad: float | None = None) -> np.ndarray:
+    """The step ``N^-1 g`` from the current parameters to the least-squares solution.
+
+    ``cols`` are the columns that are fitted (non-degenerate), ``grad`` their
+    chi2 gradients ``g_i = sum_p w_p P_i(p) r_p`` (``r`` the residual image);
+    with ``sky_grad`` (``sum_p w_p r_p``) the constant sky is a last parameter,
+    whose step ends the returned array.
+    """
+    sub = normal.nmat[cols][:, cols]
+    rhs = np.asarray(grad, dtype=np.float64)
+    if sky_grad is not None:
+        col = sp.csr_matrix(normal.sky_col[cols][:, None])
+        sub = sp.bmat([[sub, col], [col.T, sp.csr_matrix([[normal.sky_diag]])]])
+        rhs = np.append(rhs, sky_grad)
+    if rhs.size == 0:
+        return rhs
+    return np.atleast_1d(spsolve(sub.tocsc(), rhs))
 
 
 def box_sums(values: np.ndarray, boxes: np.ndarray) -> np.ndarray:

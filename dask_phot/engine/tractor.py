@@ -34,7 +34,13 @@ from types import ModuleType
 import numpy as np
 
 from dask_phot.engine import _kernels as K
-from dask_phot.engine._tractor_normal import box_sums, marginal_variances, normal_matrix
+from dask_phot.engine._tractor_normal import (
+    Normal,
+    box_sums,
+    marginal_variances,
+    newton_step,
+    normal_matrix,
+)
 from dask_phot.engine.prepare import Prepared, blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.engine.scene import default_tiling
@@ -193,15 +199,18 @@ def tractor_photometry(
     max_block : int
         Largest blended group whose normal matrix is inverted exactly.
     refine_tol : float
-        The Tractor's optimiser is run again from its solution while the chi2
-        gradient along a flux (or the sky), in units of that parameter's sigma,
-        exceeds this (at most 4 runs).
+        The Tractor's optimiser is run again from its solution while the step
+        to the exact least-squares solution exceeds this many sigma for any
+        flux (or the sky); at most 4 runs.
 
     Returns
     -------
     PhotometryResult
         ``info`` holds ``backend="tractor"``, the Tractor's version, the fitted
-        sky and the number of optimiser runs.
+        sky (``sky``, and ``sky_var`` its marginal variance), the number of
+        blended groups, the optimiser runs, and ``lsq_distance``: the largest
+        distance, in sigma, of the Tractor's fluxes (and sky) from the exact
+        least-squares solution of the same model.
 
     Raises
     ------
@@ -251,12 +260,13 @@ def tractor_photometry(
     use = st_f == K.ST_OK
     kept = fitted[use]
     flux = np.full(n, np.nan)
-    flux[kept], sky_fit, model, runs = _fit_fluxes(
-        trm, tim, [sources[i] for i in kept], [patches[i] for i in kept],
-        normal.nmat.diagonal()[use], normal.sky_diag if fit_sky else None, refine_tol)
+    flux[kept], sky_fit, model, runs, left = _fit_fluxes(
+        trm, tim, [sources[i] for i in kept], [patches[i] for i in kept], normal,
+        np.flatnonzero(use), np.sqrt(var[kept]), info.get("sky_var") if fit_sky else None,
+        refine_tol)
     info.update(backend="tractor", tractor_version=str(getattr(trm, "__version__", "")),
                 mode="scene", interp_order=_LANCZOS_ORDER, optimizer_runs=runs,
-                sky=sky_fit if fit_sky else None)
+                lsq_distance=left, sky=sky_fit if fit_sky else None)
     return _assemble(prep, boxes, nuse, flux, var, status, hasdeg, model, sky_fit, info,
                      high_chi2=high_chi2, return_model=return_model)
 
@@ -432,41 +442,49 @@ def _scatter(n: int, fitted: np.ndarray, var_f: np.ndarray, st_f: np.ndarray,
     return var, status, hasdeg
 
 
-def _fit_fluxes(trm: ModuleType, tim, sources: list, patches: list, diag: np.ndarray,
-                sky_diag: float | None, refine_tol: float
-                ) -> tuple[np.ndarray, float, np.ndarray, int]:
-    """Fit the fluxes (and the sky when ``sky_diag`` is given) with the Tractor.
+def _fit_fluxes(trm: ModuleType, tim, sources: list, patches: list, normal: Normal,
+                cols: np.ndarray, err: np.ndarray, sky_var: float | None, refine_tol: float
+                ) -> tuple[np.ndarray, float, np.ndarray, int, float]:
+    """Fit the fluxes (and the sky when ``sky_var`` is given) with the Tractor.
 
-    Runs the Tractor's linear forced photometry (one LSQR solve) and checks the
-    optimality of its solution: it is run again, from there, while the gradient
-    of chi2 along any parameter, in units of that parameter's sigma
-    (``g_j / sqrt(N_jj)``), exceeds ``refine_tol`` (at most 4 runs). Returns
-    ``flux, sky, model image (with the sky), runs``.
+    Runs the Tractor's linear forced photometry (one LSQR solve) and checks its
+    solution: the Newton step to the exact least-squares solution, from the
+    chi2 gradient at the Tractor's model (:func:`newton_step`). While a
+    parameter would still move by more than ``refine_tol`` of its sigma, the
+    Tractor is run again from its solution, at most 4 times and while that
+    step halves. (LSQR stops at a relative tolerance: along poorly constrained
+    directions, such as a mostly masked source blended with a neighbour, its
+    solution can stay a few hundredths of a sigma short.) ``cols`` are the
+    columns of ``normal`` of the sources, ``err`` their marginal sigmas.
+    Returns ``flux, sky, model image (with sky), runs`` and the largest
+    remaining step in sigma.
     """
-    fit_sky = sky_diag is not None
+    fit_sky = sky_var is not None
     if fit_sky:
-        scale = math.sqrt(np.median(diag) / sky_diag) if diag.size else 1.0
+        diag = normal.nmat.diagonal()[cols]
+        scale = math.sqrt(np.median(diag) / normal.sky_diag) if diag.size else 1.0
         tim.setSky(_scaled_sky(scale))
         tim.freezeAllBut("sky")
+        err = np.append(err, math.sqrt(sky_var))
     tr = trm.Tractor([tim], sources)
     if not fit_sky:
         tr.freezeParam("images")
     data, weight = tim.getImage(), tim.getInvError() ** 2
-    runs = 0
+    runs, left = 0, math.inf
     model = tr.getModelImage(0)
     while sources and runs < 4:
         tr.optimize_forced_photometry(sky=fit_sky, priors=False, minFlux=None, wantims=False)
         runs += 1
         model = tr.getModelImage(0)
         wres = weight * (data - model)
-        grad = [_patch_dot(p, wres) for p in patches] / np.sqrt(diag)
-        if fit_sky:
-            grad = np.append(grad, wres.sum() / math.sqrt(sky_diag))
-        if not np.max(np.abs(grad)) > refine_tol:
+        step = newton_step(normal, cols, [_patch_dot(p, wres) for p in patches],
+                           float(wres.sum()) if fit_sky else None)
+        before, left = left, float(np.max(np.abs(step) / err))
+        if not (left > refine_tol and left < 0.5 * before):  # converged, or no progress
             break
     flux = np.array([s.getBrightness().getValue() for s in sources], dtype=np.float64)
     sky = float(tim.getSky().getConstant()) if fit_sky else 0.0
-    return flux, sky, np.asarray(model, dtype=np.float64), runs
+    return flux, sky, np.asarray(model, dtype=np.float64), runs, left if sources else 0.0
 
 
 def _patch_dot(patch: tuple[int, int, np.ndarray], image: np.ndarray) -> float:
