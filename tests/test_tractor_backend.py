@@ -88,6 +88,15 @@ def test_unrelated_pypi_tractor_is_refused(hide_tractor, tmp_path):
                            sigma=1.0)
 
 
+def test_a_source_checkout_in_the_way_is_named(hide_tractor, tmp_path):
+    (tmp_path / "tractor" / "tractor").mkdir(parents=True)  # a checkout: no __init__.py on top
+    # an installed Tractor would win over a namespace directory: search only tmp_path
+    hide_tractor.setattr(sys, "path", [str(tmp_path)])
+    with pytest.raises(TractorUnavailableError, match="not an installed Tractor") as err:
+        import_tractor()
+    assert str(tmp_path / "tractor") in str(err.value)
+
+
 def test_broken_tractor_install_names_the_missing_module(hide_tractor, tmp_path):
     _fake_package(tmp_path, "import astrometry_util_absent_for_this_test  # noqa\n")
     hide_tractor.syspath_prepend(str(tmp_path))

@@ -105,13 +105,18 @@ def import_tractor() -> ModuleType:
     except ImportError as exc:
         raise TractorUnavailableError(
             f"the Tractor is installed but cannot be imported ({exc}); {INSTALL_HINT}") from exc
-    if not all(hasattr(mod, name) for name in ("Tractor", "PixelizedPSF")):
-        where = getattr(mod, "__file__", None) or "a namespace package"
+    if all(hasattr(mod, name) for name in ("Tractor", "PixelizedPSF")):
+        return mod
+    where = getattr(mod, "__file__", None)
+    if where is None:  # a directory without __init__.py, e.g. a source checkout
         raise TractorUnavailableError(
-            f"`import tractor` found {where}, which is not the astrophysical Tractor (it "
-            f"has no Tractor or PixelizedPSF class; PyPI's `tractor` is an unrelated async "
-            f"library): `pip uninstall tractor`, then {INSTALL_HINT}")
-    return mod
+            f"`import tractor` found the directory {list(getattr(mod, '__path__', []))}, "
+            f"not an installed Tractor (a source checkout in the working directory?); "
+            f"run from elsewhere or {INSTALL_HINT}")
+    raise TractorUnavailableError(
+        f"`import tractor` found {where}, which is not the astrophysical Tractor (it "
+        f"has no Tractor or PixelizedPSF class; PyPI's `tractor` is an unrelated async "
+        f"library): `pip uninstall tractor`, then {INSTALL_HINT}")
 
 
 def tractor_available() -> bool:
@@ -245,7 +250,7 @@ def tractor_photometry(
     blend_flags(prep, psf.fwhm if blend_radius is None else blend_radius)
     tim = _tractor_image(trm, prep, psf)
     sources, boxes, patches = _tractor_sources(trm, tim, prep, shp, psf)
-    nuse = _footprint_flags(prep, boxes, patches)
+    nuse, foot = _footprint_flags(prep, boxes, patches)
     fitted = np.flatnonzero(prep.fit)
     normal = normal_matrix([patches[i] for i in fitted], prep.weight)
     tile_default, margin_default = default_tiling(psf.size, psf.fwhm)
@@ -267,7 +272,7 @@ def tractor_photometry(
     info.update(backend="tractor", tractor_version=str(getattr(trm, "__version__", "")),
                 mode="scene", interp_order=_LANCZOS_ORDER, optimizer_runs=runs,
                 lsq_distance=left, sky=sky_fit if fit_sky else None)
-    return _assemble(prep, boxes, nuse, flux, var, status, hasdeg, model, sky_fit, info,
+    return _assemble(prep, foot, nuse, flux, var, status, hasdeg, model, sky_fit, info,
                      high_chi2=high_chi2, return_model=return_model)
 
 
@@ -410,27 +415,41 @@ def _galaxy(trm: ModuleType, sersic: ModuleType, pos, ellipse: tuple, n: float):
     return sersic.SersicGalaxy(pos, trm.Flux(0.0), shape, index)
 
 
-def _footprint_flags(prep: Prepared, boxes: np.ndarray, patches: list) -> np.ndarray:
-    """EDGE, MASKED_PIXELS, CENTER_MASKED and NO_DATA from the model boxes.
+def _footprint_flags(prep: Prepared, boxes: np.ndarray, patches: list
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """EDGE, MASKED_PIXELS, CENTER_MASKED and NO_DATA, as the default engine sets them.
 
-    Updates ``prep.flags`` and ``prep.fit`` as the default engine does; returns
-    the usable-pixel count of every source's box.
+    EDGE comes from the unclipped model boxes; the other counts from each
+    source's footprint: its rendered patch (a galaxy's may be a pixel or two
+    narrower than its box), else its box. Updates ``prep.flags`` and
+    ``prep.fit``; returns the usable-pixel counts and the footprints.
     """
     ny, nx = prep.weight.shape
-    nuse = np.rint(box_sums((prep.weight > 0).astype(np.float64), boxes)).astype(np.int64)
-    inside = ((np.clip(boxes[:, 1], 0, nx) - np.clip(boxes[:, 0], 0, nx)).clip(0)
-              * (np.clip(boxes[:, 3], 0, ny) - np.clip(boxes[:, 2], 0, ny)).clip(0))
-    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+    foot = boxes.copy()
+    for i, patch in enumerate(patches):
+        if patch is not None:
+            h, w = patch[2].shape
+            foot[i] = (patch[0], patch[0] + w, patch[1], patch[1] + h)
+    nuse = np.rint(box_sums((prep.weight > 0).astype(np.float64), foot)).astype(np.int64)
     f = prep.flags
-    f[area > inside] |= int(Flag.EDGE)
-    f[inside > nuse] |= int(Flag.MASKED_PIXELS)
+    f[_area_inside(boxes, nx, ny) < _area(boxes)] |= int(Flag.EDGE)
+    f[_area_inside(foot, nx, ny) > nuse] |= int(Flag.MASKED_PIXELS)
     cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
     cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
     f[prep.fit & (prep.weight[cy, cx] <= 0)] |= int(Flag.CENTER_MASKED)
     nodata = prep.fit & ((nuse == 0) | np.array([p is None for p in patches], dtype=bool))
     f[nodata] |= int(Flag.NO_DATA)
     prep.fit &= ~nodata
-    return nuse
+    return nuse, foot
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+
+
+def _area_inside(boxes: np.ndarray, nx: int, ny: int) -> np.ndarray:
+    return ((np.clip(boxes[:, 1], 0, nx) - np.clip(boxes[:, 0], 0, nx)).clip(0)
+            * (np.clip(boxes[:, 3], 0, ny) - np.clip(boxes[:, 2], 0, ny)).clip(0))
 
 
 def _scatter(n: int, fitted: np.ndarray, var_f: np.ndarray, st_f: np.ndarray,
@@ -498,7 +517,7 @@ def _patch_dot(patch: tuple[int, int, np.ndarray], image: np.ndarray) -> float:
     return float(np.sum(arr[ys - y0 : ye - y0, xs - x0 : xe - x0] * image[ys:ye, xs:xe]))
 
 
-def _assemble(prep: Prepared, boxes: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
+def _assemble(prep: Prepared, foot: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
               var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray, model: np.ndarray,
               sky_fit: float, info: dict, *, high_chi2: float, return_model: bool
               ) -> PhotometryResult:
@@ -513,7 +532,7 @@ def _assemble(prep: Prepared, boxes: np.ndarray, nuse: np.ndarray, flux: np.ndar
     err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
     flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
     resid = prep.data - model
-    chisum = box_sums(prep.weight * resid**2, boxes)
+    chisum = box_sums(prep.weight * resid**2, foot)
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
     flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
