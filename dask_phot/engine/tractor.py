@@ -224,6 +224,27 @@ def tractor_photometry(
     ValueError
         Bad inputs (shapes, options the Tractor backend does not have).
 
+    Notes
+    -----
+    Where the results differ from the default engine's by model definition:
+
+    * PSF stamps: the Tractor does not rescale a shifted PSF stamp to unit sum
+      (the light shifted past the stamp's edge is lost); the engine does. With
+      a PSF whose light reaches its stamp's edge the Tractor's fluxes are
+      higher by that fraction: up to 2.6e-3 for the 17-pixel IRAC ch1 PRF at
+      half-pixel offsets (2.5e-4 for a 25-pixel Moffat). In a stamp that holds
+      the shifted light (``np.pad`` the PSF by 4 pixels) the models coincide.
+    * Sky: one constant over the whole image; the scene engine fits one per tile.
+    * Galaxies: the Tractor's ``ExpGalaxy`` and ``DevGalaxy`` are SDSS-like
+      profiles cut off near 4 and 8 ``r_e``, and its ``SersicGalaxy`` mixtures
+      follow Sersic profiles cut off near 5-8 ``r_e``: against untruncated
+      Sersic profiles of the same ``r_e`` (GalSim) their fluxes are lower by
+      1.4% (n = 1), 4.3% (n = 2.5), 6.0% (n = 4); n = 0.5 agrees to 0.1%.
+    * The Tractor's LSQR stops at a relative tolerance: ``info["lsq_distance"]``
+      says how far (in sigma) its fluxes are from the exact least-squares
+      solution, a few thousandths of a sigma but up to ~0.1 for a mostly
+      masked source blended with a neighbour.
+
     Examples
     --------
     Where the Tractor is installed (the engine's doctest, with the Tractor's
