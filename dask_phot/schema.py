@@ -29,6 +29,9 @@ name                      bit    meaning
 ``HIGH_CHI2``             4096   reduced chi2 over the footprint above threshold
 ``NOT_COVERED``           8192   pipeline: no mosaic of this band covers the source
 ``CELL_FAILED``           16384  pipeline: the cell/band task failed (see status)
+``MODEL_MISMATCH``        32768  residual shows the source is more (or less)
+                                 extended than its model
+``MODEL_TRUNCATED``       65536  the galaxy's stamp was cut (max stamp size)
 ========================  =====  ===============================================
 """
 
@@ -66,6 +69,8 @@ class Flag(enum.IntFlag):
     HIGH_CHI2 = 4096
     NOT_COVERED = 8192
     CELL_FAILED = 16384
+    MODEL_MISMATCH = 32768
+    MODEL_TRUNCATED = 65536
 
 
 #: Bits that mean "no flux was measured" (the flux is NaN).

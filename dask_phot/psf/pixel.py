@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from dask_phot.psf.render import lanczos_stamps
+from dask_phot.psf.transfer import Transfer, pixel_transfer
 
 __all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "resample_array"]
 
@@ -137,6 +138,7 @@ class PixelPSF:
         self._check_centred(arr)
         arr.setflags(write=False)
         object.__setattr__(self, "array", arr)
+        object.__setattr__(self, "_transfers", {})
 
     def _check_centred(self, arr: np.ndarray) -> None:
         h = arr.shape[0] // 2
@@ -377,6 +379,15 @@ class PixelPSF:
         idx = np.zeros(x.shape[0], dtype=np.int64)
         out = lanczos_stamps(base, idx, x - cx, y - cy, int(self.interp_order))
         return out, cx.astype(np.int64) - self.half, cy.astype(np.int64) - self.half
+
+
+    def transfer(self, k: int) -> Transfer:
+        """The PSF's transform on the Fourier grid of a ``k x k`` stamp (``k >= size``),
+        for rendering extended sources (see :mod:`dask_phot.psf.transfer`); cached."""
+        cache = self._transfers  # type: ignore[attr-defined]
+        if k not in cache:
+            cache[k] = pixel_transfer(self.array, k)
+        return cache[k]
 
 
 def _trim_around_peak(arr: np.ndarray, size: int, name: str) -> np.ndarray:
