@@ -24,7 +24,7 @@ Examples
 >>> fine = gaussian_psf(18.0, size=181, pixel_scale=0.1).array  # 1.8" FWHM at 0.1"/px
 >>> psf = OversampledPSF(fine, fine_scale=0.1, pixel_scale=0.6, size=21)
 >>> psf.oversampling, psf.size, round(psf.fwhm, 2)
-(6, 21, 3.0)
+(6, 21, 3.13)
 >>> st, x0, y0 = psf.stamps(np.array([30.2]), np.array([40.0]))
 >>> round(float(st[0].sum()), 4), int(x0[0]), int(y0[0])
 (1.0, 20, 30)
