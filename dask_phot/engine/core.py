@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
-from dask_phot.engine import _kernels as K
-from dask_phot.engine.mismatch import mismatch_significance
-from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
+from dask_phot.engine.fit import SKY_TERMS, solve_models
+from dask_phot.engine.prepare import blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
-from dask_phot.engine.scene import default_tiling, sky_image, solve_scene, spatial_order
-from dask_phot.engine.wings import has_wings, wing_image
+from dask_phot.engine.scene import default_tiling, spatial_order
 from dask_phot.models.render import render_sources
 from dask_phot.models.shapes import Shapes
-from dask_phot.models.stamps import Stamps
 from dask_phot.psf import OversampledPSF, PixelPSF, PSFGrid, PSFModel
-from dask_phot.schema import Flag
 
 __all__ = ["forced_photometry"]
 
 log = logging.getLogger(__name__)
-
-_SKY_TERMS = {"constant": 1, "plane": 3}
-
 
 def forced_photometry(
     image: np.ndarray,
@@ -172,7 +164,7 @@ def forced_photometry(
     if n == 0:
         return PhotometryResult.empty()
     shp = Shapes.from_mapping(shapes, n)
-    nsky = _SKY_TERMS[sky_model] if fit_sky else 0
+    nsky = SKY_TERMS[sky_model] if fit_sky else 0
     tile_default, margin_default = default_tiling(psf.size, psf.fwhm)
     opts = dict(
         nsky=nsky,
@@ -192,39 +184,12 @@ def forced_photometry(
     order = (spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
              if mode == "scene" else np.arange(n))
     rendered = render_sources(psf, prep.x, prep.y, shp, order=order, **render)
-    stamps = rendered.stamps
-    pos = np.argsort(order)
-    nuse, _ = footprint_flags(prep, stamps.x0[pos], stamps.y0[pos], stamps.w[pos],
-                              stamps.h[pos])
-    prep.flags[prep.fit & rendered.capped] |= int(Flag.MODEL_TRUNCATED)
-    wings = None
-    if mode == "cutout":
-        from dask_phot.engine.cutout import solve_cutouts
-
-        width = int(cutout_width or psf.size)
-        flux, var, status, hasdeg, local_sky = solve_cutouts(
-            prep, stamps, width=width, sky_given=sky is not None, tol=degenerate_tol)
-        sky_img = None
-        info = {"mode": "cutout", "cutout_width": width}
-    else:
-        flux, var, status, hasdeg, local_sky, tiling = solve_scene(
-            prep, stamps, order=order, **opts)
-        if has_wings(psf, rendered):
-            wings = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
-            clean = replace(prep, data=np.where(prep.weight > 0, prep.data - wings, 0.0))
-            flux, var, status, hasdeg, local_sky, tiling = solve_scene(
-                clean, stamps, order=order, **opts)
-            wings = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
-        sky_img = sky_image(tiling, tiling.sky, nsky, prep.data.shape) if nsky else None
-        info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
-                "tile_size": tiling.tile_size, "margin": tiling.margin}
-    info["extended"] = int(shp.extended.sum())
-    info["wings"] = wings is not None
-    if wings is not None:
-        sky_img = wings if sky_img is None else sky_img + wings
-    return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, sky_img,
-                     info, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
-                     return_model=return_model)
+    res = solve_models(prep, rendered, order, psf=psf, mode=mode, opts=opts,
+                       cutout_width=int(cutout_width or psf.size), sky_given=sky is not None,
+                       high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+                       return_model=return_model)
+    res.info["extended"] = int(shp.extended.sum())
+    return res
 
 
 def as_psf(psf: object, pixel_scale: float | None = None) -> PSFModel:
@@ -261,54 +226,8 @@ def _check_options(mode: str, sky_model: str, fit_positions: object, backend: st
         raise ValueError(f"backend must be 'dask_phot' or 'tractor', got {backend!r}")
     if mode not in ("scene", "cutout"):
         raise ValueError(f"mode must be 'scene' or 'cutout', got {mode!r}")
-    if sky_model not in _SKY_TERMS:
+    if sky_model not in SKY_TERMS:
         raise ValueError(f"sky_model must be 'constant' or 'plane', got {sky_model!r}")
     if fit_positions not in (False, True, "source", "global"):
         raise ValueError(f"fit_positions must be False, True, 'source' or 'global', "
                          f"got {fit_positions!r}")
-
-
-def _assemble(
-    prep: Prepared, stamps: Stamps, pos: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
-    var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray, local_sky: np.ndarray,
-    sky_img: np.ndarray | None, info: dict, *, high_chi2: float, mismatch_sigma: float,
-    return_model: bool,
-) -> PhotometryResult:
-    """Flags, errors, chi2, model mismatch and model image (source ``i`` is stamp
-    ``pos[i]``; the per-source inputs and outputs are in input order)."""
-    flags = prep.flags
-    fitted = prep.fit
-    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
-    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
-    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
-    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
-    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
-    flux = np.where(ok, flux, np.nan)
-    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
-    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
-    sflux = np.empty_like(flux)
-    sflux[pos] = flux
-    model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
-    if sky_img is not None:
-        model += sky_img
-    resid = prep.data - model
-    chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
-                              resid)[pos]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
-    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
-    mism = np.where(ok, mismatch_significance(stamps, prep.weight, resid)[pos], np.nan)
-    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
-    out_model = model + prep.sky if return_model else None
-    sky_vals = local_sky + _fixed_sky_at(prep)
-    known = prep.x > -1e8
-    return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
-                            np.where(known, prep.x, np.nan), np.where(known, prep.y, np.nan),
-                            sky_vals, nuse, out_model, info, mism)
-
-
-def _fixed_sky_at(prep: Prepared) -> np.ndarray:
-    ny, nx = prep.sky.shape
-    cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
-    cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
-    return prep.sky[cy, cx]

@@ -85,7 +85,7 @@ def _sky_map(image: np.ndarray, sky: float | np.ndarray | None) -> np.ndarray:
 
 def prepare_inputs(
     image: np.ndarray,
-    psf: PSFModel,
+    psf: PSFModel | None,
     x: np.ndarray,
     y: np.ndarray,
     *,
