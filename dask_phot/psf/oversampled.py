@@ -213,7 +213,7 @@ class OversampledPSF:
         k = int(self.size if size is None else size)
         cx = np.floor(x + 0.5)
         cy = np.floor(y + 0.5)
-        if k <= self.size:
+        if self.size is None or k <= self.size:  # (None while the default size is chosen)
             out = _grid_stamps(self._grid(k), x - cx, y - cy)
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
             core = _grid_stamps(self._grid(self.size), x - cx, y - cy)
