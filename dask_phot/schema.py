@@ -63,6 +63,8 @@ class Flag(enum.IntFlag):
     HIGH_CHI2 = 4096
     NOT_COVERED = 8192
     CELL_FAILED = 16384
+    MODEL_MISMATCH = 32768
+    MODEL_TRUNCATED = 65536
 
 
 #: What each flag bit means (the module documentation's table is made from this).
@@ -82,6 +84,9 @@ FLAG_MEANINGS: Mapping[Flag, str] = MappingProxyType({
     Flag.HIGH_CHI2: "reduced chi2 over the footprint above threshold",
     Flag.NOT_COVERED: "pipeline: no mosaic of this band covers the source",
     Flag.CELL_FAILED: "pipeline: the cell/band task failed (see status)",
+    Flag.MODEL_MISMATCH: "the residual shows the source is more (or less) extended than "
+                         "its model",
+    Flag.MODEL_TRUNCATED: "the galaxy's model was cut to the largest stamp size",
 })
 
 #: Bits that mean "no flux was measured" (the flux is NaN).

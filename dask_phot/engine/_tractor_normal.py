@@ -181,7 +181,9 @@ def _solve_tiled(normal: Normal, idx: np.ndarray, cx: np.ndarray, cy: np.ndarray
     """
     fit = np.zeros(cx.size, dtype=bool)
     fit[idx] = True
-    tiling = make_tiling(cx, cy, fit, shape, tile_size, margin, halo)
+    side = np.full(cx.size, 2 * int(halo) + 1, dtype=np.int64)
+    tiling = make_tiling(cx, cy, (cx - halo, cy - halo, side, side), fit, shape, tile_size,
+                         margin)
     for t in range(tiling.ptr.size - 1):
         lo, hi = tiling.ptr[t], tiling.ptr[t + 1]
         members = tiling.members[lo:hi]

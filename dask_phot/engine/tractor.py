@@ -41,9 +41,11 @@ from dask_phot.engine._tractor_normal import (
     newton_step,
     normal_matrix,
 )
+from dask_phot.engine.mismatch import mismatch_significance
 from dask_phot.engine.prepare import Prepared, blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.engine.scene import default_tiling
+from dask_phot.models.stamps import Stamps
 from dask_phot.psf import PixelPSF, PSFModel
 from dask_phot.schema import Flag
 
@@ -169,6 +171,7 @@ def tractor_photometry(
     blend_radius: float | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
+    mismatch_sigma: float = 5.0,
     return_model: bool = False,
     max_block: int = 1500,
     refine_tol: float = 1e-3,
@@ -199,8 +202,9 @@ def tractor_photometry(
     tile_size, margin : int, optional
         Tiling (pixels) of the error computation for blended groups larger
         than ``max_block`` sources (default as in the scene engine).
-    blend_radius, degenerate_tol, high_chi2, return_model
-        As in :func:`dask_phot.forced_photometry`.
+    blend_radius, degenerate_tol, high_chi2, mismatch_sigma, return_model
+        As in :func:`dask_phot.forced_photometry` (the model mismatch is measured
+        on the Tractor's unit-flux patches).
     max_block : int
         Largest blended group whose normal matrix is inverted exactly.
     refine_tol : float
@@ -294,7 +298,8 @@ def tractor_photometry(
                 mode="scene", interp_order=_LANCZOS_ORDER, optimizer_runs=runs,
                 lsq_distance=left, sky=sky_fit if fit_sky else None)
     return _assemble(prep, foot, nuse, flux, var, status, hasdeg, model, sky_fit, info,
-                     high_chi2=high_chi2, return_model=return_model)
+                     patches, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+                     return_model=return_model)
 
 
 def _check_options(psf: PSFModel, sky_model: str, fit_positions: object) -> None:
@@ -540,8 +545,8 @@ def _patch_dot(patch: tuple[int, int, np.ndarray], image: np.ndarray) -> float:
 
 def _assemble(prep: Prepared, foot: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
               var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray, model: np.ndarray,
-              sky_fit: float, info: dict, *, high_chi2: float, return_model: bool
-              ) -> PhotometryResult:
+              sky_fit: float, info: dict, patches: list, *, high_chi2: float,
+              mismatch_sigma: float, return_model: bool) -> PhotometryResult:
     """Flags, errors and chi2 as the default engine assembles them."""
     flags, fitted = prep.flags, prep.fit
     flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
@@ -557,6 +562,9 @@ def _assemble(prep: Prepared, foot: np.ndarray, nuse: np.ndarray, flux: np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
     flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
+    mism = np.where(ok, mismatch_significance(_patch_stamps(patches), prep.weight, resid),
+                    np.nan)
+    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
     ny, nx = prep.sky.shape
     cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
     cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
@@ -565,4 +573,18 @@ def _assemble(prep: Prepared, foot: np.ndarray, nuse: np.ndarray, flux: np.ndarr
     return PhotometryResult(
         flux, err, chi2, flags.astype(np.int32), np.where(known, prep.x, np.nan),
         np.where(known, prep.y, np.nan), np.where(on_image, sky_fit, 0.0) + prep.sky[cy, cx],
-        nuse, model + prep.sky if return_model else None, info)
+        nuse, model + prep.sky if return_model else None, info, mism)
+
+
+def _patch_stamps(patches: list) -> Stamps:
+    """The Tractor's unit-flux patches as ragged stamps (an empty one where none)."""
+    arrays = [np.zeros((1, 1)) if p is None else np.asarray(p[2], dtype=np.float64)
+              for p in patches]
+    h = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    w = np.array([a.shape[1] for a in arrays], dtype=np.int64)
+    ptr = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(h * w, out=ptr[1:])
+    x0 = np.array([0 if p is None else p[0] for p in patches], dtype=np.int64)
+    y0 = np.array([0 if p is None else p[1] for p in patches], dtype=np.int64)
+    data = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0)
+    return Stamps(data, ptr, w, h, x0, y0)

@@ -19,6 +19,7 @@ Modules: :mod:`~dask_phot.psf.pixel` (:class:`PixelPSF`, :class:`PSFError`, the
 
 from dask_phot.psf.analytic import gaussian_psf, moffat_psf
 from dask_phot.psf.grid import PSFGrid
+from dask_phot.psf.oversampled import OversampledPSF
 from dask_phot.psf.pixel import Normalize as Normalize
 from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel, header_pixel_scale
 from dask_phot.psf.pixel import resample_array as resample_array
@@ -27,6 +28,7 @@ from dask_phot.psf.render import lanczos_stamps as lanczos_stamps
 # ``Normalize``, ``resample_array`` and ``lanczos_stamps`` are importable from here as
 # before, outside ``__all__``.
 __all__ = [
+    "OversampledPSF",
     "PSFError",
     "PSFGrid",
     "PSFModel",
