@@ -48,6 +48,7 @@ def forced_photometry(
     model_fraction: float = 0.99,
     max_stamp: int | None = None,
     max_core: int | None = None,
+    final_weight: np.ndarray | None = None,
     return_model: bool = False,
     backend: Literal["dask_phot", "tractor"] = "dask_phot",
 ) -> PhotometryResult:
@@ -130,6 +131,10 @@ def forced_photometry(
         stamps (a galaxy's outskirts, the PSF's wings out to ``psf.wing_size``)
         is rendered with the fluxes of a first fit and subtracted before a
         second, final fit (scene mode; see :mod:`dask_phot.engine.wings`).
+    final_weight : ndarray, optional
+        Inverse-variance weights of that second fit, when it should use fewer
+        pixels than the first (a pipeline cell's: see
+        :meth:`dask_phot.config.BandImages.fit_zones`); default ``weight``.
     return_model : bool
         Also return the model image (sources plus sky).
     backend : {"dask_phot", "tractor"}
@@ -191,9 +196,21 @@ def forced_photometry(
     res = solve_models(prep, rendered, order, psf=psf, mode=mode, opts=opts,
                        cutout_width=int(cutout_width or psf.size), sky_given=sky is not None,
                        high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
-                       return_model=return_model)
+                       return_model=return_model, final_weight=_final_weight(final_weight, prep))
     res.info["extended"] = int(shp.extended.sum())
     return res
+
+
+def _final_weight(weight: np.ndarray | None, prep: object) -> np.ndarray | None:
+    """The second fit's weights, checked like ``weight`` and masked where the first's are 0."""
+    if weight is None:
+        return None
+    w = np.array(weight, dtype=np.float64)
+    if w.shape != prep.weight.shape:  # type: ignore[attr-defined]
+        raise ValueError(f"final_weight has shape {w.shape}, image has "
+                         f"{prep.weight.shape}")  # type: ignore[attr-defined]
+    w[~np.isfinite(w) | (w < 0) | (prep.weight <= 0)] = 0.0  # type: ignore[attr-defined]
+    return w
 
 
 def as_psf(psf: object, pixel_scale: float | None = None) -> PSFModel:

@@ -31,12 +31,15 @@ SKY_TERMS = {"constant": 1, "plane": 3}
 
 def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: object | None,
                  mode: str, opts: dict, cutout_width: int, sky_given: bool, high_chi2: float,
-                 mismatch_sigma: float, return_model: bool) -> PhotometryResult:
+                 mismatch_sigma: float, return_model: bool,
+                 final_weight: np.ndarray | None = None) -> PhotometryResult:
     """Fit rendered models (``rendered.stamps[k]`` is source ``order[k]``).
 
     In scene mode, light the fitted stamps leave out (PSF wings, cut galaxies'
     outskirts; :mod:`dask_phot.engine.wings`) is rendered from a first fit,
-    subtracted, and the fit repeated.
+    subtracted, and the fit repeated, with ``final_weight`` when given (a
+    pipeline cell fits fewer pixels the second time: see
+    :meth:`dask_phot.config.BandImages.fit_zones`).
     """
     stamps = rendered.stamps
     pos = np.argsort(order)
@@ -53,12 +56,20 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     else:
         wings = has_wings(psf, rendered)
         flux, var, status, hasdeg, local_sky, state = solve_scene(
-            prep, stamps, order=order, variances=not wings, **opts)
+            prep, stamps, order=order, **opts)
         if wings:
-            light = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
-            clean = replace(prep, data=np.where(prep.weight > 0, prep.data - light, 0.0))
+            # only fluxes measured at S/N > 2 light the wings: a source whose stamp is
+            # nearly all masked (at a cell's edge, say) has no flux to spread
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sure = np.where(flux > 2.0 * np.sqrt(var), flux, 0.0)
+            light = wing_image(psf, rendered, prep.x, prep.y, sure, prep.data.shape)
+            weight = prep.weight if final_weight is None else final_weight
+            prep = replace(prep, weight=weight, data=np.where(weight > 0, prep.data - light,
+                                                                 0.0))
             flux, var, status, hasdeg, local_sky, state = solve_scene(
-                clean, stamps, order=order, state=state, **opts)
+                prep, stamps, order=order, state=None if final_weight is not None else state,
+                **opts)
+            prep = replace(prep, data=prep.data + np.where(weight > 0, light, 0.0))
             extra = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
         tiling = state.tiling
         if opts["nsky"]:
