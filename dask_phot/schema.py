@@ -143,14 +143,15 @@ BAND_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "chi2": ("float64", "", "reduced chi2 over the source footprint"),
     "mismatch": ("float64", "", "significance of the residual's broadening (> 0: the source "
                                 "is more extended than its model; see Flag.MODEL_MISMATCH)"),
-    "model": ("int8", "", "source model: 0 point, 1 Sersic, 2 template (MODEL_CODES); -1 "
-                          "none fitted"),
+    "model": ("int8", "", "source model: 0 point, 1 Sersic (shape from the priors), 2 "
+                          "template, 3 round Sersic chosen by the band's fit (MODEL_CODES); "
+                          "-1 none fitted"),
     "flags": ("int32", "", "bitwise OR of dask_phot.schema.Flag"),
 })
 
 #: Codes of the per-band ``model`` column.
 MODEL_CODES: Mapping[str, int] = MappingProxyType({"none": -1, "point": 0, "sersic": 1,
-                                                   "template": 2})
+                                                   "template": 2, "chosen": 3})
 
 #: Columns every output row carries, independent of bands.
 BASE_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({

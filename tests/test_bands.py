@@ -289,6 +289,8 @@ def test_presets_are_read_only() -> None:
         ({"psf_normalize": "max"}, r"bands\.x: psf_normalize must be"),
         ({"psf_file": ""}, r"bands\.x: psf_file must be a non-empty string"),
         ({"name": "my-band"}, r"band name must start with a letter"),
+        ({"aperture_correction": 0}, r"bands\.x: aperture_correction \(or \"auto\"\) must be"),
+        ({"aperture_correction": "yes"}, r"bands\.x: aperture_correction"),
     ],
 )
 def test_band_rejects_bad_values(change: dict, pattern: str) -> None:
@@ -471,3 +473,47 @@ def test_packaged_files_are_the_reference_files(source: str) -> None:
         pytest.skip(f"shared reference file absent: {original}")
     packaged = resources.files("dask_phot").joinpath("data", "psf", original.name)
     assert packaged.read_bytes() == original.read_bytes()
+
+
+# ---------------------------------------------------------------------- total fluxes
+def test_aperture_corrections_of_the_presets() -> None:
+    """Presets modelling their PSFs in full need none; W4's cut stamp is corrected by the
+    model's light beyond it; the notebook presets keep the notebook's fluxes (within the box)."""
+    for name in WINGED:
+        assert PRESETS[name].flux_correction() == 1.0
+    w4 = PRESETS["w4"]
+    assert w4.flux_correction() == pytest.approx(1 / w4.psf_flux_fraction())
+    assert 1.05 < w4.flux_correction() < 1.2
+    for name in NOTEBOOK_BANDS:
+        assert PRESETS[name].flux_correction() == 1.0
+    record = PRESETS["w4"].calibration_record()
+    assert record["aperture_correction"] == w4.flux_correction() and "aperture" in \
+        record["calibration"]
+
+
+def test_a_cut_psf_gives_total_fluxes_once_corrected(tmp_path: Path) -> None:
+    """A PSF file wider than its stamp, cut and normalised there: fitted fluxes hold the
+    stamp's share of the light; the aperture correction makes them total (truth rendered
+    with the whole file)."""
+    from dask_phot import forced_photometry
+    from dask_phot.psf import PixelPSF
+    from dask_phot.testing import simulate_image
+
+    r = np.hypot(*np.mgrid[-30:31, -30:31])
+    wide = np.exp(-0.5 * (r / 1.2) ** 2) + 0.02 * np.exp(-r / 6.0)  # a core and broad wings
+    wide /= wide.sum()
+    fits.writeto(tmp_path / "wide.fits", wide)
+    band = Band(name="cut", psf_file=str(tmp_path / "wide.fits"), pixel_scale=1.0, psf_size=11)
+    frac = band.psf_flux_fraction()
+    assert 0.75 < frac < 0.9 and band.flux_correction() == pytest.approx(1 / frac)
+    rng = np.random.default_rng(5)
+    x, y = np.meshgrid(np.arange(40.0, 400, 70), np.arange(40.0, 400, 70))
+    x, y = x.ravel() + rng.uniform(-0.5, 0.5, x.size), y.ravel() + rng.uniform(-0.5, 0.5, x.size)
+    flux = np.full(x.size, 1e4)
+    image = simulate_image((440, 440), x, y, flux, PixelPSF(wide), seed=rng, sigma=0.01)
+    res = forced_photometry(image.data, band.load_psf(), x, y, sigma=0.01, fit_sky=False)
+    assert np.median(res.flux / flux) == pytest.approx(frac, rel=5e-3)
+    total = res.flux * band.flux_correction()
+    assert np.median(total / flux) == pytest.approx(1.0, rel=5e-3)
+    fixed = dataclasses.replace(band, aperture_correction=1.0)
+    assert fixed.flux_correction() == 1.0

@@ -59,7 +59,7 @@ def test_packaged_defaults_load(tmp_path):
     assert cfg.margin_arcsec == pytest.approx((10 + 10 + 34) * 2**0.5 * 0.6)
     assert cfg.engine.forced_kwargs() == {
         "mode": "scene", "fit_sky": True, "sky_model": "constant", "fit_positions": False,
-        "max_shift": 0.5, "position_snr": 5.0, "high_chi2": 5.0, "mismatch_sigma": 5.0,
+        "max_shift": 0.5, "position_snr": 5.0, "high_chi2": 5.0, "mismatch_sigma": 3.0,
         "max_stamp": 255, "backend": "dask_phot"}
 
 

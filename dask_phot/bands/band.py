@@ -155,6 +155,13 @@ class Band:
         centre, or the centroid of its core.
     calibration : str
         Which flux calibration the band's PSF and conversion follow.
+    aperture_correction : float or "auto"
+        Factor from fitted to total fluxes (:meth:`flux_correction`). ``"auto"``:
+        1 when the PSF's light is modelled in full (wings, or an oversampled PSF
+        normalised over its file), else, for a PSF cut to ``psf_size`` and
+        normalised there, the inverse of the fraction of the file's light in that
+        stamp (:meth:`psf_flux_fraction`). A number: that factor (1.0 keeps
+        fluxes within the stamp, as the COSMOS notebook reports them).
     depth_5sigma_ujy : float, optional
         A typical 5-sigma point-source depth in uJy. Only a default for the
         simulator (:mod:`dask_phot.testing`), not a property of any dataset.
@@ -183,6 +190,7 @@ class Band:
     psf_centre: Literal["file", "centroid"] = "file"
     depth_5sigma_ujy: float | None = None
     calibration: str = ""
+    aperture_correction: float | Literal["auto"] = "auto"
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -220,6 +228,9 @@ class Band:
             values["psf_pixel_scale"] = values["pixel_scale"]
         if values["cutout_width"] is None:
             values["cutout_width"] = values["psf_size"] * values["pixel_scale"]
+        if self.aperture_correction != "auto":
+            values["aperture_correction"] = _number(where, "aperture_correction (or \"auto\")",
+                                                    self.aperture_correction)
         if self.psf_normalize not in ("sum", "peak", "none"):
             raise BandError(f"{where}: psf_normalize must be 'sum', 'peak' or 'none', "
                             f"got {self.psf_normalize!r}")
@@ -273,6 +284,33 @@ class Band:
         raw = load_band_psf(source, stamp, self.pixel_scale, self.psf_pixel_scale,
                             self.psf_size, "none", None, self.psf_kind, self.psf_centre)
         return raw.sum / float(read_psf_file(source, stamp)[0].sum())
+
+    def flux_correction(self) -> float:
+        """The factor from fitted fluxes to the band's total fluxes (its aperture correction).
+
+        See ``aperture_correction``; ``"auto"`` corrects a PSF cut to its stamp and
+        normalised there (``psf_normalize = "sum"``, no wings) by the file's light
+        beyond the stamp, and leaves every other PSF's fluxes as fitted.
+
+        Examples
+        --------
+        >>> from dask_phot.bands import get_band
+        >>> get_band("irac1").flux_correction(), get_band("irac1_notebook").flux_correction()
+        (1.0, 1.0)
+        >>> round(get_band("w4").flux_correction(), 3), get_band("nuv_notebook").flux_correction()
+        (1.122, 1.0)
+        """
+        if self.aperture_correction != "auto":
+            return float(self.aperture_correction)
+        if isinstance(self.load_psf(), OversampledPSF) or self.psf_normalize != "sum":
+            return 1.0
+        return 1.0 / self.psf_flux_fraction()
+
+    def calibration_record(self) -> dict[str, Any]:
+        """What a catalog records of the band's calibration: the text, the factor from
+        image units to uJy and the aperture correction applied to its fluxes."""
+        return {"calibration": self.calibration, "unit": self.unit, "to_ujy": self.to_ujy,
+                "aperture_correction": self.flux_correction(), "psf_file": self.psf_file}
 
     # ------------------------------------------------------------------ constructors
     @classmethod

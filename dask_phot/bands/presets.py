@@ -10,7 +10,8 @@ packaged (``dask_phot/data/psf``, provenance in its README.md):
   PSFs that mosaic pixels sum, centred on the Gaia position (CRPIX);
 * ``nuv``, ``fuv``: GALEX's 120x120 PSFs at 1.5"/px, centred on their core's centroid;
 * ``w1``-``w3``: the unWISE full-depth PSF models at 2.75"/px; ``w4`` (5.5"/px,
-  interpolated onto the 2.75" grid) keeps a cut, normalised stamp.
+  interpolated onto the 2.75" grid) keeps a cut, normalised stamp, its fluxes
+  aperture-corrected (x1.12) to the whole model's light.
 
 The COSMOS notebook's own PSFs (17x17 IRAC PRFs at 0.6"/px, 0.27"/0.45" off
 centre for ch1/ch2, holding ~92% of the light; GALEX PSFs cut to 27 pixels
@@ -69,6 +70,7 @@ def _irac_notebook(ch: int, wavelength: float, fwhm: float, depth: float) -> Ban
         to_ujy=mjysr_to_ujy(0.6), unit="MJy/sr", cutout_width=10.0, psf_size=17,
         wavelength=wavelength, fwhm=fwhm, psf_pixel_scale=0.6, depth_5sigma_ujy=depth,
         calibration="flux within the notebook's 17x17 PRF box (~92% of the light for ch1)",
+        aperture_correction=1.0,
         description=(f"Spitzer/IRAC channel {ch} with the 17x17 PRF the COSMOS "
                      "forced-photometry notebook uses (parity studies)" + _SIM_NOTE),
     )
@@ -82,6 +84,7 @@ def _galex(band: str, psf_file: str, to_ujy: float, wavelength: float, fwhm: flo
     if notebook:
         return Band(name=f"{band}_notebook", **common,
                     calibration="flux within the notebook's 40\" (27-pixel) PSF box",
+                    aperture_correction=1.0,
                     description=(f"GALEX {band.upper()} with the 120x120 PSF cut to the "
                                  "notebook's 27-pixel cutout around its peak and normalised "
                                  "there (parity studies)" + _SIM_NOTE))
@@ -114,7 +117,8 @@ def _unwise(w: int) -> Band:
         fwhm=fwhm, psf_pixel_scale=psf_scale, depth_5sigma_ujy=depth,
         calibration=("unWISE Vega nanomaggies, converted to AB uJy with a "
                      f"{offset} mag offset; "
-                     + ("flux within the stamp" if wing is None else
+                     + ("the stamp's flux, aperture-corrected to the model's total "
+                        "(aperture_correction)" if wing is None else
                         "total flux within the PSF model's 894\" box")),
         description=(f"unWISE W{w} coadds at 2.75\"/px with the Meisner & Schlafly "
                      f"full-depth PSF model, {how}"

@@ -63,12 +63,18 @@ class PriorsConfig:
     shape_columns: dict[str, str] = setting(factory=dict, check=shape_columns)
     shape_scale: float = setting(1.0, check=number(0, strict=True))
 
-    def read_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`dask_phot.priors.read_priors` (not the path)."""
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Input columns the catalog carries: ``keep_columns``, then the shape columns
+        (they define the models the fluxes are of)."""
         cols = list(self.keep_columns)
         cols += [c for c in self.shape_columns.values() if c not in cols]
+        return tuple(cols)
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`dask_phot.priors.read_priors` (not the path)."""
         return {"ra_column": self.ra_column, "dec_column": self.dec_column,
-                "id_column": self.id_column, "columns": cols}
+                "id_column": self.id_column, "columns": list(self.output_columns)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +86,8 @@ class BandFiles:
     noise_kind: NoiseKind = setting("weight", check=one_of("weight", "uncertainty", "variance",
                                                            "none"))
     sky: str | float = setting("fit", check=sky_value)
-    model: Literal["auto", "point"] = setting("auto", check=one_of("auto", "point"))
+    model: Literal["auto", "point", "choose"] = setting(
+        "auto", check=one_of("auto", "point", "choose"))
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,9 @@ class BandImages:
     ``noise_kind`` is ``"none"`` whenever no noise files are given; ``sky`` is
     ``"fit"``, ``"clipped"``, ``"none"`` or a fixed sky level in image units;
     ``model`` is ``"auto"`` (Sersic models where the priors give shapes, point
-    sources elsewhere) or ``"point"`` (every source a point source).
+    sources elsewhere), ``"point"`` (every source a point source) or ``"choose"``
+    (as ``"auto"``, and a source without a shape becomes a round galaxy where its
+    fit prefers one: :mod:`dask_phot.engine.choice`).
     """
 
     name: str
@@ -163,7 +172,7 @@ class EngineConfig:
     max_shift: float = setting(0.5, check=number(0, strict=True))
     position_snr: float = setting(5.0, check=number(0))
     high_chi2: float = setting(5.0, check=number(0, strict=True))
-    mismatch_sigma: float = setting(5.0, check=number(0, strict=True))
+    mismatch_sigma: float = setting(3.0, check=number(0, strict=True))
     max_stamp: int = setting(255, check=number(3, integer=True))
     backend: Literal["dask_phot", "tractor"] = setting(
         "dask_phot", check=one_of("dask_phot", "tractor"))

@@ -89,6 +89,7 @@ def fit_stamps(
     y: np.ndarray,
     *,
     fwhm: float,
+    psf: object | None = None,
     sigma: float | np.ndarray | None = None,
     weight: np.ndarray | None = None,
     sky: float | np.ndarray | None = None,
@@ -100,7 +101,7 @@ def fit_stamps(
     margin: int | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
-    mismatch_sigma: float = 5.0,
+    mismatch_sigma: float = 3.0,
     return_model: bool = False,
 ) -> PhotometryResult:
     """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
@@ -117,6 +118,10 @@ def fit_stamps(
         the flags (off image, masked centre) and the BLENDED radius ``fwhm``.
     fwhm : float
         The image's PSF FWHM in pixels (tiling and blending).
+    psf : OversampledPSF, optional
+        The band's PSF, when it has wings beyond the stamps: they are subtracted
+        between two fits (stamps of the PSF's ``size`` or larger: the wings beyond
+        each stamp's box; see :mod:`dask_phot.engine.wings`).
     outer, outer_index : Stamps and ndarray of int, optional
         Light of sources ``outer_index`` beyond their fitted stamps, subtracted
         with the fluxes of a first fit before the final one.
@@ -149,7 +154,7 @@ def fit_stamps(
         stamps=_reorder(stamps, order), sides=np.maximum(stamps.w, stamps.h),
         outer=outer if outer is not None else Stamps.empty(0, none), outer_index=idx,
         capped=np.zeros(n, dtype=bool))
-    return solve_models(prep, rendered, order, psf=None, mode="scene", opts=opts,
+    return solve_models(prep, rendered, order, psf=psf, mode="scene", opts=opts,
                         cutout_width=side, sky_given=sky is not None, high_chi2=high_chi2,
                         mismatch_sigma=mismatch_sigma, return_model=return_model)
 

@@ -20,6 +20,7 @@ import pandas as pd
 from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, PriorsConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry, robust_sigma
+from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
@@ -173,19 +174,30 @@ def fit_band(
     sub = sources[use]
     noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
     shapes = (source_shapes(sub, region, x[use], y[use], priors)
-              if priors is not None and band.model == "auto" else None)
-    res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise, **kwargs)
-    model = np.where(np.isfinite(res.flux), MODEL_CODES["point"], MODEL_CODES["none"])
-    if shapes is not None:
-        model[np.isfinite(res.flux) & (shapes["r_e"] > 0)] = MODEL_CODES["sersic"]
-    part = band_table(len(sub), flux=res.flux * band.band.to_ujy,
-                      flux_err=res.flux_err * band.band.to_ujy, chi2=res.chi2,
-                      mismatch=res.mismatch, model=model, flags=res.flags)
+              if priors is not None and band.model != "point" else None)
+    choose = band.model == "choose" and kwargs["mode"] == "scene"
+    res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise, **kwargs,
+                            choose_models=choose)
+    model = _model_codes(res, shapes)
+    to_ujy = band.band.to_ujy * band.band.flux_correction()
+    part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
+                      chi2=res.chi2, mismatch=res.mismatch, model=model, flags=res.flags)
     if use.all():
         return part
     table = band_table(len(sources), flags=Flag.NOT_COVERED)
     table.iloc[np.flatnonzero(use)] = part.to_numpy()
     return table.astype(part.dtypes.to_dict())
+
+
+def _model_codes(res: PhotometryResult, shapes: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The ``model`` column: what each measured flux is the flux of."""
+    fitted = np.isfinite(res.flux)
+    model = np.where(fitted, MODEL_CODES["point"], MODEL_CODES["none"]).astype(np.int8)
+    if shapes is not None:
+        model[fitted & (shapes["r_e"] > 0)] = MODEL_CODES["sersic"]
+    if res.chosen_r_e is not None:
+        model[fitted & (res.chosen_r_e > 0)] = MODEL_CODES["chosen"]
+    return model
 
 
 def _within(x: np.ndarray, y: np.ndarray, targets: np.ndarray, radius: float) -> np.ndarray:
@@ -329,7 +341,7 @@ def process_cell(
     report.seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
-                             keep=config.priors.keep_columns,
+                             keep=config.priors.output_columns,
                              margins=config.band_margins(), priors=config.priors)
     for name, why in read_status.items():
         status[name] = why
