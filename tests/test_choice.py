@@ -72,7 +72,7 @@ def test_choice_is_scene_only(isolated):
 
 def test_given_shapes_are_kept(isolated):
     """Sources with shapes keep them; only the shapeless are tried."""
-    psf, im, x, y, flux, shapes, sigma = isolated
+    psf, im, x, y, _flux, shapes, sigma = isolated
     half = {k: np.where(np.arange(x.size) % 2 == 0, v, 0.0 if k == "r_e" else v)
             for k, v in shapes.items()}
     res = forced_photometry(im.data, psf, x, y, sigma=sigma, shapes=half, choose_models=True)
