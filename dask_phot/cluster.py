@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,9 +31,32 @@ from dask_phot._optional import require
 from dask_phot.config import ClusterConfig
 from dask_phot.deploy import kube_cluster_spec
 
-__all__ = ["RunProgress", "connect"]
+__all__ = ["JUPYTERHUB_LINK", "RunProgress", "connect", "dashboard_link_template"]
 
 log = logging.getLogger(__name__)
+
+#: Dask's own ``distributed.dashboard.link`` default.
+DASK_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
+#: The dashboard behind a JupyterHub (jupyter-server-proxy), the link Dask's
+#: documentation gives for ``distributed.dashboard.link`` there.
+JUPYTERHUB_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+
+
+def dashboard_link_template() -> str:
+    """The ``distributed.dashboard.link`` template a run's clients use.
+
+    The user's own setting, if any; otherwise, in a JupyterHub session (such as the
+    Fornax science console: ``JUPYTERHUB_SERVICE_PREFIX`` is set), the server-proxy
+    path :data:`JUPYTERHUB_LINK`, which the browser reaches through the hub; otherwise
+    Dask's default. Dask fills the template with the environment and the dashboard's
+    scheme, host and port (:attr:`distributed.Client.dashboard_link`).
+    """
+    import distributed  # noqa: F401  (its configuration defaults)
+
+    template = dask.config.get("distributed.dashboard.link", DASK_DEFAULT_LINK)
+    if template == DASK_DEFAULT_LINK and os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        return JUPYTERHUB_LINK
+    return template
 
 
 @contextlib.contextmanager
@@ -40,8 +64,19 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
     """Yield a :class:`distributed.Client` for ``cfg`` (``scheduler`` overrides it).
 
     Local clusters and Kubernetes clusters started here are closed on exit; an
-    existing scheduler is only disconnected from.
+    existing scheduler is only disconnected from. While it is open, the client's
+    ``dashboard_link`` follows :func:`dashboard_link_template` (behind a JupyterHub
+    proxy: the proxied path).
     """
+    import distributed  # noqa: F401  (its configuration defaults are loaded before the set)
+
+    with dask.config.set({"distributed.dashboard.link": dashboard_link_template()}):
+        with _connect(cfg, scheduler) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _connect(cfg: ClusterConfig, scheduler: str | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     target = scheduler or cfg.scheduler

@@ -9,7 +9,12 @@ Notes
 * The server binds to ``127.0.0.1`` only, on a free port chosen by the operating system
   (or the one asked for), and runs in a daemon thread of the current process.
 * Every response body is counted per request path (``/bucket/key``), so tests can check
-  how many bytes a reader actually pulled (:meth:`LocalS3Server.bytes_served`).
+  how many bytes a reader actually pulled (:meth:`LocalS3Server.bytes_served`), and
+  every request (:meth:`LocalS3Server.requests_served`).
+* ``latency``: each request waits this long before it is answered, as the first byte of a
+  real S3 GET comes after some 20-50 ms; requests are served in parallel threads, so
+  concurrent requests wait concurrently, as on S3. Benchmarks use it to make the cost of
+  a request against the cost of its bytes real.
 * Credentials: moto's server does not check signatures, so nothing is put in
   ``os.environ``. Clients of this class get explicit dummy credentials through
   :meth:`LocalS3Server.storage_options` (``key="testing", secret="testing"``) and the
@@ -34,6 +39,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
@@ -90,17 +96,21 @@ class _ByteCounter:
 
 
 class _CountingMiddleware:
-    """WSGI middleware that adds each response body's length to a :class:`_ByteCounter`."""
+    """WSGI middleware that adds each response body's length to a :class:`_ByteCounter`
+    (and delays each request by ``latency`` seconds)."""
 
-    def __init__(self, app: WSGIApp, counter: _ByteCounter) -> None:
+    def __init__(self, app: WSGIApp, counter: _ByteCounter, latency: float = 0.0) -> None:
         self.app = app
         self.counter = counter
+        self.latency = latency
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterator[bytes]:
         path = environ.get("PATH_INFO", "")
         self.counter.add(path, 0, new_request=True)
+        if self.latency > 0:
+            time.sleep(self.latency)
         return self._count(path, self.app(environ, start_response))
 
     def _count(self, path: str, body: Iterable[bytes]) -> Iterator[bytes]:
@@ -133,6 +143,9 @@ class LocalS3Server:
     ----------
     port : int
         Port to bind; 0 (default) lets the operating system pick a free one.
+    latency : float
+        Seconds each request waits before it is served (default 0; real S3 has
+        ~0.02-0.05 s to the first byte). Concurrent requests wait concurrently.
 
     Examples
     --------
@@ -142,10 +155,13 @@ class LocalS3Server:
     True
     """
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self, *, port: int = 0, latency: float = 0.0) -> None:
         if not 0 <= int(port) < 65536:
             raise ValueError(f"port must be in [0, 65535], got {port!r}")
+        if not (0.0 <= float(latency) < 60.0):
+            raise ValueError(f"latency must be in [0, 60) seconds, got {latency!r}")
         self._port = int(port)
+        self.latency = float(latency)
         self._counter = _ByteCounter()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -162,7 +178,8 @@ class LocalS3Server:
             create_backend_app,
         )
 
-        app = _CountingMiddleware(DomainDispatcherApplication(create_backend_app), self._counter)
+        app = _CountingMiddleware(DomainDispatcherApplication(create_backend_app), self._counter,
+                                  self.latency)
         self._server = make_server(
             LOOPBACK, self._port, app, threaded=True, request_handler=_quiet_handler()
         )

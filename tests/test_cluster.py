@@ -131,3 +131,46 @@ def test_kube_cluster_spec_is_pure_and_hardened():
     assert worker["args"][:2] == ["dask", "worker"] and scheduler["args"] == ["dask", "scheduler"]
     assert kube_cluster_spec("phot", n_workers=4, image="example/dask-phot:1",
                              env={"AWS_REGION": "us-east-1"}, namespace="science") == spec
+
+
+def _local_config():
+    from dask_phot.config import ClusterConfig
+
+    return ClusterConfig(n_workers=1, threads_per_worker=1, memory_limit="1GiB")
+
+
+@pytest.mark.parametrize("prefix", ["/user/alice/", None])
+def test_dashboard_link_behind_jupyterhub(monkeypatch, prefix):
+    """With JUPYTERHUB_SERVICE_PREFIX (a JupyterHub, e.g. the Fornax console) the link is
+    the hub's server-proxy path to the dashboard's port; without it, Dask's default."""
+    import dask
+    import distributed  # noqa: F401  (loads its configuration before dask.config.set)
+
+    from dask_phot.cluster import connect
+
+    if prefix is None:
+        monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+    else:
+        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", prefix)
+    with dask.config.set({"distributed.dashboard.link": "{scheme}://{host}:{port}/status"}):
+        with connect(_local_config()) as client:
+            port = client.scheduler_info()["services"]["dashboard"]
+            link = client.dashboard_link
+    if prefix is None:
+        assert link == f"http://127.0.0.1:{port}/status"
+    else:
+        assert link == f"/user/alice/proxy/{port}/status"
+
+
+def test_dashboard_link_user_setting_wins(monkeypatch):
+    """A user's own distributed.dashboard.link is kept, hub or not."""
+    import dask
+    import distributed  # noqa: F401
+
+    from dask_phot.cluster import dashboard_link_template
+
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/bob/")
+    with dask.config.set({"distributed.dashboard.link": "https://hub.example/{port}/status"}):
+        assert dashboard_link_template() == "https://hub.example/{port}/status"
+    with dask.config.set({"distributed.dashboard.link": "{scheme}://{host}:{port}/status"}):
+        assert dashboard_link_template() == "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"

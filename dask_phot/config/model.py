@@ -157,7 +157,21 @@ class CellsConfig:
         "auto", check=number(0, hi=MAX_CELL_ORDER, integer=True, auto=True))
     rows_per_partition: int = setting(10000, check=number(1, integer=True))
     margin_arcsec: float | Literal["auto"] = setting("auto", check=number(0, auto=True))
-    read_merge_gap: int = setting(65536, check=number(0, integer=True))
+    read_merge_gap: int | Literal["auto"] = setting(
+        "auto", check=number(0, integer=True, auto=True))
+    read_max_overread: float = setting(1.5, check=number(1))
+    read_latency: float = setting(0.03, check=number(0))
+
+    def read_costs(self) -> Any:
+        """The :class:`~dask_phot.images.ReadCosts` of ``read_max_overread`` and
+        ``read_latency`` (used when ``read_merge_gap = "auto"``)."""
+        from dask_phot.images import ReadCosts
+
+        return ReadCosts(latency=self.read_latency, max_overread=self.read_max_overread)
+
+    def merge_gap(self) -> int | None:
+        """``read_merge_gap`` in bytes, None for ``"auto"``."""
+        return None if self.read_merge_gap == "auto" else int(self.read_merge_gap)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,16 +23,25 @@ from dask_phot.images.index import (
     covering,
     select_mosaic,
 )
-from dask_phot.images.read import Region, noise_to_weight, read_region, sky_to_box
+from dask_phot.images.read import (
+    ReadCosts,
+    Region,
+    noise_to_weight,
+    plan_requests,
+    read_region,
+    sky_to_box,
+)
 
 __all__ = [
     "Mosaic",
     "NoiseKind",
+    "ReadCosts",
     "Region",
     "assign_mosaics",
     "build_index",
     "covering",
     "noise_to_weight",
+    "plan_requests",
     "read_region",
     "select_mosaic",
     "sky_to_box",

@@ -24,6 +24,7 @@ __all__ = [
     "cache_directory",
     "cached_copy",
     "expand_urls",
+    "fetch_files_ranges",
     "fetch_ranges",
     "is_gzip_name",
     "open_fs",
@@ -37,6 +38,9 @@ _GLOB_CHARS = frozenset("*?[")
 _S3_PROTOCOLS = frozenset({"s3", "s3a"})
 _CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session"})
 _HTTP_PROTOCOLS = frozenset({"http", "https"})
+#: Concurrent connections of an S3 filesystem unless ``config_kwargs`` says otherwise
+#: (aiobotocore's default is 10): a box's rows are fetched concurrently.
+S3_CONNECTIONS = 32
 
 
 def _protocol(url: str) -> str:
@@ -48,14 +52,19 @@ def resolve_options(url: str, storage_options: Mapping[str, Any] | None) -> dict
 
     For ``s3://`` URLs ``anon=True`` is the default, unless ``storage_options`` sets
     ``anon`` itself or passes credentials (``key``, ``secret``, ``token``, ``profile``,
-    ``session``). Local paths take no options.
+    ``session``), and ``config_kwargs`` gets ``max_pool_connections`` =
+    :data:`S3_CONNECTIONS` unless it has one. Local paths take no options.
     """
     protocol = _protocol(url)
     if protocol == "file":
         return {}
     options = dict(storage_options or {})
-    if protocol in _S3_PROTOCOLS and "anon" not in options:
-        options["anon"] = not (_CREDENTIAL_KEYS & options.keys())
+    if protocol in _S3_PROTOCOLS:
+        if "anon" not in options:
+            options["anon"] = not (_CREDENTIAL_KEYS & options.keys())
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", S3_CONNECTIONS)
+        options["config_kwargs"] = config
     return options
 
 
@@ -254,6 +263,41 @@ def fetch_ranges(
     else:
         parts = fs.cat_ranges([path] * len(starts), starts, ends, on_error="return")
     return _check_parts(url, parts, starts, ends)
+
+
+def fetch_files_ranges(
+    files: Sequence[tuple[str, Sequence[int], Sequence[int]]],
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[list[bytes]]:
+    """Byte ranges of several files: ``files`` holds ``(url, starts, ends)``.
+
+    Files on one remote filesystem are fetched in a single concurrent
+    ``cat_ranges`` call; local files one after another (:func:`fetch_ranges`).
+
+    Returns
+    -------
+    list of list of bytes
+        Per file, its ranges in order.
+    """
+    opened = [open_fs(url, storage_options) for url, _, _ in files]
+    first = opened[0][0] if opened else None
+    if first is None or _is_local(first) or any(fs is not first for fs, _ in opened):
+        return [fetch_ranges(fs, path, url, starts, ends)
+                for (fs, path), (url, starts, ends) in zip(opened, files, strict=True)]
+    paths: list[str] = []
+    all_starts: list[int] = []
+    all_ends: list[int] = []
+    for (_, path), (_, starts, ends) in zip(opened, files, strict=True):
+        paths += [path] * len(starts)
+        all_starts += list(starts)
+        all_ends += list(ends)
+    parts = first.cat_ranges(paths, all_starts, all_ends, on_error="return")
+    out, at = [], 0
+    for url, starts, ends in files:
+        n = len(starts)
+        out.append(_check_parts(url, parts[at:at + n], starts, ends))
+        at += n
+    return out
 
 
 def access_error(url: str, err: Exception) -> Exception:

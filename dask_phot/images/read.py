@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from dask_phot.images import _io
 from dask_phot.images._fits import pixel_dtype
 from dask_phot.images.index import Mosaic
 
-__all__ = ["Region", "noise_to_weight", "read_region", "sky_to_box"]
+__all__ = ["ReadCosts", "Region", "noise_to_weight", "plan_requests", "read_region",
+           "sky_to_box"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ class Region:
         WCS of the box (pixel ``(0, 0)`` is mosaic pixel ``(x0, y0)``).
     bytes_read : int
         Bytes fetched to build it.
+    box_bytes : int
+        Bytes of the box's in-bounds pixels as stored (image and noise map): what an
+        ideal reader would fetch; ``bytes_read / box_bytes`` is the read's overhead.
+    requests : int
+        Ranged requests made.
     """
 
     data: np.ndarray = field(repr=False)
@@ -46,6 +53,8 @@ class Region:
     y0: int
     wcs: WCS = field(repr=False)
     bytes_read: int
+    box_bytes: int = 0
+    requests: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -75,17 +84,94 @@ def _int_range(value: Sequence[int], name: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _row_requests(
-    offset: int, nx: int, box: tuple[int, int, int, int], itemsize: int, max_gap: int
+@dataclass(frozen=True)
+class ReadCosts:
+    """What a ranged read costs: how :func:`plan_requests` trades requests against bytes.
+
+    A plan's time is ``n * request_cpu + ceil(n / concurrency) * latency +
+    bytes / bandwidth`` for ``n`` requests; the plan chosen is the quickest whose bytes
+    are at most ``max_overread`` times the box's.
+
+    Attributes
+    ----------
+    latency : float
+        Seconds to a request's first byte (S3: 0.02-0.05).
+    request_cpu : float
+        Client CPU seconds per request (s3fs over aiobotocore: ~2 ms).
+    bandwidth : float
+        Bytes per second of one reader.
+    concurrency : int
+        Requests in flight at once.
+    max_overread : float
+        Largest ratio of bytes read to the box's bytes a plan may have (>= 1).
+    """
+
+    latency: float = 0.03
+    request_cpu: float = 0.002
+    bandwidth: float = 100e6
+    concurrency: int = 32
+    max_overread: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not self.max_overread >= 1.0:
+            raise ValueError(f"max_overread must be >= 1, got {self.max_overread!r}")
+        if not (self.latency >= 0 and self.request_cpu >= 0 and self.bandwidth > 0
+                and self.concurrency >= 1):
+            raise ValueError(f"read costs must be >= 0 (bandwidth, concurrency > 0): {self}")
+
+    def seconds(self, n_requests: int, nbytes: int) -> float:
+        """Estimated time of ``n_requests`` requests fetching ``nbytes`` in all."""
+        return (n_requests * self.request_cpu
+                + math.ceil(n_requests / self.concurrency) * self.latency
+                + nbytes / self.bandwidth)
+
+
+def _grouped(offset: int, nx: int, box: tuple[int, int, int, int], itemsize: int,
+             per_request: int) -> list[tuple[int, int]]:
+    x0, _, y0, y1 = box
+    return [(offset + (r * nx + x0) * itemsize, min(per_request, y1 - r))
+            for r in range(y0, y1, per_request)]
+
+
+def _request_bytes(requests: list[tuple[int, int]], nx: int, width: int, itemsize: int) -> int:
+    return sum(((n - 1) * nx + width) * itemsize for _, n in requests)
+
+
+def plan_requests(
+    offset: int, nx: int, box: tuple[int, int, int, int], itemsize: int, *,
+    max_gap: int | None = None, costs: ReadCosts | None = None,
 ) -> list[tuple[int, int]]:
-    """``(start byte, n rows)`` requests covering a box; rows merged when the gap allows."""
+    """``(start byte, n rows)`` requests covering a box of a row-major image.
+
+    Consecutive rows fetched in one request bring the bytes between them (the rest of
+    each mosaic row). With ``max_gap``, rows are merged when that gap is at most
+    ``max_gap`` bytes. Otherwise the rows are grouped ``k`` to a request for the ``k``
+    (1, 2, 4, ... or all) whose estimated time under ``costs`` is least among those
+    reading at most ``costs.max_overread`` times the box's bytes; a request holds at
+    most 16 MiB.
+    """
     x0, x1, y0, y1 = box
-    gap = (nx - (x1 - x0)) * itemsize
-    per_request = 1 if gap > max_gap else max(1, _MAX_REQUEST // (nx * itemsize))
-    return [
-        (offset + (r * nx + x0) * itemsize, min(per_request, y1 - r))
-        for r in range(y0, y1, per_request)
-    ]
+    width, nrows = x1 - x0, y1 - y0
+    most = max(1, _MAX_REQUEST // (nx * itemsize))
+    if max_gap is not None:
+        gap = (nx - width) * itemsize
+        return _grouped(offset, nx, box, itemsize, 1 if gap > max_gap else most)
+    costs = costs or ReadCosts()
+    box_bytes = width * nrows * itemsize
+    best: tuple[float, list[tuple[int, int]]] | None = None
+    k = 1
+    while True:
+        requests = _grouped(offset, nx, box, itemsize, min(k, most))
+        nbytes = _request_bytes(requests, nx, width, itemsize)
+        if k == 1 or nbytes <= costs.max_overread * box_bytes:
+            t = costs.seconds(len(requests), nbytes)
+            if best is None or t < best[0]:
+                best = (t, requests)
+        if k >= min(nrows, most):
+            break
+        k = min(2 * k, nrows, most)
+    assert best is not None
+    return best[1]
 
 
 def _assemble(
@@ -156,28 +242,44 @@ def _local_copy(url: str, source: str, storage_options: Mapping[str, Any] | None
         _io.cached_copy(source, storage_options=storage_options, target=url)
 
 
-def _read_box(
-    mosaic: Mosaic,
-    noise: bool,
-    box: tuple[int, int, int, int],
-    storage_options: Mapping[str, Any] | None,
-    max_gap: int | None,
-) -> tuple[np.ndarray, int]:
-    """Physical values of an in-bounds box of the science image or noise map, bytes read."""
+class _BoxRead(NamedTuple):
+    """The requests of one box of the science image or noise map."""
+
+    pix: _Pixels
+    dtype: np.dtype
+    requests: list[tuple[int, int]]
+    starts: list[int]
+    ends: list[int]
+
+
+def _box_read(mosaic: Mosaic, noise: bool, box: tuple[int, int, int, int],
+              storage_options: Mapping[str, Any] | None, max_gap: int | None,
+              costs: ReadCosts | None) -> _BoxRead:
     pix = _pixels(mosaic, noise)
     _local_copy(pix.url, pix.source_url, storage_options)
     dtype = pixel_dtype(pix.bitpix)
     nx, width = mosaic.shape[1], box[1] - box[0]
-    if max_gap is None:
-        max_gap = width * dtype.itemsize // 4
-    requests = _row_requests(pix.data_offset, nx, box, dtype.itemsize, max_gap)
+    requests = plan_requests(pix.data_offset, nx, box, dtype.itemsize, max_gap=max_gap,
+                             costs=costs)
     starts = [start for start, _ in requests]
     ends = [start + ((n - 1) * nx + width) * dtype.itemsize for start, n in requests]
-    fs, path = _io.open_fs(pix.url, storage_options)
-    parts = _io.fetch_ranges(fs, path, pix.url, starts, ends)
-    raw = _assemble(parts, requests, nx, width, dtype)
-    nbytes = sum(len(part) for part in parts)
-    return _to_physical(raw, pix.bscale, pix.bzero, pix.blank), nbytes
+    return _BoxRead(pix, dtype, requests, starts, ends)
+
+
+def _read_boxes(mosaic: Mosaic, box: tuple[int, int, int, int], noise: bool,
+                storage_options: Mapping[str, Any] | None, max_gap: int | None,
+                costs: ReadCosts | None) -> tuple[list[np.ndarray], int, int]:
+    """Physical values of an in-bounds box of the image (and noise map), fetched in one
+    concurrent call; bytes read and requests made."""
+    reads = [_box_read(mosaic, k, box, storage_options, max_gap, costs)
+             for k in ((False, True) if noise else (False,))]
+    parts = _io.fetch_files_ranges([(r.pix.url, r.starts, r.ends) for r in reads],
+                                   storage_options)
+    nx, width = mosaic.shape[1], box[1] - box[0]
+    values = [_to_physical(_assemble(p, r.requests, nx, width, r.dtype), r.pix.bscale,
+                           r.pix.bzero, r.pix.blank) for p, r in zip(parts, reads, strict=True)]
+    nbytes = sum(len(x) for p in parts for x in p)
+    return values, nbytes, sum(len(r.requests) for r in reads)
 
 
 def noise_to_weight(noise: np.ndarray, kind: str) -> np.ndarray:
@@ -236,13 +338,14 @@ def read_region(
     *,
     storage_options: Mapping[str, Any] | None = None,
     max_gap: int | None = None,
+    costs: ReadCosts | None = None,
 ) -> Region:
     """Read a box of a mosaic and its weight, fetching only the box's bytes.
 
-    Each row of the box is one byte range of the FITS data; all ranges are fetched
-    in one concurrent call. Rows are merged into one request when the bytes between
-    them are at most ``max_gap`` (default: a quarter of a box row, so that at most
-    25% more than the box is read; a full-width box is one contiguous read).
+    Each row of the box is one byte range of the FITS data; all ranges of the image
+    and its noise map are fetched in one concurrent call. Rows are merged into one
+    request when that is quicker and reads at most ``costs.max_overread`` times the
+    box (:func:`plan_requests`); a full-width box is one contiguous read.
 
     Parameters
     ----------
@@ -253,7 +356,11 @@ def read_region(
     storage_options : dict, optional
         fsspec options (S3 anonymous unless ``anon`` or credentials are set).
     max_gap : int, optional
-        Largest gap in bytes to read through when merging rows.
+        Largest gap in bytes to read through when merging rows; by default the rows
+        are merged as :func:`plan_requests` decides from ``costs``.
+    costs : ReadCosts, optional
+        What a request and a byte cost (default :class:`ReadCosts`: at most 1.5 times
+        the box's bytes).
 
     Returns
     -------
@@ -267,14 +374,18 @@ def read_region(
     has_noise = mosaic.noise_kind != "none" and mosaic.noise_url is not None
     weight = np.zeros_like(data) if has_noise else None
     box = (max(x0, 0), min(x1, nx), max(y0, 0), min(y1, ny))
-    nbytes = 0
+    nbytes = box_bytes = n_requests = 0
     if box[0] < box[1] and box[2] < box[3]:
         inner = (slice(box[2] - y0, box[3] - y0), slice(box[0] - x0, box[1] - x0))
-        data[inner], nbytes = _read_box(mosaic, False, box, storage_options, max_gap)
+        values, nbytes, n_requests = _read_boxes(mosaic, box, weight is not None,
+                                                 storage_options, max_gap, costs)
+        data[inner] = values[0]
         if weight is not None:
-            noise, n = _read_box(mosaic, True, box, storage_options, max_gap)
-            weight[inner] = noise_to_weight(noise, mosaic.noise_kind)
-            nbytes += n
+            weight[inner] = noise_to_weight(values[1], mosaic.noise_kind)
+        area = (box[1] - box[0]) * (box[3] - box[2])
+        box_bytes = area * pixel_dtype(mosaic.bitpix).itemsize
+        if weight is not None and mosaic.noise_bitpix is not None:
+            box_bytes += area * pixel_dtype(mosaic.noise_bitpix).itemsize
     if weight is not None:
         weight[np.isnan(data)] = 0.0
     log.debug("read %s [%d:%d, %d:%d]: %d bytes", mosaic.url, y0, y1, x0, x1, nbytes)
@@ -285,6 +396,8 @@ def read_region(
         y0=y0,
         wcs=_shifted_wcs(mosaic.wcs, x0, y0, x1 - x0, y1 - y0),
         bytes_read=nbytes,
+        box_bytes=box_bytes,
+        requests=n_requests,
     )
 
 

@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.cells import CellSources, healpix_29
-from dask_phot.config import BandImages, EngineConfig, PriorsConfig, RunConfig, storage_options
+from dask_phot.config import (
+    BandImages,
+    CellsConfig,
+    EngineConfig,
+    PriorsConfig,
+    RunConfig,
+    storage_options,
+)
 from dask_phot.engine import forced_photometry, robust_sigma
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
@@ -43,6 +50,8 @@ class CellReport:
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "fit": 0.0,
                                                                "write": 0.0})
     bytes_read: int = 0
+    box_bytes: int = 0
+    requests: int = 0
 
     def failures(self) -> dict[str, str]:
         """Band -> kind of failure (``"failed"``, ``"read failed"``) of the bands that failed.
@@ -288,16 +297,16 @@ def fit_cell(
 
 
 def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
-               storage: Mapping[str, Any], merge_gap: int, margin_arcsec: float
+               storage: Mapping[str, Any], cells: CellsConfig, margin_arcsec: float
                ) -> list[tuple[np.ndarray, Region | None]]:
     """Read the band's pixel boxes for the cell: one per mosaic its primaries fall in.
 
     Each primary source is measured in the mosaic where it is most central (tiles such
     as GALEX's overlap); the box around a group of primaries extends by the margin and
-    half a PSF stamp. Rows of a box closer than ``merge_gap`` bytes are fetched in one
-    request: one ranged GET costs about as much as transferring tens of kB, so narrow
-    boxes of small mosaics become full-width strips, while boxes of wide mosaics (a
-    10,000-pixel float32 row is 40 kB) are still read row by row.
+    half a PSF stamp. Rows of a box are merged into one request as ``[cells]
+    read_merge_gap`` says (by default when that is quicker, given a request's latency,
+    and reads at most ``read_max_overread`` times the box: narrow boxes of wide
+    mosaics are read row by row, concurrently).
     """
     src = part.sources
     primary = src["_primary"].to_numpy(dtype=bool)
@@ -312,7 +321,8 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
         mosaic = index[int(k)]
         pad = margin_arcsec / mosaic.pixel_scale_arcsec + band.band.psf_size // 2 + 2
         xr, yr = sky_to_box(mosaic, ra[targets], dec[targets], pad)
-        region = (read_region(mosaic, xr, yr, storage_options=storage, max_gap=merge_gap)
+        region = (read_region(mosaic, xr, yr, storage_options=storage,
+                              max_gap=cells.merge_gap(), costs=cells.read_costs())
                   if xr[1] > xr[0] and yr[1] > yr[0] else None)
         groups.append((targets, region))
     return groups
@@ -333,8 +343,11 @@ def process_cell(
     for band in config.bands:
         try:
             regions[band.name] = _read_band(part, indexes[band.name], band, storage,
-                                            config.cells.read_merge_gap, config.margin_arcsec)
-            report.bytes_read += sum(r.bytes_read for _, r in regions[band.name] if r)
+                                            config.cells, config.margin_arcsec)
+            read = [r for _, r in regions[band.name] if r is not None]
+            report.bytes_read += sum(r.bytes_read for r in read)
+            report.box_bytes += sum(r.box_bytes for r in read)
+            report.requests += sum(r.requests for r in read)
         except Exception as exc:  # becomes this band's status and flags
             log.warning("cell %s band %s: read failed: %s", part.cell, band.name, exc)
             read_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"

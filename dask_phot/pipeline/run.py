@@ -39,6 +39,8 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
+    box_bytes: int = 0
+    requests: int = 0
 
     @property
     def source_bands_per_second(self) -> float:
@@ -184,7 +186,8 @@ def _summary(out, parts, todo, reports, config, wall) -> RunSummary:
         failures.update(f"{band}: {kind}" for band, kind in r.failures().items())
     return RunSummary(out, len(todo), len(parts) - len(todo),
                       sum(p.n_primary for p in parts), list(config.band_names), wall,
-                      dict(stages), dict(failures), sum(r.bytes_read for r in reports))
+                      dict(stages), dict(failures), sum(r.bytes_read for r in reports),
+                      sum(r.box_bytes for r in reports), sum(r.requests for r in reports))
 
 
 def read_catalog(path: str | Path) -> pd.DataFrame:

@@ -1,0 +1,267 @@
+"""COSMOS at full size: ~1.2 million priors x 6 bands from S3 on a 2-worker LocalCluster.
+
+Simulates (once, into a cache folder) a square field at COSMOS2015 density in the six
+notebook bands, laid out as the archives serve them: IRAC ch1-4 as one large mosaic
+each, GALEX NUV/FUV as 2x2 overlapping tiles with their own tangent points
+(:func:`dask_phot.testing.survey.write_survey`). The priors and mosaics are served by the
+local S3 server (moto, through s3fs, as a public bucket) with a latency added to every
+request (``--latency-ms``, 30 by default, as on real S3); the server runs in its own
+process so that its CPU does not share the scheduler's interpreter.
+
+Prints, measured in this run, for the whole field and for a central cut (``--cut``,
+225 arcmin² by default, the same mosaics): wall time, source-bands per second, worker
+seconds per stage, peak memory of each worker, bytes read against the bytes of the
+cells' pixel boxes and the number of requests, failures, and the ratio of the time per
+source-band of the two (linearity), then the accuracy against the truth.
+
+Targets (issue 13): full COSMOS (``--area 7200``) in at most 15 minutes on 2 workers,
+at most 3 GiB per worker, nothing failed; time per source-band within 20% between the
+cut and the whole field; bytes read at most 1.5 times the cells' pixel boxes.
+
+Run: ``python benchmarks/bench_cosmos.py [--area 7200] [--cut 225] [--galaxies 0.7]
+[--cache DIR] [--latency-ms 30] [--set cells.read_max_overread=8 ...]``.
+Simulating the full field takes about an hour on one core, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BUCKET = "cosmos"
+
+
+def _serve(conn: Any, latency: float, files: dict[str, str]) -> None:
+    """The S3 server process: upload ``files`` (key -> path), then answer commands."""
+    logging.basicConfig(level=logging.WARNING)
+    from dask_phot.s3server import LocalS3Server
+
+    with LocalS3Server(latency=latency) as s3:
+        s3.create_bucket(BUCKET, public=True)
+        for key, path in files.items():
+            s3.upload(path, BUCKET, key)
+        conn.send(s3.endpoint_url)
+        while True:
+            cmd = conn.recv()
+            if cmd == "reset":
+                s3.reset_counts()
+                conn.send(None)
+            elif cmd == "counts":
+                conn.send((s3.bytes_served(f"/{BUCKET}/"), s3.requests_served(f"/{BUCKET}/"),
+                           resource.getrusage(resource.RUSAGE_SELF).ru_utime))
+            else:
+                conn.send(None)
+                return
+
+
+class S3Process:
+    """The local S3 server in a child process, holding the field's files."""
+
+    def __init__(self, latency: float, files: dict[str, str]) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, latency, files), daemon=True)
+        self.proc.start()
+        self.endpoint_url = self.conn.recv()
+
+    def ask(self, cmd: str) -> Any:
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.ask("stop")
+        self.proc.join(30)
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process, bytes (run on each worker)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _config(cache: Path, manifest: dict, priors_key: str, run_dir: Path, endpoint: str,
+            galaxies: float, overrides: dict[str, Any]) -> Any:
+    import tomli_w
+
+    from dask_phot.config import load_config
+
+    url = f"s3://{BUCKET}"
+    bands = manifest["params"]["bands"]
+    images = manifest["images"]
+    config = {
+        "priors": {"path": f"{url}/{priors_key}",
+                   "shape_columns": {k: k for k in ("r_e", "q", "pa", "n")} if galaxies else {},
+                   "keep_columns": [f"flux_true_{b}" for b in bands]},
+        "bands": {b: {"images": [f"{url}/{n}_sci.fits" for n in images[b]],
+                      "noise": [f"{url}/{n}_wht.fits" for n in images[b]],
+                      "noise_kind": "weight", "sky": "fit"} for b in bands},
+        "output": {"path": str(run_dir / "catalog")},
+    }
+    path = run_dir / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    return load_config(path, overrides={"storage.endpoint_url": endpoint, "storage.anon": True,
+                                        **overrides})
+
+
+def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
+         n_bands: int) -> dict[str, Any]:
+    from distributed import Client, LocalCluster, performance_report
+
+    from dask_phot.pipeline import plan_cells, run_catalog
+
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      memory_limit=args.memory_limit,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        t0 = time.perf_counter()
+        parts, _ = plan_cells(cfg)
+        t_plan = time.perf_counter() - t0
+        s3.ask("reset")
+        _, _, cpu0 = s3.ask("counts")
+        report = (performance_report(filename=f"{args.report}-{label}.html") if args.report
+                  else _null())
+        with report:
+            t0 = time.perf_counter()
+            summary = run_catalog(cfg, client=client)
+            wall = time.perf_counter() - t0
+        peaks = client.run(_peak_rss)
+    served, n_req, cpu1 = s3.ask("counts")
+    n = summary.n_sources
+    st = summary.stage_seconds
+    busy = sum(st.values()) or 1.0
+    out = {"label": label, "priors": n, "cells": len(parts), "wall": wall, "plan": t_plan,
+           "sb_per_s": n * n_bands / wall, "us_per_sb": wall / (n * n_bands) * 1e6,
+           "served": served, "requests": n_req, "box": summary.box_bytes,
+           "read": summary.bytes_read, "peaks": sorted(peaks.values()),
+           "failures": summary.failures, "output": summary.output, "server_cpu": cpu1 - cpu0}
+    print(f"\n== {label}: {n:,} priors in {len(parts)} cells, {n_bands} bands ==")
+    print(f"wall time {wall:.1f} s end to end (plan {t_plan:.1f} s, measured once more "
+          f"before the run); {out['sb_per_s']:,.0f} source-bands/s "
+          f"({out['us_per_sb']:.0f} us per source-band, {args.workers} workers)")
+    print("worker seconds by stage: " + ", ".join(
+        f"{k} {v:.1f} s ({v / busy:.0%})" for k, v in st.items()))
+    print("peak memory per worker: " + ", ".join(f"{p / 2**30:.2f} GiB" for p in out["peaks"])
+          + f" (target <= 3 GiB: {'met' if max(out['peaks']) <= 3 * 2**30 else 'NOT met'})")
+    ratio = served / max(summary.box_bytes, 1)
+    print(f"bytes served by S3: {served / 1e6:,.1f} MB in {n_req:,} requests; cells' pixel "
+          f"boxes {summary.box_bytes / 1e6:,.1f} MB -> {ratio:.2f} x (target <= 1.5: "
+          f"{'met' if ratio <= 1.5 else 'NOT met'}); S3 server CPU {out['server_cpu']:.0f} s")
+    print(f"failures: {summary.failures or 'none'}")
+    return out
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--area", type=float, default=7200.0, help="field area, arcmin2 "
+                    "(7200 = 2 deg2, COSMOS)")
+    ap.add_argument("--cut", type=float, default=225.0, help="area of the central cut also "
+                    "run, arcmin2 (0: none)")
+    ap.add_argument("--galaxies", type=float, default=0.0, help="fraction of Sersic galaxies "
+                    "(0.7: fitted with their shapes)")
+    default_cache = Path(os.environ.get("DASK_PHOT_CACHE", Path.home() / ".cache" / "dask-phot"))
+    ap.add_argument("--cache", type=Path, default=default_cache / "bench-cosmos")
+    ap.add_argument("--latency-ms", type=float, default=30.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory-limit", default="4GiB")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--report", default=None, help="write Dask performance reports "
+                    "<REPORT>-<run>.html")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="configuration override (TOML value), e.g. cells.read_max_overread=8")
+    ap.add_argument("--no-accuracy", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import dask
+    import pandas as pd
+
+    from dask_phot.bands import NOTEBOOK_BANDS
+    from dask_phot.pipeline import read_catalog
+    from dask_phot.testing import accuracy_table
+    from dask_phot.testing.survey import cut_priors, write_survey
+
+    dask.config.set({"logging": {"distributed": "error"}})
+    folder = args.cache / f"cosmos-a{args.area:g}-g{args.galaxies:g}-s{args.seed}"
+    t0 = time.perf_counter()
+    manifest = write_survey(folder, area_arcmin2=args.area, bands=NOTEBOOK_BANDS,
+                            seed=args.seed, galaxies=args.galaxies)
+    print(f"field: {manifest['n_priors']:,} priors over {args.area:g} arcmin2 in "
+          f"{folder} ({'simulated' if time.perf_counter() - t0 > 5 else 'cached'}; "
+          f"simulation took {manifest['seconds']:.0f} s, not counted)")
+    files = {"priors.parquet": str(folder / "priors.parquet")}
+    if args.cut:
+        cut = folder / f"priors_cut{args.cut:g}.parquet"
+        if not cut.is_file():
+            cut_priors(pd.read_parquet(folder / "priors.parquet"), args.cut).to_parquet(cut)
+        files[cut.name] = str(cut)
+    mosaic_bytes = 0
+    for names in manifest["images"].values():
+        for name in names:
+            for kind in ("sci", "wht"):
+                files[f"{name}_{kind}.fits"] = str(folder / f"{name}_{kind}.fits")
+                mosaic_bytes += (folder / f"{name}_{kind}.fits").stat().st_size
+    t0 = time.perf_counter()
+    s3 = S3Process(args.latency_ms / 1000.0, files)
+    print(f"S3: {mosaic_bytes / 1e9:.2f} GB of mosaics and tiles uploaded in "
+          f"{time.perf_counter() - t0:.0f} s (not counted); {args.latency_ms:g} ms per request")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+          "before the runs (timings mean little on a busy machine)")
+    overrides = _parse_set(args.set)
+    n_bands = len(NOTEBOOK_BANDS)
+    results = []
+    try:
+        runs = [("whole field", "priors.parquet")]
+        if args.cut:
+            runs.append((f"{args.cut:g} arcmin2 cut", f"priors_cut{args.cut:g}.parquet"))
+        with tempfile.TemporaryDirectory(prefix="bench-cosmos-") as tmp:
+            for i, (label, key) in enumerate(runs):
+                run_dir = Path(tmp) / f"run{i}"
+                run_dir.mkdir()
+                cfg = _config(folder, manifest, key, run_dir, s3.endpoint_url, args.galaxies,
+                              overrides)
+                results.append(_run(label, cfg, s3, args, n_bands))
+                if i == 0 and not args.no_accuracy:
+                    cat = read_catalog(results[-1]["output"])
+                    print("accuracy: pulls (flux - true) / flux_err by true S/N")
+                    print(accuracy_table(cat, NOTEBOOK_BANDS).to_string(
+                        index=False, float_format="%.3f"))
+                    del cat
+    finally:
+        s3.close()
+    whole = results[0]
+    print(f"\nfull COSMOS target: <= 900 s -> "
+          f"{'met' if whole['wall'] <= 900 else 'NOT met'} for {args.area:g} arcmin2 "
+          f"({whole['wall']:.0f} s; at this rate 7200 arcmin2 would take "
+          f"{whole['wall'] * 7200 / args.area:.0f} s)")
+    if len(results) > 1:
+        ratio = whole["us_per_sb"] / results[1]["us_per_sb"]
+        print(f"linearity: time per source-band, whole / cut = {ratio:.2f} "
+              f"(target within 20%: {'met' if abs(ratio - 1) <= 0.2 else 'NOT met'})")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
