@@ -161,6 +161,7 @@ class CellsConfig:
         "auto", check=number(0, integer=True, auto=True))
     read_max_overread: float = setting(1.5, check=number(1))
     read_latency: float = setting(0.03, check=number(0))
+    read_row_cache: str | int = setting("768MiB", check=memory_size)
 
     def read_costs(self) -> Any:
         """The :class:`~dask_phot.images.ReadCosts` of ``read_max_overread`` and
@@ -168,6 +169,13 @@ class CellsConfig:
         from dask_phot.images import ReadCosts
 
         return ReadCosts(latency=self.read_latency, max_overread=self.read_max_overread)
+
+    def row_cache_bytes(self) -> int:
+        """``read_row_cache`` in bytes."""
+        from dask.utils import parse_bytes
+
+        value = "768MiB" if self.read_row_cache == "auto" else self.read_row_cache
+        return int(value) if isinstance(value, int) else int(parse_bytes(value))
 
     def merge_gap(self) -> int | None:
         """``read_merge_gap`` in bytes, None for ``"auto"``."""

@@ -27,6 +27,7 @@ __all__ = [
     "fetch_files_ranges",
     "fetch_ranges",
     "is_gzip_name",
+    "is_remote",
     "open_fs",
 ]
 
@@ -82,6 +83,11 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 def _full_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """A path returned by ``fs`` as a URL usable with :func:`open_fs`."""
     return path if _is_local(fs) else fs.unstrip_protocol(path)
+
+
+def is_remote(url: str) -> bool:
+    """Whether a URL is read over the network (not a local path or ``file://``)."""
+    return _protocol(url) not in ("file", "local")
 
 
 def is_gzip_name(url: str) -> bool:

@@ -15,6 +15,7 @@ from astropy.wcs import WCS
 from dask_phot.images import _io
 from dask_phot.images._fits import pixel_dtype
 from dask_phot.images.index import Mosaic
+from dask_phot.images.rows import read_rows, row_cache
 
 __all__ = ["ReadCosts", "Region", "noise_to_weight", "plan_requests", "read_region",
            "sky_to_box"]
@@ -268,18 +269,30 @@ def _box_read(mosaic: Mosaic, noise: bool, box: tuple[int, int, int, int],
 
 def _read_boxes(mosaic: Mosaic, box: tuple[int, int, int, int], noise: bool,
                 storage_options: Mapping[str, Any] | None, max_gap: int | None,
-                costs: ReadCosts | None) -> tuple[list[np.ndarray], int, int]:
+                costs: ReadCosts | None, cache_bytes: int
+                ) -> tuple[list[np.ndarray], int, int]:
     """Physical values of an in-bounds box of the image (and noise map), fetched in one
-    concurrent call; bytes read and requests made."""
+    concurrent call (or through the process's row cache); bytes read and requests made."""
     reads = [_box_read(mosaic, k, box, storage_options, max_gap, costs)
              for k in ((False, True) if noise else (False,))]
-    parts = _io.fetch_files_ranges([(r.pix.url, r.starts, r.ends) for r in reads],
-                                   storage_options)
     nx, width = mosaic.shape[1], box[1] - box[0]
-    values = [_to_physical(_assemble(p, r.requests, nx, width, r.dtype), r.pix.bscale,
-                           r.pix.bzero, r.pix.blank) for p, r in zip(parts, reads, strict=True)]
-    nbytes = sum(len(x) for p in parts for x in p)
-    return values, nbytes, sum(len(r.requests) for r in reads)
+    whole = sum((box[3] - box[2]) * nx * r.dtype.itemsize for r in reads)
+    overread = (costs or ReadCosts()).max_overread
+    if (max_gap is None and 0 < 2 * whole <= cache_bytes and width * overread < nx
+            and all(_io.is_remote(r.pix.url) for r in reads)):
+        files = [(r.pix.url, r.pix.data_offset, r.dtype) for r in reads]
+        raws, nbytes, n_requests = read_rows(files, nx, box, row_cache(cache_bytes),
+                                             storage_options)
+    else:
+        parts = _io.fetch_files_ranges([(r.pix.url, r.starts, r.ends) for r in reads],
+                                       storage_options)
+        raws = [_assemble(p, r.requests, nx, width, r.dtype) for p, r in zip(parts, reads,
+                                                                             strict=True)]
+        nbytes = sum(len(x) for p in parts for x in p)
+        n_requests = sum(len(r.requests) for r in reads)
+    values = [_to_physical(raw, r.pix.bscale, r.pix.bzero, r.pix.blank)
+              for raw, r in zip(raws, reads, strict=True)]
+    return values, nbytes, n_requests
 
 
 def noise_to_weight(noise: np.ndarray, kind: str) -> np.ndarray:
@@ -339,6 +352,7 @@ def read_region(
     storage_options: Mapping[str, Any] | None = None,
     max_gap: int | None = None,
     costs: ReadCosts | None = None,
+    row_cache_bytes: int = 0,
 ) -> Region:
     """Read a box of a mosaic and its weight, fetching only the box's bytes.
 
@@ -361,6 +375,11 @@ def read_region(
     costs : ReadCosts, optional
         What a request and a byte cost (default :class:`ReadCosts`: at most 1.5 times
         the box's bytes).
+    row_cache_bytes : int
+        With ``max_gap`` None and a remote mosaic much wider than the box (a strip of
+        the box would read over ``costs.max_overread`` times its bytes), whole rows are
+        fetched and kept in this process's :class:`~dask_phot.images.rows.RowCache` of
+        this many bytes, for the next boxes that need them (0: no cache).
 
     Returns
     -------
@@ -378,7 +397,8 @@ def read_region(
     if box[0] < box[1] and box[2] < box[3]:
         inner = (slice(box[2] - y0, box[3] - y0), slice(box[0] - x0, box[1] - x0))
         values, nbytes, n_requests = _read_boxes(mosaic, box, weight is not None,
-                                                 storage_options, max_gap, costs)
+                                                 storage_options, max_gap, costs,
+                                                 row_cache_bytes)
         data[inner] = values[0]
         if weight is not None:
             weight[inner] = noise_to_weight(values[1], mosaic.noise_kind)

@@ -322,7 +322,8 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
         pad = margin_arcsec / mosaic.pixel_scale_arcsec + band.band.psf_size // 2 + 2
         xr, yr = sky_to_box(mosaic, ra[targets], dec[targets], pad)
         region = (read_region(mosaic, xr, yr, storage_options=storage,
-                              max_gap=cells.merge_gap(), costs=cells.read_costs())
+                              max_gap=cells.merge_gap(), costs=cells.read_costs(),
+                              row_cache_bytes=cells.row_cache_bytes())
                   if xr[1] > xr[0] and yr[1] > yr[0] else None)
         groups.append((targets, region))
     return groups

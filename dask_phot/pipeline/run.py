@@ -145,7 +145,8 @@ def run_catalog(
     chash = config.config_hash()
     parts, indexes = plan_cells(config)
     finished = done_cells(out, chash)
-    todo = [p for p in parts if (p.cell.order, p.cell.pixel) not in finished]
+    todo = sorted((p for p in parts if (p.cell.order, p.cell.pixel) not in finished),
+                  key=_sky_row)
     log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
     calibration = {b.name: b.band.calibration_record() for b in config.bands}
     meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
@@ -170,6 +171,14 @@ def run_catalog(
                      bands=list(config.band_names), config=config.to_dict(), total_rows=total,
                      calibration=calibration)
     return _summary(out, parts, todo, reports, config, time.perf_counter() - t_start)
+
+
+def _sky_row(part: CellSources) -> tuple[float, float]:
+    """Sort key: cells in rows of the sky (HEALPix centres lie on rings of equal Dec), so
+    that the next cell a worker takes reads mostly the mosaic rows its last one read
+    (:mod:`dask_phot.images.rows`)."""
+    ra, dec = part.cell.center()
+    return round(dec, 9), ra
 
 
 def _count_rows(out: str, cells: list[Cell]) -> int:
