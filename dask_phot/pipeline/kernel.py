@@ -89,19 +89,44 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     of the box a source's light reaches: its PSF's wings, or its stamp) of a primary
     source receives light from modelled sources only.
     """
-    from scipy.spatial import cKDTree
-
     weight = (region.weight.copy() if region.weight is not None
               else np.where(np.isfinite(region.data), 1.0 / robust_sigma(region.data) ** 2, 0.0))
-    ny, nx = weight.shape
     if not primary.any() or reach_pix <= 0:
         return np.zeros_like(weight)
-    tree = cKDTree(np.column_stack([x[primary], y[primary]]))
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    dist, _ = tree.query(np.column_stack([xx.ravel(), yy.ravel()]),
-                         distance_upper_bound=reach_pix)
-    weight[~np.isfinite(dist.reshape(ny, nx))] = 0.0
+    weight[~_within_reach(weight.shape, x[primary], y[primary], reach_pix)] = 0.0
     return weight
+
+
+def _within_reach(shape: tuple[int, int], x: np.ndarray, y: np.ndarray,
+                  reach: float) -> np.ndarray:
+    """Pixels closer than ``reach`` to a point ``(x, y)``, exactly.
+
+    The distance transform to the points' nearest pixels is within half a pixel
+    diagonal of the true distance, so only the pixels in that shell around ``reach``
+    are measured (k-d tree) against the points themselves.
+    """
+    from scipy.ndimage import distance_transform_edt
+    from scipy.spatial import cKDTree
+
+    ny, nx = shape
+    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
+    tree = cKDTree(np.column_stack([x, y]))
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    if not inside.all():  # points off the box: measure every pixel
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        dist, _ = tree.query(np.column_stack([xx.ravel(), yy.ravel()]),
+                             distance_upper_bound=reach)
+        return np.isfinite(dist.reshape(ny, nx))
+    free = np.ones(shape, dtype=bool)
+    free[iy, ix] = False
+    approx = distance_transform_edt(free)
+    half = 0.5 * np.sqrt(2.0) + 1e-9
+    keep = approx < reach - half
+    yy, xx = np.nonzero((approx >= reach - half) & (approx <= reach + half))
+    if yy.size:
+        dist, _ = tree.query(np.column_stack([xx, yy]), distance_upper_bound=reach)
+        keep[yy, xx] = np.isfinite(dist)
+    return keep
 
 
 def source_shapes(sources: pd.DataFrame, region: Region, x: np.ndarray, y: np.ndarray,
