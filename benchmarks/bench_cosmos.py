@@ -109,6 +109,38 @@ def _config(cache: Path, manifest: dict, priors_key: str, run_dir: Path, endpoin
                                         **overrides})
 
 
+def _read_only(part: Any, indexes: Any, cfg: Any) -> Any:
+    """One cell's reads without its fits (``--reads-only``)."""
+    from dask_phot.pipeline.kernel import read_cell
+
+    return read_cell(part, indexes, cfg)[2]
+
+
+def _reads(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace) -> None:
+    """Every cell's reads, in the run's order on the run's workers, and what they cost."""
+    from distributed import Client, LocalCluster, as_completed
+
+    from dask_phot.pipeline import plan_cells
+    from dask_phot.pipeline.run import run_order
+
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      memory_limit=args.memory_limit,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        parts, indexes = plan_cells(cfg)
+        s3.ask("reset")
+        t0 = time.perf_counter()
+        idx = client.scatter(dict(indexes), broadcast=True)
+        futures = [client.submit(_read_only, p, idx, cfg, pure=False) for p in run_order(parts)]
+        reports = [f.result() for f in as_completed(futures)]
+        wall = time.perf_counter() - t0
+    served, n_req, _ = s3.ask("counts")
+    box = sum(r.box_bytes for r in reports)
+    print(f"\n== {label}, reads only: {len(parts)} cells ==\nwall {wall:.1f} s; worker read "
+          f"seconds {sum(r.seconds['read'] for r in reports):.1f}; bytes served "
+          f"{served / 1e6:,.1f} MB in {n_req:,} requests; cells' pixel boxes {box / 1e6:,.1f} MB "
+          f"-> {served / max(box, 1):.2f} x")
+
+
 def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
          n_bands: int) -> dict[str, Any]:
     from distributed import Client, LocalCluster, performance_report
@@ -192,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="configuration override (TOML value), e.g. cells.read_max_overread=8")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--reads-only", action="store_true", help="only read every cell's pixel "
+                    "boxes (no fits): the read plan's bytes, requests and time")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -242,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_dir.mkdir()
                 cfg = _config(folder, manifest, key, run_dir, s3.endpoint_url, args.galaxies,
                               overrides)
+                if args.reads_only:
+                    _reads(label, cfg, s3, args)
+                    continue
                 results.append(_run(label, cfg, s3, args, n_bands))
                 if i == 0 and not args.no_accuracy:
                     cat = read_catalog(results[-1]["output"])
@@ -251,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
                     del cat
     finally:
         s3.close()
+    if not results:
+        return
     whole = results[0]
     print(f"\nfull COSMOS target: <= 900 s -> "
           f"{'met' if whole['wall'] <= 900 else 'NOT met'} for {args.area:g} arcmin2 "

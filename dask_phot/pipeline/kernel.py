@@ -33,7 +33,7 @@ from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 
-__all__ = ["CellReport", "fit_band", "fit_cell", "process_cell", "source_shapes"]
+__all__ = ["CellReport", "fit_band", "fit_cell", "process_cell", "read_cell", "source_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
     """Read the band's pixel boxes for the cell: one per mosaic its primaries fall in.
 
     Each primary source is measured in the mosaic where it is most central (tiles such
-    as GALEX's overlap); the box around a group of primaries extends by the margin and
+    as GALEX's overlap); the box around a group of primaries extends by the band's margin and
     half a PSF stamp. Rows of a box are merged into one request as ``[cells]
     read_merge_gap`` says (by default when that is quicker, given a request's latency,
     and reads at most ``read_max_overread`` times the box: narrow boxes of wide
@@ -354,22 +354,28 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
     return groups
 
 
-def process_cell(
+def read_cell(
     part: CellSources, indexes: Mapping[str, Sequence[Mosaic]], config: RunConfig
-) -> tuple[pd.DataFrame, CellReport]:
-    """Read each band's pixel boxes for one cell and fit them (I/O around :func:`fit_cell`).
+) -> tuple[dict[str, list[tuple[np.ndarray, Region | None]]], dict[str, str], CellReport]:
+    """Read each band's pixel boxes for one cell (the I/O of :func:`process_cell`).
 
-    This is also the single-cell debug path: it runs in-process.
+    Returns
+    -------
+    regions, read_status, report
+        ``regions[band]`` as :func:`fit_cell` takes them; the bands whose read failed
+        with the reason; the report with the bytes read, the boxes' bytes, the
+        requests and the read time.
     """
     report = CellReport(part.cell.order, part.cell.pixel, part.n_primary, len(part.sources))
     storage = storage_options(config)
+    margins = config.band_margins()
     regions: dict[str, list[tuple[np.ndarray, Region | None]]] = {}
     read_status: dict[str, str] = {}
     t0 = time.perf_counter()
     for band in config.bands:
-        try:
+        try:  # each band's box: its own margin (the sources it models), not the cells' largest
             regions[band.name] = _read_band(part, indexes[band.name], band, storage,
-                                            config.cells, config.margin_arcsec)
+                                            config.cells, margins[band.name])
             read = [r for _, r in regions[band.name] if r is not None]
             report.bytes_read += sum(r.bytes_read for r in read)
             report.box_bytes += sum(r.box_bytes for r in read)
@@ -378,6 +384,17 @@ def process_cell(
             log.warning("cell %s band %s: read failed: %s", part.cell, band.name, exc)
             read_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"
     report.seconds["read"] = time.perf_counter() - t0
+    return regions, read_status, report
+
+
+def process_cell(
+    part: CellSources, indexes: Mapping[str, Sequence[Mosaic]], config: RunConfig
+) -> tuple[pd.DataFrame, CellReport]:
+    """Read each band's pixel boxes for one cell and fit them (I/O around :func:`fit_cell`).
+
+    This is also the single-cell debug path: it runs in-process.
+    """
+    regions, read_status, report = read_cell(part, indexes, config)
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.output_columns,

@@ -21,7 +21,8 @@ from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, 
 from dask_phot.priors import read_priors
 from dask_phot.schema import cell_meta, column_units
 
-__all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell"]
+__all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell",
+           "run_order"]
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,7 @@ def run_catalog(
     chash = config.config_hash()
     parts, indexes = plan_cells(config)
     finished = done_cells(out, chash)
-    todo = sorted((p for p in parts if (p.cell.order, p.cell.pixel) not in finished),
-                  key=_sky_row)
+    todo = run_order([p for p in parts if (p.cell.order, p.cell.pixel) not in finished])
     log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
     calibration = {b.name: b.band.calibration_record() for b in config.bands}
     meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
@@ -173,12 +173,15 @@ def run_catalog(
     return _summary(out, parts, todo, reports, config, time.perf_counter() - t_start)
 
 
-def _sky_row(part: CellSources) -> tuple[float, float]:
-    """Sort key: cells in rows of the sky (HEALPix centres lie on rings of equal Dec), so
-    that the next cell a worker takes reads mostly the mosaic rows its last one read
-    (:mod:`dask_phot.images.rows`)."""
-    ra, dec = part.cell.center()
-    return round(dec, 9), ra
+def run_order(parts: Sequence[CellSources]) -> list[CellSources]:
+    """The cells in the order a run submits them: in rows of the sky (HEALPix centres lie
+    on rings of equal Dec), so that the next cell a worker takes reads mostly the mosaic
+    rows its last one read (:mod:`dask_phot.images.rows`)."""
+    def key(part: CellSources) -> tuple[float, float]:
+        ra, dec = part.cell.center()
+        return round(dec, 9), ra
+
+    return sorted(parts, key=key)
 
 
 def _count_rows(out: str, cells: list[Cell]) -> int:
