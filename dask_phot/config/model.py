@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -176,7 +177,8 @@ class StorageConfig:
 class RunConfig:
     """A complete, validated run configuration (see :func:`dask_phot.config.load_config`).
 
-    ``source`` (the file, or ``"<dict>"``) is informative and not compared.
+    ``source`` (the file, or ``"<dict>"``) and ``base`` (the file's folder; ``""``
+    for a dict) are informative and not compared.
     """
 
     priors: PriorsConfig
@@ -187,6 +189,7 @@ class RunConfig:
     cluster: ClusterConfig
     storage: dict[str, Any] = field(default_factory=dict)
     source: str = field(default="<dict>", compare=False)
+    base: str = field(default="", compare=False)
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -224,22 +227,61 @@ class RunConfig:
                     for f in fields(obj)}
 
         out = {f.name: plain(getattr(self, f.name)) for f in fields(self)
-               if f.name not in ("bands", "source")}
+               if f.name not in ("bands", "source", "base")}
         out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
                                  "noise_kind": b.noise_kind, "sky": b.sky,
                                  **b.band.as_config()} for b in self.bands}
         return {f.name: out[f.name] for f in fields(self) if f.name in out}
 
-    def config_hash(self) -> str:
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without credentials: what outputs and logs may record.
+
+        ``[storage]`` loses its keys, secrets, tokens, profiles and passwords
+        (:func:`dask_phot.storage.redact`).
+        """
+        from dask_phot.storage import redact
+
+        out = self.to_dict()
+        out["storage"] = redact(out["storage"])
+        return out
+
+    def config_hash(self, *, relative_to: str | None = None) -> str:
         """SHA-256 (hex) of the sections that change results (:attr:`SCIENCE_SECTIONS`).
 
         Output, cluster and storage settings do not change it, so a run can
         resume with another cluster or output location.
+
+        Parameters
+        ----------
+        relative_to : str, optional
+            Hash local paths relative to this folder (the configuration file's,
+            :attr:`base`), so that a project folder moved elsewhere keeps its hash.
         """
         d = self.to_dict()
         science = {k: d[k] for k in self.SCIENCE_SECTIONS}
+        if relative_to:
+            science = _relative_paths(science, relative_to)
         blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _relative_paths(science: dict[str, Any], base: str) -> dict[str, Any]:
+    """The science sections with local paths (priors, images, noise, PSF files) relative
+    to ``base``; URLs and packaged PSF names unchanged."""
+    def rel(value: Any) -> Any:
+        if isinstance(value, list):
+            return [rel(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            return os.path.relpath(value, base)
+        return value
+
+    out = copy.deepcopy(science)
+    out["priors"]["path"] = rel(out["priors"]["path"])
+    for band in out["bands"].values():
+        for key in ("images", "noise", "psf_file"):
+            if key in band:
+                band[key] = rel(band[key])
+    return out
 
 
 def storage_options(cfg: RunConfig | Mapping[str, Any] | Any) -> dict[str, Any]:
