@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -245,43 +244,16 @@ class RunConfig:
         out["storage"] = redact(out["storage"])
         return out
 
-    def config_hash(self, *, relative_to: str | None = None) -> str:
+    def config_hash(self) -> str:
         """SHA-256 (hex) of the sections that change results (:attr:`SCIENCE_SECTIONS`).
 
         Output, cluster and storage settings do not change it, so a run can
         resume with another cluster or output location.
-
-        Parameters
-        ----------
-        relative_to : str, optional
-            Hash local paths relative to this folder (the configuration file's,
-            :attr:`base`), so that a project folder moved elsewhere keeps its hash.
         """
         d = self.to_dict()
         science = {k: d[k] for k in self.SCIENCE_SECTIONS}
-        if relative_to:
-            science = _relative_paths(science, relative_to)
         blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _relative_paths(science: dict[str, Any], base: str) -> dict[str, Any]:
-    """The science sections with local paths (priors, images, noise, PSF files) relative
-    to ``base``; URLs and packaged PSF names unchanged."""
-    def rel(value: Any) -> Any:
-        if isinstance(value, list):
-            return [rel(v) for v in value]
-        if isinstance(value, str) and os.path.isabs(value):
-            return os.path.relpath(value, base)
-        return value
-
-    out = copy.deepcopy(science)
-    out["priors"]["path"] = rel(out["priors"]["path"])
-    for band in out["bands"].values():
-        for key in ("images", "noise", "psf_file"):
-            if key in band:
-                band[key] = rel(band[key])
-    return out
 
 
 def storage_options(cfg: RunConfig | Mapping[str, Any] | Any) -> dict[str, Any]:

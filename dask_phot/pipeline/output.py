@@ -143,10 +143,15 @@ class CatalogStore:
         return "://" not in self.url
 
     def upath(self) -> Any:
-        """The catalog as a ``UPath`` with its storage options (for hats and lsdb)."""
+        """The catalog as a ``UPath`` with its storage options (for hats and lsdb).
+
+        Object stores get a 8 MiB block size (hats' default, 32 kiB, suits reads, but
+        s3fs writes parts of at least 5 MiB): a metadata file is then one PUT.
+        """
         from hats.io.file_io import get_upath
 
-        return get_upath(self.url, **self.storage_options)
+        extra = {} if self.local else {"default_block_size": 8 * 2**20}
+        return get_upath(self.url, **{**extra, **self.storage_options})
 
     def cell_paths(self, cell: Cell) -> tuple[str, str]:
         """Parquet file and report of a cell, in :attr:`fs` (the one place that builds them)."""
@@ -190,14 +195,19 @@ class CatalogStore:
                 self.fs.rm(present)
 
     # ------------------------------------------------------------------ reading
-    def _glob(self, pattern: str) -> list[str]:
+    def _find(self, folder: str, pattern: re.Pattern[str]) -> list[str]:
+        """Files under ``folder`` whose path matches ``pattern`` (one listing on S3)."""
         fs = self.fs
-        fs.invalidate_cache(self.root)
-        return sorted(fs.glob(f"{self.root}/{pattern}"))
+        fs.invalidate_cache()  # another process (a worker, an earlier run) wrote them
+        try:
+            found = fs.find(f"{self.root}/{folder}")
+        except FileNotFoundError:
+            return []
+        return sorted(p for p in found if pattern.search(p))
 
     def reports(self) -> dict[tuple[int, int], dict[str, Any]]:
         """Every cell report in the folder, by ``(order, pixel)``; unreadable ones skipped."""
-        paths = self._glob("cells/Norder=*/Npix=*.json")
+        paths = self._find("cells", _REPORT_RE)
         if not paths:
             return {}
         blobs = self.fs.cat(paths, on_error="return")
@@ -214,7 +224,7 @@ class CatalogStore:
 
     def written_cells(self) -> set[tuple[int, int]]:
         """Cells whose Parquet file exists."""
-        found = (_PARQUET_RE.search(p) for p in self._glob("dataset/Norder=*/Dir=*/Npix=*"))
+        found = (_PARQUET_RE.search(p) for p in self._find("dataset", _PARQUET_RE))
         return {(int(m[1]), int(m[2])) for m in found if m}
 
     def record(self) -> dict[str, Any] | None:

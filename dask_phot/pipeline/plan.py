@@ -33,6 +33,7 @@ from dask_phot.pipeline.output import CatalogStore
 from dask_phot.pipeline.resume import (
     CellInputs,
     cell_inputs,
+    config_digest,
     mosaic_identities,
     owners,
     why_rerun,
@@ -210,7 +211,7 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
              for p in parts}
     coverage, warnings = _coverage(config, parts, owner)
     identities = mosaic_identities(indexes, config)
-    digest = config.config_hash(relative_to=config.base or None)
+    digest = config_digest(config)
     inputs = {key: cell_inputs(p, digest, owner[key], identities)
               for p in parts for key in [(p.cell.order, p.cell.pixel)]}
     store = CatalogStore.open(out, storage)

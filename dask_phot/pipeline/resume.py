@@ -1,8 +1,8 @@
 """What a cell is computed from, and whether an earlier run's cell can be kept.
 
-A cell's *inputs* are the configuration (its science sections, local paths taken
-relative to the configuration file's folder, so a project folder moved or copied
-elsewhere keeps them), the cell's priors rows (primary and margin: ids,
+A cell's *inputs* are the configuration (:func:`config_digest`: its science
+sections, local paths taken relative to the configuration file's folder, so a
+project folder moved or copied elsewhere keeps them), the cell's priors rows (primary and margin: ids,
 positions, carried columns) and, per band, the identity of each mosaic the cell
 reads (path, size and ETag or modification time, noise maps too: see
 :func:`dask_phot.storage.file_identity`). A cell report records them; the next run
@@ -39,7 +39,8 @@ from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, assign_mosaics
 from dask_phot.storage import file_identity
 
-__all__ = ["CellInputs", "cell_inputs", "mosaic_identities", "owners", "why_rerun"]
+__all__ = ["CellInputs", "cell_inputs", "config_digest", "mosaic_identities", "owners",
+           "why_rerun"]
 
 #: Reason of a cell computed for the first time.
 NEW = "new"
@@ -65,6 +66,25 @@ class CellInputs:
     def as_dict(self) -> dict[str, Any]:
         """The record written in the cell report."""
         return asdict(self)
+
+
+def config_digest(config: RunConfig) -> str:
+    """Digest of the configuration's science sections (:attr:`RunConfig.SCIENCE_SECTIONS`).
+
+    Local paths (images, noise maps, PSF files) are taken relative to the
+    configuration file's folder (:attr:`RunConfig.base`); the priors' path is left
+    out, since each cell's priors rows are part of its inputs.
+    """
+    d = config.to_dict()
+    science = {k: d[k] for k in config.SCIENCE_SECTIONS}
+    science["priors"] = {k: v for k, v in science["priors"].items() if k != "path"}
+    for band in science["bands"].values():
+        for key in ("images", "noise", "psf_file"):
+            if key in band:
+                value = band[key]
+                band[key] = ([_where(v, config.base) for v in value] if isinstance(value, list)
+                             else _where(value, config.base))
+    return _digest(science)
 
 
 def priors_digest(sources: pd.DataFrame) -> str:

@@ -30,6 +30,7 @@ from dask_phot.images import Mosaic
 from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import CatalogStore, arrow_table
 from dask_phot.pipeline.plan import RunPlan, plan_cells, prepare_run
+from dask_phot.pipeline.resume import why_rerun
 from dask_phot.schema import cell_meta, column_info, column_units
 
 __all__ = ["RunInterrupted", "RunSummary", "photometry_frame", "read_catalog", "run_catalog",
@@ -213,10 +214,16 @@ def run_catalog(
     try:
         _run_cells(plan, client, on_cell)
     except KeyboardInterrupt:
-        kept = len(plan.parts) - len(todo) + len(reports)
-        raise RunInterrupted(kept, len(plan.parts), store.url) from None
+        raise RunInterrupted(_kept(plan), len(plan.parts), store.url) from None
     store.finish([p.cell for p in plan.parts], name=config.output.catalog_name, record=record)
     return _summary(plan, reports, time.perf_counter() - t_start)
+
+
+def _kept(plan: RunPlan) -> int:
+    """Cells of the plan the output holds, done from the plan's inputs (what a resume keeps)."""
+    reports = plan.store.reports()
+    return sum(why_rerun(reports.get(key), inputs) is None
+               for key, inputs in plan.inputs.items())
 
 
 def _summary(plan: RunPlan, reports: list[CellReport], wall: float) -> RunSummary:
@@ -258,7 +265,7 @@ def read_catalog(path: str | Path, *, storage_options: Mapping[str, Any] | None 
     cells = sorted(store.written_cells())
     files = [store.cell_paths(Cell(*c))[0] for c in cells]
     if files:
-        df = pq.ParquetDataset(files, filesystem=store.fs).read().to_pandas()
+        df = pq.ParquetDataset(files, filesystem=store.fs, partitioning=None).read().to_pandas()
     else:
         df = pd.DataFrame(columns=["source_id"])
     out = df.sort_values("source_id").reset_index(drop=True)
