@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dask_phot.cells import Cell
-from dask_phot.storage import open_fs, resolve_options
+from dask_phot.storage import StorageError, open_fs, resolve_options
 
 __all__ = ["RECORD_NAME", "CatalogStore", "IncompleteCatalogError", "arrow_table"]
 
@@ -162,6 +162,24 @@ class CatalogStore:
         return parquet, f"{self.root}/cells/Norder={cell.order}/Npix={cell.pixel}.json"
 
     # ------------------------------------------------------------------ writing
+    def check_writable(self) -> None:
+        """Write and delete a small probe object, so that a read-only location fails at once.
+
+        Raises
+        ------
+        StorageError
+            One line naming the location and what to change.
+        """
+        probe = f"{self.root}/.dask-phot-probe-{uuid.uuid4().hex[:12]}"
+        try:
+            self.put(probe, b"")
+            self.fs.rm(probe)
+        except OSError as exc:
+            hint = "" if self.local else ("; for a private bucket set [storage] anon = false "
+                                          "and give credentials")
+            raise StorageError(f"{self.url}: cannot write the catalog here ({type(exc).__name__}"
+                               f": {exc}){hint}") from None
+
     def put(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (rename locally; one PUT on object stores)."""
         if self.local:

@@ -186,7 +186,8 @@ def _coverage(config: RunConfig, parts: list[CellSources],
 
 def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = None,
                 overwrite: bool = False) -> RunPlan:
-    """Check every input and plan the run (nothing is computed or written).
+    """Check every input and plan the run (nothing is computed; the output location is
+    only probed for write access).
 
     Parameters
     ----------
@@ -215,6 +216,7 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
     inputs = {key: cell_inputs(p, digest, owner[key], identities)
               for p in parts for key in [(p.cell.order, p.cell.pixel)]}
     store = CatalogStore.open(out, storage)
+    store.check_writable()
     reports, written = store.reports(), store.written_cells()
     stale = (set(reports) | written) - set(inputs)
     if stale and not overwrite:

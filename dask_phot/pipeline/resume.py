@@ -2,9 +2,9 @@
 
 A cell's *inputs* are the configuration (:func:`config_digest`: its science
 sections, local paths taken relative to the configuration file's folder, so a
-project folder moved or copied elsewhere keeps them), the cell's priors rows (primary and margin: ids,
-positions, carried columns) and, per band, the identity of each mosaic the cell
-reads (path, size and ETag or modification time, noise maps too: see
+project folder moved or copied elsewhere keeps them), the cell's priors rows
+(primary and margin: ids, positions, carried columns) and, per band, the identity
+of each mosaic the cell reads (path, size and ETag or modification time, noise maps too: see
 :func:`dask_phot.storage.file_identity`). A cell report records them; the next run
 keeps a cell only when its report says it succeeded and every input is the same,
 and otherwise says why it runs again (:func:`why_rerun`).

@@ -32,6 +32,7 @@ from dask_phot.pipeline.output import CatalogStore, arrow_table
 from dask_phot.pipeline.plan import RunPlan, plan_cells, prepare_run
 from dask_phot.pipeline.resume import why_rerun
 from dask_phot.schema import cell_meta, column_info, column_units
+from dask_phot.storage import StorageError
 
 __all__ = ["RunInterrupted", "RunSummary", "photometry_frame", "read_catalog", "run_catalog",
            "run_one_cell"]
@@ -126,7 +127,11 @@ def run_one_cell(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
     table, report = process_cell(part, indexes, config)
     t0 = time.perf_counter()
     arrow = arrow_table(table, column_info(list(config.band_names)), _schema_metadata(config))
-    store.write_cell(part.cell, arrow, dataclasses.asdict(report) | {"inputs": dict(inputs)})
+    try:
+        store.write_cell(part.cell, arrow, dataclasses.asdict(report) | {"inputs": dict(inputs)})
+    except OSError as exc:  # after the storage layer's retries
+        raise StorageError(f"{store.url}: cannot write cell {part.cell.order}/"
+                           f"{part.cell.pixel} ({type(exc).__name__}: {exc})") from exc
     report.seconds["write"] = time.perf_counter() - t0
     return report
 
@@ -191,6 +196,8 @@ def run_catalog(
         Unusable inputs (before anything is computed).
     RunInterrupted
         Ctrl-C: the cells written so far are kept.
+    StorageError
+        The output cannot be written (after the storage layer's retries).
     """
     t_start = time.perf_counter()
     plan = plan or prepare_run(config, output=output, overwrite=overwrite)
@@ -215,7 +222,12 @@ def run_catalog(
         _run_cells(plan, client, on_cell)
     except KeyboardInterrupt:
         raise RunInterrupted(_kept(plan), len(plan.parts), store.url) from None
-    store.finish([p.cell for p in plan.parts], name=config.output.catalog_name, record=record)
+    try:
+        store.finish([p.cell for p in plan.parts], name=config.output.catalog_name,
+                     record=record)
+    except OSError as exc:
+        raise StorageError(f"{store.url}: cannot write the catalog's metadata "
+                           f"({type(exc).__name__}: {exc}); run again to finish it") from exc
     return _summary(plan, reports, time.perf_counter() - t_start)
 
 
