@@ -28,8 +28,7 @@ import pytest
 
 from dask_phot.config import load_config
 from dask_phot.pipeline import CatalogStore, IncompleteCatalogError, read_catalog, run_catalog
-from dask_phot.testing import simulate_to_dir
-from dask_phot.testing.faults import FaultyProxy
+from dask_phot.testing import FaultyProxy, simulate_to_dir
 
 ROOT = Path(__file__).parents[1]
 IN, OUT = "s3cat-in", "s3cat-out"
@@ -78,11 +77,20 @@ def _lsdb(url: str, s3_server) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(field, s3_server) -> pd.DataFrame:
-    """An uninterrupted in-process run to S3, read back with lsdb."""
+def uninterrupted(field, s3_server) -> tuple[pd.DataFrame, int, int]:
+    """An uninterrupted in-process run to S3 read back with lsdb, its mosaic bytes read and
+    the bytes S3 served for the mosaics."""
+    s3_server.reset_counts()
     summary = run_catalog(_config(field, f"s3://{OUT}/reference", s3_server.endpoint_url))
+    served = s3_server.bytes_served(f"/{IN}/")
     assert not summary.failures and summary.n_cells >= 8
-    return _lsdb(f"s3://{OUT}/reference", s3_server)
+    return _lsdb(f"s3://{OUT}/reference", s3_server), summary.bytes_read, served
+
+
+@pytest.fixture(scope="module")
+def reference(uninterrupted) -> pd.DataFrame:
+    """The uninterrupted run's catalog, read back from S3 with lsdb."""
+    return uninterrupted[0]
 
 
 def _keys(s3_server, prefix: str) -> list[str]:
@@ -164,25 +172,23 @@ def test_the_whole_run_killed_and_resumed_gives_the_same_catalog(field, s3_serve
 
 
 @pytest.mark.slow
-def test_faults_between_run_and_s3_lose_nothing(field, s3_server, reference):
-    s3_server.reset_counts()
-    direct = run_catalog(_config(field, f"s3://{OUT}/direct", s3_server.endpoint_url))
-    served_direct = s3_server.bytes_served(f"/{IN}/")
+def test_faults_between_run_and_s3_lose_nothing(field, s3_server, uninterrupted):
+    reference, bytes_read, served_direct = uninterrupted
     with FaultyProxy(s3_server.endpoint_url, rate=0.0) as clean:
         s3_server.reset_counts()
         through = run_catalog(_config(field, f"s3://{OUT}/clean", clean.endpoint_url))
         served = s3_server.bytes_served(f"/{IN}/")
-    # with no fault, the proxy and the retry settings change no byte read
-    assert through.bytes_read == direct.bytes_read and served == served_direct
+    # with no fault, going through the proxy changes no byte read
+    assert through.bytes_read == bytes_read and served == served_direct
     assert clean.fault_count == 0
     s3_server.reset_counts()
-    with FaultyProxy(s3_server.endpoint_url, rate=FAULT_RATE, stall_seconds=4.0,
+    with FaultyProxy(s3_server.endpoint_url, rate=FAULT_RATE, stall_seconds=3.0,
                      seed=16) as proxy:
         faulty = run_catalog(_config(field, f"s3://{OUT}/faulty", proxy.endpoint_url,
                                      config_kwargs={"read_timeout": 2.0}))
     print(f"fault injection: {proxy.fault_count} faults in {proxy.requests} requests "
           f"({dict(proxy.faults)}); mosaic bytes served {served_direct} without faults, "
           f"{s3_server.bytes_served(f'/{IN}/')} with the retries")
-    assert not faulty.failures and faulty.n_cells == direct.n_cells
+    assert not faulty.failures and faulty.n_cells == through.n_cells
     assert set(proxy.faults) == {"drop", "503", "slow", "cut"} and proxy.fault_count >= 10
     pd.testing.assert_frame_equal(_lsdb(f"s3://{OUT}/faulty", s3_server), reference)

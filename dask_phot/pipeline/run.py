@@ -201,16 +201,9 @@ def run_catalog(
     """
     t_start = time.perf_counter()
     plan = plan or prepare_run(config, output=output, overwrite=overwrite)
-    store, todo = plan.store, plan.todo
+    todo = plan.todo
     log.info("%d cells to do, %d already finished", len(todo), len(plan.parts) - len(todo))
-    if plan.stale:
-        log.warning("removing %d cell(s) of another catalog from %s", len(plan.stale),
-                    store.url)
-        store.remove_cells(plan.stale)
-    record = {"n_cells": len(plan.parts), "bands": list(config.band_names),
-              "units": column_units(list(config.band_names)), "config": config.public_dict()}
-    if todo or plan.stale or (store.record() or {}).get("status") != "finished":
-        store.begin(record)
+    record = _start(plan)
     reports: list[CellReport] = []
 
     def on_cell(report: CellReport) -> None:
@@ -221,14 +214,28 @@ def run_catalog(
     try:
         _run_cells(plan, client, on_cell)
     except KeyboardInterrupt:
-        raise RunInterrupted(_kept(plan), len(plan.parts), store.url) from None
+        raise RunInterrupted(_kept(plan), len(plan.parts), plan.store.url) from None
     try:
-        store.finish([p.cell for p in plan.parts], name=config.output.catalog_name,
-                     record=record)
+        plan.store.finish([p.cell for p in plan.parts], name=config.output.catalog_name,
+                          record=record)
     except OSError as exc:
-        raise StorageError(f"{store.url}: cannot write the catalog's metadata "
+        raise StorageError(f"{plan.store.url}: cannot write the catalog's metadata "
                            f"({type(exc).__name__}: {exc}); run again to finish it") from exc
     return _summary(plan, reports, time.perf_counter() - t_start)
+
+
+def _start(plan: RunPlan) -> dict[str, Any]:
+    """Mark the catalog "running" (when anything changes), then remove stale cells."""
+    store, bands = plan.store, list(plan.config.band_names)
+    record = {"n_cells": len(plan.parts), "bands": bands, "units": column_units(bands),
+              "config": plan.config.public_dict()}
+    if plan.reasons or plan.stale or (store.record() or {}).get("status") != "finished":
+        store.begin(record)
+    if plan.stale:
+        log.warning("removing %d cell(s) of another catalog from %s", len(plan.stale),
+                    store.url)
+        store.remove_cells(plan.stale)
+    return record
 
 
 def _kept(plan: RunPlan) -> int:
