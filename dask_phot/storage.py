@@ -33,6 +33,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import importlib
 import re
 import socket
 import urllib.parse
@@ -46,6 +47,7 @@ __all__ = [
     "file_identity",
     "is_credential",
     "is_remote",
+    "network_errors",
     "open_fs",
     "protocol",
     "redact",
@@ -77,6 +79,18 @@ class StorageError(OSError):
     """
 
     __module__ = "dask_phot.storage"
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the S3 and HTTP client stack that are not :class:`OSError` (botocore's
+    and aiohttp's, when installed): what a failing network raises after the retries."""
+    errors: list[type[BaseException]] = []
+    for module, name in (("botocore.exceptions", "BotoCoreError"), ("aiohttp", "ClientError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue
+    return tuple(errors)
 
 
 def protocol(url: str) -> str:

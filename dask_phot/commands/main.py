@@ -66,6 +66,8 @@ def _configure_logging(verbose: int) -> None:
                                  "tornado": "error"}})
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(quiet_libs.upper())
+    if verbose < 2:  # a closing LocalCluster kills its workers, saying so: not news
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     # storage clients log request headers (signed with the credentials) at DEBUG
     for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp"):
         logging.getLogger(name).setLevel(logging.WARNING)

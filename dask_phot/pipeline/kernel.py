@@ -33,6 +33,7 @@ from dask_phot.images import (
     sky_to_box,
 )
 from dask_phot.schema import Flag, band_table, cell_table
+from dask_phot.storage import network_errors
 
 __all__ = ["CellReport", "data_errors", "error_record", "fit_band", "fit_cell", "process_cell"]
 
@@ -74,13 +75,7 @@ def data_errors() -> tuple[type[BaseException], ...]:
     network errors after the storage layer's retries; botocore's and aiohttp's own
     errors) and singular fits (:class:`numpy.linalg.LinAlgError`).
     """
-    errors: list[type[BaseException]] = [OSError, np.linalg.LinAlgError]
-    for module, name in (("botocore.exceptions", "BotoCoreError"), ("aiohttp", "ClientError")):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except ImportError:
-            continue
-    return tuple(errors)
+    return (OSError, np.linalg.LinAlgError, *network_errors())
 
 
 def error_record(exc: BaseException, stage: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from dask_phot.pipeline.resume import (
     why_rerun,
 )
 from dask_phot.priors import read_priors
-from dask_phot.storage import check_endpoint
+from dask_phot.storage import StorageError, check_endpoint, network_errors
 
 __all__ = ["PIXEL_SCALE_TOLERANCE", "InputError", "RunPlan", "plan_cells", "prepare_run"]
 
@@ -112,6 +112,8 @@ def _read_priors(config: RunConfig, storage: Mapping) -> pd.DataFrame:
     except (ValueError, OSError) as exc:
         text = str(exc)
         raise InputError(text if path in text else f"{path}: {text}") from None
+    except network_errors() as exc:
+        raise _unreachable(path, exc) from None
     if priors.empty:
         raise InputError(f"{path}: the priors catalog has no rows: nothing to measure")
     return priors
@@ -128,7 +130,14 @@ def _index_bands(config: RunConfig, storage: Mapping) -> dict[str, list[Mosaic]]
             raise InputError(f"{exc} ([bands.{b.name}] images/noise)") from None
         except (ValueError, OSError) as exc:
             raise InputError(f"{exc} ([bands.{b.name}])") from None
+        except network_errors() as exc:
+            raise _unreachable(f"[bands.{b.name}] images", exc) from None
     return indexes
+
+
+def _unreachable(what: str, exc: BaseException) -> StorageError:
+    return StorageError(f"{what}: the storage cannot be reached ({type(exc).__name__}: "
+                        f"{exc}); check storage.endpoint_url, the network and the credentials")
 
 
 def _check_bands(config: RunConfig, indexes: Mapping[str, list[Mosaic]]) -> None:
@@ -211,7 +220,12 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
     owner = {(p.cell.order, p.cell.pixel): {b: owners(p, indexes[b]) for b in indexes}
              for p in parts}
     coverage, warnings = _coverage(config, parts, owner)
-    identities = mosaic_identities(indexes, config)
+    try:
+        identities = mosaic_identities(indexes, config)
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc}: a mosaic disappeared while the run was planned") from None
+    except network_errors() as exc:
+        raise _unreachable("mosaics", exc) from None
     digest = config_digest(config)
     inputs = {key: cell_inputs(p, digest, owner[key], identities)
               for p in parts for key in [(p.cell.order, p.cell.pixel)]}
