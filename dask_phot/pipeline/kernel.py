@@ -24,14 +24,7 @@ import pandas as pd
 from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry, robust_sigma
-from dask_phot.images import (
-    Mosaic,
-    Region,
-    assign_mosaics,
-    icrs_to_pixel,
-    read_region,
-    sky_to_box,
-)
+from dask_phot.images import Mosaic, Region, assign_mosaics, icrs_to_pixel, read_region, sky_to_box
 from dask_phot.schema import Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 
