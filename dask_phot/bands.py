@@ -443,34 +443,6 @@ def _read_psf(source: tuple[str, Any], stamp: tuple[int, int]) -> tuple[np.ndarr
     return data, scale
 
 
-#: Largest offset (pixels) of an even-sized PSF's peak (a parabola through the peak pixel
-#: and its neighbours) from its peak pixel: beyond it the PSF is centred between pixels.
-_EVEN_PSF_CENTRE_TOLERANCE = 0.25
-
-
-def _check_peak_centred(stamp: np.ndarray, shape: tuple[int, ...], label: str) -> None:
-    """An even-sized PSF file on the mosaic grid is usable only when centred on a pixel.
-
-    Cut around its peak (GALEX's 120 x 120 files, say), it is centred on that pixel;
-    a PSF centred between pixels (the even-sized file of a symmetric PSF) would be
-    off by half a pixel and bias every flux.
-    """
-    c = stamp.shape[0] // 2
-    row, col = stamp[c, c - 1:c + 2], stamp[c - 1:c + 2, c]
-
-    def vertex(v: np.ndarray) -> float:
-        curve = 2.0 * v[1] - v[0] - v[2]
-        return float((v[2] - v[0]) / (2.0 * curve)) if curve > 0 else 0.0
-
-    dx, dy = vertex(row), vertex(col)
-    if max(abs(dx), abs(dy)) > _EVEN_PSF_CENTRE_TOLERANCE:
-        raise PSFError(
-            f"{label}: the PSF is {shape[0]}x{shape[1]} pixels and centred between pixels "
-            f"(its peak is {dx:+.2f}, {dy:+.2f} px from the brightest pixel): an even-sized "
-            "PSF on the mosaic grid has no central pixel; give an odd-sized PSF, or the "
-            "file's psf_pixel_scale if it is sampled finer than the mosaic")
-
-
 @functools.lru_cache(maxsize=64)
 def _load_psf(
     source: tuple[str, Any],
@@ -487,11 +459,8 @@ def _load_psf(
     if math.isclose(psf_pixel_scale, pixel_scale, rel_tol=1e-9):
         if arr.shape == (psf_size, psf_size):
             return PixelPSF(arr, pixel_scale, normalize, name=label)
-        psf = PixelPSF.from_array(arr, pixel_scale, size=psf_size, normalize=normalize,
-                                  name=label)
-        if arr.shape[0] % 2 == 0 or arr.shape[1] % 2 == 0:
-            _check_peak_centred(psf.array, arr.shape, str(source[1]))
-        return psf
+        return PixelPSF.from_array(arr, pixel_scale, size=psf_size, normalize=normalize,
+                                   name=label, pixel_centred=True)
     return PixelPSF.from_oversampled(arr, psf_pixel_scale, pixel_scale, size=psf_size,
                                      normalize=normalize, name=label)
 

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from dask_phot.bands import get_band
 from dask_phot.commands import main
 from dask_phot.config import ConfigError, load_config
 from dask_phot.pipeline import (
@@ -33,6 +34,7 @@ from dask_phot.pipeline import (
     read_catalog,
     run_catalog,
 )
+from dask_phot.psf import PixelPSF, PSFError
 from dask_phot.schema import MAG_MIN_SNR, Flag
 from dask_phot.testing import simulate_to_dir
 
@@ -203,6 +205,10 @@ def test_even_psf_and_wrong_pixel_scale_are_refused(field, tmp_path, capsys):
                                          "pixel_scale": 0.6})
     with pytest.raises(ConfigError, match="centred between pixels"):
         load_config(bad)
+    with pytest.raises(PSFError, match=r"16x16 pixels and centred between pixels \(its peak "
+                                       r"is \+0\.50, \+0\.50 px"):
+        PixelPSF.from_array(even, 0.6, size=17, pixel_centred=True)
+    get_band("nuv").load_psf()  # GALEX's 120x120 file: its peak is on a pixel
     code = main(["run", str(bad)])
     _, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "even_psf.fits" in err
