@@ -216,3 +216,20 @@ def write_mosaic(tmp_path: Path) -> Callable[..., MosaicFiles]:
         return MosaicFiles(sci, path, data.astype(float), values.astype(float), wcs)
 
     return make
+
+
+# --------------------------------------------------------------------------------------
+# Dask
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """The address of a LocalCluster (2 worker processes) shared by the session's tests
+    that run the command line against a scheduler (``--scheduler ADDRESS``): its workers
+    compile the engine once. Tests that kill workers start their own cluster."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster.scheduler_address

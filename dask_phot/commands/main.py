@@ -47,9 +47,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dask_phot.bands import BandError
     from dask_phot.commands.kubernetes import DeployError
     from dask_phot.config import ConfigError
+    from dask_phot.pipeline import IncompleteCatalogError, InputError
     from dask_phot.psf import PSFError
+    from dask_phot.storage import StorageError
 
-    return (ConfigError, BandError, PSFError, ArchiveError, DeployError, FileNotFoundError)
+    return (ConfigError, BandError, PSFError, ArchiveError, DeployError, FileNotFoundError,
+            InputError, StorageError, IncompleteCatalogError)
 
 
 def _configure_logging(verbose: int) -> None:
@@ -63,6 +66,11 @@ def _configure_logging(verbose: int) -> None:
                                  "tornado": "error"}})
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(quiet_libs.upper())
+    if verbose < 2:  # a closing LocalCluster kills its workers, saying so: not news
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+    # storage clients log request headers (signed with the credentials) at DEBUG
+    for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,10 +11,13 @@ the cell needs, from local disk, S3 or HTTP:
 
 Modules: :mod:`~dask_phot.images.index` (:class:`Mosaic`, :func:`build_index`,
 :func:`select_mosaic`, :func:`covering`), :mod:`~dask_phot.images.read`
-(:class:`Region`, :func:`read_region`, :func:`sky_to_box`), ``_fits`` (header scanning)
+(:class:`Region`, :func:`read_region`, :func:`sky_to_box`),
+:mod:`~dask_phot.images.frames` (:func:`icrs_to_pixel`, :func:`pixel_to_icrs`: ICRS
+positions on mosaics in any celestial frame), ``_fits`` (header scanning)
 and ``_io`` (URLs, fsspec, the gzip cache, byte ranges).
 """
 
+from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 from dask_phot.images.index import (
     Mosaic,
     NoiseKind,
@@ -32,7 +35,9 @@ __all__ = [
     "assign_mosaics",
     "build_index",
     "covering",
+    "icrs_to_pixel",
     "noise_to_weight",
+    "pixel_to_icrs",
     "read_region",
     "select_mosaic",
     "sky_to_box",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS
 
 __all__ = ["BLOCK", "FitsImageLayout", "ReadBytes", "pixel_dtype", "scan_image_hdu"]
@@ -29,6 +31,12 @@ _END_CARD = b"END" + b" " * (CARD - 3)
 _FIRST_CHUNK = 4 * BLOCK
 _MAX_CHUNK = 64 * BLOCK
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: Keywords of a header's structure, scaling and WCS: a card among them that cannot be
+#: parsed is an error (wcslib would silently take a default instead).
+_STRUCTURE_RE = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|CTYPE\d|CUNIT\d|"
+    r"CRVAL\d|CRPIX\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|LONPOLE|LATPOLE|RADESYS|"
+    r"RADECSYS|EQUINOX|EPOCH|[AB]P?_(ORDER|\d+_\d+))$")
 _BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 #: ``read(start, end) -> bytes`` (fewer bytes, or none, past the end of the file).
@@ -106,6 +114,14 @@ def _parse_header(raw: bytes, url: str, offset: int) -> fits.Header:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         header = fits.Header.fromstring(text)
+        for start in range(0, len(text), CARD):
+            image = text[start:start + CARD]
+            if _STRUCTURE_RE.match(image[:8].rstrip()) and image[8:10] == "= ":
+                try:
+                    fits.Card.fromstring(image).value  # noqa: B018 (parsing is the check)
+                except VerifyError:
+                    raise ValueError(f"{url}: header card {image[:8].rstrip()} (header at byte "
+                                     f"{offset}) cannot be parsed: {image.rstrip()!r}") from None
     for w in caught:
         log.debug("%s: header at byte %d: %s", url, offset, w.message)
     return header

@@ -19,6 +19,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from dask_phot import storage
+
 __all__ = [
     "access_error",
     "cache_directory",
@@ -34,36 +36,19 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 _GLOB_CHARS = frozenset("*?[")
-_S3_PROTOCOLS = frozenset({"s3", "s3a"})
-_CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session"})
 _HTTP_PROTOCOLS = frozenset({"http", "https"})
 
 
 def _protocol(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
-def resolve_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options for one URL: anonymous S3 unless credentials are asked for.
-
-    For ``s3://`` URLs ``anon=True`` is the default, unless ``storage_options`` sets
-    ``anon`` itself or passes credentials (``key``, ``secret``, ``token``, ``profile``,
-    ``session``). Local paths take no options.
-    """
-    protocol = _protocol(url)
-    if protocol == "file":
-        return {}
-    options = dict(storage_options or {})
-    if protocol in _S3_PROTOCOLS and "anon" not in options:
-        options["anon"] = not (_CREDENTIAL_KEYS & options.keys())
-    return options
+    return storage.protocol(url)
 
 
 def open_fs(
     url: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(filesystem, path)`` of a URL, with :func:`resolve_options`."""
-    return fsspec.core.url_to_fs(url, **resolve_options(url, storage_options))
+    """``(filesystem, path)`` of a URL, with :func:`dask_phot.storage.resolve_options`
+    (anonymous S3 unless credentials are given; bounded timeouts and retries)."""
+    return storage.open_fs(url, storage_options)
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

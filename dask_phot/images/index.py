@@ -16,6 +16,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from dask_phot.images import _io
 from dask_phot.images._fits import BLOCK, FitsImageLayout, celestial_wcs, scan_image_hdu
+from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 
 __all__ = ["Mosaic", "NoiseKind", "assign_mosaics", "build_index", "covering", "select_mosaic"]
 
@@ -52,9 +53,9 @@ class Mosaic:
     noise_bitpix, noise_bscale, noise_bzero, noise_blank, noise_data_offset
         Same for the noise map (None without one).
     center : tuple of float
-        ``(ra, dec)`` of the central pixel, degrees.
+        ICRS ``(ra, dec)`` of the central pixel, degrees (whatever the WCS's frame).
     footprint : tuple of (ra, dec)
-        The four outer pixel corners, degrees.
+        ICRS positions of the four outer pixel corners, degrees.
     source_url, noise_source_url : str or None
         The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
     header : astropy.io.fits.Header
@@ -162,7 +163,7 @@ def _corners(wcs: WCS, shape: tuple[int, int]) -> tuple[tuple[float, float], ...
     ny, nx = shape
     x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
     y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = wcs.pixel_to_world_values(x, y)
+    ra, dec = pixel_to_icrs(wcs, x, y)
     return tuple((float(r) % 360.0, float(d)) for r, d in zip(ra, dec, strict=True))
 
 
@@ -181,7 +182,7 @@ def _make_mosaic(
             f"but its image {urls[0]!r} has shape {sci.shape}"
         )
     ny, nx = sci.shape
-    ra, dec = wcs.pixel_to_world_values((nx - 1) / 2.0, (ny - 1) / 2.0)
+    ra, dec = (float(v[0]) for v in pixel_to_icrs(wcs, (nx - 1) / 2.0, (ny - 1) / 2.0))
     return Mosaic(
         url=read[0],
         noise_url=read[1],
@@ -222,6 +223,16 @@ def _pair_noise(
             "the lists must pair one to one (globs pair in sorted order)"
         )
     return list(noise), noise_kind  # type: ignore[return-value]
+
+
+def _named(url: str, func: Any, *args: Any) -> Any:
+    """``func(*args)``, its errors about the file's content re-raised naming ``url``."""
+    try:
+        return func(*args)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        if url in str(err):
+            raise
+        raise ValueError(f"{url}: {type(err).__name__}: {err}") from err
 
 
 def build_index(
@@ -274,15 +285,13 @@ def build_index(
     paired, kind = _pair_noise(image_urls, noise_urls, noise_kind)
     index = []
     for url, noise_url in zip(image_urls, paired, strict=True):
-        read_url, layout = _read_layout(url, storage_options, cache_dir)
+        read_url, layout = _named(url, _read_layout, url, storage_options, cache_dir)
         noise_read, noise_layout = None, None
         if noise_url is not None:
-            noise_read, noise_layout = _read_layout(noise_url, storage_options, cache_dir)
-        index.append(
-            _make_mosaic(
-                (url, noise_url), (read_url, noise_read), (layout, noise_layout), kind, band
-            )
-        )
+            noise_read, noise_layout = _named(noise_url, _read_layout, noise_url,
+                                              storage_options, cache_dir)
+        index.append(_named(url, _make_mosaic, (url, noise_url), (read_url, noise_read),
+                            (layout, noise_layout), kind, band))
     log.info("indexed %d mosaic(s) of band %s", len(index), band)
     return index
 
@@ -295,12 +304,14 @@ def _pixel_placement(
     Centrality is the distance from the mosaic's central pixel in units of its size,
     ``hypot(dx / nx, dy / ny)``, as in the COSMOS notebook; it is infinite for
     positions beyond the mosaic's radius (where a TAN projection can fold back onto
-    the pixel grid) or without finite pixel coordinates.
+    the pixel grid; their pixel positions are NaN) or without finite pixel
+    coordinates. Positions are ICRS whatever the mosaic's frame.
     """
     ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
     near = _separation_deg(mosaic.center[0], mosaic.center[1], ra, dec) <= (
         mosaic.radius_deg * 1.01)
-    x, y = (np.asarray(v, float) for v in mosaic.wcs.world_to_pixel_values(ra, dec))
+    x, y = np.full(ra.shape, np.nan), np.full(ra.shape, np.nan)
+    x[near], y[near] = icrs_to_pixel(mosaic.wcs, ra[near], dec[near])
     ny, nx = mosaic.shape
     centrality = np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny)
     centrality[~(near & np.isfinite(x) & np.isfinite(y))] = np.inf

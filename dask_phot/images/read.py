@@ -13,6 +13,7 @@ from astropy.wcs import WCS
 
 from dask_phot.images import _io
 from dask_phot.images._fits import pixel_dtype
+from dask_phot.images.frames import icrs_to_pixel
 from dask_phot.images.index import Mosaic
 
 __all__ = ["Region", "noise_to_weight", "read_region", "sky_to_box"]
@@ -298,7 +299,7 @@ def sky_to_box(
     mosaic : Mosaic
         The mosaic.
     ra, dec : float or array-like
-        Positions, degrees.
+        ICRS positions, degrees (the mosaic's frame may be another).
     margin_pix : float
         Margin around the positions, pixels.
 
@@ -309,7 +310,7 @@ def sky_to_box(
     """
     if margin_pix < 0:
         raise ValueError(f"margin_pix must be >= 0, got {margin_pix!r}")
-    x, y = mosaic.wcs.world_to_pixel_values(np.atleast_1d(ra), np.atleast_1d(dec))
+    x, y = icrs_to_pixel(mosaic.wcs, ra, dec)
     ok = np.isfinite(x) & np.isfinite(y)
     ny, nx = mosaic.shape
     if not ok.any():
