@@ -71,8 +71,8 @@ def test_cutouts_cli_and_off_field_source(three_bands, tmp_path, capsys):
     cat.to_parquet(tmp_path / "cat.parquet")
     assert main(["cutouts", str(tmp_path / "cat.parquet"), "--images",
                  f"r={out / 'r_sci.fits'}", f"g={out / 'g_sci.fits'}",
-                 "--out", str(tmp_path / "c")]) == 0
+                 "--out", str(tmp_path / "c"), "--in-process"]) == 0
     assert "2 FITS cutouts" in capsys.readouterr().out
     assert not (tmp_path / "c" / "999.fits").exists()
-    listed = pd.Series(sorted(p.name for p in (tmp_path / "c").iterdir()))
+    listed = pd.Series(sorted(p.name for p in (tmp_path / "c").glob("*.fits")))
     assert len(listed) == 2
