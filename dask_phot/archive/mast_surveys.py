@@ -277,11 +277,16 @@ def _band_order(band: str) -> tuple[int, str]:
 
 def _no_products(spec: SurveySpec, obs: pd.DataFrame, queries: Sequence[Query],
                  found: Sequence[str]) -> ArchiveError:
-    asked = ", ".join(spec.filters) or "any filter"
+    """No mosaics for the survey, or for some of its filters: what was asked and found."""
+    missing = [f for f in spec.filters if band_of(f) not in {band_of(b) for b in found}]
+    asked = ", ".join(missing) or "any filter"
     what = " and ".join(q.describe() for q in queries)
-    level2 = int((pd.to_numeric(obs.get("calib_level", pd.Series(dtype=float)),
-                                errors="coerce") < 3).sum()) if len(obs) else 0
-    extra = f"; only {level2} level-2 exposure(s), which are not mosaics" if level2 else ""
+    level2 = 0
+    if len(obs):
+        bands = {band_of(f) for f in missing} if missing else None
+        rows = obs[pd.to_numeric(obs["calib_level"], errors="coerce") < 3]
+        level2 = sum(1 for f in rows["filters"] if bands is None or band_of(f) in bands)
+    extra = f"; only {level2} level-2 exposure(s) there, which are not mosaics" if level2 else ""
     have = f"; mosaics exist in {', '.join(found)}" if found else ""
     return ArchiveError(f"{what}: survey {spec.name!r}: no level-3 or HLSP mosaics in "
                         f"{asked}{have}{extra}")

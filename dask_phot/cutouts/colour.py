@@ -189,7 +189,7 @@ def _asinh(bands: np.ndarray, noise: np.ndarray, levels: tuple[float, float],
 
 
 def composite(images: Sequence[np.ndarray], *, method: str = "lupton",
-              noise_level: float = 0.04, max_noise_level: float = 0.15, white: float = 1.0,
+              noise_level: float = 0.04, max_noise_level: float = 0.1, white: float = 1.0,
               stretch: float | None = None,
               q: float | None = None) -> tuple[np.ndarray, Stretch]:
     """An 8-bit RGB composite of (red, green, blue) images, stretch chosen per source.

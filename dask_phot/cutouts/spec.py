@@ -89,7 +89,7 @@ class ColourSpec:
     bands: tuple[str, str, str]
     methods: tuple[str, ...] = ("lupton",)
     noise_level: float = 0.04
-    max_noise_level: float = 0.15
+    max_noise_level: float = 0.1
     white: float = 1.0
     stretch: float | None = None
     q: float | None = None

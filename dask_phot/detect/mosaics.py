@@ -149,27 +149,34 @@ class MosaicJob:
 
 
 def _cosmic_rays(data: np.ndarray, cov: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
-    """Cosmic-ray mask of the single-exposure part of a tile (None: there is none)."""
+    """Cosmic-ray mask of the few-exposure areas of a tile (None: there are none).
+
+    Each connected area (the corners and edges a dither pattern leaves) is searched on
+    its own bounding box, so the masks cost what those areas cost.
+    """
+    from scipy import ndimage
+
     from dask_phot.detect.cosmics import cosmic_ray_mask
 
     c = cfg.cosmics
     few = (cov > 0) & (cov <= c.max_exposures) & np.isfinite(data)
     if few.sum() < 25:
         return None
-    ys, xs = np.nonzero(few)
-    y0, y1 = max(ys.min() - 8, 0), min(ys.max() + 9, data.shape[0])
-    x0, x1 = max(xs.min() - 8, 0), min(xs.max() + 9, data.shape[1])
-    part, area = data[y0:y1, x0:x1], few[y0:y1, x0:x1]
-    values = part[area]
+    values = data[few]
     rms = 1.4826 * float(np.median(np.abs(values - np.median(values)))) or float(np.std(values))
     # in image units with no gain given: electrons such that the background RMS is 100 e-,
     # read-noise dominated (sky-subtracted mosaics have no sky to make Poisson noise of)
     gain = c.gain or cfg.gain or (100.0 / rms if rms > 0 else 1.0)
     readnoise = c.readnoise or rms * gain
     mask = np.zeros(data.shape, bool)
-    mask[y0:y1, x0:x1] = cosmic_ray_mask(
-        part, mask=~area, gain=gain, readnoise=readnoise, sigclip=c.sigclip,
-        sigfrac=c.sigfrac, objlim=c.objlim, niter=c.niter, grow=c.grow) & area
+    labels, _ = ndimage.label(ndimage.binary_dilation(few, iterations=8))
+    for box in ndimage.find_objects(labels):
+        area = few[box]
+        if area.sum() < 25:
+            continue
+        mask[box] |= cosmic_ray_mask(
+            data[box], mask=~area, gain=gain, readnoise=readnoise, sigclip=c.sigclip,
+            sigfrac=c.sigfrac, objlim=c.objlim, niter=c.niter, grow=c.grow) & area
     return mask
 
 

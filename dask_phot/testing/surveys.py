@@ -204,9 +204,9 @@ def _galaxy_stamp(r_e: float, q: float, theta: float, n: float, dx: float, dy: f
 
     Evaluated on an ``s x s`` finer grid, convolved there and binned: quick rather
     than exact (the engine's galaxy tests use :mod:`dask_phot.testing.galaxies`);
-    light beyond the stamp (at most 8 r_e) is dropped.
+    light beyond the stamp (8 r_e, at most 120 pixels) is dropped.
     """
-    h = int(min(40, math.ceil(4.0 * r_e + 4.0 * psf_sigma + 2)))
+    h = int(min(120, math.ceil(8.0 * r_e + 4.0 * psf_sigma + 2)))
     fine = (np.arange(-h * s, (h + 1) * s) - (s - 1) / 2) / s
     yy, xx = np.meshgrid(fine - dy, fine - dx, indexing="ij")
     c, si = math.cos(math.radians(theta)), math.sin(math.radians(theta))
@@ -317,8 +317,9 @@ def simulate_survey(survey: SimSurvey, outdir: str | os.PathLike[str], *, seed: 
 #: PRIMER-like one (program 1837, one tile) in UDS, in F115W, F200W and F444W.
 DEMO_SURVEYS = (
     SimSurvey("ceers", "01345", (214.86, 52.88), ("F115W", "F200W", "F444W"), tiles=2,
-              shape=(1600, 1600), pixel_scale=0.04, rotation_deg=20.0,
-              hlsp_filters=("F200W",), field_name="egs"),
+              shape=(2000, 2000), pixel_scale=0.04, rotation_deg=20.0,
+              density_per_arcmin2=3000.0, hlsp_filters=("F200W",), field_name="egs"),
     SimSurvey("primer", "01837", (34.42, -5.19), ("F115W", "F200W", "F444W"), tiles=1,
-              shape=(2000, 2000), pixel_scale=0.04, rotation_deg=-35.0, field_name="uds"),
+              shape=(2600, 2600), pixel_scale=0.04, rotation_deg=-35.0,
+              density_per_arcmin2=3000.0, field_name="uds"),
 )
