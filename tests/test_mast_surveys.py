@@ -197,3 +197,54 @@ def test_recipe_errors_name_the_key_and_no_products_exits_2(mast, bucket, tmp_pa
     assert err.endswith("survey 'primer': no level-3 or HLSP mosaics in F115W, F200W, F444W")
     with pytest.raises(ArchiveError, match="offline, and no cached reply"):
         fetch_surveys(recipe, offline=True, cache_dir=tmp_path / "none")
+
+
+def _reply(template: str, rows: list[dict]) -> bytes:
+    """A MAST portal reply in the shape of a recorded one, with these rows."""
+    shape = json.loads((DATA / template).read_text())
+    names = [f["name"] for f in shape["fields"]]
+    data = [{k: r.get(k) for k in names} for r in rows]
+    paging = dict(shape["paging"], rows=len(rows), rowsFiltered=len(rows), rowsTotal=len(rows))
+    return json.dumps(dict(shape, data=data, paging=paging)).encode()
+
+
+def test_hst_drz_extensions_and_hlsp_separate_weight_files(mast, tmp_path):
+    from dask_phot.testing.archive_server import Route, mast_filter, mast_request
+
+    obs = [{"obsid": "2001", "obs_collection": "HST", "calib_level": 3, "filters": "F814W",
+            "instrument_name": "ACS/WFC", "proposal_id": "12345", "dataproduct_type": "image"},
+           {"obsid": "2002", "obs_collection": "HLSP", "calib_level": 4, "filters": "F160W",
+            "instrument_name": "WFC3/IR", "provenance_name": "CANDELS",
+            "dataproduct_type": "image"}]
+    prods = [{"obsID": "2001", "productFilename": f"j9ab01010_{k}.fits", "calib_level": 3,
+              "dataURI": f"mast:HST/product/j9ab01010_{k}.fits", "productType": "SCIENCE"}
+             for k in ("drz", "drc", "flt")]
+    prods += [{"obsID": "2002", "productFilename": f"hlsp_candels_hst_wfc3_egs_f160w_v1.0_{k}"
+               f".fits", "dataURI": f"mast:HLSP/candels/hlsp_candels_hst_wfc3_egs_f160w_v1.0_"
+               f"{k}.fits", "productType": "SCIENCE", "calib_level": 4}
+              for k in ("drz", "wht")]
+    for i, (name, check) in enumerate((
+            ("mast_jwst_ceers_observations.json",
+             lambda p: mast_filter(p, "proposal_id") == ["12345"]),
+            ("mast_jwst_ceers_observations.json",
+             lambda p: mast_filter(p, "provenance_name") == ["CANDELS"]))):
+        rows = obs[:1] if i == 0 else obs[1:]
+        mast.routes.insert(0, Route("POST", "/api/v0/invoke", {"request": mast_request(
+            "Mast.Caom.Filtered", check)}, _reply(name, rows), content_type="application/json"))
+    mast.routes.insert(0, Route("POST", "/api/v0/invoke", {"request": mast_request(
+        "Mast.Caom.Products", lambda p: p["obsid"] == "2001,2002")},
+        _reply("mast_jwst_ceers_products.json", prods), content_type="application/json"))
+    spec = SurveySpec("egs-hst", ("12345",), hlsp="candels", instrument="ACS/WFC",
+                      filters=("F814W", "F160W"), collection="HST")
+    found = survey_images(spec, mast_url=mast.url, cloud=False, cache=ArchiveCache(tmp_path))
+    f814w, f160w = found.bands["f814w"], found.bands["f160w"]
+    download = f"{mast.url}/api/v0.1/Download/file?uri="
+    assert f814w.images == (f"{download}mast:HST/product/j9ab01010_drc.fits[SCI]",
+                            f"{download}mast:HST/product/j9ab01010_drz.fits[SCI]")
+    assert f814w.noise[1].endswith("_drz.fits[WHT]") and f814w.noise_kind == "weight"
+    assert f814w.extra["coverage"][1].endswith("_drz.fits[CTX]")
+    assert found.choices["f160w"]["used"] == "hlsp"
+    assert f160w.images == (f"{download}mast:HLSP/candels/hlsp_candels_hst_wfc3_egs_f160w_"
+                            "v1.0_drz.fits",)  # the file's image HDU, its weight beside it
+    assert f160w.noise == (f"{download}mast:HLSP/candels/hlsp_candels_hst_wfc3_egs_f160w_"
+                           "v1.0_wht.fits",) and "coverage" not in f160w.extra
