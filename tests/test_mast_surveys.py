@@ -239,10 +239,10 @@ def test_hst_drz_extensions_and_hlsp_separate_weight_files(mast, tmp_path):
     found = survey_images(spec, mast_url=mast.url, cloud=False, cache=ArchiveCache(tmp_path))
     f814w, f160w = found.bands["f814w"], found.bands["f160w"]
     download = f"{mast.url}/api/v0.1/Download/file?uri="
-    assert f814w.images == (f"{download}mast:HST/product/j9ab01010_drc.fits[SCI]",
-                            f"{download}mast:HST/product/j9ab01010_drz.fits[SCI]")
-    assert f814w.noise[1].endswith("_drz.fits[WHT]") and f814w.noise_kind == "weight"
-    assert f814w.extra["coverage"][1].endswith("_drz.fits[CTX]")
+    # the CTE-corrected drc rather than the drz of the same visit; never the flt exposures
+    assert f814w.images == (f"{download}mast:HST/product/j9ab01010_drc.fits[SCI]",)
+    assert f814w.noise[0].endswith("_drc.fits[WHT]") and f814w.noise_kind == "weight"
+    assert f814w.extra["coverage"][0].endswith("_drc.fits[CTX]")
     assert found.choices["f160w"]["used"] == "hlsp"
     assert f160w.images == (f"{download}mast:HLSP/candels/hlsp_candels_hst_wfc3_egs_f160w_"
                             "v1.0_drz.fits",)  # the file's image HDU, its weight beside it

@@ -319,7 +319,12 @@ def _band_files(rows: pd.DataFrame, noise: str) -> list[dict[str, str | None]]:
     by_stem = {(_stem(str(r.productFilename)), r.role): str(r.dataURI)
                for r in rows.itertuples()}
     out = []
-    for r in rows[rows["role"] == "science"].sort_values("productFilename").itertuples():
+    science = rows[rows["role"] == "science"].assign(
+        stem=[_stem(str(f)) for f in rows.loc[rows["role"] == "science", "productFilename"]],
+        rank=lambda t: t["suffix"].map({"drc": 0, "i2d": 0, "drz": 1, "sci": 2}))
+    # an HST visit has a drz and a CTE-corrected drc mosaic of the same pixels: the drc
+    science = science.sort_values(["stem", "rank"]).drop_duplicates("stem")
+    for r in science.sort_values("productFilename").itertuples():
         stem, uri, mef = _stem(str(r.productFilename)), str(r.dataURI), r.suffix in (
             "i2d", "drz", "drc")
         role = _NOISE_EXT[noise]
