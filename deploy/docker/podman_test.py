@@ -91,10 +91,12 @@ def ensure_base(pod: podman_run.Podman, *, rebuild: bool) -> str:
     return STAND_IN_BASE
 
 
-def build_image(pod: podman_run.Podman, base: str, image: str) -> dict[str, Any]:
-    """``podman build`` of the Dockerfile (layer cache on); its time and size."""
+def build_image(pod: podman_run.Podman, base: str, image: str, *,
+                cache: bool = True) -> dict[str, Any]:
+    """``podman build`` of the Dockerfile (with podman's layer cache); its time and size."""
     args = ["build", "--format", "docker", "--network", "host", "--layers",
-            "--build-arg", f"BASE_IMAGE={base}", "-t", image]
+            *([] if cache else ["--no-cache"]), "--build-arg", f"BASE_IMAGE={base}",
+            "-t", image]
     for path in ("/etc/pip.conf", "/etc/xdg/pip", "/etc/ssl/certs/ca-certificates.crt"):
         if os.path.exists(path):  # pip's index configuration here, for the RUN steps
             args += ["--volume", f"{path}:{path}:ro"]
@@ -141,6 +143,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--image", default=IMAGE, help=f"image tag (default {IMAGE})")
     p.add_argument("--no-build", action="store_true", help="use --image as it is")
     p.add_argument("--rebuild-base", action="store_true", help="rebuild the Debian stand-in")
+    p.add_argument("--no-cache", action="store_true", help="build without podman's layer cache")
     p.add_argument("--no-chart", action="store_true", help="skip the helm chart's cluster")
     p.add_argument("--catalog-to-s3", action="store_true",
                    help="write the catalog to S3 (needs S3 output: issue 16)")
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         pod = podman_run.Podman()
         build = None
         if not args.no_build:
-            build = build_image(pod, ensure_base(pod, rebuild=args.rebuild_base), args.image)
+            build = build_image(pod, ensure_base(pod, rebuild=args.rebuild_base), args.image,
+                                cache=not args.no_cache)
         if args.host_network or shutil.which("nsenter") is None or shutil.which("ip") is None:
             result = run_phase(args)
         else:

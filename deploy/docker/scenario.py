@@ -288,14 +288,12 @@ def run_all(workdir: Path, *, image: str, chart: bool, catalog_to_s3: bool,
     with LocalS3Server() as s3, Podman() as pod:
         tables = upload_field(s3, workdir)
         catalogs = {}
-        for label in ("daskjob", "chart"):
+        for label in ("daskjob", "chart") if chart else ("daskjob",):
             output, host = _output(s3, label, workdir, to_s3)
             objects = specs.kustomize_daskjob(workdir / label / "overlay",
                                               config_text(tables, output), image)
             cluster = None
             if label == "chart":
-                if not chart:
-                    continue
                 try:
                     rendered = specs.render_chart(image, endpoint_url=s3.endpoint_url)
                 except ImportError as exc:
