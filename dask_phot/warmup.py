@@ -5,7 +5,8 @@ Every ``@numba.njit(cache=True)`` kernel of dask-phot compiles on its first call
 cache, from which later processes only load it. :func:`warm_up` makes those first calls
 on a tiny simulated field: one cell through the pipeline with the packaged defaults, the
 same cell with every combination of the engine's options and of a band's sky treatment,
-and fits with a :class:`~dask_phot.psf.PSFGrid`. It names no kernel: it compiles whatever
+and fits with a :class:`~dask_phot.psf.PSFGrid`; it also reads the preset bands' PSFs,
+which a process reads once. It names no kernel: it compiles whatever
 the public entry points use today.
 
 Read-only root filesystems. numba uses a cache directory only where it can create a file
@@ -209,11 +210,14 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
     RuntimeError
         If a fit fails: the kernels are broken, and a run would fail the same way.
     """
+    from dask_phot.bands import PRESETS
     from dask_phot.config import EngineConfig
     from dask_phot.engine import forced_photometry
     from dask_phot.psf import PSFGrid
 
     t0 = time.perf_counter()
+    for band in PRESETS.values():  # each band's PSF is read once per process (cached)
+        band.load_psf()
     cells = fits = 0
     with tempfile.TemporaryDirectory(prefix="dask-phot-warmup-") as tmp:
         user, field = _field(Path(tmp), seed)

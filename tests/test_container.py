@@ -142,4 +142,7 @@ def test_image_built_and_run_as_kubernetes_would(tmp_path):
             "catalog"]["columns"], "identical": True}, (label, run["catalog"])
         assert all(check.get("healthy", check.get("served")) for check in
                    run["checks"].values()), (label, run["checks"])
+        # the whole run compiled no kernel in any worker: all came from the image's cache
+        assert all(k["hits"] > 0 and k["misses"] == 0 for k in
+                   run["worker_kernels"].values()), (label, run["worker_kernels"])
     assert out.returncode == 0 and result["passed"]

@@ -155,6 +155,15 @@ def _monitor(address: str) -> Any:
     return client
 
 
+def _worker_kernels(client: Any) -> dict[str, dict[str, int]]:
+    """Per worker: dask-phot's compiled functions, loaded from the cache or compiled."""
+    import dataclasses
+
+    from dask_phot.warmup import cache_stats
+
+    return {w: dataclasses.asdict(s) for w, s in client.run(cache_stats).items()}
+
+
 def _check_containers(pod: Podman, names: dict[str, Any], dashboard: str) -> dict[str, Any]:
     """The image's HEALTHCHECK in the scheduler and the workers; the dashboard page."""
     checks = {}
@@ -193,6 +202,7 @@ def run_cluster(pod: Podman, label: str, pods: specs.Pods, *, image: str, workdi
         runner_seconds = time.time() - t_runner
         checks = _check_containers(pod, names, pods.dashboard_url)
         stream = client.get_task_stream()
+        kernels = _worker_kernels(client)
     finally:
         client.close()
     logs = workdir / "logs" / label
@@ -202,7 +212,7 @@ def run_cluster(pod: Podman, label: str, pods: specs.Pods, *, image: str, workdi
     return {"runner_exit": code, "scheduler_ready_s": round(ready, 2),
             "runner_s": round(runner_seconds, 1), "checks": checks,
             "containers": names, "runner_output": pod.logs(names["runner"])[-1500:],
-            "task_stream": stream, "t_start": t_start}
+            "worker_kernels": kernels, "task_stream": stream, "t_start": t_start}
 
 
 def kernel_check(pod: Podman, image: str, pods: specs.Pods) -> dict[str, Any]:
@@ -328,4 +338,5 @@ def _passed(result: dict[str, Any]) -> bool:
         ok &= run["runner_exit"] == 0 and run["catalog"]["identical"]
         ok &= run["checks"]["healthcheck scheduler"]["healthy"]
         ok &= run["checks"]["dashboard /status"]["served"]
+        ok &= all(k["misses"] == 0 for k in run["worker_kernels"].values())
     return ok and result.get("kernels", {}).get("compiled", 1) == 0
