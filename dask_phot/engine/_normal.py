@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-from dask_phot.engine._pairs import _cells_in, block_lines, pair_table
+from dask_phot.engine._pairs import block_lines, cells_in, pair_table
 
 __all__ = [
     "ST_DEGENERATE",
@@ -146,10 +146,10 @@ def build_normal_tile(
         i = members[a]
         if scell[i, 1] > 0:
             sc = scell[i]
-            nmat[a, a] = _cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
-            rhs[a] = _cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
+            nmat[a, a] = cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
+            rhs[a] = cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
             if nsky > 0:
-                nmat[a, m] = _cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
+                nmat[a, m] = cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
         if nsky > 1:
             xi, yi = x0[i], y0[i]
             s1 = 0.0
@@ -165,7 +165,7 @@ def build_normal_tile(
             bb = loc[nbr[q]]
             if bb < 0:
                 continue
-            g = _cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
+            g = cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
             nmat[a, bb] = g
             nmat[bb, a] = g
     for a in range(m):

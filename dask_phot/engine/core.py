@@ -138,7 +138,7 @@ def forced_photometry(
     stamps, x0, y0, sx0, sy0 = _render(psf, prep, order)
     nuse, _ = footprint_flags(prep, stamps, x0, y0)
     if mode == "cutout":
-        from dask_phot.engine.cutout import solve_cutouts
+        from dask_phot.engine.cutout_fit import solve_cutouts
 
         width = int(cutout_width or psf.size)
         flux, var, status, hasdeg, local_sky = solve_cutouts(

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from dask_phot.psf.render import lanczos_stamps
 
-__all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "resample_array"]
+__all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "header_pixel_scale",
+           "resample_array"]
 
 Normalize = Literal["sum", "peak", "none"]
 
@@ -219,7 +220,7 @@ class PixelPSF:
         except OSError as exc:
             raise PSFError(f"{name}: cannot read PSF FITS file ({exc})") from exc
         if pixel_scale is None:
-            pixel_scale = _header_pixel_scale(header)
+            pixel_scale = header_pixel_scale(header)
             if pixel_scale is None:
                 raise PSFError(
                     f"{name}: no pixel scale in the header ({', '.join(_SCALE_KEYS)}, CD, "
@@ -392,7 +393,12 @@ def _trim_around_peak(arr: np.ndarray, size: int, name: str) -> np.ndarray:
     return out
 
 
-def _header_pixel_scale(header) -> float | None:
+def header_pixel_scale(header: Any) -> float | None:
+    """A PSF file's pixel scale (arcsec/pixel) from its FITS header, or None.
+
+    Read from ``PIXSCALE`` (or ``PIXSCAL``, ``PXSCAL``, ``PIXASEC``, ``SECPIX``,
+    ``PSFSCALE``), else from the WCS ``CD1_1``/``CD1_2`` or ``CDELT1``.
+    """
     for key in _SCALE_KEYS:
         if key in header and float(header[key]) > 0:
             return float(header[key])

@@ -44,7 +44,7 @@ CATALOG_TO_S3 = False
 def _dask_phot(*args: str, env: dict[str, str] | None = None,
                timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """The ``dask-phot`` command of this Python environment."""
-    out = subprocess.run([sys.executable, "-c", "import sys; from dask_phot.cli import main; "
+    out = subprocess.run([sys.executable, "-c", "import sys; from dask_phot.commands import main; "
                           "sys.exit(main(sys.argv[1:]))", *args], capture_output=True,
                          text=True, env=env, timeout=timeout)
     if out.returncode != 0:
