@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from typing import Any
 
 __all__ = ["Podman", "PodmanError"]
@@ -81,10 +82,19 @@ class Podman:
         return self.run("exec", name, *args, check=False)
 
     def remove_started(self) -> None:
-        """Remove (force) the containers started through this object."""
+        """Remove (force) the containers started through this object, one by one.
+
+        A removal is tried twice (podman 4.3 sometimes fails on a container whose
+        health check ran, looking for systemd); one that still exists is reported.
+        """
         names, self.started = self.started, []
-        if names:
-            self.run("rm", "--force", "--time", "5", *names, check=False, timeout=120)
+        for name in names:
+            for _ in range(2):
+                self.run("rm", "--force", "--time", "5", name, check=False, timeout=120)
+                if not self.ok("container", "exists", name):
+                    break
+            else:
+                print(f"podman_test: could not remove container {name}", file=sys.stderr)
 
     def __enter__(self) -> Podman:
         return self
