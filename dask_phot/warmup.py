@@ -4,7 +4,8 @@ Every ``@numba.njit(cache=True)`` kernel of dask-phot compiles on its first call
 20 s for one pipeline cell's kernels on one core) and numba keeps the machine code in its
 cache, from which later processes only load it. :func:`warm_up` makes those first calls
 on a tiny simulated field: one cell through the pipeline with the packaged defaults, the
-same cell with every combination of the engine's options and of a band's sky treatment,
+same cell with every combination of the engine's options and of a band's sky treatment
+and with each source model (a field of stars and Sersic galaxies),
 and fits with a :class:`~dask_phot.psf.PSFGrid`; it also reads the preset bands' PSFs,
 which a process reads once. It names no kernel: it compiles whatever
 the public entry points use today.
@@ -52,6 +53,17 @@ SEED_ENV = "DASK_PHOT_NUMBA_CACHE"
 
 #: The values a band's ``sky`` takes (see ``[band_defaults]`` in ``data/default.toml``).
 SKY_CHOICES: tuple[str | float, ...] = ("fit", "clipped", "none", 0.0)
+
+#: Engine options whose other values compile nothing of dask-phot's (``backend``: the
+#: Tractor, an optional external package).
+_NOT_COMPILED = frozenset({"backend"})
+
+#: A band's source models (``model``; ``"auto"``, the default, fits the galaxies as
+#: Sersic models; the others are fitted once each with the default engine options).
+MODEL_CHOICES: tuple[str, ...] = ("auto", "point", "choose")
+
+#: Fraction of galaxies (with shapes in the priors) in the simulated field.
+GALAXIES = 0.5
 
 #: The band of the simulated field (a preset: its packaged PSF, as in a real run).
 BAND = "irac1"
@@ -136,6 +148,8 @@ def engine_variants() -> list[dict[str, Any]]:
     default = EngineConfig()
     choices = {}
     for f in dataclasses.fields(EngineConfig):
+        if f.name in _NOT_COMPILED:
+            continue
         values = _finite_values(hints[f.name])
         if values:
             first = getattr(default, f.name)
@@ -153,9 +167,10 @@ def _field(workdir: Path, seed: int) -> tuple[dict[str, Any], Any]:
     sim = SimBand(band.name, band.load_psf(), band.to_ujy, band.depth_5sigma_ujy or 1.0,
                   sky=0.02, unit=band.unit)
     field = simulate_field(bands=[sim], seed=seed, area_arcmin2=AREA_ARCMIN2,
-                           mask_fraction=0.01)
+                           mask_fraction=0.01, galaxies=GALAXIES)
     paths = write_field(field, workdir, noise_product="weight", write_psf=False)
-    user = {"priors": {"path": str(paths["priors"])},
+    user = {"priors": {"path": str(paths["priors"]),
+                       "shape_columns": {"r_e": "r_e", "q": "q", "pa": "pa", "n": "n"}},
             "bands": {band.name: {"images": [str(paths[f"{band.name}_sci"])],
                                   "noise": [str(paths[f"{band.name}_wht"])],
                                   "noise_kind": "weight"}},
@@ -171,14 +186,18 @@ def _cells(user: Mapping[str, Any], every_option: bool) -> Iterator[tuple[dict[s
     """
     from dask_phot.config import ConfigError, load_config
     from dask_phot.pipeline import plan_cells, process_cell
+    from dask_phot.pipeline.output import CatalogStore
     from dask_phot.pipeline.run import run_one_cell
 
     config = load_config(user, environ={})
     parts, indexes = plan_cells(config)
     part = max(parts, key=lambda p: p.n_primary)
-    yield {}, run_one_cell(part, indexes, config, config.output.path, config.config_hash(), {})
+    store = CatalogStore.open(config.output.path)
+    yield {}, run_one_cell(part, indexes, config, store, {})
     variants = [{**engine, f"bands.{BAND}.sky": sky}
-                for engine in engine_variants() for sky in SKY_CHOICES] if every_option else []
+                for engine in engine_variants() for sky in SKY_CHOICES]
+    variants += [{f"bands.{BAND}.model": model} for model in MODEL_CHOICES[1:]]
+    variants = variants if every_option else []
     for overrides in variants:
         try:
             cfg = load_config(user, overrides=overrides, environ={})

@@ -145,8 +145,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rebuild-base", action="store_true", help="rebuild the Debian stand-in")
     p.add_argument("--no-cache", action="store_true", help="build without podman's layer cache")
     p.add_argument("--no-chart", action="store_true", help="skip the helm chart's cluster")
-    p.add_argument("--catalog-to-s3", action="store_true",
-                   help="write the catalog to S3 (needs S3 output: issue 16)")
+    p.add_argument("--no-catalog-to-s3", dest="catalog_to_s3", action="store_false",
+                   help="write the catalog to a mounted host directory instead of S3")
     p.add_argument("--host-network", action="store_true",
                    help="share this machine's network namespace (ports 8786-8788 must be "
                         "free) instead of a private one")

@@ -32,13 +32,11 @@ ROWS_PER_CELL = 100
 #: Where the catalog volume is mounted in the runner and the workers (see CATALOG_TO_S3).
 OUTPUT_MOUNT = "/output"
 
-#: SWITCH, S3 output (issue 16). Until ``dask-phot run`` writes catalogs to s3:// URLs,
-#: the catalog goes to a host directory mounted at /output in the runner and the workers
-#: (a ReadWriteMany volume in Kubernetes terms, which the DaskJob and the chart do not
-#: have: this is the one mount the specs do not give). Once S3 output lands, set True (or
-#: pass --catalog-to-s3): the catalog goes to s3://BUCKET/catalog/<scenario>, no volume is
-#: added, and the comparison reads it back from S3.
-CATALOG_TO_S3 = False
+#: The catalog goes to s3://BUCKET/catalog/<scenario> on the local S3 server, as a batch
+#: run's does (no volume is mounted), and the comparison reads it back from S3; False
+#: (``--no-catalog-to-s3``) writes it to a host directory mounted at /output in the
+#: runner and the workers instead.
+CATALOG_TO_S3 = True
 
 
 def _dask_phot(*args: str, env: dict[str, str] | None = None,
@@ -287,12 +285,12 @@ def _local_catalog(s3: Any, output: str, host: Path | None, workdir: Path, label
     return local
 
 
-def run_all(workdir: Path, *, image: str, chart: bool, catalog_to_s3: bool,
+def run_all(workdir: Path, *, image: str, chart: bool, catalog_to_s3: bool = CATALOG_TO_S3,
             keep: bool) -> dict[str, Any]:
     """The DaskJob's and (when Helm can render it) the chart's cluster, then the comparison."""
     from dask_phot.s3server import LocalS3Server
 
-    to_s3 = catalog_to_s3 or CATALOG_TO_S3
+    to_s3 = catalog_to_s3
     result: dict[str, Any] = {"catalog_to": "s3" if to_s3 else "mounted volume",
                               "scenarios": {}}
     with LocalS3Server() as s3, Podman() as pod:
