@@ -348,8 +348,9 @@ def _cells_against_whole_mosaic(paths, out: Path, band: str, margin: str | float
     diff = np.abs(cat[f"flux_{band}"].to_numpy() - whole.flux * b.to_ujy) / err
     ratio = cat[f"flux_err_{band}"].to_numpy() / err
     ok = np.isfinite(diff)
-    mismatch = np.c_[cat[f"mismatch_{band}"].to_numpy(), whole.mismatch]
-    return diff[ok], ratio[ok], differ, summary.n_cells, mismatch
+    stats = np.c_[cat[f"mismatch_{band}"].to_numpy(), whole.mismatch,
+                  cat[f"chi2_{band}"].to_numpy(), whole.chi2]
+    return diff[ok], ratio[ok], differ, summary.n_cells, stats
 
 
 def test_cells_with_margins_give_the_whole_mosaic_fit(field_dir, tmp_path):
@@ -361,7 +362,7 @@ def test_cells_with_margins_give_the_whole_mosaic_fit(field_dir, tmp_path):
     flux within 0.05 sigma, 99% within 0.02); the same flux errors (99% within 0.2%)."""
     _, paths = field_dir
     for band, margin, worst in (("irac1", "auto", 0.1), ("nuv", 180.0, 0.05)):
-        diff, ratio, differ, n_cells, mismatch = _cells_against_whole_mosaic(
+        diff, ratio, differ, n_cells, stats = _cells_against_whole_mosaic(
             paths, tmp_path / band, band, margin)
         assert n_cells >= 10 and len(diff) > 200
         assert np.quantile(diff, 0.99) < 0.02 and diff.max() < worst, (band, diff.max())
@@ -372,13 +373,14 @@ def test_cells_with_margins_give_the_whole_mosaic_fit(field_dir, tmp_path):
         # the same flags, but MASKED_PIXELS: a cell's clean-pixel zone (margin - h sqrt(2)
         # around its sources) cuts the corner pixels of a stamp whose source is off a
         # pixel centre (they hold ~1e-4 of the PSF); the whole-mosaic fit uses them
-        # and MODEL_MISMATCH: the mismatch statistic (a projection of the residual on
-        # each source's Laplacian) is sensitive to the cell's pixel zones and wing
-        # subtraction; measured on irac1: median 0.01, 10% above 0.37, 2% above 1 (known,
-        # unexplained), which moves a few sources across its threshold
-        assert not (differ & ~int(Flag.MASKED_PIXELS | Flag.MODEL_MISMATCH)).any()
-        gap = np.abs(mismatch[:, 0] - mismatch[:, 1])
-        assert np.nanquantile(gap, 0.5) < 0.05 and np.nanquantile(gap, 0.97) < 1.5, band
+        assert not (differ & ~int(Flag.MASKED_PIXELS)).any()
+        # the same statistics behind HIGH_CHI2 and MODEL_MISMATCH (measured: mismatch
+        # within 0.17, chi2 within 3%; the model of a cell's second fit is its stamps plus
+        # the light subtracted before it, not wings re-rendered from its edge sources)
+        gap = np.abs(stats[:, 0] - stats[:, 1])
+        rel = np.abs(stats[:, 2] / stats[:, 3] - 1)
+        assert np.nanmax(gap) < 0.3 and np.nanmax(rel) < 0.05, (band, np.nanmax(gap),
+                                                                  np.nanmax(rel))
 
 
 @pytest.mark.xfail(strict=True, reason="the automatic margin (146\" for nuv: its stamp, "

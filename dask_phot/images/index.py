@@ -241,6 +241,8 @@ def _named(url: str, func: Any, *args: Any) -> Any:
     """``func(*args)``, its errors about the file's content re-raised naming ``url``."""
     try:
         return func(*args)
+    except MosaicError:  # names the file and its HDUs already
+        raise
     except (ValueError, KeyError, TypeError, IndexError) as err:
         if url in str(err):
             raise
