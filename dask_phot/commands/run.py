@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -99,27 +98,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- demo
-#: The warm-up the demo starts in a separate process (:func:`dask_phot.warmup.warm_up`).
-_WARM_UP = "from dask_phot.warmup import warm_up; warm_up(every_option=False)"
-
-
-def _start_warm_up() -> subprocess.Popen:
-    """Compile the kernels into numba's cache in another process, while the demo simulates
-    its field: the workers, started after, load them instead of each compiling them (a
-    fresh install's first demo; a no-op of a few seconds once the cache is there)."""
-    return subprocess.Popen([sys.executable, "-c", _WARM_UP], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_warm_up(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate()
-    if proc.returncode:  # the workers compile for themselves; a broken kernel fails the run
-        lines = (err or "").strip().splitlines()
-        why = lines[-1] if lines else f"exit status {proc.returncode}"
-        print(f"warning: compiling the kernels ahead failed ({why}); the workers compile "
-              "them", file=sys.stderr)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dask_phot.config import load_config
     from dask_phot.pipeline import prepare_run, read_catalog
@@ -129,11 +107,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     bucket = "dask-phot-demo"
     t0 = time.perf_counter()
-    warming = _start_warm_up()
     with LocalS3Server() as s3:
         field, paths = simulate_to_dir(out / "field", area_arcmin2=args.area_arcmin2,
                                        bands=NOTEBOOK_BANDS, seed=args.seed)
-        _wait_warm_up(warming)
         s3.create_bucket(bucket, public=True)
         served = {key: s3.upload(path, bucket, path.name) for key, path in paths.items()
                   if key.endswith(("_sci", "_wht"))}
