@@ -213,7 +213,8 @@ class EPSFStamps:
             raise PSFError("EPSFStamps needs at least one array, all of one shape")
         m = arrs[0].shape[0]
         if arrs[0].ndim != 2 or arrs[0].shape[1] != m or m % 2 == 0:
-            raise PSFError(f"EPSFStamps: arrays must be square with an odd side, got {arrs[0].shape}")
+            raise PSFError("EPSFStamps: arrays must be square with an odd side, "
+                           f"got {arrs[0].shape}")
         self.oversampling = int(oversampling)
         self.pixel_scale = float(pixel_scale)
         self.arrays = arrs

@@ -147,7 +147,8 @@ class EPSFOptions:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.oversampling, int) and 1 <= self.oversampling <= 16):
-            raise PSFError(f"epsf: oversampling must be an integer 1..16, got {self.oversampling!r}")
+            raise PSFError("epsf: oversampling must be an integer 1..16, "
+                           f"got {self.oversampling!r}")
         for key in ("size", "core_size"):
             v = getattr(self, key)
             if v is not None and (int(v) % 2 == 0 or int(v) < 5):
@@ -309,7 +310,7 @@ def _first_fit(image: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarr
 def _concentration(image: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray,
                    fwhm: float) -> np.ndarray:
     """Light in the central 3x3 pixels over the light within 2 FWHM (sky from the box edge)."""
-    half = max(3, int(math.ceil(2 * fwhm)) + 1)
+    half = max(3, math.ceil(2 * fwhm) + 1)
     boxes = cut_stars(image, weight, x, y, half)
     d = boxes.data
     edge = np.concatenate([d[:, 0], d[:, -1], d[:, 1:-1, 0], d[:, 1:-1, -1]], axis=1)

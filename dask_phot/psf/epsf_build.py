@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -18,9 +17,16 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from dask_phot.psf._epsf_render import EPSFStamps, coefficients, decimate, node_values
-from dask_phot.psf._epsf_stack import StarBoxes, StarFit, _evaluate, cut_stars, fit_stars, stack_stars
+from dask_phot.psf._epsf_stack import (
+    StarBoxes,
+    StarFit,
+    _evaluate,
+    cut_stars,
+    fit_stars,
+    stack_stars,
+)
 from dask_phot.psf.stars import StarSelection
-from dask_phot.psf.wings import WingMatch, complete_wings, node_radii, psf_nodes
+from dask_phot.psf.wings import WingMatch, complete_wings, node_radii
 
 if TYPE_CHECKING:
     from dask_phot.psf.empirical import EPSFOptions
@@ -60,6 +66,7 @@ class BuildState:
     offset: tuple[float, float] = (0.0, 0.0)
     iteration: int = 0
     subtracted: bool = False
+    sky_coef: np.ndarray | None = None
 
     @classmethod
     def start(cls, image: np.ndarray, weight: np.ndarray, cand: pd.DataFrame,
@@ -96,7 +103,16 @@ def _ring_level(state: BuildState) -> float:
     return float(e[0][ring].mean())
 
 
+def _sky_basis(state: BuildState, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Sky terms (1, x, y) at the stars, x and y scaled to [-1, 1] over the image."""
+    ny, nx = state.image.shape
+    return np.column_stack([np.ones_like(x), 2 * x / max(nx - 1, 1) - 1,
+                            2 * y / max(ny - 1, 1) - 1])
+
+
 def _sky(state: BuildState, opts: EPSFOptions) -> np.ndarray:
+    if state.sky_coef is not None:
+        return _sky_basis(state, state.x_cat, state.y_cat) @ state.sky_coef
     m = state.boxes.data.shape[1]
     g = np.arange(m) - m // 2
     ring = np.maximum(np.abs(g)[:, None], np.abs(g)[None, :]) > state.half
@@ -120,7 +136,15 @@ def _subtract_neighbours(state: BuildState) -> None:
         np.column_stack([ex, ey]), p=np.inf, distance_upper_bound=hb + size // 2 + 1.5)[0]
     sel = np.flatnonzero(np.isfinite(near))
     img = np.where(state.weight > 0, state.image, np.nan)
-    res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, fit_sky=True)
+    if state.sky_coef is None:
+        res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, fit_sky=True)
+    else:
+        # the sky shared with the stack: a local sky would soak up the neighbours' wings
+        ny, nx = state.image.shape
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        sky = (state.sky_coef[0] + state.sky_coef[1] * (2 * xx / max(nx - 1, 1) - 1)
+               + state.sky_coef[2] * (2 * yy / max(ny - 1, 1) - 1))
+        res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, sky=sky)
     flux = np.where(np.isfinite(res.flux), res.flux, 0.0)
     stamps, x0, y0 = model.stamps(ex[sel], ey[sel])
     ny, nx = state.image.shape
@@ -197,7 +221,7 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
     fit_radius = opts.fit_radius or max(2.0, 1.5 * state.fwhm)
     prev = node_values(state.coef)
     for it in range(iterations):
-        if it in (0, 2) and len(state.everyone) > 1 and (it > 0 or not state.subtracted):
+        if it in (0, 2, 4) and len(state.everyone) > 1 and (it > 0 or not state.subtracted):
             _subtract_neighbours(state)
         sky = _sky(state, opts)
         fit = fit_stars(state.coef, o, state.boxes, state.fit.x, state.fit.y, sky,
@@ -206,11 +230,18 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
         dy = fit.y - state.y_cat
         ok = state.used & fit.ok
         if opts.center == "catalog" and ok.any():
+            # registered to the catalog: the stars sit at their catalog positions plus
+            # one offset shared by all (fitting each position would sharpen the stack
+            # on the noise); the fitted positions only weed out stars that moved
             mx, my = float(np.median(dx[ok])), float(np.median(dy[ok]))
+            state.offset = (mx, my)
+            moved = np.hypot(dx - mx, dy - my) > opts.max_shift
+            fit = fit_stars(state.coef, o, state.boxes, state.x_cat + mx, state.y_cat + my,
+                            sky, radius=fit_radius, fit_position=False)
             fit.x -= mx
             fit.y -= my
-            state.offset = (state.offset[0] + mx, state.offset[1] + my) if it else (mx, my)
-        moved = np.hypot(fit.x - state.x_cat, fit.y - state.y_cat) > opts.max_shift
+        else:
+            moved = np.hypot(dx, dy) > opts.max_shift
         _reject(state, ~fit.ok | moved, "poor_fit")
         if it > 0:
             c = fit.chi2[state.used]
@@ -223,9 +254,11 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
             break
         sfit = StarFit(fit.flux[sub], fit.x[sub], fit.y[sub], fit.sky[sub], fit.chi2[sub],
                        fit.ok[sub])
+        basis = _sky_basis(state, state.x_cat, state.y_cat)
         stack = stack_stars(state.boxes.subset(sub), sfit, o, state.half,
                             model_coef=state.coef if it else None, smoothing=opts.smoothing,
-                            error_floor=opts.error_floor)
+                            error_floor=opts.error_floor, sky_basis=basis[sub])
+        state.sky_coef = stack.sky
         core = _centre(state, _embed(node_values(stack.coef), state.coef.shape[0]), o,
                        opts.center)
         values, state.match = complete_wings(core, o, state.pixel_scale, opts.wings, r1, r2)

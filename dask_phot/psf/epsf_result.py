@@ -110,7 +110,7 @@ class EmpiricalPSF:
     @property
     def n_stars(self) -> int:
         """Stars in the global ePSF."""
-        return int(len(self.stars))
+        return len(self.stars)
 
     @property
     def flux_in_box(self) -> float:
