@@ -14,24 +14,35 @@ Modules: :mod:`~dask_phot.psf.pixel` (:class:`PixelPSF`, :class:`PSFError`, the
 :class:`PSFModel` protocol, :func:`resample_array`), :mod:`~dask_phot.psf.render`
 (the compiled Lanczos kernels, :func:`lanczos_stamps`), :mod:`~dask_phot.psf.analytic`
 (:func:`gaussian_psf`, :func:`moffat_psf`) and :mod:`~dask_phot.psf.grid`
-(:class:`PSFGrid`).
+(:class:`PSFGrid`). Effective PSFs measured from a mosaic's own stars:
+:func:`build_epsf` (:mod:`~dask_phot.psf.empirical`), giving an
+:class:`EmpiricalPSF` (:mod:`~dask_phot.psf.epsf_result`), with the star selection in
+:mod:`~dask_phot.psf.stars` and the wings in :mod:`~dask_phot.psf.wings`.
 """
 
 from dask_phot.psf.analytic import gaussian_psf, moffat_psf
+from dask_phot.psf.empirical import EmpiricalPSFError, EPSFOptions, build_epsf
+from dask_phot.psf.epsf_result import EmpiricalPSF
 from dask_phot.psf.grid import PSFGrid
 from dask_phot.psf.pixel import Normalize as Normalize
 from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel
 from dask_phot.psf.pixel import _header_pixel_scale as _header_pixel_scale
 from dask_phot.psf.pixel import resample_array as resample_array
 from dask_phot.psf.render import lanczos_stamps as lanczos_stamps
+from dask_phot.psf.wings import WingModel
 
 # ``Normalize``, ``resample_array``, ``lanczos_stamps`` and ``_header_pixel_scale``
 # (used by dask_phot.bands) are importable from here as before, outside ``__all__``.
 __all__ = [
+    "EPSFOptions",
+    "EmpiricalPSF",
+    "EmpiricalPSFError",
     "PSFError",
     "PSFGrid",
     "PSFModel",
     "PixelPSF",
+    "WingModel",
+    "build_epsf",
     "gaussian_psf",
     "moffat_psf",
 ]

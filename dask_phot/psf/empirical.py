@@ -84,7 +84,7 @@ class EPSFOptions:
         core box's half side), the core box without wings.
     core_size : int, optional
         Odd side of the box around each star where the ePSF is measured; default
-        ``2 ceil(5 FWHM) + 1``.
+        ``2 ceil(4 FWHM) + 1``.
     sky_width : int
         Width of the ring around each star's box where its sky is measured, pixels.
     snr_min : float
@@ -118,6 +118,11 @@ class EPSFOptions:
         Curvature penalty of the stack, relative to the data weight of a node.
     error_floor : float
         Fractional model error added to each star pixel's noise (limits the bright stars' weight).
+    clip : float
+        Star pixels further than ``clip`` sigma from the previous ePSF (noise and error
+        floor) are left out of the stack (cosmic rays); 0 (the default): none, since
+        clipping against an ePSF that is still wrong (a grid cell starting from the
+        global ePSF) keeps it wrong.
     fit_radius : float, optional
         Radius of a star's fit, pixels; default ``max(2, 1.5 FWHM)``.
     max_shift : float
@@ -140,8 +145,9 @@ class EPSFOptions:
     grid: object = "auto"
     min_stars_per_cell: int = 50
     iterations: int = 6
-    smoothing: float = 3e-3
+    smoothing: float = 1e-4
     error_floor: float = 0.02
+    clip: float = 0.0
     fit_radius: float | None = None
     max_shift: float = 1.0
 
@@ -160,7 +166,7 @@ class EPSFOptions:
                                                 and all(int(v) >= 1 for v in g))):
             raise PSFError(f"epsf: grid must be 'auto', 'none' or (ny, nx), got {g!r}")
         for key in ("snr_min", "max_contamination", "compact_nsigma", "smoothing",
-                    "error_floor", "max_shift"):
+                    "error_floor", "max_shift", "clip"):
             value = getattr(self, key)
             if not (value >= 0 and math.isfinite(value)):
                 raise PSFError(f"epsf: {key} must be >= 0, got {value!r}")
@@ -237,7 +243,7 @@ def _star_flags(priors: pd.DataFrame, star_column: str | None) -> np.ndarray | N
 
 def _sizes(opts: EPSFOptions, fwhm: float, scale: float) -> tuple[int, int]:
     """Half side of the core box and odd side of the final ePSF, pixels."""
-    half = (opts.core_size or 2 * math.ceil(5 * fwhm) + 1) // 2
+    half = (opts.core_size or 2 * math.ceil(4 * fwhm) + 1) // 2
     if opts.size is not None:
         size = int(opts.size)
     elif opts.wings.kind == "psf":
@@ -524,7 +530,8 @@ def _grid(result: EmpiricalPSF, state: BuildState, opts: EPSFOptions, name: str)
                                     reason="too_few_stars", found=int(members.size),
                                     needed=max(3, opts.min_stars // 2))
         sub = state.restricted(members)
-        sub = iterate_epsf(sub, opts, max(2, opts.iterations // 2), f"{name} cell {k}")
+        sub = iterate_epsf(sub, opts, max(2, opts.iterations // 2), f"{name} cell {k}",
+                           neighbour_passes=())
         arrays.append(node_values(sub.coef))
         cxs.append((k % gx + 0.5) * nx_img / gx - 0.5)
         cys.append((k // gx + 0.5) * ny_img / gy - 0.5)

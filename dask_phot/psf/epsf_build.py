@@ -128,35 +128,29 @@ def _subtract_neighbours(state: BuildState) -> None:
     from dask_phot.engine import forced_photometry
 
     o = _oversampling(state)
-    size = state.size
+    hb = state.raw.half
+    # neighbours are fitted and rendered on stamps as wide as the stars' boxes: light
+    # further out does not reach a box's pixels
+    size = min(state.size, 2 * hb + 1)
     model = EPSFStamps([node_values(state.coef)], o, state.pixel_scale, size=size)
     ex, ey = state.everyone["x"].to_numpy(), state.everyone["y"].to_numpy()
-    hb = state.raw.half
     near = cKDTree(np.column_stack([state.x_cat, state.y_cat])).query(
         np.column_stack([ex, ey]), p=np.inf, distance_upper_bound=hb + size // 2 + 1.5)[0]
     sel = np.flatnonzero(np.isfinite(near))
     img = np.where(state.weight > 0, state.image, np.nan)
+    ny, nx = state.image.shape
     if state.sky_coef is None:
-        res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, fit_sky=True)
+        good = state.image[state.weight > 0]
+        sky: float | np.ndarray = float(np.median(good[good < np.median(good) + 3 * np.std(good)]))
     else:
         # the sky shared with the stack: a local sky would soak up the neighbours' wings
-        ny, nx = state.image.shape
         yy, xx = np.mgrid[0:ny, 0:nx]
         sky = (state.sky_coef[0] + state.sky_coef[1] * (2 * xx / max(nx - 1, 1) - 1)
                + state.sky_coef[2] * (2 * yy / max(ny - 1, 1) - 1))
-        res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, sky=sky)
+    res = forced_photometry(img, model, ex[sel], ey[sel], weight=state.weight, sky=sky,
+                            return_model=True)
     flux = np.where(np.isfinite(res.flux), res.flux, 0.0)
-    stamps, x0, y0 = model.stamps(ex[sel], ey[sel])
-    ny, nx = state.image.shape
-    full = np.zeros(ny * nx)
-    offs = np.arange(size)
-    rows = y0[:, None] + offs
-    cols = x0[:, None] + offs
-    valid = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
-    pix = rows[:, :, None] * nx + cols[:, None, :]
-    full += np.bincount(pix[valid], weights=(stamps * flux[:, None, None])[valid],
-                        minlength=ny * nx)
-    full = full.reshape(ny, nx)
+    full = np.where(np.isfinite(res.model), res.model - sky, 0.0)
     nbr = cut_stars(full, np.ones_like(full), state.raw.cx, state.raw.cy, hb)
     pos = {int(s): k for k, s in enumerate(sel)}
     own_flux = np.array([flux[pos[int(s)]] if int(s) in pos else 0.0 for s in state.src])
@@ -210,9 +204,13 @@ def _centre(state: BuildState, core: np.ndarray, o: int, center: str) -> np.ndar
     return vals.reshape(n, n)
 
 
-def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: str
-                 ) -> BuildState:
-    """Alternate star fits and stacks ``iterations`` times (fewer once converged)."""
+def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: str, *,
+                 neighbour_passes: tuple[int, ...] = (0, 2)) -> BuildState:
+    """Alternate star fits and stacks ``iterations`` times (fewer once converged).
+
+    The neighbours are fitted and subtracted before the iterations in ``neighbour_passes``
+    (a grid cell keeps the global build's subtraction).
+    """
     o = _oversampling(state)
     r2 = state.half - 1.0
     r1 = max(2.0 * state.fwhm, state.half / 2.0)
@@ -221,7 +219,7 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
     fit_radius = opts.fit_radius or max(2.0, 1.5 * state.fwhm)
     prev = node_values(state.coef)
     for it in range(iterations):
-        if it in (0, 2, 4) and len(state.everyone) > 1 and (it > 0 or not state.subtracted):
+        if it in neighbour_passes and len(state.everyone) > 1:
             _subtract_neighbours(state)
         sky = _sky(state, opts)
         fit = fit_stars(state.coef, o, state.boxes, state.fit.x, state.fit.y, sky,
@@ -247,7 +245,8 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
             c = fit.chi2[state.used]
             med = np.median(c)
             mad = 1.4826 * np.median(np.abs(c - med))
-            _reject(state, fit.chi2 > med + 5.0 * max(mad, 0.1 * med), "poor_fit")
+            # bright stars show the ePSF's own small errors: only clear outliers go
+            _reject(state, fit.chi2 > max(med + 10.0 * mad, 3.0 * med), "poor_fit")
         state.fit = fit
         sub = np.flatnonzero(state.used)
         if sub.size < 3:
@@ -257,7 +256,8 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
         basis = _sky_basis(state, state.x_cat, state.y_cat)
         stack = stack_stars(state.boxes.subset(sub), sfit, o, state.half,
                             model_coef=state.coef if it else None, smoothing=opts.smoothing,
-                            error_floor=opts.error_floor, sky_basis=basis[sub])
+                            error_floor=opts.error_floor, sky_basis=basis[sub],
+                            clip=opts.clip)
         state.sky_coef = stack.sky
         core = _centre(state, _embed(node_values(stack.coef), state.coef.shape[0]), o,
                        opts.center)

@@ -207,8 +207,11 @@ def _fit_moffat(core: np.ndarray, oversampling: int, r1: float, r2: float
         alpha, beta, lnamp = q
         return np.log(p) - (lnamp - beta * np.log1p((r / alpha) ** 2))
 
-    start = np.array([max(r1 / 2, 0.5), 2.5, math.log(p[0]) + 2.5 * math.log1p(4.0)])
-    sol = least_squares(resid, start, bounds=([0.05, 1.05, -np.inf], [50 * r2, 20.0, np.inf]))
+    # in the wings alpha and the amplitude are nearly degenerate: keep alpha at the
+    # scale of the core so that the profile is well sampled by the nodes
+    lo = max(0.25 * r1, 1.0)
+    start = np.array([max(r1 / 2, lo), 2.5, math.log(p[0]) + 2.5 * math.log1p(4.0)])
+    sol = least_squares(resid, start, bounds=([lo, 1.05, -np.inf], [50 * r2, 20.0, np.inf]))
     return float(sol.x[0]), float(sol.x[1])
 
 
@@ -257,6 +260,10 @@ def complete_wings(core: np.ndarray, oversampling: int, pixel_scale: float, wing
     blend = np.clip((r_outer - r) / max(r_outer - r_inner, 1e-9), 0.0, 1.0)
     out = blend * core + (1.0 - blend) * scale * model
     total = out.sum() / o**2 + scale * outside
+    if not (scale > 0 and total > 0 and 0.5 < out.sum() / o**2 / total <= 1.0 + 1e-6):
+        raise PSFError(f"wings: joining the {wings.name} wings between {r_inner:.1f} and "
+                       f"{r_outer:.1f} px failed (scale {scale:.3g}, flux in box "
+                       f"{out.sum() / o**2 / total:.3g}); use wings='none' or a PSF file")
     out = out / total
     match = WingMatch(wings.name, float(r_inner), float(r_outer), scale / total,
                       float(out.sum() / o**2), moffat)
