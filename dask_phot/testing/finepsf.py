@@ -74,7 +74,7 @@ class LatticePRF:
     >>> prf = LatticePRF(g / g.sum(), 0.1, 0.6, lattice=2)
     >>> s = prf.stamps(np.array([0.25]), np.array([-1 / 3]))
     >>> s.shape, round(float(s.sum()), 6)
-    ((1, 11, 11), 1.0)
+    ((1, 15, 15), 1.0)
     """
 
     def __init__(self, fine: np.ndarray, fine_scale: float, pixel_scale: float, *,
