@@ -10,13 +10,15 @@ from astropy.stats import sigma_clipped_stats
 
 from dask_phot import Flag, forced_photometry, gaussian_psf
 from dask_phot.engine._kernels import scatter_model
+from dask_phot.models.stamps import Stamps
 from dask_phot.psf import PixelPSF, PSFError
 
 
 def place(shape, psf, x, y, flux):
     """Noise-free image with sources placed by the engine's own stamps (mechanics tests)."""
     st, x0, y0 = psf.stamps(np.atleast_1d(x), np.atleast_1d(y))
-    return scatter_model(st, x0, y0, np.atleast_1d(np.asarray(flux, dtype=float)), shape)
+    return scatter_model(*Stamps.from_square(st, x0, y0).arrays,
+                         np.atleast_1d(np.asarray(flux, dtype=float)), shape)
 
 
 @pytest.fixture(scope="module")

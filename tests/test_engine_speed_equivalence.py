@@ -4,7 +4,8 @@ Scene mode builds its normal matrices from block partial sums of a whole-image
 pair table, factorises them right-looking, renders stamps grouped by tile, and
 counts footprints from a summed-area table; the PSF renders with whole-plane
 tap sums. Each is compared here, on small fields, with the direct computation
-it replaces (the kernels kept for cutout mode, or a few lines of numpy).
+it replaces (the kernels kept for cutout mode, or a few lines of numpy). The
+fields mix point sources with galaxies, whose stamps are larger (ragged stamps).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dask_phot.engine.scene import (
     solve_scene,
     spatial_order,
 )
+from dask_phot.models.render import render_sources
+from dask_phot.models.shapes import Shapes
+from dask_phot.models.stamps import Stamps
 from dask_phot.psf import PSFGrid, lanczos_stamps
 
 
@@ -33,15 +37,33 @@ def psf():
     return gaussian_psf(2.5, size=13)
 
 
+def field_shapes(n, seed):
+    """Every third source a galaxy, some with stamps larger than the PSF's."""
+    rng = np.random.default_rng(seed + 100)
+    r_e = np.where(np.arange(n) % 3 == 2, rng.uniform(0.3, 4.0, n), 0.0)
+    return Shapes.from_mapping({"r_e": r_e, "q": rng.uniform(0.4, 1, n),
+                                "theta": rng.uniform(0, 180, n), "n": rng.uniform(0.5, 4, n)}, n)
+
+
+def stamps_of(psf, x, y, seed=0, order=None):
+    """Ragged stamps (input order) of the mixed field's sources."""
+    return render_sources(psf, x, y, field_shapes(x.size, seed), order=order).stamps
+
+
+def boxes(st):
+    return st.x0, st.y0, st.w, st.h
+
+
 def field(psf, seed=0, shape=(90, 120), n=90, masked=True):
     """Noisy image of ``n`` sources (a few off the edges) with masked patches."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     x = rng.uniform(-4, nx + 3, n)
     y = rng.uniform(-4, ny + 3, n)
-    x[:2], y[:2] = [40.0, 40.0], [30.0, 30.0]  # an identical pair
-    st, x0, y0 = psf.stamps(x, y)
-    img = K.scatter_model(st, x0, y0, rng.uniform(5, 400, n), shape)
+    x[:2], y[:2] = [40.0, 40.0], [30.0, 30.0]  # an identical pair (both points)
+    st = stamps_of(psf, x, y, seed)
+    assert len(set(st.w.tolist())) > 1
+    img = K.scatter_model(*st.arrays, rng.uniform(5, 400, n), shape)
     img += rng.normal(0, 1, shape)
     weight = rng.uniform(0.5, 2.0, shape)
     if masked:
@@ -106,27 +128,27 @@ def test_psf_grid_stamps_use_the_per_source_path(psf):
 # ------------------------------------------------------------------------ kernels
 def test_footprint_counts_and_chi2_match_footprint_stats(psf):
     img, weight, x, y = field(psf, seed=1)
-    st, x0, y0 = psf.stamps(x, y)
+    st = stamps_of(psf, x, y, 1)
     resid = np.random.default_rng(2).normal(size=img.shape)
-    nuse, nmask, nout, chi = K.footprint_stats(st, x0, y0, weight, resid)
+    nuse, nmask, nout, chi = K.footprint_stats(*boxes(st), weight, resid)
     assert all(np.array_equal(a, b) for a, b in
-               zip((nuse, nmask, nout), K.footprint_counts(x0, y0, psf.size, weight),
-                   strict=True))
-    assert np.array_equal(chi, K.footprint_chi2(x0, y0, psf.size, weight, resid))
+               zip((nuse, nmask, nout), K.footprint_counts(*boxes(st), weight), strict=True))
+    assert np.array_equal(chi, K.footprint_chi2(*boxes(st), weight, resid))
 
 
 def test_scatter_model_matches_numpy(psf):
     _, _, x, y = field(psf, seed=3)
-    st, x0, y0 = psf.stamps(x, y)
+    st = stamps_of(psf, x, y, 3)
     flux = np.random.default_rng(3).uniform(1, 10, x.size)
     flux[5] = np.nan
     shape = (90, 120)
-    ref = np.zeros((shape[0] + 2 * psf.size, shape[1] + 2 * psf.size))
+    pad = st.max_side
+    ref = np.zeros((shape[0] + 2 * pad, shape[1] + 2 * pad))
     for i in np.flatnonzero(np.isfinite(flux)):
-        h = psf.size
-        ref[y0[i] + h : y0[i] + 2 * h, x0[i] + h : x0[i] + 2 * h] += flux[i] * st[i]
-    ref = ref[psf.size : psf.size + shape[0], psf.size : psf.size + shape[1]]
-    np.testing.assert_allclose(K.scatter_model(st, x0, y0, flux, shape), ref,
+        y0, x0 = st.y0[i] + pad, st.x0[i] + pad
+        ref[y0 : y0 + st.h[i], x0 : x0 + st.w[i]] += flux[i] * st.stamp(i)
+    ref = ref[pad : pad + shape[0], pad : pad + shape[1]]
+    np.testing.assert_allclose(K.scatter_model(*st.arrays, flux, shape), ref,
                                rtol=1e-13, atol=1e-13)
 
 
@@ -151,27 +173,31 @@ def test_right_looking_solve_is_identical_to_solve_normal():
         np.testing.assert_array_equal(out[1], ref[1])
 
 
+def tiling_of(prep, st, t, g, nsky=0):
+    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
+    return make_tiling(cx, cy, boxes(st), prep.fit, prep.data.shape, t, g, all_tiles=nsky > 0)
+
+
 @pytest.mark.parametrize("nsky", [0, 1, 3])
 @pytest.mark.parametrize("tiling", [None, (23, 9), (40, 20)])
 def test_tile_normal_matrices_match_direct_build(psf, nsky, tiling):
     img, weight, x, y = field(psf, seed=6)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
-    st, x0, y0 = psf.stamps(prep.x, prep.y)
-    footprint_flags(prep, st, x0, y0)
+    st = stamps_of(psf, prep.x, prep.y, 6)
+    footprint_flags(prep, *boxes(st))
     t, g = tiling or default_tiling(psf.size, psf.fwhm)
-    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
-    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half, all_tiles=nsky > 0)
+    tl = tiling_of(prep, st, t, g, nsky)
     ny, nx = prep.data.shape
     xl, xb = K.block_lines(tl.regions, nx, 0)
     _, yb = K.block_lines(tl.regions, ny, 1)
     use = np.zeros(x.size, dtype=bool)
     use[tl.members] = True
-    table = K.pair_table(st, x0, y0, prep.data, prep.weight, use, xl, xb, yb)
+    table = K.pair_table(*st.arrays, prep.data, prep.weight, use, xl, xb, yb)
     loc = np.full(x.size, -1)
     for tt in range(tl.ptr.size - 1):
         mem = tl.members[tl.ptr[tt] : tl.ptr[tt + 1]]
-        ref = K.build_normal(mem, st, x0, y0, prep.data, prep.weight, tl.regions[tt], nsky)
-        out = K.build_normal_tile(mem, st, x0, y0, prep.data, prep.weight, tl.regions[tt],
+        ref = K.build_normal(mem, *st.arrays, prep.data, prep.weight, tl.regions[tt], nsky)
+        out = K.build_normal_tile(mem, *st.arrays, prep.data, prep.weight, tl.regions[tt],
                                   nsky, table, xb, yb, loc)
         scale = np.abs(ref[0]).max() + 1e-300
         np.testing.assert_allclose(out[0], ref[0], rtol=0, atol=1e-12 * scale)
@@ -181,15 +207,15 @@ def test_tile_normal_matrices_match_direct_build(psf, nsky, tiling):
         assert (loc == -1).all()
 
 
-def reference_solve_tiles(tl, st, x0, y0, data, weight, nsky, tol):
+def reference_solve_tiles(tl, st, data, weight, nsky, tol):
     """:func:`K.solve_tiles` written with the direct build and the left-looking solve."""
-    n = st.shape[0]
+    n = len(st)
     flux, var = np.full(n, np.nan), np.full(n, np.nan)
     status, hasdeg = np.full(n, K.ST_FAILED), np.zeros(n, dtype=bool)
     for t in range(tl.ptr.size - 1):
         lo, hi = tl.ptr[t], tl.ptr[t + 1]
         mem, prim = tl.members[lo:hi], tl.primary[lo:hi]
-        nmat, rhs = K.build_normal(mem, st, x0, y0, data, weight, tl.regions[t], nsky)
+        nmat, rhs = K.build_normal(mem, *st.arrays, data, weight, tl.regions[t], nsky)
         want = np.concatenate([prim, np.zeros(nsky, dtype=bool)])
         sol, v, s = K.solve_normal(nmat, rhs, want, tol)
         for a in np.flatnonzero(prim):
@@ -209,14 +235,14 @@ def reference_solve_tiles(tl, st, x0, y0, data, weight, nsky, tol):
 def test_solve_tiles_matches_reference(psf, tiling, nsky):
     img, weight, x, y = field(psf, seed=7)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
-    st, x0, y0 = psf.stamps(prep.x, prep.y)
-    footprint_flags(prep, st, x0, y0)
+    st = stamps_of(psf, prep.x, prep.y, 7)
+    footprint_flags(prep, *boxes(st))
     t, g = tiling or default_tiling(psf.size, psf.fwhm)
-    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
-    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half, all_tiles=nsky > 0)
-    ref = reference_solve_tiles(tl, st, x0, y0, prep.data, prep.weight, nsky, 1e-7)
-    out = K.solve_tiles(tl.ptr, tl.members, tl.primary, tl.regions, st, x0, y0,
-                        prep.data, prep.weight, nsky, 1e-7)
+    tl = tiling_of(prep, st, t, g, nsky)
+    ref = reference_solve_tiles(tl, st, prep.data, prep.weight, nsky, 1e-7)
+    prepared = K.tile_table(tl.members, tl.regions, *st.arrays, prep.data, prep.weight)
+    out = K.solve_tiles(tl.ptr, tl.members, tl.primary, tl.regions, *st.arrays,
+                        prep.data, prep.weight, nsky, 1e-7, prepared)
     np.testing.assert_array_equal(out[2], ref[2])
     np.testing.assert_array_equal(out[3], ref[3])
     assert ref[3].any() and (ref[2] == K.ST_DEGENERATE).any()
@@ -231,15 +257,15 @@ def test_solve_tiles_matches_reference(psf, tiling, nsky):
 def test_scene_in_tile_order_matches_input_order(psf, nsky):
     img, weight, x, y = field(psf, seed=8)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
-    st, x0, y0 = psf.stamps(prep.x, prep.y)
-    footprint_flags(prep, st, x0, y0)
+    st = stamps_of(psf, prep.x, prep.y, 8)
+    footprint_flags(prep, *boxes(st))
     t, g = default_tiling(psf.size, psf.fwhm)
     opts = dict(nsky=nsky, tile_size=t, margin=g, tol=1e-7)
-    ref = solve_scene(prep, st, x0, y0, **opts)
+    ref = solve_scene(prep, st, **opts)
     order = spatial_order(prep.x, prep.y, prep.data.shape, t)
     assert not np.array_equal(order, np.arange(order.size))
-    sst, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
-    out = solve_scene(prep, sst, sx0, sy0, order=order, **opts)
+    sst = stamps_of(psf, prep.x, prep.y, 8, order=order)
+    out = solve_scene(prep, sst, order=order, **opts)
     for a, b in zip(out[:5], ref[:5], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
@@ -249,8 +275,9 @@ def test_sky_image_matches_sky_at_every_pixel(psf):
     rng = np.random.default_rng(9)
     shape = (47, 61)
     cx, cy = rng.integers(0, 61, 40), rng.integers(0, 47, 40)
+    box = (cx - 3, cy - 3, np.full(40, 7), np.full(40, 7))
     for all_tiles in (True, False):
-        tl = make_tiling(cx, cy, np.ones(40, bool), shape, 11, 4, 3, all_tiles=all_tiles)
+        tl = make_tiling(cx, cy, box, np.ones(40, bool), shape, 11, 4, all_tiles=all_tiles)
         sky = rng.normal(size=(tl.tile_ids.size, 3))
         yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
         for nsky in (0, 1, 3):
@@ -260,22 +287,54 @@ def test_sky_image_matches_sky_at_every_pixel(psf):
 
 def test_forced_photometry_scene_matches_reference_pipeline(psf):
     """End to end: the default path against input-order stamps, the direct tile
-    build and solve, and footprint_stats for the chi2."""
+    build and solve, and footprint_stats for the chi2, with galaxies among the sources."""
     img, weight, x, y = field(psf, seed=10, shape=(70, 80), n=60)
-    res = forced_photometry(img, psf, x, y, weight=weight)
+    shapes = field_shapes(x.size, 10)
+    res = forced_photometry(img, psf, x, y, weight=weight, shapes=shapes, max_core=10_000)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
-    st, x0, y0 = psf.stamps(prep.x, prep.y)
-    nuse, _ = footprint_flags(prep, st, x0, y0)
+    st = stamps_of(psf, prep.x, prep.y, 10)
+    nuse, _ = footprint_flags(prep, *boxes(st))
     t, g = default_tiling(psf.size, psf.fwhm)
-    cx, cy = np.floor(prep.x + 0.5).astype(int), np.floor(prep.y + 0.5).astype(int)
-    tl = make_tiling(cx, cy, prep.fit, prep.data.shape, t, g, psf.half)
-    flux, var, status, _ = reference_solve_tiles(tl, st, x0, y0, prep.data, prep.weight,
-                                                 0, 1e-7)
+    tl = tiling_of(prep, st, t, g)
+    flux, var, status, _ = reference_solve_tiles(tl, st, prep.data, prep.weight, 0, 1e-7)
     ok = np.isfinite(res.flux)
     assert np.array_equal(ok, prep.fit & (status == K.ST_OK) & np.isfinite(flux))
     assert np.max(np.abs(res.flux[ok] - flux[ok]) / np.sqrt(var[ok])) < 1e-8
     np.testing.assert_allclose(res.flux_err[ok], np.sqrt(var[ok]), rtol=1e-9)
-    model = K.scatter_model(st, x0, y0, np.where(ok, flux, np.nan), img.shape)
-    chisum = K.footprint_stats(st, x0, y0, prep.weight, prep.data - model)[3]
+    model = K.scatter_model(*st.arrays, np.where(ok, flux, np.nan), img.shape)
+    chisum = K.footprint_stats(*boxes(st), prep.weight, prep.data - model)[3]
     np.testing.assert_allclose(res.chi2[ok], chisum[ok] / np.maximum(nuse[ok] - 1, 1),
                                rtol=1e-8)
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_second_pass_reuses_the_tiles_for_new_data(psf, nsky):
+    """A scene fit of other data with the state of a first fit (tiling and pair table
+    kept, data sums refreshed) equals a fresh fit of that data."""
+    img, weight, x, y = field(psf, seed=13)
+    other = img + np.random.default_rng(14).normal(0, 3.0, img.shape)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st = stamps_of(psf, prep.x, prep.y, 13)
+    footprint_flags(prep, *boxes(st))
+    t, g = default_tiling(psf.size, psf.fwhm)
+    opts = dict(nsky=nsky, tile_size=t, margin=g, tol=1e-7)
+    first = solve_scene(prep, st, variances=False, **opts)
+    assert np.isnan(first[1]).all()
+    prep2 = prepare_inputs(other, psf, x, y, sigma=None, weight=weight, sky=None)
+    prep2.fit[:] = prep.fit
+    fresh = solve_scene(prep2, st, **opts)
+    again = solve_scene(prep2, st, state=first[5], **opts)
+    for a, b in zip(again[:5], fresh[:5], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_stamps_from_square_and_put_round_trip(psf):
+    rng = np.random.default_rng(12)
+    sq = rng.normal(size=(5, 7, 7))
+    st = Stamps.empty(5, np.full(5, 7))
+    st.put(np.array([4, 0, 2, 1, 3]), sq, np.arange(5), np.arange(5) + 1)
+    np.testing.assert_array_equal(st.stamp(4), sq[0])
+    np.testing.assert_array_equal(st.stamp(3), sq[4])
+    assert st.x0.tolist() == [1, 3, 2, 4, 0]
+    with pytest.raises(ValueError, match="sides"):
+        st.put(np.array([0]), np.zeros((1, 9, 9)), np.zeros(1), np.zeros(1))

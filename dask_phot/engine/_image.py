@@ -2,9 +2,10 @@
 (:func:`scatter_model`) and per-source footprint statistics (pixel counts from a
 summed-area table, chi-square sums).
 
-All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
-``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
-and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
+All functions here are pure numba functions of arrays. Stamps are ragged
+(:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
+array ``data[ptr[i]:ptr[i+1]]`` whose first pixel sits at image column ``x0[i]``
+and row ``y0[i]``.
 """
 
 from __future__ import annotations
@@ -27,25 +28,26 @@ def _zeros_image(ny: int, nx: int) -> np.ndarray:
 
 @numba.njit(cache=True)
 def scatter_model(
-    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, flux: np.ndarray, shape: tuple
+    data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
+    y0: np.ndarray, flux: np.ndarray, shape: tuple,
 ) -> np.ndarray:
-    """Sum ``flux[i] * stamps[i]`` into an image of ``shape`` (NaN fluxes skipped)."""
+    """Sum ``flux[i] * stamp_i`` into an image of ``shape`` (NaN fluxes skipped)."""
     ny, nx = shape
     out = _zeros_image(ny, nx)
-    k = stamps.shape[1]
-    for i in range(stamps.shape[0]):
+    for i in range(w.shape[0]):
         f = flux[i]
         if not math.isfinite(f):
             continue
-        cs, ce = max(0, -x0[i]), min(k, nx - x0[i])
+        cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
         if cs >= ce:
             continue
-        for r in range(k):
+        for r in range(h[i]):
             yy = y0[i] + r
             if yy < 0 or yy >= ny:
                 continue
             orow = out[yy, x0[i] + cs : x0[i] + ce]
-            srow = stamps[i, r, cs:ce]
+            o = ptr[i] + r * w[i]
+            srow = data[o + cs : o + ce]
             for c in range(ce - cs):
                 orow[c] += f * srow[c]
     return out
@@ -53,12 +55,12 @@ def scatter_model(
 
 @numba.njit(cache=True)
 def footprint_counts(
-    x0: np.ndarray, y0: np.ndarray, k: int, weight: np.ndarray
+    x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The counts of :func:`footprint_stats`, ``(n_usable, n_masked, n_outside)``.
 
-    Exact box counts of the ``k x k`` footprints from a summed-area table of
-    the usable (weight > 0) pixels.
+    Exact box counts of the footprints from a summed-area table of the usable
+    (weight > 0) pixels.
     """
     n = x0.shape[0]
     ny, nx = weight.shape
@@ -76,10 +78,10 @@ def footprint_counts(
     nmask = np.zeros(n, dtype=np.int64)
     nout = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        xs, xe = min(max(x0[i], 0), nx), max(min(x0[i] + k, nx), 0)
-        ys, ye = min(max(y0[i], 0), ny), max(min(y0[i] + k, ny), 0)
+        xs, xe = min(max(x0[i], 0), nx), max(min(x0[i] + w[i], nx), 0)
+        ys, ye = min(max(y0[i], 0), ny), max(min(y0[i] + h[i], ny), 0)
         inside = max(xe - xs, 0) * max(ye - ys, 0)
-        nout[i] = k * k - inside
+        nout[i] = w[i] * h[i] - inside
         if inside > 0:
             nuse[i] = sat[ye, xe] - sat[ys, xe] - sat[ye, xs] + sat[ys, xs]
         nmask[i] = inside - nuse[i]
@@ -88,7 +90,8 @@ def footprint_counts(
 
 @numba.njit(cache=True)
 def footprint_chi2(
-    x0: np.ndarray, y0: np.ndarray, k: int, weight: np.ndarray, resid: np.ndarray
+    x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
+    resid: np.ndarray,
 ) -> np.ndarray:
     """The ``chi2sum`` of :func:`footprint_stats`: ``sum(weight * resid**2)`` over
     each footprint's usable pixels, summed in the same order.
@@ -102,11 +105,11 @@ def footprint_chi2(
     order = np.argsort(y0, kind="mergesort")
     for t in range(n):
         i = order[t]
-        cs, ce = max(0, -x0[i]), min(k, nx - x0[i])
+        cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
         if cs >= ce:
             continue
         acc = 0.0
-        for r in range(k):
+        for r in range(h[i]):
             yy = y0[i] + r
             if yy < 0 or yy >= ny:
                 continue
@@ -122,29 +125,26 @@ def footprint_chi2(
 
 @numba.njit(cache=True)
 def footprint_stats(
-    stamps: np.ndarray,
-    x0: np.ndarray,
-    y0: np.ndarray,
-    weight: np.ndarray,
+    x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-source footprint statistics over the image.
+    """Per-source footprint statistics over the image, pixel by pixel (the reference
+    for :func:`footprint_counts` and :func:`footprint_chi2`).
 
     Returns ``(n_usable, n_masked, n_outside, chi2sum)``: usable pixels
     (weight > 0), masked pixels inside the image, stamp pixels outside the
     image, and ``sum(weight * resid**2)`` over usable pixels.
     """
-    n = stamps.shape[0]
-    k = stamps.shape[1]
+    n = x0.shape[0]
     ny, nx = weight.shape
     nuse = np.zeros(n, dtype=np.int64)
     nmask = np.zeros(n, dtype=np.int64)
     nout = np.zeros(n, dtype=np.int64)
     chi = np.zeros(n)
     for i in range(n):
-        for r in range(k):
+        for r in range(h[i]):
             yy = y0[i] + r
-            for c in range(k):
+            for c in range(w[i]):
                 xx = x0[i] + c
                 if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                     nout[i] += 1

@@ -1,8 +1,10 @@
 """Compiled kernels of the engine: normal equations from stamp overlaps, solves.
 
-All functions are pure numba functions of arrays. A *stamp* ``i`` is the
-``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
-and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
+All functions are pure numba functions of arrays. Stamps are ragged
+(:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
+array ``data[ptr[i]:ptr[i+1]]`` whose first pixel sits at image column ``x0[i]``
+and row ``y0[i]``; kernels take the six arrays ``data, ptr, w, h, x0, y0``
+(``Stamps.arrays``). A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
 
 This module gathers the kernels the engine uses (imported as ``K``); they live
 in :mod:`~dask_phot.engine._normal` (normal equations, solvers, status codes),
@@ -22,9 +24,11 @@ from dask_phot.engine._normal import (
     ST_OK,
     build_normal,
     build_normal_tile,
+    refresh_data_sums,
     solve_normal,
     solve_normal_rl,
     solve_tiles,
+    tile_table,
 )
 from dask_phot.engine._pairs import block_lines, pair_table
 
@@ -39,8 +43,10 @@ __all__ = [
     "footprint_counts",
     "footprint_stats",
     "pair_table",
+    "refresh_data_sums",
     "scatter_model",
     "solve_normal",
     "solve_normal_rl",
     "solve_tiles",
+    "tile_table",
 ]

@@ -6,8 +6,9 @@
 solves them with :func:`solve_normal_rl` (:func:`solve_normal` is the
 reference, left-looking form).
 
-All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
-``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
+All functions here are pure numba functions of arrays. Stamps are ragged
+(:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
+array ``data[ptr[i]:ptr[i+1]]`` whose first pixel sits at image column ``x0[i]``
 and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
 """
 
@@ -18,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from dask_phot.engine._pairs import _cells_in, block_lines, pair_table
+from dask_phot.engine._pairs import block_lines, cells_in, pair_table
 
 __all__ = [
     "ST_DEGENERATE",
@@ -26,9 +27,11 @@ __all__ = [
     "ST_OK",
     "build_normal",
     "build_normal_tile",
+    "refresh_data_sums",
     "solve_normal",
     "solve_normal_rl",
     "solve_tiles",
+    "tile_table",
 ]
 
 # status codes written by the solvers (mapped to Flag bits by the callers)
@@ -37,21 +40,16 @@ ST_DEGENERATE = 1
 ST_FAILED = 2
 
 
-@numba.njit(cache=True, inline="always")
-def _overlap(a0: int, b0: int, k: int, lo: int, hi: int) -> tuple[int, int]:
-    """Intersection of [a0, a0+k), [b0, b0+k) and [lo, hi) as (start, stop)."""
-    s = max(a0, b0, lo)
-    e = min(a0 + k, b0 + k, hi)
-    return s, e
-
-
 @numba.njit(cache=True)
 def build_normal(
     members: np.ndarray,
-    stamps: np.ndarray,
+    data: np.ndarray,
+    ptr: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
     x0: np.ndarray,
     y0: np.ndarray,
-    data: np.ndarray,
+    image: np.ndarray,
     weight: np.ndarray,
     region: np.ndarray,
     nsky: int,
@@ -62,7 +60,6 @@ def build_normal(
     (1, then (x - xc)/L and (y - yc)/L for a plane).
     """
     m = members.shape[0]
-    k = stamps.shape[1]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
     p = m + nsky
     nmat = np.zeros((p, p))
@@ -72,47 +69,52 @@ def build_normal(
     half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
     for a in range(m):
         i = members[a]
-        xs, xe = _overlap(x0[i], x0[i], k, rx0, rx1)
-        ys, ye = _overlap(y0[i], y0[i], k, ry0, ry1)
+        xs, xe = max(x0[i], rx0), min(x0[i] + w[i], rx1)
+        ys, ye = max(y0[i], ry0), min(y0[i] + h[i], ry1)
         for yy in range(ys, ye):
+            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
             for xx in range(xs, xe):
                 wv = weight[yy, xx]
                 if wv <= 0.0:
                     continue
-                s = stamps[i, yy - y0[i], xx - x0[i]] * wv
-                rhs[a] += s * data[yy, xx]
+                sv = data[ri + xx] * wv
+                rhs[a] += sv * image[yy, xx]
                 if nsky > 0:
-                    nmat[a, m] += s
+                    nmat[a, m] += sv
                 if nsky > 1:
-                    nmat[a, m + 1] += s * (xx - xc) / half
-                    nmat[a, m + 2] += s * (yy - yc) / half
+                    nmat[a, m + 1] += sv * (xx - xc) / half
+                    nmat[a, m + 2] += sv * (yy - yc) / half
         for bb in range(a, m):
             j = members[bb]
-            xs, xe = _overlap(x0[i], x0[j], k, rx0, rx1)
-            ys, ye = _overlap(y0[i], y0[j], k, ry0, ry1)
+            xs, xe = max(x0[i], x0[j], rx0), min(x0[i] + w[i], x0[j] + w[j], rx1)
+            ys, ye = max(y0[i], y0[j], ry0), min(y0[i] + h[i], y0[j] + h[j], ry1)
             if xs >= xe or ys >= ye:
                 continue
             acc = 0.0
             for yy in range(ys, ye):
+                ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+                rj = ptr[j] + (yy - y0[j]) * w[j] - x0[j]
                 for xx in range(xs, xe):
                     wv = weight[yy, xx]
                     if wv > 0.0:
-                        acc += (stamps[i, yy - y0[i], xx - x0[i]]
-                                * stamps[j, yy - y0[j], xx - x0[j]] * wv)
+                        acc += data[ri + xx] * data[rj + xx] * wv
             nmat[a, bb] = acc
             nmat[bb, a] = acc
     if nsky > 0:
-        _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
+        _sky_block(nmat, rhs, image, weight, region, m, nsky, xc, yc, half)
     return nmat, rhs
 
 
 @numba.njit(cache=True)
 def build_normal_tile(
     members: np.ndarray,
-    stamps: np.ndarray,
+    data: np.ndarray,
+    ptr: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
     x0: np.ndarray,
     y0: np.ndarray,
-    data: np.ndarray,
+    image: np.ndarray,
     weight: np.ndarray,
     region: np.ndarray,
     nsky: int,
@@ -126,9 +128,8 @@ def build_normal_tile(
     ``region`` must be a union of the blocks (its edges among the block lines);
     ``loc`` is a work array of ``-1`` (one per source), returned as it came.
     """
-    ptr, nbr, pcell, pvals, scell, svals = table
+    pptr, nbr, pcell, pvals, scell, svals = table
     m = members.shape[0]
-    k = stamps.shape[1]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
     p = m + nsky
     nmat = np.zeros((p, p))
@@ -146,38 +147,38 @@ def build_normal_tile(
         i = members[a]
         if scell[i, 1] > 0:
             sc = scell[i]
-            nmat[a, a] = _cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
-            rhs[a] = _cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
+            nmat[a, a] = cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
+            rhs[a] = cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
             if nsky > 0:
-                nmat[a, m] = _cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
+                nmat[a, m] = cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
         if nsky > 1:
-            xi, yi = x0[i], y0[i]
             s1 = 0.0
             s2 = 0.0
-            for yy in range(max(yi, ry0), min(yi + k, ry1)):
-                for xx in range(max(xi, rx0), min(xi + k, rx1)):
-                    s = stamps[i, yy - yi, xx - xi] * weight[yy, xx]
-                    s1 += s * (xx - xc) / half
-                    s2 += s * (yy - yc) / half
+            for yy in range(max(y0[i], ry0), min(y0[i] + h[i], ry1)):
+                ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+                for xx in range(max(x0[i], rx0), min(x0[i] + w[i], rx1)):
+                    sv = data[ri + xx] * weight[yy, xx]
+                    s1 += sv * (xx - xc) / half
+                    s2 += sv * (yy - yc) / half
             nmat[a, m + 1] = s1
             nmat[a, m + 2] = s2
-        for q in range(ptr[i], ptr[i + 1]):
+        for q in range(pptr[i], pptr[i + 1]):
             bb = loc[nbr[q]]
             if bb < 0:
                 continue
-            g = _cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
+            g = cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
             nmat[a, bb] = g
             nmat[bb, a] = g
     for a in range(m):
         loc[members[a]] = -1
     if nsky > 0:
-        _sky_block(nmat, rhs, data, weight, region, m, nsky, xc, yc, half)
+        _sky_block(nmat, rhs, image, weight, region, m, nsky, xc, yc, half)
     return nmat, rhs
 
 
 @numba.njit(cache=True)
 def _sky_block(
-    nmat: np.ndarray, rhs: np.ndarray, data: np.ndarray, weight: np.ndarray,
+    nmat: np.ndarray, rhs: np.ndarray, image: np.ndarray, weight: np.ndarray,
     region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
 ) -> None:
     """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns."""
@@ -191,15 +192,15 @@ def _sky_block(
             t1 = (xx - xc) / half
             t2 = (yy - yc) / half
             nmat[m, m] += wv
-            rhs[m] += wv * data[yy, xx]
+            rhs[m] += wv * image[yy, xx]
             if nsky > 1:
                 nmat[m, m + 1] += wv * t1
                 nmat[m, m + 2] += wv * t2
                 nmat[m + 1, m + 1] += wv * t1 * t1
                 nmat[m + 1, m + 2] += wv * t1 * t2
                 nmat[m + 2, m + 2] += wv * t2 * t2
-                rhs[m + 1] += wv * t1 * data[yy, xx]
-                rhs[m + 2] += wv * t2 * data[yy, xx]
+                rhs[m + 1] += wv * t1 * image[yy, xx]
+                rhs[m + 2] += wv * t2 * image[yy, xx]
     for a in range(m, p):
         for bb in range(a + 1, p):
             nmat[bb, a] = nmat[a, bb]
@@ -397,60 +398,87 @@ def solve_normal_rl(
 
 
 @numba.njit(cache=True)
+def tile_table(
+    tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
+    w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
+    weight: np.ndarray,
+) -> tuple:
+    """The block lines of the tiles' regions and the pair table of their members.
+
+    Returns ``(table, xlines, xb, yb, blocks)``; ``blocks`` is False where the
+    blocks are narrower than a quarter stamp on average (tiles of a few pixels):
+    entries would be split into many cells, and the tiles are built directly.
+    """
+    n = w.shape[0]
+    use = np.zeros(n, dtype=np.bool_)
+    for q in range(tile_members.shape[0]):
+        use[tile_members[q]] = True
+    ny, nx = weight.shape
+    # typical stamp side (a few large galaxy stamps do not change the choice)
+    k = 1
+    if n > 0:
+        k = max(1, int(np.median(w)))
+    xlines, xb = block_lines(regions, nx, 0)
+    ylines, yb = block_lines(regions, ny, 1)
+    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
+    if blocks:
+        table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
+    else:
+        table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
+                           use[:0], xlines, xb, yb)
+    return table, xlines, xb, yb, blocks
+
+
+@numba.njit(cache=True)
 def solve_tiles(
     tile_ptr: np.ndarray,
     tile_members: np.ndarray,
     tile_primary: np.ndarray,
     regions: np.ndarray,
-    stamps: np.ndarray,
+    data: np.ndarray,
+    ptr: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
     x0: np.ndarray,
     y0: np.ndarray,
-    data: np.ndarray,
+    image: np.ndarray,
     weight: np.ndarray,
     nsky: int,
     tol: float,
+    prepared: tuple,
+    variances: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every tile's sub-problem; keep the results of its primary sources.
 
     ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
     ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
-    tile ``t`` reports. Returns ``flux, var, status, has_degenerate`` per source
-    and the sky parameters ``(ntiles, 3)`` of each tile.
+    tile ``t`` reports; ``prepared`` is :func:`tile_table`'s result for these
+    tiles and this ``image``. Returns ``flux, var, status, has_degenerate`` per
+    source and the sky parameters ``(ntiles, 3)`` of each tile (without
+    ``variances``, ``var`` is NaN: a quicker first pass).
     """
-    n = stamps.shape[0]
+    table, _, xb, yb, blocks = prepared
+    n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
     flux = np.full(n, np.nan)
     var = np.full(n, np.nan)
     status = np.full(n, ST_FAILED, dtype=np.int64)
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
-    use = np.zeros(n, dtype=np.bool_)
-    for q in range(tile_members.shape[0]):
-        use[tile_members[q]] = True
-    ny, nx = weight.shape
-    k = stamps.shape[1]
-    xlines, xb = block_lines(regions, nx, 0)
-    ylines, yb = block_lines(regions, ny, 1)
-    # block partial sums, unless the blocks are narrower than a quarter stamp on
-    # average (tiles of a few pixels), where entries would be split into many cells
-    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
-    if blocks:
-        table = pair_table(stamps, x0, y0, data, weight, use, xlines, xb, yb)
-    else:
-        table = pair_table(stamps[:0], x0[:0], y0[:0], data, weight, use[:0], xlines, xb, yb)
     loc = np.full(n, -1, dtype=np.int64)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
         m = hi - lo
         if blocks:
-            nmat, rhs = build_normal_tile(members, stamps, x0, y0, data, weight, regions[t],
-                                          nsky, table, xb, yb, loc)
+            nmat, rhs = build_normal_tile(members, data, ptr, w, h, x0, y0, image, weight,
+                                          regions[t], nsky, table, xb, yb, loc)
         else:
-            nmat, rhs = build_normal(members, stamps, x0, y0, data, weight, regions[t], nsky)
+            nmat, rhs = build_normal(members, data, ptr, w, h, x0, y0, image, weight,
+                                     regions[t], nsky)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
-            want[a] = tile_primary[lo + a]
+            want[a] = tile_primary[lo + a] and variances
         sol, v, st = solve_normal_rl(nmat, rhs, want, tol)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
@@ -469,3 +497,34 @@ def solve_tiles(
                         if c > 0.999:
                             hasdeg[i] = True
     return flux, var, status, hasdeg, sky
+
+
+@numba.njit(cache=True)
+def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+                      h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
+                      weight: np.ndarray) -> None:
+    """Recompute the stamps' ``sum(w s d)`` block sums of a :func:`tile_table` for a new
+    ``image`` (the other sums depend on the stamps and weights only), in place."""
+    table, xlines, _, yb, blocks = prepared
+    if not blocks:
+        return
+    scell, svals = table[4], table[5]
+    ny, nx = weight.shape
+    for i in range(w.shape[0]):
+        if scell[i, 1] == 0:
+            continue
+        bx0, nbx, by0, off = scell[i, 0], scell[i, 1], scell[i, 2], scell[i, 4]
+        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
+        for q in range(scell[i, 3] * nbx):
+            svals[off + 3 * q + 1] = 0.0
+        for yy in range(ys, ye):
+            cell = (yb[yy] - by0) * nbx
+            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+            for sb in range(nbx):
+                sx0 = max(xs, xlines[bx0 + sb])
+                sx1 = min(xe, xlines[bx0 + sb + 1])
+                acc = 0.0
+                for xx in range(sx0, sx1):
+                    acc += weight[yy, xx] * data[ri + xx] * image[yy, xx]
+                svals[off + 3 * (cell + sb) + 1] += acc

@@ -2,8 +2,9 @@
 their block partial sums, from which :mod:`dask_phot.engine._normal` assembles
 each tile's normal matrix.
 
-All functions here are pure numba functions of arrays. A *stamp* ``i`` is the
-``k x k`` array ``stamps[i]`` whose first pixel sits at image column ``x0[i]``
+All functions here are pure numba functions of arrays. Stamps are ragged
+(:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
+array ``data[ptr[i]:ptr[i+1]]`` whose first pixel sits at image column ``x0[i]``
 and row ``y0[i]``. A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_lines", "pair_table"]
+__all__ = ["block_lines", "cells_in", "pair_table"]
 
 # Flags for kernels whose only floating-point liberty is the order of sums
 # (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
@@ -49,19 +50,23 @@ def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.
 
 
 @numba.njit(cache=True, fastmath=_REASSOC)
-def _cell_dots(stamps: np.ndarray, i: int, j: int, xi: int, yi: int, xj: int, yj: int,
-               weight: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
-               bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
+def _cell_dots(data: np.ndarray, oi: int, wi: int, oj: int, wj: int, xi: int, yi: int,
+               xj: int, yj: int, weight: np.ndarray, xs: int, xe: int, ys: int, ye: int,
+               xlines: np.ndarray, bx0: int, nbx: int, yb: np.ndarray, by0: int,
+               out: np.ndarray) -> None:
     """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
-    ``out[(by - by0) * nbx + (bx - bx0)]``."""
+    ``out[(by - by0) * nbx + (bx - bx0)]``; stamp ``i`` starts at ``data[oi]`` with
+    rows of ``wi`` pixels (likewise ``j``)."""
     for yy in range(ys, ye):
         cell = (yb[yy] - by0) * nbx
+        ri = oi + (yy - yi) * wi - xi
+        rj = oj + (yy - yj) * wj - xj
         for sb in range(nbx):
             sx0 = max(xs, xlines[bx0 + sb])
             sx1 = min(xe, xlines[bx0 + sb + 1])
             wrow = weight[yy, sx0:sx1]
-            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
-            sj = stamps[j, yy - yj, sx0 - xj : sx1 - xj]
+            si = data[ri + sx0 : ri + sx1]
+            sj = data[rj + sx0 : rj + sx1]
             acc = 0.0
             for c in range(sx1 - sx0):
                 acc += wrow[c] * si[c] * sj[c]
@@ -69,19 +74,20 @@ def _cell_dots(stamps: np.ndarray, i: int, j: int, xi: int, yi: int, xj: int, yj
 
 
 @numba.njit(cache=True, fastmath=_REASSOC)
-def _cell_self(stamps: np.ndarray, i: int, xi: int, yi: int, weight: np.ndarray,
-               data: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
+def _cell_self(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.ndarray,
+               image: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
                bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
     """Add ``sum(w s^2), sum(w s d), sum(w s)`` of stamp ``i`` over a box, split
     by block, to ``out[3 * cell + (0, 1, 2)]``."""
     for yy in range(ys, ye):
         cell = (yb[yy] - by0) * nbx
+        ri = oi + (yy - yi) * wi - xi
         for sb in range(nbx):
             sx0 = max(xs, xlines[bx0 + sb])
             sx1 = min(xe, xlines[bx0 + sb + 1])
             wrow = weight[yy, sx0:sx1]
-            drow = data[yy, sx0:sx1]
-            si = stamps[i, yy - yi, sx0 - xi : sx1 - xi]
+            drow = image[yy, sx0:sx1]
+            si = data[ri + sx0 : ri + sx1]
             dd = 0.0
             db = 0.0
             ds = 0.0
@@ -96,9 +102,43 @@ def _cell_self(stamps: np.ndarray, i: int, xi: int, yi: int, weight: np.ndarray,
 
 
 @numba.njit(cache=True)
+def _buckets(x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, use: np.ndarray,
+             nx: int, ny: int, c: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Register every used stamp (clipped to the image) in each ``c x c`` bucket it covers.
+
+    Returns the CSR ``(start, members)`` of the buckets and the grid's ``(ngx, ngy)``.
+    """
+    n = x0.shape[0]
+    ngx = (nx - 1) // c + 1
+    ngy = (ny - 1) // c + 1
+    start = np.zeros(ngx * ngy + 1, dtype=np.int64)
+    for sweep in range(2):
+        if sweep == 1:
+            for b in range(ngx * ngy):
+                start[b + 1] += start[b]
+            fill = start[:-1].copy()
+            members = np.empty(start[-1], dtype=np.int64)
+        for i in range(n):
+            xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+            ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
+            if not use[i] or xs >= xe or ys >= ye:
+                continue
+            for gy in range(ys // c, (ye - 1) // c + 1):
+                for gx in range(xs // c, (xe - 1) // c + 1):
+                    b = gy * ngx + gx
+                    if sweep == 0:
+                        start[b + 1] += 1
+                    else:
+                        members[fill[b]] = i
+                        fill[b] += 1
+    return start, members, ngx, ngy
+
+
+@numba.njit(cache=True)
 def pair_table(
-    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, data: np.ndarray,
-    weight: np.ndarray, use: np.ndarray, xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
+    data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
+    y0: np.ndarray, image: np.ndarray, weight: np.ndarray, use: np.ndarray,
+    xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Block partial sums of the normal-matrix entries of the sources marked ``use``.
 
@@ -109,64 +149,43 @@ def pair_table(
     + (bx - bx0)]``. ``scell[i]`` and ``svals`` (three values per block) hold
     ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike.
     """
-    n = stamps.shape[0]
-    k = stamps.shape[1]
+    n = w.shape[0]
     ny, nx = weight.shape
-    # bucket the used sources into cells of k x k pixels: stamps that overlap
-    # lie in neighbouring buckets
-    gx0, gy0, gx1, gy1 = 0, 0, 0, 0
-    first = True
-    for i in range(n):
-        if use[i]:
-            if first:
-                gx0, gy0, gx1, gy1 = x0[i], y0[i], x0[i], y0[i]
-                first = False
-            gx0, gx1 = min(gx0, x0[i]), max(gx1, x0[i])
-            gy0, gy1 = min(gy0, y0[i]), max(gy1, y0[i])
-    ngx = (gx1 - gx0) // k + 1
-    ngy = (gy1 - gy0) // k + 1
-    bucket = np.full(n, -1, dtype=np.int64)
-    bstart = np.zeros(ngx * ngy + 1, dtype=np.int64)
-    for i in range(n):
-        if use[i]:
-            bucket[i] = ((y0[i] - gy0) // k) * ngx + (x0[i] - gx0) // k
-            bstart[bucket[i] + 1] += 1
-    for c in range(ngx * ngy):
-        bstart[c + 1] += bstart[c]
-    fill = bstart[:-1].copy()
-    bsrc = np.empty(bstart[-1], dtype=np.int64)
-    for i in range(n):
-        if use[i]:
-            bsrc[fill[bucket[i]]] = i
-            fill[bucket[i]] += 1
-    # pairs: count, then list them with their blocks
-    ptr = np.zeros(n + 1, dtype=np.int64)
+    # buckets about the median stamp side: each pair is found in the bucket that
+    # holds the top-left corner of its overlap, exactly once
+    c = 16
+    if n > 0:
+        c = max(int(np.median(w)), 8)
+    bstart, bsrc, ngx, _ = _buckets(x0, y0, w, h, use, nx, ny, c)
+    pp = np.zeros(n + 1, dtype=np.int64)
     for sweep in range(2):
         if sweep == 1:
             for i in range(n):
-                ptr[i + 1] += ptr[i]
-            nbr = np.empty(ptr[n], dtype=np.int64)
-            pcell = np.empty((ptr[n], 5), dtype=np.int64)
+                pp[i + 1] += pp[i]
+            nbr = np.empty(pp[n], dtype=np.int64)
+            pcell = np.empty((pp[n], 5), dtype=np.int64)
         for i in range(n):
             if not use[i]:
                 continue
             xi, yi = x0[i], y0[i]
-            gx, gy = (xi - gx0) // k, (yi - gy0) // k
-            pos = ptr[i]
-            for cy in range(max(gy - 1, 0), min(gy + 2, ngy)):
-                for cx in range(max(gx - 1, 0), min(gx + 2, ngx)):
-                    c = cy * ngx + cx
-                    for q in range(bstart[c], bstart[c + 1]):
+            ixs, ixe = max(xi, 0), min(xi + w[i], nx)
+            iys, iye = max(yi, 0), min(yi + h[i], ny)
+            if ixs >= ixe or iys >= iye:
+                continue
+            pos = pp[i]
+            for gy in range(iys // c, (iye - 1) // c + 1):
+                for gx in range(ixs // c, (ixe - 1) // c + 1):
+                    b = gy * ngx + gx
+                    for q in range(bstart[b], bstart[b + 1]):
                         j = bsrc[q]
                         if j <= i:
                             continue
-                        xj, yj = x0[j], y0[j]
-                        xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
-                        ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
-                        if xs >= xe or ys >= ye:
+                        xs, xe = max(ixs, x0[j]), min(ixe, x0[j] + w[j])
+                        ys, ye = max(iys, y0[j]), min(iye, y0[j] + h[j])
+                        if xs >= xe or ys >= ye or xs // c != gx or ys // c != gy:
                             continue
                         if sweep == 0:
-                            ptr[i + 1] += 1
+                            pp[i + 1] += 1
                             continue
                         nbr[pos] = j
                         pcell[pos, 0] = xb[xs]
@@ -174,7 +193,7 @@ def pair_table(
                         pcell[pos, 2] = yb[ys]
                         pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
                         pos += 1
-    npair = ptr[n]
+    npair = pp[n]
     total = 0
     for q in range(npair):
         pcell[q, 4] = total
@@ -183,19 +202,20 @@ def pair_table(
         pvals = np.zeros(total)
     for i in range(n):
         xi, yi = x0[i], y0[i]
-        for q in range(ptr[i], ptr[i + 1]):
+        for q in range(pp[i], pp[i + 1]):
             j = nbr[q]
             xj, yj = x0[j], y0[j]
-            xs, xe = max(xi, xj, 0), min(xi + k, xj + k, nx)
-            ys, ye = max(yi, yj, 0), min(yi + k, yj + k, ny)
-            _cell_dots(stamps, i, j, xi, yi, xj, yj, weight, xs, xe, ys, ye, xlines,
-                       pcell[q, 0], pcell[q, 1], yb, pcell[q, 2], pvals[pcell[q, 4]:])
+            xs, xe = max(xi, xj, 0), min(xi + w[i], xj + w[j], nx)
+            ys, ye = max(yi, yj, 0), min(yi + h[i], yj + h[j], ny)
+            _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
+                       ye, xlines, pcell[q, 0], pcell[q, 1], yb, pcell[q, 2],
+                       pvals[pcell[q, 4]:])
     # each stamp's own sums
     scell = np.zeros((n, 5), dtype=np.int64)
     total = 0
     for i in range(n):
-        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
-        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
+        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
         if not use[i] or xs >= xe or ys >= ye:
             continue
         scell[i, 0] = xb[xs]
@@ -209,15 +229,15 @@ def pair_table(
     for i in range(n):
         if scell[i, 1] == 0:
             continue
-        xs, xe = max(x0[i], 0), min(x0[i] + k, nx)
-        ys, ye = max(y0[i], 0), min(y0[i] + k, ny)
-        _cell_self(stamps, i, x0[i], y0[i], weight, data, xs, xe, ys, ye, xlines,
+        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
+        _cell_self(data, ptr[i], w[i], x0[i], y0[i], weight, image, xs, xe, ys, ye, xlines,
                    scell[i, 0], scell[i, 1], yb, scell[i, 2], svals[scell[i, 4]:])
-    return ptr, nbr, pcell, pvals, scell, svals
+    return pp, nbr, pcell, pvals, scell, svals
 
 
 @numba.njit(cache=True, inline="always")
-def _cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
+def cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
               rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
     """Sum of the block partial sums of one entry over the blocks of a region."""
     bx0, nbx, by0, nby, off = cell[0], cell[1], cell[2], cell[3], cell[4]

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 
-from dask_phot.engine import _kernels as K
-from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
+from dask_phot.engine.fit import SKY_TERMS, solve_models
+from dask_phot.engine.prepare import blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
-from dask_phot.engine.scene import default_tiling, sky_image, solve_scene, spatial_order
-from dask_phot.psf import PSFModel
-from dask_phot.schema import Flag
+from dask_phot.engine.scene import default_tiling, spatial_order
+from dask_phot.models.render import render_sources
+from dask_phot.models.shapes import Shapes
+from dask_phot.psf import OversampledPSF, PixelPSF, PSFGrid, PSFModel
 
 __all__ = ["forced_photometry"]
 
 log = logging.getLogger(__name__)
 
-_SKY_TERMS = {"constant": 1, "plane": 3}
-
-
 def forced_photometry(
     image: np.ndarray,
-    psf: PSFModel,
+    psf: PSFModel | np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
     *,
+    shapes: Mapping[str, object] | Shapes | None = None,
+    pixel_scale: float | None = None,
     sigma: float | np.ndarray | None = None,
     weight: np.ndarray | None = None,
     sky: float | np.ndarray | None = None,
@@ -43,7 +44,12 @@ def forced_photometry(
     blend_radius: float | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
+    mismatch_sigma: float = 5.0,
+    model_fraction: float = 0.99,
+    max_stamp: int | None = None,
+    max_core: int | None = None,
     return_model: bool = False,
+    backend: Literal["dask_phot", "tractor"] = "dask_phot",
 ) -> PhotometryResult:
     """Measure the flux of every source at known positions in one image.
 
@@ -51,12 +57,27 @@ def forced_photometry(
     ----------
     image : ndarray
         2-D image. NaN pixels are masked.
-    psf : PixelPSF or PSFGrid
-        The band's PSF on the image's pixel grid, normalised to unit sum.
+    psf : PixelPSF, OversampledPSF, PSFGrid or ndarray
+        The band's PSF: on the image's pixel grid, normalised to unit sum
+        (:class:`~dask_phot.psf.PixelPSF`, or a bare odd-sized array taken to be
+        one), or sampled finer than the image
+        (:class:`~dask_phot.psf.OversampledPSF`, or a ``PixelPSF`` whose
+        ``pixel_scale`` is finer than ``pixel_scale``), which renders each
+        source at its exact sub-pixel phase.
     x, y : array_like
         0-based pixel positions: ``x`` the column, ``y`` the row, pixel centres
         at integers (numpy ``image[y, x]``, astropy ``wcs.world_to_pixel``).
         FITS/DS9 1-based coordinates must have 1 subtracted first.
+    shapes : mapping of str to array_like, optional
+        Sersic shapes of the sources, each an array of the sources' length:
+        ``"r_e"`` half-light semi-major axis in pixels of this image (0 or NaN
+        for a point source), ``"q"`` axis ratio b/a in (0, 1] (default 1),
+        ``"theta"`` major axis in degrees counter-clockwise from the +x (column)
+        axis (default 0), ``"n"`` Sersic index 0.5-6 (default 1). Fluxes are the
+        profiles' total fluxes. None: every source is a point source.
+    pixel_scale : float, optional
+        The image's pixel scale in arcsec; needed only to use a finer
+        ``PixelPSF`` as an oversampled PSF.
     sigma : float or ndarray, optional
         Per-pixel noise (scalar or map). Give ``sigma`` or ``weight``; with
         neither, a constant noise is estimated from the image (MAD).
@@ -94,8 +115,26 @@ def forced_photometry(
         earlier ones (DEGENERATE).
     high_chi2 : float
         Reduced chi2 above which HIGH_CHI2 is set.
+    mismatch_sigma : float
+        Significance above which MODEL_MISMATCH is set: the residual over a
+        source's stamp, projected on a broadening (or narrowing) of its model,
+        in units of its noise (see :mod:`dask_phot.engine.mismatch`).
+    model_fraction : float
+        A galaxy's stamp holds at least this fraction of its light (plus two
+        PSF FWHM around it).
+    max_stamp : int, optional
+        Largest model side in pixels; galaxies cut to it are flagged
+        MODEL_TRUNCATED (their fluxes still are the profiles' totals).
+    max_core : int, optional
+        Largest fitted stamp (default: the PSF's size). Light beyond the fitted
+        stamps (a galaxy's outskirts, the PSF's wings out to ``psf.wing_size``)
+        is rendered with the fluxes of a first fit and subtracted before a
+        second, final fit (scene mode; see :mod:`dask_phot.engine.wings`).
     return_model : bool
         Also return the model image (sources plus sky).
+    backend : {"dask_phot", "tractor"}
+        ``"tractor"`` computes the same result with The Tractor
+        (:mod:`dask_phot.engine.tractor`), when it is installed.
 
     Returns
     -------
@@ -112,13 +151,24 @@ def forced_photometry(
     >>> round(float(res.flux[0]), 6), round(float(res.flux_err[0]), 3)
     (50.0, 4.631)
     """
-    _check_options(mode, sky_model, fit_positions)
+    if backend == "tractor":
+        from dask_phot.engine.tractor import tractor_photometry
+
+        return tractor_photometry(
+            image, psf, x, y, shapes=shapes, sigma=sigma, weight=weight, sky=sky,
+            fit_sky=fit_sky, sky_model=sky_model, fit_positions=fit_positions,
+            tile_size=tile_size, margin=margin, blend_radius=blend_radius,
+            degenerate_tol=degenerate_tol, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+            return_model=return_model)
+    _check_options(mode, sky_model, fit_positions, backend)
+    psf = as_psf(psf, pixel_scale)
     prep = prepare_inputs(image, psf, x, y, sigma=sigma, weight=weight,
                           sky=sky if (mode == "scene" or sky is not None) else None)
     n = prep.x.shape[0]
     if n == 0:
         return PhotometryResult.empty()
-    nsky = _SKY_TERMS[sky_model] if fit_sky else 0
+    shp = Shapes.from_mapping(shapes, n)
+    nsky = SKY_TERMS[sky_model] if fit_sky else 0
     tile_default, margin_default = default_tiling(psf.size, psf.fwhm)
     opts = dict(
         nsky=nsky,
@@ -126,102 +176,62 @@ def forced_photometry(
         margin=int(margin if margin is not None else margin_default),
         tol=degenerate_tol,
     )
+    render = dict(fraction=model_fraction, max_size=max_stamp,
+                  core=int(max_core) if max_core is not None else int(psf.size))
     blend_flags(prep, psf.fwhm if blend_radius is None else blend_radius)
     if fit_positions:
         from dask_phot.engine.positions import refine_positions
 
         kind = "global" if fit_positions == "global" else "source"
-        refine_positions(prep, psf, kind=kind, max_shift=max_shift, snr_min=position_snr,
-                         iterations=position_iterations, opts=opts)
+        refine_positions(prep, psf, shp, kind=kind, max_shift=max_shift, snr_min=position_snr,
+                         iterations=position_iterations, opts=opts, render=render)
     order = (spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
-             if mode == "scene" else None)
-    stamps, x0, y0, sx0, sy0 = _render(psf, prep, order)
-    nuse, _ = footprint_flags(prep, stamps, x0, y0)
-    if mode == "cutout":
-        from dask_phot.engine.cutout import solve_cutouts
-
-        width = int(cutout_width or psf.size)
-        flux, var, status, hasdeg, local_sky = solve_cutouts(
-            prep, stamps, x0, y0, width=width, sky_given=sky is not None, tol=degenerate_tol)
-        sky_img = None
-        info = {"mode": "cutout", "cutout_width": width}
-    else:
-        flux, var, status, hasdeg, local_sky, tiling = solve_scene(
-            prep, stamps, sx0, sy0, order=order, **opts)
-        sky_img = sky_image(tiling, tiling.sky, nsky, prep.data.shape) if nsky else None
-        info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
-                "tile_size": tiling.tile_size, "margin": tiling.margin}
-    return _assemble(prep, stamps, x0, y0, nuse, flux, var, status, hasdeg, local_sky,
-                     sky_img, info, high_chi2=high_chi2, return_model=return_model,
-                     order=order)
+             if mode == "scene" else np.arange(n))
+    rendered = render_sources(psf, prep.x, prep.y, shp, order=order, **render)
+    res = solve_models(prep, rendered, order, psf=psf, mode=mode, opts=opts,
+                       cutout_width=int(cutout_width or psf.size), sky_given=sky is not None,
+                       high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+                       return_model=return_model)
+    res.info["extended"] = int(shp.extended.sum())
+    return res
 
 
-def _check_options(mode: str, sky_model: str, fit_positions: object) -> None:
+def as_psf(psf: object, pixel_scale: float | None = None) -> PSFModel:
+    """The PSF object the engine renders with, from what a user may pass.
+
+    A bare array is a :class:`PixelPSF` on the image grid; a ``PixelPSF`` finer
+    than ``pixel_scale`` becomes an :class:`OversampledPSF`.
+
+    Raises
+    ------
+    TypeError
+        Anything that is not a PSF or a 2-D array.
+    """
+    if isinstance(psf, np.ndarray):
+        return PixelPSF(psf, 1.0 if pixel_scale is None else float(pixel_scale),
+                        name="psf array")
+    if isinstance(psf, PixelPSF) and pixel_scale is not None \
+            and psf.pixel_scale < float(pixel_scale) * (1 - 1e-6):
+        return OversampledPSF(psf.array, psf.pixel_scale, float(pixel_scale), name=psf.name)
+    if isinstance(psf, OversampledPSF) and pixel_scale is not None \
+            and abs(psf.pixel_scale - float(pixel_scale)) > 1e-6 * float(pixel_scale):
+        raise ValueError(f"{psf.name}: made for {psf.pixel_scale}\"/px images, but "
+                         f"pixel_scale={pixel_scale}")
+    if not isinstance(psf, PixelPSF | OversampledPSF | PSFGrid) and not (
+            hasattr(psf, "stamps") and hasattr(psf, "size") and hasattr(psf, "fwhm")):
+        raise TypeError(f"psf must be a PixelPSF, OversampledPSF, PSFGrid or a 2-D array, "
+                        f"got {type(psf).__name__}")
+    return psf  # type: ignore[return-value]
+
+
+def _check_options(mode: str, sky_model: str, fit_positions: object, backend: str) -> None:
     """Raise ValueError for option values forced_photometry does not know."""
+    if backend not in ("dask_phot", "tractor"):
+        raise ValueError(f"backend must be 'dask_phot' or 'tractor', got {backend!r}")
     if mode not in ("scene", "cutout"):
         raise ValueError(f"mode must be 'scene' or 'cutout', got {mode!r}")
-    if sky_model not in _SKY_TERMS:
+    if sky_model not in SKY_TERMS:
         raise ValueError(f"sky_model must be 'constant' or 'plane', got {sky_model!r}")
     if fit_positions not in (False, True, "source", "global"):
         raise ValueError(f"fit_positions must be False, True, 'source' or 'global', "
                          f"got {fit_positions!r}")
-
-
-def _render(psf: PSFModel, prep: Prepared, order: np.ndarray | None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stamps in ``order`` (scene mode groups them by tile; None = input order).
-
-    Returns ``stamps, x0, y0, sx0, sy0``: ``x0, y0`` in input order, ``sx0, sy0``
-    in the stamps' order.
-    """
-    if order is None:
-        stamps, x0, y0 = psf.stamps(prep.x, prep.y)
-        return stamps, x0, y0, x0, y0
-    stamps, sx0, sy0 = psf.stamps(prep.x[order], prep.y[order])
-    x0, y0 = np.empty_like(sx0), np.empty_like(sy0)
-    x0[order], y0[order] = sx0, sy0
-    return stamps, x0, y0, sx0, sy0
-
-
-def _assemble(
-    prep: Prepared, stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, nuse: np.ndarray,
-    flux: np.ndarray, var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray,
-    local_sky: np.ndarray, sky_img: np.ndarray | None, info: dict, *,
-    high_chi2: float, return_model: bool, order: np.ndarray | None = None,
-) -> PhotometryResult:
-    """Flags, errors, chi2 and model; ``x0, y0`` in input order, ``stamps`` in
-    ``order`` when given (``stamps[k]`` is the stamp of source ``order[k]``)."""
-    flags = prep.flags
-    fitted = prep.fit
-    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
-    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
-    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
-    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
-    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
-    flux = np.where(ok, flux, np.nan)
-    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
-    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
-    if order is None:
-        model = K.scatter_model(stamps, x0, y0, flux, prep.data.shape)
-    else:
-        model = K.scatter_model(stamps, x0[order], y0[order], flux[order], prep.data.shape)
-    if sky_img is not None:
-        model += sky_img
-    resid = prep.data - model
-    chisum = K.footprint_chi2(x0, y0, stamps.shape[1], prep.weight, resid)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
-    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
-    out_model = model + prep.sky if return_model else None
-    sky_vals = local_sky + _fixed_sky_at(prep)
-    known = prep.x > -1e8
-    return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
-                            np.where(known, prep.x, np.nan), np.where(known, prep.y, np.nan),
-                            sky_vals, nuse, out_model, info)
-
-
-def _fixed_sky_at(prep: Prepared) -> np.ndarray:
-    ny, nx = prep.sky.shape
-    cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
-    cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
-    return prep.sky[cy, cx]

@@ -1,7 +1,8 @@
 """Bounded position refinement, alternating with the linear flux solve.
 
 Each iteration solves the fluxes at the current positions (scene mode), then
-linearises the model in the positions, ``f S(x + d) ~ f S(x) + f d dS/dx``:
+linearises each source's model (point or galaxy) in its position,
+``f S(x + d) ~ f S(x) + f d dS/dx``:
 
 * ``kind="source"``: each source above the S/N threshold gets a 3-parameter
   weighted fit of (flux, flux*dx, flux*dy) to its own footprint of the
@@ -23,6 +24,9 @@ import numpy as np
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
 from dask_phot.engine.scene import sky_image, solve_scene
+from dask_phot.models.render import render_sources
+from dask_phot.models.shapes import Shapes
+from dask_phot.models.stamps import Stamps
 from dask_phot.psf import PSFModel
 from dask_phot.schema import Flag
 
@@ -31,63 +35,72 @@ __all__ = ["refine_positions"]
 _EPS = 0.02  # pixels, finite-difference step for the derivative stamps
 
 
-def _aligned(psf: PSFModel, x: np.ndarray, y: np.ndarray, x0: np.ndarray, y0: np.ndarray
-             ) -> np.ndarray:
-    """Stamps at (x, y) re-framed onto reference corners ``x0, y0`` (zero filled)."""
-    st, sx0, sy0 = psf.stamps(x, y)
-    k = st.shape[1]
-    pad = np.zeros((st.shape[0], k + 2, k + 2))
-    pad[:, 1:-1, 1:-1] = st
-    out = np.empty_like(st)
-    ddx, ddy = sx0 - x0, sy0 - y0  # in {-1, 0, 1}
-    for ox in (-1, 0, 1):
-        for oy in (-1, 0, 1):
-            sel = (ddx == ox) & (ddy == oy)
-            if sel.any():
-                out[sel] = pad[sel, 1 - oy : 1 - oy + k, 1 - ox : 1 - ox + k]
+@numba.njit(cache=True)
+def _reframe(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+             x0: np.ndarray, y0: np.ndarray, rx0: np.ndarray, ry0: np.ndarray) -> np.ndarray:
+    """Stamp values moved onto reference corners ``rx0, ry0`` (zero filled)."""
+    out = np.zeros_like(data)
+    for i in range(w.shape[0]):
+        ox, oy = x0[i] - rx0[i], y0[i] - ry0[i]
+        for r in range(h[i]):
+            rs = r - oy
+            if rs < 0 or rs >= h[i]:
+                continue
+            for c in range(w[i]):
+                cs = c - ox
+                if 0 <= cs < w[i]:
+                    out[ptr[i] + r * w[i] + c] = data[ptr[i] + rs * w[i] + cs]
     return out
 
 
-def _derivatives(psf: PSFModel, x: np.ndarray, y: np.ndarray, x0: np.ndarray, y0: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    dx = (_aligned(psf, x + _EPS, y, x0, y0) - _aligned(psf, x - _EPS, y, x0, y0)) / (2 * _EPS)
-    dy = (_aligned(psf, x, y + _EPS, x0, y0) - _aligned(psf, x, y - _EPS, x0, y0)) / (2 * _EPS)
-    return dx, dy
+def _derivatives(psf: PSFModel, shapes: Shapes, x: np.ndarray, y: np.ndarray,
+                 ref: Stamps, render: dict) -> tuple[Stamps, Stamps]:
+    """Stamps of d(model)/dx and d(model)/dy on the frames of ``ref`` (input order)."""
+
+    def framed(xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        st = render_sources(psf, xx, yy, shapes, **render).stamps
+        return _reframe(*st.arrays, ref.x0, ref.y0)
+
+    gx = (framed(x + _EPS, y) - framed(x - _EPS, y)) / (2 * _EPS)
+    gy = (framed(x, y + _EPS) - framed(x, y - _EPS)) / (2 * _EPS)
+    like = (ref.ptr, ref.w, ref.h, ref.x0, ref.y0)
+    return Stamps(gx, *like), Stamps(gy, *like)
 
 
 @numba.njit(cache=True)
 def _source_steps(
-    sel: np.ndarray, stamps: np.ndarray, gx: np.ndarray, gy: np.ndarray, x0: np.ndarray,
-    y0: np.ndarray, flux: np.ndarray, resid: np.ndarray, weight: np.ndarray,
+    sel: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+    x0: np.ndarray, y0: np.ndarray, gx: np.ndarray, gy: np.ndarray, flux: np.ndarray,
+    resid: np.ndarray, weight: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-source Gauss-Newton position steps (NaN where the 3x3 solve fails)."""
     ny, nx = weight.shape
-    k = stamps.shape[1]
     sx = np.full(sel.shape[0], np.nan)
     sy = np.full(sel.shape[0], np.nan)
+    col = np.zeros(3)
     for t in range(sel.shape[0]):
         i = sel[t]
         f = flux[i]
         a = np.zeros((3, 3))
         b = np.zeros(3)
-        col = np.zeros(3)
-        for r in range(k):
+        for r in range(h[i]):
             yy = y0[i] + r
             if yy < 0 or yy >= ny:
                 continue
-            for c in range(k):
+            for c in range(w[i]):
                 xx = x0[i] + c
                 if xx < 0 or xx >= nx or weight[yy, xx] <= 0.0:
                     continue
+                q = ptr[i] + r * w[i] + c
                 wv = weight[yy, xx]
-                col[0] = stamps[i, r, c]
-                col[1] = f * gx[i, r, c]
-                col[2] = f * gy[i, r, c]
-                d = resid[yy, xx] + f * stamps[i, r, c]
+                col[0] = data[q]
+                col[1] = f * gx[q]
+                col[2] = f * gy[q]
+                d = resid[yy, xx] + f * data[q]
                 for p in range(3):
                     b[p] += wv * col[p] * d
-                    for q in range(3):
-                        a[p, q] += wv * col[p] * col[q]
+                    for qq in range(3):
+                        a[p, qq] += wv * col[p] * col[qq]
         det = np.linalg.det(a)
         if not det > 0.0:
             continue
@@ -98,32 +111,34 @@ def _source_steps(
 
 
 def refine_positions(
-    prep: Prepared, psf: PSFModel, *, kind: str, max_shift: float, snr_min: float,
-    iterations: int, opts: dict,
+    prep: Prepared, psf: PSFModel, shapes: Shapes, *, kind: str, max_shift: float,
+    snr_min: float, iterations: int, opts: dict, render: dict,
 ) -> None:
     """Refine ``prep.x, prep.y`` in place and set the position flags."""
     x_in, y_in = prep.x.copy(), prep.y.copy()
     refined = np.zeros(prep.x.shape[0], dtype=bool)
     for _ in range(max(1, iterations)):
-        stamps, x0, y0 = psf.stamps(prep.x, prep.y)
-        flux, var, status, _, _, tiling = solve_scene(prep, stamps, x0, y0, **opts)
+        stamps = render_sources(psf, prep.x, prep.y, shapes, **render).stamps
+        flux, var, status, _, _, state = solve_scene(prep, stamps, **opts)
+        tiling = state.tiling
         with np.errstate(invalid="ignore", divide="ignore"):
             snr = flux / np.sqrt(var)
         bright = prep.fit & (status == K.ST_OK) & (snr > snr_min)
         if not bright.any():
             break
-        model = K.scatter_model(stamps, x0, y0, flux, prep.data.shape)
+        model = K.scatter_model(*stamps.arrays, flux, prep.data.shape)
         if opts["nsky"]:
             model += sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
         resid = prep.data - model
-        gx, gy = _derivatives(psf, prep.x, prep.y, x0, y0)
+        gx, gy = _derivatives(psf, shapes, prep.x, prep.y, stamps, render)
         sel = np.flatnonzero(bright)
         if kind == "global":
-            step = _global_step(sel, gx, gy, x0, y0, flux, resid, prep.weight)
+            step = _global_step(sel, gx, gy, flux, resid, prep.weight)
             sel = np.flatnonzero(prep.fit)
             sx, sy = np.full(sel.size, step[0]), np.full(sel.size, step[1])
         else:
-            sx, sy = _source_steps(sel, stamps, gx, gy, x0, y0, flux, resid, prep.weight)
+            sx, sy = _source_steps(sel, *stamps.arrays, gx.data, gy.data, flux, resid,
+                                   prep.weight)
         good = np.isfinite(sx) & np.isfinite(sy)
         sel, sx, sy = sel[good], np.clip(sx[good], -0.5, 0.5), np.clip(sy[good], -0.5, 0.5)
         refined[sel] = True
@@ -137,15 +152,13 @@ def refine_positions(
     prep.flags[prep.fit & ~refined] |= int(Flag.POSITION_NOT_FIT)
 
 
-def _global_step(
-    sel: np.ndarray, gx: np.ndarray, gy: np.ndarray, x0: np.ndarray, y0: np.ndarray,
-    flux: np.ndarray, resid: np.ndarray, weight: np.ndarray,
-) -> tuple[float, float]:
+def _global_step(sel: np.ndarray, gx: Stamps, gy: Stamps, flux: np.ndarray,
+                 resid: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
     """One shared shift from the summed derivative images of the bright sources."""
     shape = resid.shape
     f = np.where(np.isin(np.arange(flux.size), sel), flux, np.nan)
-    img_x = K.scatter_model(gx, x0, y0, f, shape)
-    img_y = K.scatter_model(gy, x0, y0, f, shape)
+    img_x = K.scatter_model(*gx.arrays, f, shape)
+    img_y = K.scatter_model(*gy.arrays, f, shape)
     a = np.array([[np.sum(weight * img_x * img_x), np.sum(weight * img_x * img_y)],
                   [np.sum(weight * img_x * img_y), np.sum(weight * img_y * img_y)]])
     b = np.array([np.sum(weight * img_x * resid), np.sum(weight * img_y * resid)])

@@ -85,7 +85,7 @@ def _sky_map(image: np.ndarray, sky: float | np.ndarray | None) -> np.ndarray:
 
 def prepare_inputs(
     image: np.ndarray,
-    psf: PSFModel,
+    psf: PSFModel | None,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -125,14 +125,15 @@ def prepare_inputs(
 
 
 def footprint_flags(
-    prep: Prepared, stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray
+    prep: Prepared, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flag edge-truncated, partly masked, centre-masked and data-less footprints.
 
-    Updates ``prep.flags`` and ``prep.fit`` in place; returns the usable-pixel
-    count and the pixel count outside the image of every source.
+    ``x0, y0, w, h`` are the sources' stamp boxes, in input order. Updates
+    ``prep.flags`` and ``prep.fit`` in place; returns the usable-pixel count and
+    the pixel count outside the image of every source.
     """
-    nuse, nmask, nout = K.footprint_counts(x0, y0, stamps.shape[1], prep.weight)
+    nuse, nmask, nout = K.footprint_counts(x0, y0, w, h, prep.weight)
     f = prep.flags
     f[nout > 0] |= int(Flag.EDGE)
     f[nmask > 0] |= int(Flag.MASKED_PIXELS)

@@ -38,6 +38,10 @@ class PhotometryResult:
         Model image (sources plus sky) when asked for with ``return_model``.
     info : dict
         Run facts: mode, number of tiles, sky parameters, iterations.
+    mismatch : ndarray
+        Significance of the residual's projection on a broadening of each
+        source's model (positive: the source is more extended than its model);
+        see :mod:`dask_phot.engine.mismatch`.
     """
 
     flux: np.ndarray
@@ -50,6 +54,11 @@ class PhotometryResult:
     n_pixels: np.ndarray
     model: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    mismatch: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.mismatch is None:
+            self.mismatch = np.full(self.flux.shape, np.nan)
 
     def __len__(self) -> int:
         return int(self.flux.shape[0])
@@ -76,6 +85,7 @@ class PhotometryResult:
                 "flags": self.flags.astype(np.int32),
                 "sky": self.sky,
                 "n_pixels": self.n_pixels,
+                "mismatch": self.mismatch,
             }
         )
 

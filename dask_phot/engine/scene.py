@@ -2,8 +2,8 @@
 
 The image is cut into square *core* tiles. Each tile's sub-problem uses the
 pixels of the core grown by a *margin* (the pixel region) and models every
-source whose stamp can reach that region (centre pixel within the region grown
-by half a stamp), with its own sky terms when the sky is fitted. Every pixel
+source whose stamp reaches that region (stamps differ in size: a galaxy's is
+larger than a point source's), with its own sky terms when the sky is fitted. Every pixel
 that enters a tile's fit is therefore completely modelled: no light from an
 unmodelled source leaks into the sky or into the fluxes. A source's flux and
 marginal variance come from the tile whose core holds it. With a margin of at
@@ -21,8 +21,9 @@ import numpy as np
 
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
+from dask_phot.models.stamps import Stamps
 
-__all__ = ["Tiling", "make_tiling", "sky_at", "solve_scene", "spatial_order"]
+__all__ = ["SceneState", "Tiling", "make_tiling", "sky_at", "solve_scene", "spatial_order"]
 
 
 @dataclass
@@ -48,26 +49,27 @@ def default_tiling(psf_size: int, fwhm: float) -> tuple[int, int]:
 
 
 def make_tiling(
-    cx: np.ndarray, cy: np.ndarray, fit: np.ndarray, shape: tuple[int, int],
-    tile_size: int, margin: int, halo: int, all_tiles: bool = False,
+    cx: np.ndarray, cy: np.ndarray, boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    fit: np.ndarray, shape: tuple[int, int], tile_size: int, margin: int,
+    all_tiles: bool = False,
 ) -> Tiling:
     """Assign fitted sources (centre pixels ``cx, cy``) to tiles.
 
-    Tile ``t`` fits the pixels of its core grown by ``margin`` and models the
-    sources whose centre pixel lies within ``margin + halo`` of the core.
+    Tile ``t`` fits the pixels of its core grown by ``margin`` (its region) and
+    models every source whose stamp box ``boxes = (x0, y0, w, h)`` meets the
+    region; a source is primary in the tile whose core holds its centre pixel.
     Tiles without primary sources are dropped unless ``all_tiles`` (needed
     when the sky is fitted, so that every pixel has a sky).
     """
     ny, nx = shape
     t, g = int(tile_size), int(margin)
-    m = g + int(halo)
     ntx, nty = max(1, -(-nx // t)), max(1, -(-ny // t))
     idx = np.flatnonzero(fit)
-    sx, sy = cx[idx], cy[idx]
-    tx_lo = np.clip((sx - m) // t, 0, ntx - 1)
-    tx_hi = np.clip((sx + m) // t, 0, ntx - 1)
-    ty_lo = np.clip((sy - m) // t, 0, nty - 1)
-    ty_hi = np.clip((sy + m) // t, 0, nty - 1)
+    bx0, by0, bw, bh = (np.asarray(v, dtype=np.int64)[idx] for v in boxes)
+    tx_lo = np.clip((bx0 - g) // t, 0, ntx - 1)
+    tx_hi = np.clip((bx0 + bw + g - 1) // t, 0, ntx - 1)
+    ty_lo = np.clip((by0 - g) // t, 0, nty - 1)
+    ty_hi = np.clip((by0 + bh + g - 1) // t, 0, nty - 1)
     nxs, nys = tx_hi - tx_lo + 1, ty_hi - ty_lo + 1
     count = nxs * nys
     src = np.repeat(np.arange(idx.size), count)
@@ -75,6 +77,7 @@ def make_tiling(
     tx = tx_lo[src] + off % nxs[src]
     ty = ty_lo[src] + off // nxs[src]
     tile = ty * ntx + tx
+    sx, sy = cx[idx], cy[idx]
     prim_tile = (sy // t) * ntx + sx // t
     order = np.lexsort((idx[src], tile))
     tile, src = tile[order], src[order]
@@ -158,41 +161,58 @@ def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
     return out
 
 
+@dataclass
+class SceneState:
+    """What a scene fit of given stamps can reuse for another image (the tiling and the
+    pair table; only the data sums change)."""
+
+    tiling: Tiling
+    pos: np.ndarray
+    members: np.ndarray
+    prepared: tuple
+
+
 def solve_scene(
     prep: Prepared,
-    stamps: np.ndarray,
-    x0: np.ndarray,
-    y0: np.ndarray,
+    stamps: Stamps,
     *,
     nsky: int,
     tile_size: int,
     margin: int,
     tol: float,
     order: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Tiling]:
+    state: SceneState | None = None,
+    variances: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, SceneState]:
     """Joint fit of all sources marked ``prep.fit``.
 
-    ``stamps, x0, y0`` are in input order, or, with ``order`` (a permutation
-    such as :func:`spatial_order`), ``stamps[k]`` is the stamp of source
-    ``order[k]``. Returns ``flux, var, status, has_degenerate, sky_at_sources,
-    tiling`` in input order and stores the tile sky parameters on the tiling
-    (``tiling.sky``).
+    ``stamps[k]`` is the stamp of source ``order[k]`` (input order without
+    ``order``; a permutation such as :func:`spatial_order` keeps each tile's
+    stamps close in memory). Returns ``flux, var, status, has_degenerate,
+    sky_at_sources`` in input order and the :class:`SceneState`, whose tiling
+    holds the tile sky parameters (``tiling.sky``). Given the ``state`` of a fit
+    of the same stamps and weights, only the data sums are recomputed; without
+    ``variances`` they are not computed (NaN).
     """
-    cx = np.floor(prep.x + 0.5).astype(np.int64)
-    cy = np.floor(prep.y + 0.5).astype(np.int64)
-    tiling = make_tiling(cx, cy, prep.fit, prep.data.shape, tile_size, margin,
-                         stamps.shape[1] // 2, all_tiles=nsky > 0)
-    members = tiling.members
-    if order is not None:
-        pos = np.empty_like(order)
-        pos[order] = np.arange(order.size)
-        members = pos[members]  # rows of the stamps; each tile keeps input order
+    if state is None:
+        n = prep.x.shape[0]
+        pos = np.arange(n) if order is None else np.argsort(order)
+        cx = np.floor(prep.x + 0.5).astype(np.int64)
+        cy = np.floor(prep.y + 0.5).astype(np.int64)
+        boxes = (stamps.x0[pos], stamps.y0[pos], stamps.w[pos], stamps.h[pos])
+        tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
+                             all_tiles=nsky > 0)
+        members = pos[tiling.members]  # rows of the stamps; each tile keeps input order
+        prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight)
+        state = SceneState(tiling, pos, members, prepared)
+    else:
+        K.refresh_data_sums(state.prepared, *stamps.arrays, prep.data, prep.weight)
+    tiling, pos = state.tiling, state.pos
     flux, var, status, hasdeg, sky = K.solve_tiles(
-        tiling.ptr, members, tiling.primary, tiling.regions,
-        stamps, x0, y0, prep.data, prep.weight, nsky, tol,
+        tiling.ptr, state.members, tiling.primary, tiling.regions, *stamps.arrays,
+        prep.data, prep.weight, nsky, tol, state.prepared, variances,
     )
-    if order is not None:
-        flux, var, status, hasdeg = flux[pos], var[pos], status[pos], hasdeg[pos]
+    flux, var, status, hasdeg = flux[pos], var[pos], status[pos], hasdeg[pos]
     tiling.sky = sky  # type: ignore[attr-defined]
     local_sky = sky_at(tiling, sky, nsky, prep.x, prep.y)
-    return flux, var, status, hasdeg, local_sky, tiling
+    return flux, var, status, hasdeg, local_sky, state

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from dask_phot.psf.grid import PSFGrid
 from dask_phot.psf.pixel import PixelPSF, PSFError
 from dask_phot.psf.stars import REASONS, StarSelection
 from dask_phot.psf.wings import WingMatch, curve_of_growth, radial_profile
+
+if TYPE_CHECKING:
+    from dask_phot.psf.oversampled import OversampledPSF
 
 __all__ = ["EmpiricalPSF"]
 
@@ -129,6 +133,26 @@ class EmpiricalPSF:
             return EPSFStamps(list(self.cells), self.oversampling, self.pixel_scale,
                               self.cell_x, self.cell_y, size=self.size)
         return EPSFStamps([self.array], self.oversampling, self.pixel_scale, size=self.size)
+
+    def to_oversampled(self, *, size: int | None = None) -> OversampledPSF:
+        """The global ePSF as the engine's :class:`~dask_phot.psf.OversampledPSF`.
+
+        ``integrated=True`` (the array already includes the pixel response), fine scale
+        ``pixel_scale / oversampling``, wings modelled out to the ePSF's box. That class
+        normalises the array to unit sum, so the fraction of the light beyond the box
+        (``1 - flux_in_box``, from the wing model) is not carried over: fluxes come out
+        that fraction lower than with :meth:`psf_model`.
+
+        Parameters
+        ----------
+        size : int, optional
+            Odd core stamp side in image pixels (see :class:`~dask_phot.psf.OversampledPSF`).
+        """
+        from dask_phot.psf.oversampled import OversampledPSF
+
+        return OversampledPSF(self.array, self.pixel_scale / self.oversampling, self.pixel_scale,
+                              size=size, wing_size=self.size, integrated=True,
+                              name=f"ePSF({self.name})")
 
     def pixel_psf(self) -> PixelPSF:
         """The global ePSF decimated at phase 0 on the mosaic grid, sum-normalised."""

@@ -8,6 +8,7 @@ import numpy as np
 
 from dask_phot.psf.pixel import PixelPSF, PSFError
 from dask_phot.psf.render import lanczos_stamps
+from dask_phot.psf.transfer import Transfer, pixel_transfer
 
 __all__ = ["PSFGrid"]
 
@@ -43,6 +44,14 @@ class PSFGrid:
         self._bases = np.stack([p.array for p in psfs])
         self.interp_order = int(psfs[0].interp_order)
         self._points = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
+        self._transfers: dict[int, Transfer] = {}
+
+    def transfer(self, k: int) -> Transfer:
+        """Transforms of every basis PSF on a ``k x k`` stamp's Fourier grid (one row each;
+        blended per source with :meth:`weights`); cached."""
+        if k not in self._transfers:
+            self._transfers[k] = pixel_transfer(self._bases, k)
+        return self._transfers[k]
 
     @property
     def fwhm(self) -> float:

@@ -158,11 +158,11 @@ class WingModel:
 
         from astropy.io import fits
 
-        from dask_phot.psf.pixel import _header_pixel_scale
+        from dask_phot.psf.pixel import header_pixel_scale
 
         with fits.open(path) as hdul:
             arr = np.asarray(hdul[0].data, dtype=np.float64)
-            scale = pixel_scale or _header_pixel_scale(hdul[0].header)
+            scale = pixel_scale or header_pixel_scale(hdul[0].header)
         if scale is None:
             raise PSFError(f"wings: {path}: no pixel scale in the header; give pixel_scale")
         return cls("psf", arr, float(scale), includes_pixel_response, os.path.basename(path))

@@ -19,7 +19,7 @@ __all__ = ["SeedLike", "child_rng", "root_entropy"]
 SeedLike = int | np.random.SeedSequence | None
 
 #: Purposes of the sub-streams (first element of the spawn key).
-POSITIONS, COLOURS, IMAGE = 0, 1, 2
+POSITIONS, COLOURS, IMAGE, SHAPES = 0, 1, 2, 3
 
 
 def root_entropy(seed: SeedLike) -> int:

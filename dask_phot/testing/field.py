@@ -7,10 +7,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
-from dask_phot.psf import PixelPSF, gaussian_psf, moffat_psf
+from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
+from dask_phot.psf import OversampledPSF, PixelPSF, gaussian_psf, moffat_psf
 from dask_phot.testing._seeding import IMAGE, SeedLike, child_rng, root_entropy
 from dask_phot.testing.image import SimulatedImage, simulate_image
 from dask_phot.testing.noise import depth_map, pixel_sigma, sky_plane
@@ -23,6 +25,7 @@ __all__ = [
     "demo_bands",
     "field_wcs",
     "mjysr_to_ujy",
+    "pixel_shapes",
     "simulate_field",
 ]
 
@@ -51,8 +54,8 @@ class SimBand:
     ----------
     name : str
         Band name (``flux_true_<name>`` in the priors, file prefix).
-    psf : PixelPSF
-        PSF on the band's pixel grid; the image's pixel scale is ``psf.pixel_scale``.
+    psf : PixelPSF or OversampledPSF
+        The band's PSF; the image's pixel scale is ``psf.pixel_scale``.
     to_ujy : float
         MicroJansky per (image unit x pixel).
     depth_5sigma_ujy : float
@@ -68,7 +71,7 @@ class SimBand:
     """
 
     name: str
-    psf: PixelPSF
+    psf: PixelPSF | OversampledPSF
     to_ujy: float
     depth_5sigma_ujy: float
     sky: float = 0.0
@@ -79,8 +82,9 @@ class SimBand:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"SimBand name must be a non-empty string, got {self.name!r}")
-        if not isinstance(self.psf, PixelPSF):
-            raise TypeError(f"SimBand {self.name}: psf must be a PixelPSF, got {self.psf!r}")
+        if not isinstance(self.psf, PixelPSF | OversampledPSF):
+            raise TypeError(f"SimBand {self.name}: psf must be a PixelPSF or OversampledPSF, "
+                            f"got {self.psf!r}")
         for key in ("to_ujy", "depth_5sigma_ujy"):
             value = getattr(self, key)
             if not (value > 0 and math.isfinite(value)):
@@ -178,10 +182,29 @@ def _band_image(
     image = simulate_image(
         shape, x, y, flux, band.psf, seed=rng, sigma=sigma, sky=sky,
         mask_fraction=mask_fraction, renderer=band.renderer, wcs=wcs, band=band.name,
-        to_ujy=band.to_ujy, unit=band.unit,
+        to_ujy=band.to_ujy, unit=band.unit, shapes=pixel_shapes(priors, wcs, x, y),
     )
     image.meta.update(depth_5sigma_ujy=band.depth_5sigma_ujy, sigma_pix=sigma0)
     return image
+
+
+def pixel_shapes(priors: pd.DataFrame, wcs: WCS, x: np.ndarray, y: np.ndarray
+                 ) -> dict[str, np.ndarray] | None:
+    """The priors' shape columns (``r_e`` arcsec, ``q``, ``pa`` east of north, ``n``) on an
+    image's pixel grid, or None when the priors have none."""
+    if "r_e" not in priors.columns:
+        return None
+    r_arcsec = priors["r_e"].to_numpy(np.float64)
+    r_e = np.zeros(r_arcsec.size)
+    q = np.ones(r_arcsec.size)
+    theta = np.zeros(r_arcsec.size)
+    ext = np.flatnonzero(r_arcsec > 0)
+    if ext.size:
+        jac = wcs_jacobian(wcs, x[ext], y[ext])
+        r_e[ext], q[ext], theta[ext] = sky_to_pixel(
+            jac, r_arcsec[ext], priors["q"].to_numpy(np.float64)[ext],
+            priors["pa"].to_numpy(np.float64)[ext])
+    return {"r_e": r_e, "q": q, "theta": theta, "n": priors["n"].to_numpy(np.float64)}
 
 
 def simulate_field(
@@ -198,6 +221,7 @@ def simulate_field(
     flux_range_ujy: tuple[float, float] = (0.05, 2000.0),
     slope: float = 0.7,
     colors: Mapping[str, tuple[float, ...]] | None = None,
+    galaxies: float = 0.0,
 ) -> SimulatedField:
     """Simulate priors and an image per band over a square field.
 
@@ -218,6 +242,9 @@ def simulate_field(
         Relative range of the smooth noise map: sigma varies by ``1 ± depth_variation``.
     pad_arcsec : float, optional
         Margin of each image beyond the source area; default half the PSF stamp.
+    galaxies : float
+        Fraction of Sersic galaxies among the sources (shape columns in the priors;
+        see :func:`~dask_phot.testing.sources.simulate_sources`).
 
     Returns
     -------
@@ -231,7 +258,7 @@ def simulate_field(
     priors = simulate_sources(
         area_arcmin2=area_arcmin2, bands=names, seed=entropy,
         density_per_deg2=density_per_deg2, center=center, clustering=clustering,
-        flux_range_ujy=flux_range_ujy, slope=slope, colors=colors,
+        flux_range_ujy=flux_range_ujy, slope=slope, colors=colors, galaxies=galaxies,
     )
     side_arcsec = math.sqrt(area_arcmin2) * 60.0
     images = {

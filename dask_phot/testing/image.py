@@ -1,4 +1,4 @@
-"""One simulated image: point sources, sky, Gaussian noise and masked pixels."""
+"""One simulated image: point sources and galaxies, sky, Gaussian noise and masked pixels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dask_phot.psf import PixelPSF
+from dask_phot.psf import OversampledPSF, PixelPSF
+from dask_phot.testing.galaxies import FineKernel, render_fine
 from dask_phot.testing.noise import mask_map
 from dask_phot.testing.render import GaussianPRF, PRFModel, Renderer, prf_model, render_model
 
@@ -35,8 +36,8 @@ class SimulatedImage:
         Noise-free image of the sources (no sky).
     sky : float or ndarray
         Sky level added to ``data`` (a map when it has a gradient).
-    psf : PixelPSF
-        The band's PSF on this image's pixel grid.
+    psf : PixelPSF or OversampledPSF
+        The band's PSF (on this image's pixel grid, or finer).
     x, y : ndarray
         True 0-based pixel positions (column, row) of the sources, in input order
         (for a field: the priors' order; sources off the image are included).
@@ -50,6 +51,9 @@ class SimulatedImage:
         MicroJansky per (image unit x pixel).
     unit : str
         Image unit (FITS ``BUNIT``).
+    shapes : dict of str to ndarray or None
+        The sources' shapes on this image's grid (``r_e`` pixels, ``q``,
+        ``theta`` degrees from +x, ``n``), None when all are point sources.
     """
 
     data: np.ndarray
@@ -57,7 +61,7 @@ class SimulatedImage:
     weight: np.ndarray
     model: np.ndarray
     sky: float | np.ndarray
-    psf: PixelPSF
+    psf: PixelPSF | OversampledPSF
     x: np.ndarray
     y: np.ndarray
     flux: np.ndarray
@@ -66,6 +70,7 @@ class SimulatedImage:
     to_ujy: float = 1.0
     unit: str = ""
     meta: dict[str, object] = field(default_factory=dict)
+    shapes: dict[str, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,9 +110,10 @@ def simulate_image(
     x: np.ndarray,
     y: np.ndarray,
     flux: np.ndarray,
-    psf: PixelPSF | GaussianPRF,
+    psf: PixelPSF | GaussianPRF | OversampledPSF,
     *,
     seed: RNGLike,
+    shapes: dict[str, np.ndarray] | None = None,
     sigma: float | np.ndarray = 1.0,
     sky: float | np.ndarray = 0.0,
     mask_fraction: float = 0.0,
@@ -117,7 +123,7 @@ def simulate_image(
     to_ujy: float = 1.0,
     unit: str = "",
 ) -> SimulatedImage:
-    """Simulate point sources on a pixel grid.
+    """Simulate point sources and galaxies on a pixel grid.
 
     Parameters
     ----------
@@ -127,11 +133,16 @@ def simulate_image(
         0-based column and row of each source (pixel centres at integers).
     flux : array_like
         Total flux of each source in image units x pixel.
-    psf : PixelPSF or GaussianPRF
+    psf : PixelPSF, GaussianPRF or OversampledPSF
         The PSF; a :class:`GaussianPRF` is rendered exactly and recorded as its
-        :class:`~dask_phot.psf.PixelPSF`.
+        :class:`~dask_phot.psf.PixelPSF`. Through an oversampled PSF every source
+        is rendered on its fine grid (:mod:`dask_phot.testing.galaxies`).
     seed : int, SeedSequence, Generator or None
         Randomness of the noise and the mask (see :func:`numpy.random.default_rng`).
+    shapes : dict, optional
+        Sersic shapes on this grid: ``r_e`` (pixels; 0 for a point source),
+        ``q``, ``theta`` (degrees from +x), ``n``; rendered on a fine grid
+        through the PSF, independently of the engine.
     sigma : float or ndarray
         Per-pixel Gaussian noise (scalar or ``shape`` map), image units.
     sky : float or ndarray
@@ -160,15 +171,10 @@ def simulate_image(
     if shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"shape must be positive, got {shape}")
     x, y, flux = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, flux))
-    if isinstance(psf, GaussianPRF):
-        prf: PRFModel = psf
-        pixel_psf = psf.pixel_psf()
-    else:
-        prf, pixel_psf = prf_model(psf, renderer), psf
     sigma_map = _sigma_map(sigma, shape)
     sky_map = _sky_map(sky, shape)
     rng = np.random.default_rng(seed)
-    model = render_model(shape, x, y, flux, prf, norm=pixel_psf.sum)
+    model, pixel_psf = _render(shape, x, y, flux, psf, shapes, renderer)
     data = model + sky_map + sigma_map * rng.standard_normal(shape)
     weight = 1.0 / np.square(sigma_map)
     if mask_fraction > 0:
@@ -179,4 +185,25 @@ def simulate_image(
     return SimulatedImage(
         data=data, sigma=sigma_map, weight=weight, model=model, sky=sky_map, psf=pixel_psf,
         x=x, y=y, flux=flux, wcs=wcs, band=band, to_ujy=float(to_ujy), unit=unit,
+        shapes=shapes,
     )
+
+
+def _render(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+            psf: PixelPSF | GaussianPRF | OversampledPSF, shapes: dict[str, np.ndarray] | None,
+            renderer: Renderer) -> tuple[np.ndarray, PixelPSF | OversampledPSF]:
+    """The noise-free image and the PSF to record."""
+    if isinstance(psf, OversampledPSF):
+        return render_fine(shape, x, y, flux, FineKernel.from_psf(psf), shapes), psf
+    if isinstance(psf, GaussianPRF):
+        prf: PRFModel = psf
+        pixel_psf = psf.pixel_psf()
+    else:
+        prf, pixel_psf = prf_model(psf, renderer), psf
+    ext = np.zeros(x.size, dtype=bool) if shapes is None else \
+        np.nan_to_num(np.asarray(shapes["r_e"], dtype=np.float64)) > 0
+    model = render_model(shape, x, y, np.where(ext, 0.0, flux), prf, norm=pixel_psf.sum)
+    if ext.any():
+        model += render_fine(shape, x, y, flux, FineKernel.from_psf(pixel_psf), shapes,
+                             only_extended=True)
+    return model, pixel_psf

@@ -15,17 +15,22 @@ import math
 import numpy as np
 from scipy.ndimage import zoom
 
-from dask_phot.psf import PixelPSF
+from dask_phot.psf import OversampledPSF, PixelPSF
 
 __all__ = ["depth_map", "mask_map", "noise_equivalent_area", "pixel_sigma", "sky_plane"]
 
 
-def noise_equivalent_area(psf: PixelPSF) -> float:
-    """Noise-equivalent area ``1 / sum(psf**2)`` of a unit-sum PSF, in pixels."""
+def noise_equivalent_area(psf: PixelPSF | OversampledPSF) -> float:
+    """Noise-equivalent area ``1 / sum(psf**2)`` of a unit-sum PSF, in image pixels
+    (an oversampled PSF's stamp at phase 0, normalised to unit sum)."""
+    if isinstance(psf, OversampledPSF):
+        st = psf.stamps(np.zeros(1), np.zeros(1))[0][0]
+        return float(1.0 / np.sum(np.square(st / st.sum())))
     return float(1.0 / np.sum(np.square(psf.array / psf.sum)))
 
 
-def pixel_sigma(depth_5sigma_ujy: float, to_ujy: float, psf: PixelPSF) -> float:
+def pixel_sigma(depth_5sigma_ujy: float, to_ujy: float, psf: PixelPSF | OversampledPSF
+                ) -> float:
     """Per-pixel noise (image units) giving a point-source 5-sigma depth.
 
     ``sigma_pix = depth / 5 / to_ujy / sqrt(NEA)``: a PSF-fitted flux on white

@@ -20,7 +20,14 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from dask_phot.testing._seeding import COLOURS, POSITIONS, SeedLike, child_rng, root_entropy
+from dask_phot.testing._seeding import (
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SeedLike,
+    child_rng,
+    root_entropy,
+)
 
 __all__ = [
     "COSMOS_CENTER",
@@ -204,6 +211,9 @@ def simulate_sources(
     colors: Mapping[str, tuple[float, ...]] | None = None,
     cluster_radius_arcsec: float = 8.0,
     cluster_members: float = 10.0,
+    galaxies: float = 0.0,
+    size_median_arcsec: float = 0.3,
+    size_sigma: float = 0.6,
 ) -> pd.DataFrame:
     """Simulate a prior catalog with true fluxes in several bands.
 
@@ -233,12 +243,21 @@ def simulate_sources(
         Gaussian sigma of a cluster's members around its centre.
     cluster_members : float
         Mean number of members per cluster.
+    galaxies : float
+        Fraction of sources that are Sersic galaxies (the rest are point sources).
+        With ``galaxies > 0`` the catalog has shape columns: ``r_e`` (half-light
+        semi-major axis, arcsec; 0 for point sources), ``q`` (b/a), ``pa``
+        (degrees east of north) and ``n`` (Sersic index: 55% exponential discs,
+        25% de Vaucouleurs, 20% uniform in 0.5-6).
+    size_median_arcsec, size_sigma : float
+        Galaxy sizes are log-normal: median ``size_median_arcsec``, ``size_sigma``
+        the standard deviation of ``ln r_e``.
 
     Returns
     -------
     pandas.DataFrame
-        ``source_id`` (int64, 0..n-1), ``ra``, ``dec`` (deg), ``flux_ref`` and
-        ``flux_true_<band>`` (uJy).
+        ``source_id`` (int64, 0..n-1), ``ra``, ``dec`` (deg), ``flux_ref``,
+        ``flux_true_<band>`` (uJy), and the shape columns when ``galaxies > 0``.
 
     Examples
     --------
@@ -273,5 +292,22 @@ def simulate_sources(
         e = child_rng(entropy, COLOURS, band).standard_normal(n)
         mag = c.mean + c.scatter * (c.corr * sed_type + math.sqrt(1.0 - c.corr**2) * e)
         columns[f"flux_true_{band}"] = flux_ref * 10.0 ** (-0.4 * mag)
+    if galaxies > 0:
+        columns.update(_shapes(child_rng(entropy, SHAPES), n, galaxies, size_median_arcsec,
+                               size_sigma))
     logger.debug("simulated %d sources over %.3g arcmin2", n, area_arcmin2)
     return pd.DataFrame(columns)
+
+
+def _shapes(rng: np.random.Generator, n: int, fraction: float, median: float,
+            sigma: float) -> dict[str, np.ndarray]:
+    """Shape columns: a ``fraction`` of galaxies with log-normal sizes, the rest points."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"galaxies is a fraction in [0, 1], got {fraction!r}")
+    gal = rng.random(n) < fraction
+    r_e = np.where(gal, median * np.exp(sigma * rng.standard_normal(n)), 0.0)
+    kind = rng.random(n)
+    sersic = np.where(kind < 0.55, 1.0, np.where(kind < 0.8, 4.0, rng.uniform(0.5, 6.0, n)))
+    return {"r_e": r_e, "q": np.where(gal, rng.uniform(0.3, 1.0, n), 1.0),
+            "pa": np.where(gal, rng.uniform(0.0, 180.0, n), 0.0),
+            "n": np.where(gal, sersic, 1.0)}

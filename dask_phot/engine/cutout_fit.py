@@ -1,11 +1,12 @@
 """Cutout mode: the COSMOS notebook's per-target fit, done right.
 
 For each target, a square cutout of ``width`` pixels centred on its pixel is
-fitted with every source whose centre lies inside the cutout modelled as a
-point source, the sky fixed (the given sky, or the 3-sigma-clipped mean of the
-cutout as the notebook does). Unlike the notebook, positions are 0-based and
-the reported variance is the *target's* marginal variance from the inverse of
-the cutout's normal matrix, which includes its covariance with neighbours.
+fitted with every source whose centre lies inside the cutout, each with its
+model (a point source, or a galaxy of given shape), the sky fixed (the given
+sky, or the 3-sigma-clipped mean of the cutout as the notebook does). Unlike
+the notebook, positions are 0-based and the reported variance is the
+*target's* marginal variance from the inverse of the cutout's normal matrix,
+which includes its covariance with neighbours.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scipy.spatial import cKDTree
 
 from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
+from dask_phot.models.stamps import Stamps
 
 __all__ = ["clipped_mean", "solve_cutouts"]
 
@@ -58,10 +60,10 @@ def clipped_mean(
 @numba.njit(cache=True)
 def _solve_cutouts(
     targets: np.ndarray, ptr: np.ndarray, members: np.ndarray, boxes: np.ndarray,
-    stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, data: np.ndarray,
-    weight: np.ndarray, sky_given: bool, tol: float,
+    sdata: np.ndarray, sptr: np.ndarray, sw: np.ndarray, sh: np.ndarray, x0: np.ndarray,
+    y0: np.ndarray, data: np.ndarray, weight: np.ndarray, sky_given: bool, tol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    n = stamps.shape[0]
+    n = sw.shape[0]
     flux = np.full(n, np.nan)
     var = np.full(n, np.nan)
     status = np.full(n, K.ST_FAILED, dtype=np.int64)
@@ -71,7 +73,7 @@ def _solve_cutouts(
         i = targets[t]
         mem = members[ptr[t] : ptr[t + 1]]
         m = mem.shape[0]
-        nmat, rhs = K.build_normal(mem, stamps, x0, y0, data, weight, boxes[t], 1)
+        nmat, rhs = K.build_normal(mem, sdata, sptr, sw, sh, x0, y0, data, weight, boxes[t], 1)
         sky = 0.0
         if not sky_given:
             sky = clipped_mean(data, weight, boxes[t], 3.0, 5)
@@ -100,10 +102,10 @@ def _solve_cutouts(
 
 
 def solve_cutouts(
-    prep: Prepared, stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, *,
-    width: int, sky_given: bool, tol: float,
+    prep: Prepared, stamps: Stamps, *, width: int, sky_given: bool, tol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fit every fitted source in its own cutout; see the module docstring."""
+    """Fit every fitted source in its own cutout (``stamps`` in input order); see the
+    module docstring."""
     if width < 3:
         raise ValueError(f"cutout_width must be >= 3 pixels, got {width}")
     half = width // 2
@@ -119,4 +121,4 @@ def solve_cutouts(
     ptr = np.concatenate([[0], np.cumsum(counts)])
     members = np.concatenate([idx[np.sort(v)] for v in lists]) if len(lists) else idx
     return _solve_cutouts(idx, ptr, members.astype(np.int64), boxes.astype(np.int64),
-                          stamps, x0, y0, prep.data, prep.weight, sky_given, tol)
+                          *stamps.arrays, prep.data, prep.weight, sky_given, tol)

@@ -1,0 +1,200 @@
+"""Fitting rendered models: the scene (or cutout) solve, the wing pass and the result.
+
+:func:`solve_models` is what :func:`~dask_phot.forced_photometry` runs once its
+sources are rendered; :func:`fit_stamps` is the same fit for models made
+elsewhere (templates from a sharp image, :mod:`dask_phot.templates`): any
+unit-flux image per source, at its place in the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import numpy as np
+
+from dask_phot.engine import _kernels as K
+from dask_phot.engine.mismatch import mismatch_significance
+from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
+from dask_phot.engine.result import PhotometryResult
+from dask_phot.engine.scene import default_tiling, sky_image, solve_scene, spatial_order
+from dask_phot.engine.wings import has_wings, wing_image
+from dask_phot.models.render import Rendered
+from dask_phot.models.stamps import Stamps
+from dask_phot.schema import Flag
+
+__all__ = ["SKY_TERMS", "fit_stamps", "solve_models"]
+
+#: Sky terms fitted per tile for each sky model.
+SKY_TERMS = {"constant": 1, "plane": 3}
+
+
+def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: object | None,
+                 mode: str, opts: dict, cutout_width: int, sky_given: bool, high_chi2: float,
+                 mismatch_sigma: float, return_model: bool) -> PhotometryResult:
+    """Fit rendered models (``rendered.stamps[k]`` is source ``order[k]``).
+
+    In scene mode, light the fitted stamps leave out (PSF wings, cut galaxies'
+    outskirts; :mod:`dask_phot.engine.wings`) is rendered from a first fit,
+    subtracted, and the fit repeated.
+    """
+    stamps = rendered.stamps
+    pos = np.argsort(order)
+    nuse, _ = footprint_flags(prep, stamps.x0[pos], stamps.y0[pos], stamps.w[pos],
+                              stamps.h[pos])
+    prep.flags[prep.fit & rendered.capped] |= int(Flag.MODEL_TRUNCATED)
+    extra = None
+    if mode == "cutout":
+        from dask_phot.engine.cutout_fit import solve_cutouts
+
+        flux, var, status, hasdeg, local_sky = solve_cutouts(
+            prep, stamps, width=cutout_width, sky_given=sky_given, tol=opts["tol"])
+        info = {"mode": "cutout", "cutout_width": cutout_width, "wings": False}
+    else:
+        wings = has_wings(psf, rendered)
+        flux, var, status, hasdeg, local_sky, state = solve_scene(
+            prep, stamps, order=order, variances=not wings, **opts)
+        if wings:
+            light = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
+            clean = replace(prep, data=np.where(prep.weight > 0, prep.data - light, 0.0))
+            flux, var, status, hasdeg, local_sky, state = solve_scene(
+                clean, stamps, order=order, state=state, **opts)
+            extra = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
+        tiling = state.tiling
+        if opts["nsky"]:
+            sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
+            extra = sky if extra is None else extra + sky
+        info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
+                "tile_size": tiling.tile_size, "margin": tiling.margin, "wings": wings}
+    return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,
+                     info, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+                     return_model=return_model)
+
+
+def fit_stamps(
+    image: np.ndarray,
+    stamps: Stamps,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    fwhm: float,
+    sigma: float | np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    sky: float | np.ndarray | None = None,
+    fit_sky: bool = False,
+    sky_model: Literal["constant", "plane"] = "constant",
+    outer: Stamps | None = None,
+    outer_index: np.ndarray | None = None,
+    tile_size: int | None = None,
+    margin: int | None = None,
+    degenerate_tol: float = 1e-7,
+    high_chi2: float = 5.0,
+    mismatch_sigma: float = 5.0,
+    return_model: bool = False,
+) -> PhotometryResult:
+    """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
+
+    Parameters
+    ----------
+    image : ndarray
+        The image.
+    stamps : Stamps
+        Source ``i``'s model (in input order): a unit-flux image placed at
+        ``(stamps.x0[i], stamps.y0[i])``; the fitted amplitude is its flux.
+    x, y : ndarray
+        The sources' positions (0-based pixels): they set each source's tile,
+        the flags (off image, masked centre) and the BLENDED radius ``fwhm``.
+    fwhm : float
+        The image's PSF FWHM in pixels (tiling and blending).
+    outer, outer_index : Stamps and ndarray of int, optional
+        Light of sources ``outer_index`` beyond their fitted stamps, subtracted
+        with the fluxes of a first fit before the final one.
+    sigma, weight, sky, fit_sky, sky_model, tile_size, margin, degenerate_tol,
+    high_chi2, mismatch_sigma, return_model
+        As for :func:`dask_phot.forced_photometry`.
+
+    Returns
+    -------
+    PhotometryResult
+    """
+    if sky_model not in SKY_TERMS:
+        raise ValueError(f"sky_model must be 'constant' or 'plane', got {sky_model!r}")
+    prep = prepare_inputs(image, None, x, y, sigma=sigma, weight=weight, sky=sky)
+    n = prep.x.shape[0]
+    if len(stamps) != n:
+        raise ValueError(f"{len(stamps)} stamps for {n} sources")
+    if n == 0:
+        return PhotometryResult.empty()
+    side = int(np.median(np.maximum(stamps.w, stamps.h)))
+    tile_default, margin_default = default_tiling(side | 1, fwhm)
+    opts = dict(nsky=SKY_TERMS[sky_model] if fit_sky else 0,
+                tile_size=int(tile_size or tile_default),
+                margin=int(margin if margin is not None else margin_default), tol=degenerate_tol)
+    blend_flags(prep, fwhm)
+    order = spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
+    none = np.zeros(0, dtype=np.int64)
+    idx = none if outer_index is None else np.asarray(outer_index, dtype=np.int64)
+    rendered = Rendered(
+        stamps=_reorder(stamps, order), sides=np.maximum(stamps.w, stamps.h),
+        outer=outer if outer is not None else Stamps.empty(0, none), outer_index=idx,
+        capped=np.zeros(n, dtype=bool))
+    return solve_models(prep, rendered, order, psf=None, mode="scene", opts=opts,
+                        cutout_width=side, sky_given=sky is not None, high_chi2=high_chi2,
+                        mismatch_sigma=mismatch_sigma, return_model=return_model)
+
+
+def _reorder(stamps: Stamps, order: np.ndarray) -> Stamps:
+    """The same stamps, stored in ``order`` (stamp ``k`` is source ``order[k]``)."""
+    sides_w, sides_h = stamps.w[order], stamps.h[order]
+    ptr = np.zeros(order.size + 1, dtype=np.int64)
+    np.cumsum(sides_w * sides_h, out=ptr[1:])
+    idx = np.concatenate([np.arange(stamps.ptr[i], stamps.ptr[i] + stamps.w[i] * stamps.h[i])
+                          for i in order]) if order.size else np.zeros(0, dtype=np.int64)
+    return Stamps(stamps.data[idx], ptr, sides_w, sides_h, stamps.x0[order], stamps.y0[order])
+
+
+def _assemble(
+    prep: Prepared, stamps: Stamps, pos: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
+    var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray, local_sky: np.ndarray,
+    extra: np.ndarray | None, info: dict, *, high_chi2: float, mismatch_sigma: float,
+    return_model: bool,
+) -> PhotometryResult:
+    """Flags, errors, chi2, model mismatch and model image (source ``i`` is stamp
+    ``pos[i]``; the per-source inputs and outputs are in input order). ``extra`` is
+    the rest of the model: fitted sky and the light beyond the stamps."""
+    flags = prep.flags
+    fitted = prep.fit
+    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
+    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
+    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
+    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
+    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
+    flux = np.where(ok, flux, np.nan)
+    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
+    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
+    sflux = np.empty_like(flux)
+    sflux[pos] = flux
+    model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
+    if extra is not None:
+        model += extra
+    resid = prep.data - model
+    chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
+                              resid)[pos]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
+    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
+    mism = np.where(ok, mismatch_significance(stamps, prep.weight, resid)[pos], np.nan)
+    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
+    out_model = model + prep.sky if return_model else None
+    sky_vals = local_sky + _fixed_sky_at(prep)
+    known = prep.x > -1e8
+    return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
+                            np.where(known, prep.x, np.nan), np.where(known, prep.y, np.nan),
+                            sky_vals, nuse, out_model, info, mism)
+
+
+def _fixed_sky_at(prep: Prepared) -> np.ndarray:
+    ny, nx = prep.sky.shape
+    cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
+    cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
+    return prep.sky[cy, cx]

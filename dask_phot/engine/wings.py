@@ -1,0 +1,82 @@
+"""The light a fit leaves out: PSF wings and the outskirts of large galaxies.
+
+The fit uses compact stamps (the PSF's core box, ``psf.size``), because the
+cost of a joint fit grows with the fourth power of the stamp side. A PSF with
+extended wings (IRAC's hold ~7% of the light beyond a 21-pixel box) would then
+leave that light unmodelled: it lands in the neighbours' stamps and in the
+fitted sky. :func:`wing_image` renders it instead, from fluxes of a first fit:
+each source's wings (its PSF out to ``psf.wing_size``, minus the box its own
+stamp covers) and the outskirts of galaxies whose models were cut to the core.
+The engine subtracts that image and fits again, so every pixel of every
+stamp is modelled. The first fit's errors enter the wings only at a few per
+cent of their size: one iteration is enough.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+from dask_phot.engine import _kernels as K
+from dask_phot.models.render import Rendered
+from dask_phot.models.stamps import Stamps
+
+__all__ = ["has_wings", "wing_image"]
+
+
+def has_wings(psf: object, rendered: Rendered) -> bool:
+    """Whether a fit with these stamps leaves light out."""
+    return int(getattr(psf, "wing_size", 0) or 0) > int(psf.size) \
+        or rendered.outer_index.size > 0  # type: ignore[attr-defined]
+
+
+def wing_image(psf: object, rendered: Rendered, x: np.ndarray, y: np.ndarray,
+               flux: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Image of the light each source's fitted stamp leaves out (see the module docstring).
+
+    ``x, y, flux`` are in input order; NaN fluxes add nothing.
+    """
+    out = np.zeros(shape)
+    f = np.where(np.isfinite(flux), flux, 0.0)
+    if rendered.outer_index.size:
+        out += K.scatter_model(*rendered.outer.arrays, f[rendered.outer_index], shape)
+    wing = int(getattr(psf, "wing_size", 0) or 0)
+    if wing <= int(psf.size):  # type: ignore[attr-defined]
+        return out
+    inner = rendered.sides
+    core = int(psf.size)  # type: ignore[attr-defined]
+    sel = (inner == core) & (f != 0)
+    if sel.any():  # most sources: one FFT convolution
+        out += _convolved(psf.wing_kernel(core), x[sel], y[sel], f[sel], shape)  # type: ignore
+    for k in np.unique(inner[(inner > core) & (inner < wing)]):  # large galaxies: few
+        sel = (inner == k) & (f != 0)
+        if sel.any():
+            out += _placed(psf.wing_kernel(int(k)), x[sel], y[sel], f[sel],  # type: ignore
+                           shape)
+    return out
+
+
+def _convolved(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+               shape: tuple[int, int]) -> np.ndarray:
+    """``kernel`` placed at each source's nearest pixel, scaled by its flux (one FFT
+    convolution of the flux map; the wings are smooth on the scale of a pixel)."""
+    ny, nx = shape
+    h = kernel.shape[0] // 2
+    cx = np.floor(x + 0.5).astype(np.int64) + h
+    cy = np.floor(y + 0.5).astype(np.int64) + h
+    inside = (cx >= 0) & (cx < nx + 2 * h) & (cy >= 0) & (cy < ny + 2 * h)
+    fmap = np.zeros((ny + 2 * h, nx + 2 * h))
+    np.add.at(fmap, (cy[inside], cx[inside]), flux[inside])
+    conv = signal.fftconvolve(fmap, kernel, mode="same")
+    return conv[h:h + ny, h:h + nx]
+
+
+def _placed(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+            shape: tuple[int, int]) -> np.ndarray:
+    """``kernel`` placed at each source's nearest pixel, scaled by its flux (directly)."""
+    k = kernel.shape[0]
+    m = x.size
+    x0 = np.floor(x + 0.5).astype(np.int64) - k // 2
+    y0 = np.floor(y + 0.5).astype(np.int64) - k // 2
+    st = Stamps.from_square(np.broadcast_to(kernel, (m, k, k)), x0, y0)
+    return K.scatter_model(*st.arrays, flux, shape)
