@@ -124,6 +124,7 @@ def _profile_panels(ax_p: Any, ax_c: Any, result: EmpiricalPSF,
         ax.set_xlabel("radius [pixels]")
         ax.legend(fontsize=8)
     ax_c.axhline(1.0, color="0.5", lw=0.5)
+    ax_p.set_ylim(1e-6, 2.0)
     ax_p.set_ylabel("azimuthal mean / peak")
     ax_p.set_title("radial profile")
     ax_c.set_ylabel("enclosed flux (of total)")
