@@ -147,6 +147,7 @@ def isolated(true_prf: LatticePRF) -> tuple[np.ndarray, pd.DataFrame, EmpiricalP
     return image, stars, result
 
 
+@pytest.mark.slow
 def test_epsf_fluxes_are_within_one_percent_unlike_a_preset(isolated) -> None:
     """(a) A true PSF broader than the preset and lopsided: the ePSF's fluxes are right."""
     image, stars, result = isolated
@@ -168,6 +169,7 @@ def test_epsf_fluxes_are_within_one_percent_unlike_a_preset(isolated) -> None:
     assert result.selection.n_candidates == len(stars)
 
 
+@pytest.mark.slow
 def test_epsf_is_registered_and_normalised(isolated, true_prf: LatticePRF) -> None:
     _, _, result = isolated
     want = truth_nodes(true_prf, 4, result.size // 2)
@@ -246,6 +248,7 @@ def test_unknown_option_is_an_error() -> None:
 
 
 # ---------------------------------------------------------------------- files, figure
+@pytest.mark.slow
 def test_fits_round_trip(isolated, tmp_path) -> None:
     _, _, result = isolated
     path = tmp_path / "epsf.fits"
@@ -263,6 +266,7 @@ def test_fits_round_trip(isolated, tmp_path) -> None:
     assert np.allclose(back.psf_model().stamps(x, x)[0], result.psf_model().stamps(x, x)[0])
 
 
+@pytest.mark.slow
 def test_qa_figure(isolated) -> None:
     pytest.importorskip("matplotlib")
     from dask_phot.plots.psf import epsf_qa_figure
