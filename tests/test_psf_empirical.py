@@ -275,3 +275,24 @@ def test_qa_figure(isolated) -> None:
     fig = epsf_qa_figure(result, compare=[gaussian_psf(1.6 / SCALE, size=41)])
     assert len(fig.axes) >= 4
     assert "ePSF from" in fig.get_suptitle()
+
+
+# ---------------------------------------------------------------------- command
+def test_psf_command_writes_the_epsf_and_says_why_it_cannot(true_prf: LatticePRF,
+                                                            tmp_path) -> None:
+    from astropy.io import fits
+
+    from dask_phot.commands import main
+
+    image, stars = star_field([true_prf], per_side=5, seed=2)
+    wcs = field_wcs((150.0, 2.0), SCALE, image.shape)
+    ra, dec = wcs.wcs_pix2world(stars["x"], stars["y"], 0)
+    pd.DataFrame({"ra": ra, "dec": dec}).to_csv(tmp_path / "stars.csv", index=False)
+    fits.PrimaryHDU(image, header=wcs.to_header()).writeto(tmp_path / "m.fits")
+    fits.PrimaryHDU(image).writeto(tmp_path / "nowcs.fits")
+    out = tmp_path / "epsf.fits"
+    code = main(["psf", str(tmp_path / "m.fits"), "--stars", str(tmp_path / "stars.csv"),
+                 "--out", str(out), "--min-stars", "5", "--grid", "none", "--size", "31"])
+    assert code == 0 and fits.getheader(out)["NSTARS"] >= 5
+    code = main(["psf", str(tmp_path / "nowcs.fits"), "--stars", str(tmp_path / "stars.csv")])
+    assert code == 2

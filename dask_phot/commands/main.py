@@ -22,7 +22,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: Modules that add subcommands, in the order ``dask-phot --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "dask_phot.commands.run", "dask_phot.commands.fetch", "dask_phot.commands.detect",
-    "dask_phot.commands.crossmatch", "dask_phot.commands.plot", "dask_phot.commands.report",
+    "dask_phot.commands.crossmatch", "dask_phot.commands.plot", "dask_phot.commands.psf",
+    "dask_phot.commands.report",
     "dask_phot.commands.kubernetes",
 )
 
