@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dask_phot.config.checks import (
     NAME,
+    epsf_options,
     memory_size,
     number,
     one_of,
@@ -88,6 +89,10 @@ class BandFiles:
     sky: str | float = setting("fit", check=sky_value)
     model: Literal["auto", "point", "choose"] = setting(
         "auto", check=one_of("auto", "point", "choose"))
+    psf: Literal["file", "empirical"] = setting("file", check=one_of("file", "empirical"))
+    psf_fallback: Literal["none", "preset"] = setting("none", check=one_of("none", "preset"))
+    psf_stars: str = ""
+    epsf: dict[str, Any] = setting(factory=dict, check=epsf_options)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,13 @@ class BandImages:
     sources elsewhere), ``"point"`` (every source a point source) or ``"choose"``
     (as ``"auto"``, and a source without a shape becomes a round galaxy where its
     fit prefers one: :mod:`dask_phot.engine.choice`).
+
+    ``psf`` is ``"file"`` (the band's ``psf_file``) or ``"empirical"``: an effective
+    PSF built from each mosaic's stars before the cells run
+    (:mod:`dask_phot.pipeline.psfs`), with ``epsf`` the options of
+    :class:`~dask_phot.psf.EPSFOptions`, ``psf_stars`` a reference star catalog ("":
+    the priors) and ``psf_fallback`` what to do where it cannot be built.
+    ``mosaic_psfs`` holds the ePSFs once built (one per mosaic; not configuration).
     """
 
     name: str
@@ -109,6 +121,11 @@ class BandImages:
     noise_kind: NoiseKind = "none"
     sky: str | float = "fit"
     model: str = "auto"
+    psf: str = "file"
+    psf_fallback: str = "none"
+    psf_stars: str = ""
+    epsf: dict[str, Any] = field(default_factory=dict)
+    mosaic_psfs: tuple[Any, ...] = field(default=(), compare=False)
 
     def _radii(self) -> tuple[float, float, float]:
         """``(h, w, allowance)`` in arcsec: the fitted stamp's and the wings' half-diagonals
@@ -280,7 +297,7 @@ class RunConfig:
                if f.name not in ("bands", "source")}
         out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
                                  "noise_kind": b.noise_kind, "sky": b.sky, "model": b.model,
-                                 **b.band.as_config()} for b in self.bands}
+                                 **_psf_keys(b), **b.band.as_config()} for b in self.bands}
         return {f.name: out[f.name] for f in fields(self) if f.name in out}
 
     def config_hash(self) -> str:
@@ -293,6 +310,16 @@ class RunConfig:
         science = {k: d[k] for k in self.SCIENCE_SECTIONS}
         blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _psf_keys(band: BandImages) -> dict[str, Any]:
+    """A band's PSF keys for :meth:`RunConfig.to_dict`: none with the band's own PSF file
+    (so that configurations without ePSFs keep their hash)."""
+    if band.psf == "file" and not band.psf_stars and not band.epsf \
+            and band.psf_fallback == "none":
+        return {}
+    return {"psf": band.psf, "psf_fallback": band.psf_fallback, "psf_stars": band.psf_stars,
+            "epsf": copy.deepcopy(band.epsf)}
 
 
 def storage_options(cfg: RunConfig | Mapping[str, Any] | Any) -> dict[str, Any]:

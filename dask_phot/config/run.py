@@ -40,7 +40,7 @@ RUN_SECTIONS: Mapping[str, type | None] = {
     "storage": StorageConfig}
 #: Path-valued keys, taken from the configuration file's directory.
 RUN_PATHS = ("priors.path", "output.path", "cluster.performance_report", "bands.*.images",
-             "bands.*.noise", "bands.*.psf_file")
+             "bands.*.noise", "bands.*.psf_file", "bands.*.psf_stars")
 _CREDENTIAL_KEYS = ("key", "secret", "token", "profile")
 _DEFAULTS = "default"
 

@@ -24,6 +24,7 @@ from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
+from dask_phot.pipeline.psfs import band_psf
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 
 __all__ = ["CellReport", "fit_band", "fit_cell", "process_cell", "source_shapes"]
@@ -167,7 +168,7 @@ def fit_band(
     if kwargs["mode"] == "cutout":
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
-    psf = band.band.load_psf()
+    psf, correction = band_psf(band, region)
     # the sources this band models: within its margin of the targets (all without one)
     use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
         _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
@@ -179,7 +180,7 @@ def fit_band(
     res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise, **kwargs,
                             choose_models=choose)
     model = _model_codes(res, shapes)
-    to_ujy = band.band.to_ujy * band.band.flux_correction()
+    to_ujy = band.band.to_ujy * correction
     part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
                       chi2=res.chi2, mismatch=res.mismatch, model=model, flags=res.flags)
     if use.all():

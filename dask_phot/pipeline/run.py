@@ -18,6 +18,7 @@ from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
 from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, write_cell
+from dask_phot.pipeline.psfs import prepare_psfs, psf_records
 from dask_phot.priors import read_priors
 from dask_phot.schema import cell_meta, column_units
 
@@ -85,6 +86,7 @@ def photometry_frame(config: RunConfig) -> Any:
     import dask.dataframe as dd
 
     parts, indexes = plan_cells(config)
+    config = prepare_psfs(config, parts, indexes, str(config.output.path))
     cols = config.priors.output_columns
     keep = {c: str(parts[0].sources[c].dtype) for c in cols} if parts else {}
     meta = cell_meta(list(config.band_names), keep)
@@ -145,7 +147,9 @@ def run_catalog(
     finished = done_cells(out, chash)
     todo = [p for p in parts if (p.cell.order, p.cell.pixel) not in finished]
     log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
-    calibration = {b.name: b.band.calibration_record() for b in config.bands}
+    config = prepare_psfs(config, parts, indexes, out, client=client)
+    psfs = psf_records(config)
+    calibration = {b.name: b.band.calibration_record() | psfs[b.name] for b in config.bands}
     meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
             "dask_phot_calibration": json.dumps(calibration),
             "dask_phot_config": json.dumps(config.to_dict(), default=str),

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -208,8 +208,9 @@ class EmpiricalPSF:
                       ("GRIDNX", int(self.grid_shape[1]), "grid columns")]
         return cards
 
-    def write_fits(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-        """Write the ePSF (and the grid, and the stars used) to a FITS file."""
+    def write_fits(self, path: str | os.PathLike[str] | BinaryIO, *,
+                   overwrite: bool = False) -> None:
+        """Write the ePSF (and the grid, and the stars used) to a FITS file (or file object)."""
         from astropy.io import fits
 
         primary = fits.PrimaryHDU(self.array.astype(np.float64))
@@ -229,17 +230,21 @@ class EmpiricalPSF:
         cols = [fits.Column(c, "D" if self.stars[c].dtype.kind == "f" else "K",
                             array=self.stars[c].to_numpy()) for c in self.stars.columns]
         hdus.append(fits.BinTableHDU.from_columns(fits.ColDefs(cols), name="STARS"))
-        fits.HDUList(hdus).writeto(os.fspath(path), overwrite=overwrite)
+        target = path if hasattr(path, "write") else os.fspath(path)  # type: ignore[arg-type]
+        fits.HDUList(hdus).writeto(target, overwrite=overwrite)
 
     @classmethod
-    def read_fits(cls, path: str | os.PathLike[str]) -> EmpiricalPSF:
-        """Read a file written by :meth:`write_fits` (the star verdicts become counts)."""
+    def read_fits(cls, path: str | os.PathLike[str] | BinaryIO) -> EmpiricalPSF:
+        """Read a file (or file object) written by :meth:`write_fits` (the star verdicts
+        become counts)."""
         from astropy.io import fits
 
-        with fits.open(os.fspath(path)) as hdul:
+        source = path if hasattr(path, "read") else os.fspath(path)  # type: ignore[arg-type]
+        label = getattr(path, "name", "<file object>") if hasattr(path, "read") else source
+        with fits.open(source) as hdul:
             h = hdul[0].header
             if "OVERSAMP" not in h or "PIXRESP" not in h:
-                raise PSFError(f"{os.fspath(path)}: not a dask-phot ePSF file "
+                raise PSFError(f"{label}: not a dask-phot ePSF file "
                                "(no OVERSAMP/PIXRESP keywords)")
             stars = pd.DataFrame({c.name: np.asarray(hdul["STARS"].data[c.name]).astype(
                 np.float64 if c.format == "D" else np.int64) for c in hdul["STARS"].columns})
