@@ -144,3 +144,69 @@ def test_epsfs_are_built_on_the_cluster_from_s3(mosaic, s3_server, tmp_path) -> 
     (m,) = record["irac1"]["mosaics"]
     assert m["status"] == "built" and m["mosaic"] == "s3://epsf-field/irac1_sci.fits"
     assert abs(bright_ratio(read_catalog(tmp_path / "cat")) - 1) < 0.015
+
+
+def gaussian_nodes(sigma: float, size: int, over: int = 4) -> np.ndarray:
+    """A pixel-integrated circular Gaussian (unit flux) on an ePSF node grid."""
+    from scipy.special import erf
+
+    n = over * (size - 1) + 5
+    u = (np.arange(n) - (n - 1) / 2) / over
+    s = sigma * np.sqrt(2.0)
+    p = 0.5 * (erf((u + 0.5) / s) - erf((u - 0.5) / s))
+    return np.outer(p, p)
+
+
+def test_cells_use_their_mosaics_epsf_and_the_grid_at_their_centre(tmp_path) -> None:
+    """Two mosaics, one with a 1x2 grid: each box gets its mosaic's ePSF, the grid's at
+    its centre (a row of cells: the nearest; see PSFGrid.weights); the flux factor is the
+    ePSF's light beyond its box."""
+    import dataclasses
+
+    from dask_phot.images import Region
+    from dask_phot.pipeline.psfs import MosaicPSF, band_psf
+    from dask_phot.psf import EmpiricalPSF
+    from dask_phot.psf.stars import StarSelection
+    from dask_phot.psf.wings import WingMatch
+    from dask_phot.testing import field_wcs
+
+    size, shape = 21, (200, 400)
+    narrow, wide = gaussian_nodes(1.2, size), gaussian_nodes(2.0, size)
+    sel = StarSelection(pd.DataFrame({"x": [], "y": [], "flux": [], "snr": [],
+                                      "concentration": [], "reason": []}))
+    stars = pd.DataFrame({"x": [1.0], "y": [2.0]})
+    wing = WingMatch("none", 5.0, 9.0, 0.0, 1.0)
+    grid = EmpiricalPSF(0.5 * (narrow + wide), 4, 0.6, size, sel, stars, wing, mode="grid",
+                        cells=np.stack([narrow, wide]), cell_x=np.array([99.5, 299.5]),
+                        cell_y=np.array([99.5, 99.5]), cell_stars=np.array([30, 30]),
+                        grid_shape=(1, 2), name="a.fits")
+    one = dataclasses.replace(grid, array=0.98 * wide, mode="global", cells=None,
+                              grid_shape=None, name="b.fits")
+    wcs_a = field_wcs((150.0, 2.0), 0.6, shape)
+    wcs_b = field_wcs((150.2, 2.0), 0.6, shape)
+    entries = []
+    for res, wcs in ((grid, wcs_a), (one, wcs_b)):
+        path = tmp_path / res.name.replace(".fits", ".epsf.fits")
+        res.write_fits(path)
+        entries.append(MosaicPSF(res.name, wcs, str(path), {"status": "built"}))
+    cfg = config(tmp_path, tmp_path / "o", psf="empirical")
+    band = dataclasses.replace(cfg.bands[0], mosaic_psfs=tuple(entries))
+
+    def box(wcs, x0, y0):
+        w = wcs.deepcopy()
+        w.wcs.crpix = w.wcs.crpix - np.array([x0, y0])
+        return Region(np.zeros((60, 60)), None, x0, y0, w, 0)
+
+    fwhm = {}
+    for label, wcs, x0 in (("left", wcs_a, 70), ("mid", wcs_a, 150), ("right", wcs_a, 270),
+                           ("b", wcs_b, 170)):
+        psf, factor = band_psf(band, box(wcs, x0, 70))
+        fwhm[label] = psf.fwhm
+        assert psf.size == 21 and psf.wing_size == size
+        assert factor == pytest.approx(1 / 0.98 if label == "b" else 1.0, rel=1e-3)
+    assert fwhm["left"] == pytest.approx(2.3548 * 1.2, abs=0.3)
+    assert fwhm["right"] == pytest.approx(2.3548 * 2.0, abs=0.3)
+    assert fwhm["mid"] == fwhm["left"]
+    assert fwhm["b"] == pytest.approx(fwhm["right"], abs=0.05)
+    with pytest.raises(RuntimeError, match="matches none"):
+        band_psf(band, box(field_wcs((151.0, 2.0), 0.6, shape), 0, 0))

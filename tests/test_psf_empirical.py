@@ -172,18 +172,19 @@ def test_epsf_fluxes_are_within_one_percent_unlike_a_preset(isolated) -> None:
 @pytest.mark.slow
 def test_epsf_is_registered_and_normalised(isolated, true_prf: LatticePRF) -> None:
     _, _, result = isolated
-    want = truth_nodes(true_prf, 4, result.size // 2)
+    o = result.oversampling
+    want = truth_nodes(true_prf, o, result.size // 2)
     assert result.array.shape == want.shape
     assert abs(result.fwhm - EmpiricalPSF.fwhm.fget(_with(result, want))) < 0.03
-    assert abs(result.array.sum() / 16 - result.flux_in_box) < 1e-12
+    assert abs(result.array.sum() / o**2 - result.flux_in_box) < 1e-12
     assert 0.97 < result.flux_in_box <= 1.0
     r = np.array([1.0, 2.0, 4.0, 8.0])
-    cog = curve_of_growth(result.array, 4, r)
-    cog_true = curve_of_growth(want, 4, r)
+    cog = curve_of_growth(result.array, o, r)
+    cog_true = curve_of_growth(want, o, r)
     assert np.abs(cog - cog_true).max() < 0.01
     # the kernel's lobe moves the light centroid ~0.13 px: registered to the catalog,
     # the ePSF keeps it (a centroid-centred ePSF would not)
-    u = (np.arange(want.shape[0]) - (want.shape[0] - 1) / 2) / 4
+    u = (np.arange(want.shape[0]) - (want.shape[0] - 1) / 2) / o
     cen = (result.array.sum(axis=0) * u).sum() / result.array.sum()
     cen_true = (want.sum(axis=0) * u).sum() / want.sum()
     assert abs(cen - cen_true) < 0.01 and cen_true > 0.05
@@ -203,7 +204,7 @@ def test_grid_recovers_two_halves(true_prf: LatticePRF) -> None:
                         options=EPSFOptions(grid=(1, 2), size=41, min_stars_per_cell=20))
     assert result.mode == "grid" and result.grid_shape == (1, 2)
     fw = [EmpiricalPSF.fwhm.fget(_with(result, c)) for c in result.cells]
-    truth = [EmpiricalPSF.fwhm.fget(_with(result, truth_nodes(p, 4, 20)))
+    truth = [EmpiricalPSF.fwhm.fget(_with(result, truth_nodes(p, result.oversampling, 20)))
              for p in (true_prf, other)]
     assert np.allclose(fw, truth, atol=0.05)
     assert abs(truth[1] - truth[0]) > 0.5
@@ -256,7 +257,7 @@ def test_fits_round_trip(isolated, tmp_path) -> None:
     from astropy.io import fits
 
     h = fits.getheader(path)
-    assert h["OVERSAMP"] == 4 and h["PIXRESP"] is True and h["NORM"] == "TOTAL"
+    assert h["OVERSAMP"] == result.oversampling and h["PIXRESP"] is True and h["NORM"] == "TOTAL"
     assert h["NSTARS"] == result.n_stars and h["WINGMOD"] == "moffat"
     assert h["PIXSCALE"] == pytest.approx(SCALE)
     back = EmpiricalPSF.read_fits(path)

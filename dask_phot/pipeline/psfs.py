@@ -17,8 +17,9 @@ per mosaic, measured from the mosaic's own stars by :func:`dask_phot.psf.build_e
   read from, as an :class:`~dask_phot.psf.OversampledPSF` (the engine's PSF with
   wings, so galaxies and the two-pass wing subtraction work as with presets), and
   the factor that makes its fluxes total (the light beyond the ePSF's box, from its
-  wing model). With a grid of ePSFs, the cells' ePSF is the grid's blend at the
-  box's centre.
+  wing model). With a grid of ePSFs, a cell's box is fitted with the grid's ePSF at
+  the box's centre (:meth:`~dask_phot.psf.PSFGrid.weights`: blended between the
+  cells of a 2-D grid, the nearest cell's in a single row or column).
 * :func:`psf_records` is what the catalog records of each band's PSF (Parquet
   metadata ``dask_phot_calibration`` and ``dask_phot_run.json``).
 """
