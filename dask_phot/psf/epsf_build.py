@@ -199,7 +199,7 @@ def phase_normalised(values: np.ndarray, oversampling: int) -> np.ndarray:
     >>> w = phase_normalised(v, 2)
     >>> [round(float(w[(4 + a) % 2::2, (4 + b) % 2::2].sum()), 4) for a in (0, 1)
     ...  for b in (0, 1)], bool(np.isclose(w.sum(), v.sum()))
-    ([7.8125, 7.8125, 7.8125, 7.8125], True)
+    ([7.375, 7.375, 7.375, 7.375], True)
     """
     o = int(oversampling)
     if o < 2:
