@@ -22,7 +22,7 @@ from dask_phot.psf import PixelPSF, moffat_psf
 from dask_phot.psf.empirical import EPSFOptions, build_epsf
 from dask_phot.testing import SimBand, simulate_field
 
-GOLFIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "golfir-irac-psf",
+GOLFIR = os.path.join(os.path.dirname(__file__), "..", "dask_phot", "data", "psf",
                       "irac_ch1_warm_psf.fits")
 
 

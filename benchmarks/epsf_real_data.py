@@ -1,7 +1,8 @@
 """ePSFs of the real cutouts in shared/data beside the PSFs that come with them.
 
 * tractor-phot-irac-uds: Spitzer IRAC ch1, 85x85 at 0.6"; given: the upstream 525x525
-  oversampled PSF (scale not recorded), the golfir ch1 warm PSF and the irac1 preset;
+  oversampled PSF (scale not recorded), the golfir ch1 warm PSF (the ``irac1`` preset,
+  its pixel response at 0.6") and the ``irac1_notebook`` preset (17x17 PRF);
 * scarlet-cosmos-hst-hsc: HSC grizy cutouts, 50x50 at 0.168"; given: PSF_HSC.fits.
 
 Candidates are the cutouts' own local maxima (no reference catalog comes with them);
@@ -66,10 +67,10 @@ def irac() -> None:
     print(f"IRAC ch1 UDS cutout {image.shape}, {len(peaks(image))} peaks above 10 sigma")
     for line in try_build(image, wcs, "example_image.fits", 0.6):
         print(line)
-    golfir = fits.getdata(os.path.join(DATA, "golfir-irac-psf", "irac_ch1_warm_psf.fits"))
-    binned = PixelPSF.from_oversampled(golfir.astype(float), 0.1, 0.6, size=51)
-    print(describe("golfir ch1 warm binned to 0.6\"", binned.array, 1, 0.6))
-    print(describe("irac1 preset (17x17)", get_band("irac1").load_psf().array, 1, 0.6))
+    golfir = get_band("irac1").load_psf()
+    print(describe("irac1 preset (golfir ch1 warm, PRF)", golfir.prf, golfir.oversampling, 0.6))
+    print(describe("irac1_notebook preset (17x17)", get_band("irac1_notebook").load_psf().array,
+                   1, 0.6))
     up = fits.getdata(os.path.join(d, "example_psf.fits")).astype(float)
     print(describe("tractor_phot PSF (scale unknown)", up, 1, 1.0) + "  [its own pixels]")
 

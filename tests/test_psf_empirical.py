@@ -208,7 +208,7 @@ def test_grid_recovers_two_halves(true_prf: LatticePRF) -> None:
              for p in (true_prf, other)]
     assert np.allclose(fw, truth, atol=0.05)
     assert abs(truth[1] - truth[0]) > 0.5
-    assert result.fwhm > truth[0] + 0.1 and result.fwhm < truth[1] - 0.1
+    assert result.fwhm < truth[1] - 0.3  # one global ePSF would miss the wide half
     grid = result.psf_grid()
     assert len(grid.psfs) == 2
 
@@ -297,3 +297,40 @@ def test_psf_command_writes_the_epsf_and_says_why_it_cannot(true_prf: LatticePRF
     assert code == 0 and fits.getheader(out)["NSTARS"] >= 5
     code = main(["psf", str(tmp_path / "nowcs.fits"), "--stars", str(tmp_path / "stars.csv")])
     assert code == 2
+
+
+@pytest.mark.slow
+def test_golfir_broadened_field_at_cosmos_density_against_the_preset() -> None:
+    """The must-show case (``benchmarks/bench_epsf_flux.py`` prints the full table): the
+    golfir IRAC ch1 PSF convolved with a lopsided elliptical kernel, sources at COSMOS
+    density. With the ePSF (golfir wings), fluxes at true S/N > 50 are within 1% and the
+    pulls at S/N 50-200 are N(0, 1) (bench: +0.14%, pulls +0.01 / 1.09; looser bounds
+    here); the irac1 preset is 17% low."""
+    from importlib import resources
+
+    from astropy.io import fits
+
+    from dask_phot.bands import get_band
+    from dask_phot.psf import WingModel
+    from dask_phot.testing.finepsf import simulate_lattice_field
+
+    blob = resources.files("dask_phot").joinpath("data", "psf", "irac_ch1_warm_psf.fits")
+    with resources.as_file(blob) as path:
+        golfir = fits.getdata(path).astype(np.float64)
+    kernel = (Lobe(0.85, 1.4, 0.7, 30.0), Lobe(0.15, 0.8, 0.8, 0.0, 0.6, 0.0))
+    prf = LatticePRF(golfir, 0.1, SCALE, kernel=kernel, lattice=4)
+    im = simulate_lattice_field(prf, area_arcmin2=25.0, seed=3, to_ujy=8.4616, sky=0.05)
+    result = build_epsf(im.data, wcs=im.wcs, sigma=im.sigma,
+                        priors=im.meta["priors"][["ra", "dec"]], name="sim",
+                        options=EPSFOptions(wings=WingModel("psf", golfir, 0.1), grid="none",
+                                            size=55))
+    assert result.n_stars >= 40
+    res = forced_photometry(im.data, result.psf_model(), im.x, im.y, sigma=im.sigma, sky=0.05)
+    snr = im.flux / res.flux_err
+    pull = (res.flux - im.flux) / res.flux_err
+    bright, mid = snr > 50, (snr > 50) & (snr <= 200)
+    assert abs(np.median(res.flux[bright] / im.flux[bright]) - 1) < 0.01
+    assert abs(np.mean(pull[mid])) < 0.25 and 0.8 < np.std(pull[mid]) < 1.3
+    preset = forced_photometry(im.data, get_band("irac1").load_psf(), im.x, im.y,
+                               sigma=im.sigma, sky=0.05)
+    assert np.median(preset.flux[bright] / im.flux[bright]) < 0.9
