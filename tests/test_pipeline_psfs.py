@@ -210,3 +210,14 @@ def test_cells_use_their_mosaics_epsf_and_the_grid_at_their_centre(tmp_path) -> 
     assert fwhm["b"] == pytest.approx(fwhm["right"], abs=0.05)
     with pytest.raises(RuntimeError, match="matches none"):
         band_psf(band, box(field_wcs((151.0, 2.0), 0.6, shape), 0, 0))
+
+
+def test_band_wings_come_from_the_band_psf_file() -> None:
+    from dask_phot.commands.psf import _wings
+    from dask_phot.pipeline.psfs import band_wings
+
+    wings = band_wings(get_band("irac1"))
+    assert wings.kind == "psf" and wings.array_scale == 0.1
+    assert wings.includes_pixel_response is False and wings.label == "irac_ch1_warm_psf.fits"
+    assert _wings("irac1", None).label == wings.label
+    assert band_wings(get_band("irac1_notebook")).includes_pixel_response is True

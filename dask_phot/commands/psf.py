@@ -27,6 +27,12 @@ def _grid(value: str) -> object:
 def _wings(value: str, scale: float | None) -> object:
     if value in ("moffat", "none"):
         return value
+    from dask_phot.bands import PRESETS, get_band
+
+    if value in PRESETS:
+        from dask_phot.pipeline.psfs import band_wings
+
+        return band_wings(get_band(value))
     from dask_phot.psf import WingModel
 
     return WingModel.from_fits(value, scale)
@@ -98,7 +104,9 @@ def register(subparsers: Any) -> None:
                    help="saturation level (default the header's SATURATE)")
     p.add_argument("--grid", type=_grid, default="auto", help="auto, none or NYxNX")
     p.add_argument("--wings", default="moffat", metavar="MODEL",
-                   help="moffat, none, or a PSF FITS file for the far wings")
+                   help="moffat, none, a preset band (its PSF file: irac1...) or a PSF "
+                   "FITS file for the far wings (a Moffat extrapolates IRAC's wings 10%% "
+                   "too high: give the band)")
     p.add_argument("--wing-scale", type=float, default=None, metavar="ARCSEC",
                    help="pixel scale of the --wings file (default from its header)")
     p.set_defaults(func=_cmd_psf)

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,11 @@ from dask_phot.config import BandImages, RunConfig, storage_options
 from dask_phot.images import Mosaic, Region, read_region
 from dask_phot.psf import EmpiricalPSF, EmpiricalPSFError, EPSFOptions, OversampledPSF, WingModel
 
-__all__ = ["MosaicPSF", "band_psf", "epsf_options", "prepare_psfs", "psf_records"]
+if TYPE_CHECKING:
+    from dask_phot.bands import Band
+
+__all__ = ["MosaicPSF", "band_psf", "band_wings", "epsf_options", "prepare_psfs",
+           "psf_records"]
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +95,22 @@ def epsf_options(band: BandImages, header: Mapping[str, Any] | None = None) -> E
     if header is not None and "saturation" not in opts and "SATURATE" in header:
         opts["saturation"] = float(header["SATURATE"])
     wings = opts.pop("wings", "band")
-    opts["wings"] = _band_wings(band) if wings == "band" else wings
+    opts["wings"] = band_wings(band.band) if wings == "band" else wings
     return EPSFOptions.from_mapping(opts)
 
 
-def _band_wings(band: BandImages) -> WingModel:
+def band_wings(band: Band) -> WingModel:
+    """The far wings of a band's PSF file, for an ePSF (its square middle, at the file's
+    scale; a pixel response when the band's ``psf_kind`` is ``"prf"``)."""
     from dask_phot.bands.files import file_stamp, locate_source, read_psf_file
 
-    b = band.band
-    source = locate_source(b.psf_file, f"bands.{band.name}")
+    source = locate_source(band.psf_file, f"bands.{band.name}")
     arr, _, _ = read_psf_file(source, file_stamp(source))
     n = min(arr.shape)
     cut = arr[(arr.shape[0] - n) // 2:(arr.shape[0] - n) // 2 + n,
               (arr.shape[1] - n) // 2:(arr.shape[1] - n) // 2 + n]
-    return WingModel("psf", np.array(cut), b.psf_pixel_scale, b.psf_kind == "prf",
-                     os.path.basename(b.psf_file))
+    return WingModel("psf", np.array(cut), band.psf_pixel_scale, band.psf_kind == "prf",
+                     os.path.basename(band.psf_file))
 
 
 # ---------------------------------------------------------------------- identity and files
