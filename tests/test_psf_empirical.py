@@ -211,6 +211,14 @@ def test_grid_recovers_two_halves(true_prf: LatticePRF) -> None:
     assert result.fwhm < truth[1] - 0.3  # one global ePSF would miss the wide half
     grid = result.psf_grid()
     assert len(grid.psfs) == 2
+    # the automatic choice: the finest k x k grid with enough stars in every cell (2x2,
+    # 36 stars each); its left column is the narrow PSF, its right column the wide one
+    auto = build_epsf(image, sigma=2e-3, stars=stars[["x", "y"]], pixel_scale=SCALE,
+                      options=EPSFOptions(grid="auto", size=41, min_stars_per_cell=20))
+    assert auto.mode == "grid" and auto.grid_shape == (2, 2)
+    assert "2x2 grid" in auto.grid_note and auto.cell_stars.min() >= 20
+    fw = [EmpiricalPSF.fwhm.fget(_with(auto, c)) for c in auto.cells]
+    assert np.allclose(fw, [truth[0], truth[1], truth[0], truth[1]], atol=0.1)
 
 
 # ---------------------------------------------------------------------- bad input
