@@ -85,7 +85,7 @@ def check_storage(value: Any, origin: Provenance, *, anon_default: str | None) -
     return table
 
 
-def _run_config(d: Mapping[str, Any], origin: Provenance) -> RunConfig:
+def _run_config(d: Mapping[str, Any], origin: Provenance, base: str = "") -> RunConfig:
     origin.known("", d, RUN_SECTIONS, what="section")
     if "path" not in d.get("priors", {}):
         origin.fail("priors.path", "required (the priors catalog)", here=True)
@@ -98,7 +98,7 @@ def _run_config(d: Mapping[str, Any], origin: Provenance) -> RunConfig:
                   for name, table in origin.table("bands", d["bands"]).items())
     storage = check_storage(d.get("storage", {}), origin,
                             anon_default=packaged_defaults(_DEFAULTS)[1])
-    return RunConfig(bands=bands, storage=storage, source=origin.label, **sections)
+    return RunConfig(bands=bands, storage=storage, source=origin.label, base=base, **sections)
 
 
 def load_config(
@@ -151,4 +151,5 @@ def load_config(
     if not isinstance(bands, Mapping):
         raise ConfigError(f"{layers.origin.label}: bands: must be a table of [bands.<name>] "
                           "tables")
-    return _run_config(layers.merged, layers.origin)
+    base = "" if isinstance(path_or_dict, Mapping) else str(layers.base)
+    return _run_config(layers.merged, layers.origin, base)
