@@ -20,7 +20,7 @@ from astropy.io import fits
 from dask_phot.bands import get_band
 from dask_phot.config import ConfigError, load_config
 from dask_phot.pipeline import read_catalog, run_catalog
-from dask_phot.psf import EmpiricalPSFError
+from dask_phot.psf.empirical import EmpiricalPSFError
 from dask_phot.testing.finepsf import LatticePRF, Lobe, simulate_lattice_field
 
 KERNEL = (Lobe(0.85, 1.4, 0.7, 30.0), Lobe(0.15, 0.8, 0.8, 0.0, 0.6, 0.0))
@@ -223,3 +223,17 @@ def test_band_wings_come_from_the_band_psf_file() -> None:
     assert wings.includes_pixel_response is False and wings.label == "irac_ch1_warm_psf.fits"
     assert _wings("irac1", None).label == wings.label
     assert band_wings(get_band("irac1_notebook")).includes_pixel_response is True
+
+
+def test_reference_stars_are_the_candidates(mosaic, tmp_path) -> None:
+    pri = pd.read_parquet(mosaic / "priors.parquet")
+    pri.nlargest(40, "flux_true")[["ra", "dec"]].to_csv(tmp_path / "stars.csv", index=False)
+    out = tmp_path / "cat"
+    run_catalog(config(mosaic, out, psf="empirical", psf_stars=str(tmp_path / "stars.csv")))
+    record = json.loads((out / "dask_phot_run.json").read_text())["calibration"]["irac1"]
+    assert record["psf_stars"] == str(tmp_path / "stars.csv")
+    (m,) = record["mosaics"]
+    assert m["status"] == "built" and m["stars"].startswith("40 candidate(s)")
+    with pytest.raises(EmpiricalPSFError, match=r"^bands\.irac1\.psf_stars: .*nope\.csv"):
+        run_catalog(config(mosaic, tmp_path / "x", psf="empirical",
+                           psf_stars=str(tmp_path / "nope.csv")))

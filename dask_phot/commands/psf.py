@@ -42,7 +42,7 @@ def _cmd_psf(args: argparse.Namespace) -> int:
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from dask_phot.psf import EPSFOptions, build_epsf
+    from dask_phot.psf.empirical import EPSFOptions, build_epsf
     from dask_phot.tables import read_table
 
     path = Path(args.mosaic)

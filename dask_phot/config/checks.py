@@ -163,13 +163,13 @@ def shape_columns(v: Any) -> dict[str, str]:
     return cols
 
 
-#: Wing models of a pipeline ePSF besides :class:`~dask_phot.psf.EPSFOptions`' own:
+#: Wing models of a pipeline ePSF besides :class:`~dask_phot.psf.empirical.EPSFOptions`' own:
 #: ``"band"``, the band's PSF file.
 EPSF_WINGS = ("band", "moffat", "none")
 
 
 def epsf_options(v: Any) -> dict[str, Any]:
-    """A band's ``epsf`` table: options of :class:`dask_phot.psf.EPSFOptions`.
+    """A band's ``epsf`` table: options of :class:`dask_phot.psf.empirical.EPSFOptions`.
 
     ``wings`` is ``"band"`` (the band's PSF file), ``"moffat"`` or ``"none"``;
     ``grid`` ``"auto"``, ``"none"`` or ``[ny, nx]``.
@@ -183,7 +183,8 @@ def epsf_options(v: Any) -> dict[str, Any]:
     ...
     dask_phot.config.checks.Invalid: epsf: unknown option(s) ['oversample']; known: [...]
     """
-    from dask_phot.psf import EPSFOptions, PSFError
+    from dask_phot.psf import PSFError
+    from dask_phot.psf.empirical import EPSFOptions
 
     opts = table(v)
     if isinstance(opts.get("grid"), list | tuple):

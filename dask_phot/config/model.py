@@ -109,7 +109,7 @@ class BandImages:
     ``psf`` is ``"file"`` (the band's ``psf_file``) or ``"empirical"``: an effective
     PSF built from each mosaic's stars before the cells run
     (:mod:`dask_phot.pipeline.psfs`), with ``epsf`` the options of
-    :class:`~dask_phot.psf.EPSFOptions`, ``psf_stars`` a reference star catalog ("":
+    :class:`~dask_phot.psf.empirical.EPSFOptions`, ``psf_stars`` a reference star catalog ("":
     the priors) and ``psf_fallback`` what to do where it cannot be built.
     ``mosaic_psfs`` holds the ePSFs once built (one per mosaic; not configuration).
     """

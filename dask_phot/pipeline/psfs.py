@@ -1,7 +1,7 @@
 """The ePSF stage of a run: effective PSFs built from each mosaic's stars before the cells.
 
 A band with ``psf = "empirical"`` (see ``default.toml``) gets one effective PSF
-per mosaic, measured from the mosaic's own stars by :func:`dask_phot.psf.build_epsf`:
+per mosaic, measured from the mosaic's own stars by :func:`dask_phot.psf.empirical.build_epsf`:
 
 * :func:`prepare_psfs` runs once per run, after the plan and before the cells: each
   mosaic's ePSF is built on the cluster (or in-process) and written as FITS to
@@ -42,7 +42,8 @@ import pandas as pd
 from dask_phot.cells import CellSources
 from dask_phot.config import BandImages, RunConfig, storage_options
 from dask_phot.images import Mosaic, Region, read_region
-from dask_phot.psf import EmpiricalPSF, EmpiricalPSFError, EPSFOptions, OversampledPSF, WingModel
+from dask_phot.psf import EmpiricalPSF, OversampledPSF, WingModel
+from dask_phot.psf.empirical import EmpiricalPSFError, EPSFOptions
 
 if TYPE_CHECKING:
     from dask_phot.bands import Band
@@ -191,7 +192,7 @@ def build_mosaic_psf(mosaic: Mosaic, band: BandImages, priors: pd.DataFrame,
     Returns the provenance record; an ePSF that cannot be built from this mosaic's
     stars is a record with ``status = "failed"`` and the one-line reason, not an error.
     """
-    from dask_phot.psf import build_epsf
+    from dask_phot.psf.empirical import build_epsf
 
     ny, nx = mosaic.shape
     region = read_region(mosaic, (0, nx), (0, ny), storage_options=storage)
@@ -252,8 +253,6 @@ def prepare_psfs(config: RunConfig, parts: Sequence[CellSources],
         A mosaic whose ePSF cannot be built, in a band without ``psf_fallback = "preset"``
         (one line: band, mosaic and why).
     """
-    from dask_phot.tables import read_table
-
     storage = storage_options(config)
     bands = [b for b in config.bands if b.psf == "empirical"]
     if not bands:
@@ -262,7 +261,7 @@ def prepare_psfs(config: RunConfig, parts: Sequence[CellSources],
     jobs: dict[tuple[str, int], tuple] = {}
     done: dict[tuple[str, int], MosaicPSF] = {}
     for b in bands:
-        stars = _reference_stars(b, read_table) if b.psf_stars else None
+        stars = _reference_stars(b, storage) if b.psf_stars else None
         for k, m in enumerate(indexes[b.name]):
             priors = _on_mosaic(everyone, m)
             path = _psf_path(out, b.name, m, _mosaic_key(m, b, priors, stars, storage))
@@ -283,15 +282,16 @@ def prepare_psfs(config: RunConfig, parts: Sequence[CellSources],
     return dataclasses.replace(config, bands=new)
 
 
-def _reference_stars(band: BandImages, read_table: Any) -> pd.DataFrame:
-    stars = read_table(band.psf_stars)
-    cols = {c.lower(): c for c in stars.columns}
-    if not {"ra", "dec"} <= cols.keys():
-        raise EmpiricalPSFError(f"bands.{band.name}.psf_stars: {band.psf_stars} needs columns "
-                                f"ra, dec; it has {', '.join(map(str, stars.columns))}",
-                                reason="no_candidates")
-    return pd.DataFrame({"ra": stars[cols["ra"]].to_numpy(float),
-                         "dec": stars[cols["dec"]].to_numpy(float)})
+def _reference_stars(band: BandImages, storage: Mapping[str, Any]) -> pd.DataFrame:
+    """The band's reference stars (``psf_stars``: any table :func:`read_priors` reads)."""
+    from dask_phot.priors import read_priors
+
+    try:
+        stars = read_priors(band.psf_stars, storage_options=storage)
+    except (ValueError, OSError) as exc:
+        raise EmpiricalPSFError(f"bands.{band.name}.psf_stars: {exc}",
+                                reason="no_candidates") from None
+    return stars[["ra", "dec"]].reset_index(drop=True)
 
 
 def _run_builds(jobs: Mapping[tuple[str, int], tuple], client: Any

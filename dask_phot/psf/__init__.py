@@ -15,13 +15,13 @@ Modules: :mod:`~dask_phot.psf.pixel` (:class:`PixelPSF`, :class:`PSFError`, the
 (the compiled Lanczos kernels, :func:`lanczos_stamps`), :mod:`~dask_phot.psf.analytic`
 (:func:`gaussian_psf`, :func:`moffat_psf`) and :mod:`~dask_phot.psf.grid`
 (:class:`PSFGrid`). Effective PSFs measured from a mosaic's own stars:
-:func:`build_epsf` (:mod:`~dask_phot.psf.empirical`), giving an
-:class:`EmpiricalPSF` (:mod:`~dask_phot.psf.epsf_result`), with the star selection in
+:func:`dask_phot.psf.empirical.build_epsf` (not imported here: it fits stars with the
+engine, which renders with this package), giving an :class:`EmpiricalPSF`
+(:mod:`~dask_phot.psf.epsf_result`), with the star selection in
 :mod:`~dask_phot.psf.stars` and the wings in :mod:`~dask_phot.psf.wings`.
 """
 
 from dask_phot.psf.analytic import gaussian_psf, moffat_psf
-from dask_phot.psf.empirical import EmpiricalPSFError, EPSFOptions, build_epsf
 from dask_phot.psf.epsf_result import EmpiricalPSF
 from dask_phot.psf.grid import PSFGrid
 from dask_phot.psf.oversampled import OversampledPSF, psf_centroid
@@ -34,16 +34,13 @@ from dask_phot.psf.wings import WingModel
 # ``Normalize``, ``resample_array`` and ``lanczos_stamps`` are importable from here as
 # before, outside ``__all__``.
 __all__ = [
-    "EPSFOptions",
     "EmpiricalPSF",
-    "EmpiricalPSFError",
     "OversampledPSF",
     "PSFError",
     "PSFGrid",
     "PSFModel",
     "PixelPSF",
     "WingModel",
-    "build_epsf",
     "gaussian_psf",
     "header_pixel_scale",
     "moffat_psf",

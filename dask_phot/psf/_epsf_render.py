@@ -57,7 +57,7 @@ def coefficients(values: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, inline="always")
-def _b3(s: float) -> float:
+def b3(s: float) -> float:
     a = abs(s)
     if a < 1.0:
         return (4.0 - 6.0 * a * a + 3.0 * a * a * a) / 6.0
@@ -89,7 +89,7 @@ def _axis_taps(t0: float, step: float, k: int, w: np.ndarray, dw: np.ndarray,
         i0[r] = j
         for a in range(4):
             s = t - (j + a)
-            w[r, a] = _b3(s)
+            w[r, a] = b3(s)
             dw[r, a] = _db3(s)
 
 

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from dask_phot.psf._epsf_render import _b3, decimate
+from dask_phot.psf._epsf_render import b3, decimate
 
 __all__ = ["StarBoxes", "cut_stars", "fit_stars", "stack_stars"]
 
@@ -170,8 +170,8 @@ def _accumulate(t_x: np.ndarray, t_y: np.ndarray, val: np.ndarray, wt: np.ndarra
         jx = int(np.floor(t_x[s])) - 1
         jy = int(np.floor(t_y[s])) - 1
         for a in range(4):
-            wx[a] = _b3(t_x[s] - (jx + a))
-            wy[a] = _b3(t_y[s] - (jy + a))
+            wx[a] = b3(t_x[s] - (jx + a))
+            wy[a] = b3(t_y[s] - (jy + a))
         for a in range(4):
             for b in range(4):
                 k = (jy + a) * n + jx + b
@@ -320,17 +320,17 @@ def _cross(t_x: np.ndarray, t_y: np.ndarray, g: np.ndarray, wt: np.ndarray, n: i
         jx = int(np.floor(t_x[s])) - 1
         jy = int(np.floor(t_y[s])) - 1
         for a in range(4):
-            wy = _b3(t_y[s] - (jy + a))
+            wy = b3(t_y[s] - (jy + a))
             for b in range(4):
                 k = (jy + a) * n + jx + b
-                wab = wy * _b3(t_x[s] - (jx + b)) * w
+                wab = wy * b3(t_x[s] - (jx + b)) * w
                 for j in range(g.shape[1]):
                     out[k, j] += wab * g[s, j]
     return out
 
 
 @numba.njit(cache=True)
-def _evaluate(coef: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+def evaluate(coef: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
     n = coef.shape[0]
     out = np.zeros(tx.shape[0])
     for s in range(tx.shape[0]):
@@ -341,11 +341,11 @@ def _evaluate(coef: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
             ry = jy + a
             if ry < 0 or ry >= n:
                 continue
-            wy = _b3(ty[s] - ry)
+            wy = b3(ty[s] - ry)
             for b in range(4):
                 rx = jx + b
                 if 0 <= rx < n:
-                    v += wy * _b3(tx[s] - rx) * coef[ry, rx]
+                    v += wy * b3(tx[s] - rx) * coef[ry, rx]
         out[s] = v
     return out
 
@@ -353,7 +353,7 @@ def _evaluate(coef: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
 def _evaluate_grid(coef: np.ndarray, tx: np.ndarray, ty: np.ndarray, hn: int) -> np.ndarray:
     """Evaluate ``coef`` (centred grid) at index coordinates of a grid centred at ``hn``."""
     shift = (coef.shape[0] - 1) // 2 - hn
-    return _evaluate(np.ascontiguousarray(coef), tx + shift, ty + shift)
+    return evaluate(np.ascontiguousarray(coef), tx + shift, ty + shift)
 
 
 def _crop(coef: np.ndarray, n: int) -> np.ndarray:

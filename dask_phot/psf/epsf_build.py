@@ -20,7 +20,7 @@ from dask_phot.psf._epsf_render import EPSFStamps, coefficients, decimate, node_
 from dask_phot.psf._epsf_stack import (
     StarBoxes,
     StarFit,
-    _evaluate,
+    evaluate,
     cut_stars,
     fit_stars,
     stack_stars,
@@ -235,7 +235,7 @@ def _centre(state: BuildState, core: np.ndarray, o: int, center: str) -> np.ndar
     cy = float((disc.sum(axis=1) * u).sum() / disc.sum())
     n = core.shape[0]
     jj, ii = np.meshgrid(np.arange(n, dtype=float), np.arange(n, dtype=float), indexing="ij")
-    vals = _evaluate(coefficients(core), (ii + cx * o).ravel(), (jj + cy * o).ravel())
+    vals = evaluate(coefficients(core), (ii + cx * o).ravel(), (jj + cy * o).ravel())
     return vals.reshape(n, n)
 
 
