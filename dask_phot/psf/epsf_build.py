@@ -20,8 +20,8 @@ from dask_phot.psf._epsf_render import EPSFStamps, coefficients, decimate, node_
 from dask_phot.psf._epsf_stack import (
     StarBoxes,
     StarFit,
-    evaluate,
     cut_stars,
+    evaluate,
     fit_stars,
     stack_stars,
 )
