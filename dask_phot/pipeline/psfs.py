@@ -86,7 +86,8 @@ def epsf_options(band: BandImages, header: Mapping[str, Any] | None = None) -> E
 
     Defaults from the band: ``size`` its ``psf_wing_size`` (or ``psf_size``), so the
     cells' margins hold the ePSF; the core box at most that; ``wings`` its PSF file;
-    ``saturation`` the mosaic header's ``SATURATE``; no grid unless asked.
+    ``saturation`` the mosaic header's ``SATURATE``; the rest as
+    :class:`~dask_phot.psf.empirical.EPSFOptions` (``grid = "auto"``).
     """
     opts = dict(band.epsf)
     b = band.band
