@@ -76,7 +76,7 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
     """Stamp side for sources whose light reaches ``extent`` blurred pixels from
     their reference position: the PSF's stamp plus that on each side, on a ladder
     of sizes; capped at ``max_size`` (returned as a flag)."""
-    need = np.ceil(np.nan_to_num(extent, nan=0.0)).astype(np.int64) + 1
+    need = np.ceil(np.nan_to_num(extent, nan=0.0)).astype(np.int64)
     j = np.searchsorted(_LADDER, need)
     grow = np.where(j < _LADDER.size, _LADDER[np.minimum(j, _LADDER.size - 1)], need)
     k = psf_size + 2 * grow
@@ -87,9 +87,10 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
 @numba.njit(cache=True)
 def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarray,
              bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
-             cy: np.ndarray, jac: np.ndarray, fx0: np.ndarray, fy0: np.ndarray, m: int,
-             out: np.ndarray, total: np.ndarray) -> None:
-    """Deposit segment ``label[i]`` minus its light at its reference point.
+             cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
+             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray) -> None:
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) minus its
+    light at its reference point.
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
@@ -103,7 +104,7 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
             for c in range(bx0[i], bx1[i] + 1):
                 if seg[r, c] != label[i]:
                     continue
-                v = img[r, c]
+                v = img[r, c] - bkg[i]
                 if not np.isfinite(v):
                     continue
                 dx = c - cx[i]
@@ -158,21 +159,24 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     total = np.zeros(rows.size)
     _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
              seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
-             jac[rows], m * (xs - ax0), m * (ys - ay0), m, lat, total)
-    spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
-    spec *= kernel.spectrum(n)[None]
+             seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
+             m * (xs - ax0), m * (ys - ay0), m, lat, total)
+    # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
+    spec = scipy.fft.rfft2(lat.astype(np.float32), axes=(1, 2), workers=1)
+    spec *= kernel.spectrum(n).astype(np.complex64)[None]
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
+    scale = scale.astype(np.float32)
     ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
     point, _, _ = _point_stamps(psf, xs, ys, k)
-    model = point + ext
+    model = point + ext.astype(np.float64)
     if not gradients:
         return model, ax0, ay0, None, None
-    fx = 2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]
-    fy = 2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]
+    fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
+    fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
     gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
     gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
     pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
-    return model, ax0, ay0, gx + pgx, gy + pgy
+    return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
 
 
 def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
@@ -187,7 +191,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         The sharp image (background subtracted) and its segmentation map.
     seg : dict of ndarray
         Per source: ``id``, centroid ``x, y`` and bounding box ``xmin, xmax,
-        ymin, ymax`` on the sharp image (:class:`~.segments.SegmentTable` rows).
+        ymin, ymax`` on the sharp image (:class:`~.segments.SegmentTable` rows),
+        optionally ``bkg``, a background per pixel to subtract.
     x, y : ndarray
         Each source's reference position (its centroid mapped, plus any
         registration shift) on the blurred image.

@@ -24,7 +24,7 @@ from astropy.wcs import WCS
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.models.shapes import wcs_jacobian
 from dask_phot.schema import Flag
-from dask_phot.templates.build import segment_extent
+from dask_phot.templates.build import TemplateStamps, segment_extent
 from dask_phot.templates.geometry import (
     check_overlap,
     check_psf_scale,
@@ -35,7 +35,12 @@ from dask_phot.templates.inputs import Inputs, load_inputs
 from dask_phot.templates.kernel import TemplateKernel, sharp_psf_array
 from dask_phot.templates.models import Models, assemble_models
 from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
-from dask_phot.templates.segments import grow_segments, measure_segments, psf_concentration
+from dask_phot.templates.segments import (
+    grow_segments,
+    local_background,
+    measure_segments,
+    psf_concentration,
+)
 from dask_phot.templates.solve import fit_models
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates"]
@@ -49,11 +54,13 @@ class TemplateOptions:
     sky_model: str = "constant"
     register: bool = True
     register_iterations: int = 2
+    register_snr: float = 10.0
     region_size: float = 60.0
     max_shift: float = 1.0
     oversample: int | None = None
     unresolved: float = 0.9
-    grow: float = 0.5
+    grow: float = 0.0
+    hires_background: str = "local"
     max_size: int = 255
     window: tuple[float, float] = (0.7, 1.0)
     regularization: float = 1e-5
@@ -65,6 +72,9 @@ class TemplateOptions:
         if not (isinstance(self.register_iterations, int) and self.register_iterations >= 1):
             raise ValueError(f"register_iterations: must be an integer >= 1, got "
                              f"{self.register_iterations!r}")
+        if self.hires_background not in ("local", "none"):
+            raise ValueError(f"hires_background: must be 'local' or 'none', got "
+                             f"{self.hires_background!r}")
         if not self.grow >= 0:
             raise ValueError(f"grow: must be >= 0 (arcsec), got {self.grow!r}")
         for name in ("region_size", "max_shift"):
@@ -105,7 +115,7 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
                   hires_psf: object, segmap: np.ndarray | str | os.PathLike[str], *,
                   sigma: float | np.ndarray | None = None, weight: np.ndarray | None = None,
                   fit_sky: bool = True, extra: pd.DataFrame | None = None,
-                  **options: object) -> pd.DataFrame:
+                  shifts: ShiftMap | None = None, **options: object) -> pd.DataFrame:
     """Fluxes in a blurred image from templates made from a sharp image.
 
     Parameters
@@ -135,17 +145,26 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         Sources absent from the sharp image: ``ra``, ``dec`` (degrees), ``id``
         (must not be a segment label), and optionally Sersic shapes ``r_e``
         (arcsec), ``q``, ``pa`` (degrees east of north), ``n``; points without.
+    shifts : ShiftMap, optional
+        Registration measured before (``run_templates(...).shifts``), applied
+        instead of measured.
     **options
         :class:`TemplateOptions`: ``register`` (measure and correct the
         registration, default True), ``register_iterations`` (2),
+        ``register_snr`` (sources at this S/N or more carry the registration, 10),
         ``region_size`` (arcsec, 60), ``max_shift`` (arcsec, 1.0),
         ``oversample`` (lattice points per blurred pixel; default from the PSF's
-        FWHM), ``grow`` (arcsec, 0.5: segments are grown by this into
+        FWHM), ``grow`` (arcsec, default 0: segments are grown by this into
         unlabelled pixels, so templates hold the faint outskirts a detection
-        threshold leaves out), ``unresolved`` (a segment whose concentration reaches this
-        fraction of an unresolved source's is a point source; 0.9; > 1 keeps
-        every template), ``max_size`` (largest stamp, pixels), ``window`` and
-        ``regularization`` (matching kernel), ``sky_model``, ``high_chi2``.
+        threshold leaves out; worth it on a deep sharp image, it adds noise on a
+        shallow one), ``hires_background`` ("local", the default: a background
+        per source, the median of unlabelled pixels in a frame 0.3" to 0.6"
+        outside its segment's box, is subtracted from its pixels; "none": the
+        sharp image is taken as background subtracted), ``unresolved`` (a
+        segment whose concentration reaches this fraction of an unresolved
+        source's is a point source; 0.9; > 1 keeps every template),
+        ``max_size`` (largest stamp, pixels), ``window`` and ``regularization``
+        (matching kernel), ``sky_model``, ``high_chi2``.
 
     Returns
     -------
@@ -167,7 +186,8 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         A PSF of the wrong pixel scale.
     """
     return run_templates(image, wcs, psf, hires, hires_wcs, hires_psf, segmap, sigma=sigma,
-                         weight=weight, fit_sky=fit_sky, extra=extra, **options).table
+                         weight=weight, fit_sky=fit_sky, extra=extra, shifts=shifts,
+                         return_model=False, **options).table
 
 
 def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: object,
@@ -175,12 +195,44 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
                   hires_psf: object, segmap: np.ndarray | str | os.PathLike[str], *,
                   sigma: float | np.ndarray | None = None, weight: np.ndarray | None = None,
                   fit_sky: bool = True, extra: pd.DataFrame | None = None,
-                  return_model: bool = True, **options: object) -> TemplateResult:
-    """:func:`fit_templates` with the model image, the shift map and the kernel."""
+                  shifts: ShiftMap | None = None, return_model: bool = True,
+                  **options: object) -> TemplateResult:
+    """:func:`fit_templates` with the model image, the shift map and the kernel.
+
+    ``shifts`` (a :class:`~.register.ShiftMap` from an earlier run on the same
+    pair of mosaics) is applied as given instead of being measured: the
+    registration is a property of the two mosaics, so it can be measured once
+    and each later fit be a single pass.
+    """
     opts = TemplateOptions(fit_sky=fit_sky, **options)  # type: ignore[arg-type]
     inp = load_inputs(image, wcs, psf, hires, hires_wcs, hires_psf, segmap, sigma=sigma,
                       weight=weight)
     scale = pixel_scale(inp.wcs, "wcs")
+    kernel, models, m = _prepare(inp, opts, extra, scale)
+    region = max(8, round(opts.region_size / scale))
+    iterations = opts.register_iterations if opts.register and models.x.size else 0
+    if shifts is not None:
+        iterations = 0
+    shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
+    for it in range(iterations + 1):
+        dx, dy = shift_map.at(models.x, models.y)
+        built = models.build(inp, kernel, dx, dy, gradients=False, max_size=opts.max_size)
+        res = _fit(inp, models, built, dx, dy, opts)
+        if it < iterations:
+            shift_map = shift_map + _shift_step(inp, models, kernel, res, dx, dy, opts,
+                                                region, scale)
+    table = _table(models, res, dx, dy, built.capped, inp)
+    info = {"oversample": m, "iterations": iterations, "region": shift_map.region,
+            "shift_x": float(np.median(dx)) if dx.size else 0.0,
+            "shift_y": float(np.median(dy)) if dy.size else 0.0}
+    return TemplateResult(table, res.model if return_model else None,
+                          shift_map if iterations or shifts is not None else None, kernel,
+                          info)
+
+
+def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, scale: float
+             ) -> tuple[TemplateKernel, Models, int]:
+    """Checks, segments, the sources' maps and models, and the matching kernel."""
     hscale = pixel_scale(inp.hires_wcs, "hires_wcs")
     check_psf_scale(inp.psf, scale, "psf", inp.image_name)
     check_overlap(inp.hires_wcs, inp.hires.shape, inp.wcs, inp.image.shape,
@@ -196,50 +248,58 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
                                   else np.eye(2) * hscale / scale, m, window=opts.window,
                                   regularization=opts.regularization)
     segd = {k: getattr(seg, k) for k in ("id", "x", "y", "xmin", "xmax", "ymin", "ymax")}
-    extent = segment_extent(segd, jac)
-    conc = seg.concentration() / psf_concentration(sharp, seg.npix)
-    point = ~(seg.flux > 0) | (conc >= opts.unresolved)
-    models = assemble_models(seg, segd, sx, sy, jac, extent, point, extra, inp)
-    region = max(8, round(opts.region_size / scale))
-    shifts = ShiftMap.zero(inp.image.shape, region)
-    iterations = opts.register_iterations if opts.register else 0
-    for it in range(iterations + 1):
-        last = it == iterations
-        dx, dy = shifts.at(models.x, models.y)
-        built = models.build(inp, kernel, dx, dy, gradients=not last, max_size=opts.max_size)
-        res = fit_models(inp.image, built.stamps, models.x + dx, models.y + dy, psf=inp.psf,
-                         capped=built.capped, sigma=inp.sigma, weight=inp.weight,
-                         fit_sky=opts.fit_sky, sky_model=opts.sky_model,
-                         high_chi2=opts.high_chi2, return_model=True)
-        if last:
-            break
-        gx, gy = gradient_images(built.grad_x, built.grad_y, res.flux, inp.image.shape)
-        weight_map = _weights(inp, res)
-        step = estimate_shifts(inp.image - res.model, weight_map, gx, gy, region=region,
-                               max_shift=opts.max_shift / scale, max_error=0.1)
-        shifts = shifts + step
-    table = _table(models, res, dx, dy, built.capped, inp)
-    info = {"oversample": m, "iterations": iterations, "region": region,
-            "shift_x": float(np.median(dx)) if dx.size else 0.0,
-            "shift_y": float(np.median(dy)) if dy.size else 0.0}
-    return TemplateResult(table, res.model if return_model else None,
-                          shifts if iterations else None, kernel, info)
+    segd["bkg"] = np.zeros(len(seg))
+    if opts.hires_background == "local":
+        segd["bkg"] = local_background(inp.hires, inp.segmap, seg,
+                                       gap=round(0.3 / hscale), width=round(0.3 / hscale))
+    flux = seg.flux - segd["bkg"] * (seg.npix - seg.nbad)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conc = (seg.peak3 - 9.0 * segd["bkg"]) / flux / psf_concentration(sharp, seg.npix)
+    point = ~(flux > 0) | (conc >= opts.unresolved)
+    models = assemble_models(seg, segd, sx, sy, jac, segment_extent(segd, jac), point, flux,
+                             extra, inp)
+    return kernel, models, m
 
 
-def _weights(inp: Inputs, res: PhotometryResult) -> np.ndarray:
-    """Inverse variance used for the registration (the fit's, rebuilt)."""
+def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
+         dy: np.ndarray, opts: TemplateOptions) -> PhotometryResult:
+    return fit_models(inp.image, built.stamps, models.x + dx, models.y + dy, psf=inp.psf,
+                      capped=built.capped, sigma=inp.sigma, weight=inp.weight,
+                      fit_sky=opts.fit_sky, sky_model=opts.sky_model,
+                      high_chi2=opts.high_chi2, return_model=True)
+
+
+def _shift_step(inp: Inputs, models: Models, kernel: TemplateKernel, res: PhotometryResult,
+                dx: np.ndarray, dy: np.ndarray, opts: TemplateOptions, region: int,
+                scale: float) -> ShiftMap:
+    """One registration step from a fit's residual (:mod:`.register`).
+
+    The model's gradient comes from the sources with S/N >= ``register_snr``
+    (their templates rebuilt with derivatives at the current shifts); the
+    fainter ones add noise, not signal, to the cross-correlation.
+    """
     from dask_phot.engine.prepare import prepare_inputs
 
-    prep = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
-                          weight=inp.weight, sky=None)
-    return prep.weight
+    shape = inp.image.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = res.flux / res.flux_err
+    rows = np.flatnonzero(np.isfinite(snr) & (snr >= opts.register_snr))
+    if rows.size == 0 or res.model is None:
+        return ShiftMap.zero(shape, region)
+    weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
+                            weight=inp.weight, sky=None).weight
+    sub = models.build(inp, kernel, dx, dy, gradients=True, max_size=opts.max_size,
+                       rows=rows)
+    gx, gy = gradient_images(sub.grad_x, sub.grad_y, res.flux[rows], shape)
+    return estimate_shifts(inp.image - res.model, weight, gx, gy, region=region,
+                           max_shift=opts.max_shift / scale, max_error=0.1)
 
 
 def _default_oversample(psf: object, scale: float, hscale: float) -> int:
-    """Lattice points per blurred pixel: ~6 per FWHM, at least 2, at most the ratio of
+    """Lattice points per blurred pixel: ~4 per FWHM, at least 2, at most the ratio of
     pixel scales (no finer than the sharp image)."""
     fwhm = float(psf.fwhm)  # type: ignore[attr-defined]
-    m = max(2, math.ceil(6.0 / max(fwhm, 1e-3)))
+    m = max(2, math.ceil(4.0 / max(fwhm, 1e-3)))
     return int(min(m, max(2, math.floor(scale / hscale))))
 
 

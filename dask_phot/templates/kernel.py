@@ -158,8 +158,8 @@ def _point_stamps(psf: object, x: np.ndarray, y: np.ndarray, k: int
 def sharp_psf_array(hires_psf: object, hires_scale: float) -> np.ndarray:
     """The sharp PSF on the sharp image's own pixel grid (odd, centred, unit sum).
 
-    ``hires_psf`` is a :class:`~dask_phot.psf.PixelPSF` (any pixel scale: it is
-    resampled, flux conserving, to ``hires_scale``), an
+    ``hires_psf`` is a :class:`~dask_phot.psf.PixelPSF` (at the sharp image's
+    pixel scale or finer: it is resampled, flux conserving, to ``hires_scale``), an
     :class:`~dask_phot.psf.OversampledPSF` (its fine array) or a bare array taken
     to be sampled at ``hires_scale``.
     """
@@ -171,6 +171,10 @@ def sharp_psf_array(hires_psf: object, hires_scale: float) -> np.ndarray:
         arr, scale = np.asarray(hires_psf, dtype=np.float64), hires_scale
         if arr.ndim != 2:
             raise PSFError(f"hires_psf: must be a PSF or a 2-D array, got shape {arr.shape}")
+    if scale > 1.02 * hires_scale:
+        raise PSFError(f"hires_psf: pixel scale {scale:.4g}\"/px is coarser than the sharp "
+                       f"image's {hires_scale:.4g}\"/px; give the PSF at (or finer than) the "
+                       "sharp image's pixel scale")
     if abs(scale / hires_scale - 1.0) > 1e-3:
         arr = PixelPSF.from_oversampled(arr, scale, hires_scale, name="hires_psf",
                                         center_tolerance=2.0).array
@@ -226,7 +230,7 @@ def _deposit_array(arr: np.ndarray, jac: np.ndarray, m: int, n: int, px: float,
 
 
 def sharp_lattice_psf(sharp: np.ndarray, jac: np.ndarray, m: int, n: int, *,
-                      phases: int = 8) -> np.ndarray:
+                      phases: int = 4) -> np.ndarray:
     """The sharp PSF (on the sharp grid) as the lattice deposit sees it, ``n x n``.
 
     ``jac`` maps sharp-pixel offsets to blurred-image pixel offsets (2 x 2);

@@ -56,25 +56,35 @@ class Models:
     off: pd.DataFrame
 
     def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
-              gradients: bool, max_size: int) -> TemplateStamps:
-        """Every source's unit-flux stamp (and gradients), shifted by ``(dx, dy)``."""
+              gradients: bool, max_size: int, rows: np.ndarray | None = None
+              ) -> TemplateStamps:
+        """Unit-flux stamps (and gradients) of sources ``rows`` (default all, in that
+        order), shifted by ``(dx, dy)`` (arrays over all sources)."""
         psf = inp.psf  # type: ignore[attr-defined]
-        x, y = self.x + dx, self.y + dy
-        n = x.shape[0]
+        rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
+        x, y = (self.x + dx)[rows], (self.y + dy)[rows]
+        kinds = self.kinds[rows]
         parts: list[tuple[np.ndarray, TemplateStamps]] = []
-        if self.tpl.size:
-            t = self.tpl
+        t = np.flatnonzero(kinds == "template")
+        if t.size:
+            k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
+            seg = {key: v[k] for key, v in self.seg.items()}
             parts.append((t, build_templates(
-                inp.hires, inp.segmap, self.seg, x[t], y[t], self.jac,  # type: ignore
-                self.extent, psf, kernel, gradients=gradients, max_size=max_size)))
-        if self.pts.size:
-            parts.append((self.pts, _points(psf, x[self.pts], y[self.pts], gradients)))
-        if self.gal.size:
-            parts.append((self.gal, _galaxies(psf, x[self.gal], y[self.gal], self.shapes,
-                                              gradients)))
+                inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
+                self.extent[k], psf, kernel, gradients=gradients, max_size=max_size)))
+        gal = np.flatnonzero(rows >= self.gal[0]) if self.gal.size else np.zeros(0, int)
+        pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
+        if pts.size:
+            parts.append((pts, _points(psf, x[pts], y[pts], gradients)))
+        if gal.size:
+            shapes = self.shapes
+            sub = Shapes(*(getattr(shapes, f)[rows[gal] - self.gal[0]]  # type: ignore
+                           for f in ("r_e", "q", "theta", "n")))
+            parts.append((gal, _galaxies(psf, x[gal], y[gal], sub, gradients)))
+        n = rows.size
         capped = np.zeros(n, dtype=bool)
-        for rows, p in parts:
-            capped[rows] = p.capped
+        for r, p in parts:
+            capped[r] = p.capped
         st = merge_stamps(n, [(r, p.stamps) for r, p in parts])
         gx = merge_stamps(n, [(r, p.grad_x) for r, p in parts]) if gradients else None
         gy = merge_stamps(n, [(r, p.grad_y) for r, p in parts]) if gradients else None
@@ -151,7 +161,7 @@ def merge_stamps(n: int, parts: list[tuple[np.ndarray, Stamps]]) -> Stamps:
 
 def assemble_models(seg: SegmentTable, segd: dict, sx: np.ndarray, sy: np.ndarray,
                     jac: np.ndarray, extent: np.ndarray, point: np.ndarray,
-                    extra: pd.DataFrame | None, inp: object) -> Models:
+                    flux: np.ndarray, extra: pd.DataFrame | None, inp: object) -> Models:
     """Choose every source's model and gather what rendering it needs."""
     ny, nx = inp.image.shape  # type: ignore[attr-defined]
     inside = (sx > -0.5) & (sx < nx - 0.5) & (sy > -0.5) & (sy < ny - 0.5)
@@ -161,7 +171,7 @@ def assemble_models(seg: SegmentTable, segd: dict, sx: np.ndarray, sy: np.ndarra
                         "chi2": np.nan, "flags": int(Flag.OFF_IMAGE),
                         "model": np.where(point[~inside], "point", "template"),
                         "x": sx[~inside], "y": sy[~inside], "ra": ra[~inside],
-                        "dec": dec[~inside], "hires_flux": seg.flux[~inside]})
+                        "dec": dec[~inside], "hires_flux": flux[~inside]})
     rows = np.flatnonzero(inside)
     kinds = np.where(point[rows], "point", "template").astype(object)
     ids, x, y = seg.id[rows], sx[rows], sy[rows]
@@ -177,7 +187,7 @@ def assemble_models(seg: SegmentTable, segd: dict, sx: np.ndarray, sy: np.ndarra
     return Models(
         ids=ids, kinds=kinds, x=x, y=y, ra=np.concatenate([ra[rows], eras]),
         dec=np.concatenate([dec[rows], edecs]),
-        hires_flux=np.concatenate([seg.flux[rows], np.full(x.size - nseg, np.nan)]),
+        hires_flux=np.concatenate([flux[rows], np.full(x.size - nseg, np.nan)]),
         edge=np.concatenate([seg.edge[rows], np.zeros(x.size - nseg, bool)]), tpl=tpl,
         pts=np.flatnonzero(kinds[:nseg] == "point"), gal=np.arange(nseg, x.size),
         seg=sub, jac=jac[rows[tpl]], extent=extent[rows[tpl]], shapes=shapes_px, off=off)

@@ -99,14 +99,15 @@ def _galsim():  # type: ignore[no-untyped-def]
     return galsim
 
 
-def _profile(galsim, rng: np.random.Generator, kind: str):  # type: ignore[no-untyped-def]
-    """A unit-flux irregular galaxy (clumps, maybe a disc) or a point source."""
+def _profile(galsim, rng: np.random.Generator, kind: str, disc_max: float):  # type: ignore[no-untyped-def]
+    """A unit-flux irregular galaxy (clumps, maybe a disc) or a point source, and the
+    radius (arcsec) holding practically all its light."""
     if kind == "point":
-        return galsim.DeltaFunction(flux=1.0)
+        return galsim.DeltaFunction(flux=1.0), 1.0
     size = float(np.exp(rng.normal(math.log(0.25), 0.5)))  # arcsec, spread of the clumps
     nclump = int(rng.integers(2, 6))
     frac = rng.dirichlet(np.ones(nclump))
-    disc = float(rng.uniform(0.0, 0.5))
+    disc = float(rng.uniform(0.0, disc_max))
     parts = []
     for f in frac:
         hlr = float(rng.uniform(0.03, 0.12))
@@ -117,7 +118,7 @@ def _profile(galsim, rng: np.random.Generator, kind: str):  # type: ignore[no-un
         q = float(rng.uniform(0.4, 1.0))
         d = galsim.Exponential(half_light_radius=1.2 * size, flux=disc)
         parts.append(d.shear(q=q, beta=float(rng.uniform(0, 180)) * galsim.degrees))
-    return galsim.Add(parts)
+    return galsim.Add(parts), 4.0 * size + 1.0 + (10.0 * 1.2 * size if disc > 0 else 0.0)
 
 
 def _jacobian_wcs(galsim, wcs: WCS, shape: tuple[int, int], factor: float = 1.0):  # type: ignore[no-untyped-def]
@@ -146,8 +147,8 @@ def simulate_pair(psf: OversampledPSF, *, size_arcsec: float = 120.0,
                   density_per_deg2: float = COSMOS_DENSITY, hires_scale: float = 0.06,
                   rotation: float = 20.0, offset: tuple[float, float] = (0.0, 0.0),
                   snr_range: tuple[float, float] = (3.0, 300.0), hires_depth: float = 5.0,
-                  point_fraction: float = 0.15, edge: float = 3.0,
-                  seed: int = 0) -> SimulatedPair:
+                  point_fraction: float = 0.15, disc_max: float = 0.3, edge: float = 3.0,
+                  keep_stamps: bool = True, seed: int = 0) -> SimulatedPair:
     """Simulate the pair of images (see the module docstring).
 
     Parameters
@@ -169,8 +170,13 @@ def simulate_pair(psf: OversampledPSF, *, size_arcsec: float = 120.0,
         Sharp S/N over blurred S/N of a point source of the mean colour.
     point_fraction : float
         Share of point sources.
+    disc_max : float
+        Largest share of a galaxy's light in its diffuse disc (uniform from 0).
     edge : float
         Sources keep this far (arcsec) from the images' edges.
+    keep_stamps : bool
+        Keep each source's noiseless sharp image (for :meth:`SimulatedPair.segment_truth`;
+        large fields: False).
     seed : int
         Random seed.
     """
@@ -215,17 +221,22 @@ def simulate_pair(psf: OversampledPSF, *, size_arcsec: float = 120.0,
     hires_psf = PixelPSF(hpsf_img.array.copy(), hires_scale, name="hst-like")
     nea_h = 1.0 / np.sum(hires_psf.array ** 2)
     hsig = math.sqrt(nea) / (hires_depth * math.sqrt(nea_h))
-    hires = np.zeros(shape_h)
+    hires = np.zeros(shape_h, dtype=np.float32)
     image = np.zeros(shape_l)
     wing = psf.wing_size // 2
     stamps = []
     for i in range(n):
-        prof = _profile(galsim, rng, kinds[i])
+        prof, reach = _profile(galsim, rng, kinds[i], disc_max)
         hprof = galsim.Convolve(prof * (flux[i] * colour[i]), hpsf_prof)
-        stamps.append(_draw(galsim, hires, hprof, xh[i], yh[i], round(3.0 / hires_scale), g_h))
+        half_h = round(max(3.0, reach) / hires_scale)
+        drawn = _draw(galsim, hires, hprof, xh[i], yh[i], half_h, g_h)
+        if keep_stamps:
+            stamps.append(drawn)
         lprof = galsim.Convolve(prof * flux[i], kpsf)
         _draw(galsim, image, lprof, xl[i], yl[i], wing, g_l)
-    hires += rng.normal(0.0, hsig, shape_h)
+    for r0 in range(0, shape_h[0], 1024):  # noise in strips: no full-size temporary
+        r1 = min(r0 + 1024, shape_h[0])
+        hires[r0:r1] += rng.normal(0.0, hsig, (r1 - r0, shape_h[1]))
     image += rng.normal(0.0, 1.0, shape_l)
     given = tan_wcs(scale, shape_l, (COSMOS_CENTER[0] + offset[0] / 3600.0
                                      / math.cos(math.radians(COSMOS_CENTER[1])),
