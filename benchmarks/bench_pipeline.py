@@ -31,10 +31,11 @@ def main(argv=None) -> None:
     import dask
     from distributed import Client, LocalCluster
 
-    from dask_phot.cli import NOTEBOOK_BANDS, accuracy_table, simulate_to_dir
+    from dask_phot.bands import NOTEBOOK_BANDS
     from dask_phot.config import load_config
     from dask_phot.pipeline import plan_cells, read_catalog, run_catalog
     from dask_phot.s3server import LocalS3Server
+    from dask_phot.testing import accuracy_table, simulate_to_dir
 
     dask.config.set({"logging": {"distributed": "error"}})
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, LocalS3Server() as s3:

@@ -6,7 +6,7 @@ scale), plus what the rest of dask-phot needs to know about the band. Presets
 for Spitzer/IRAC, GALEX and unWISE ship with the package, with their PSF files
 (``dask_phot/data/psf``, provenance in its README.md); any other band is made
 from a PSF file with :meth:`Band.from_psf_file` or from a configuration table
-with :func:`band_from_config`.
+with :func:`dask_phot.config.band_from_config`.
 
 Fluxes are in microjansky: an image value ``v`` (in :attr:`Band.unit`, per
 pixel) is ``v * to_ujy`` uJy, and AB magnitudes are ``23.9 - 2.5 log10(uJy)``.
@@ -25,7 +25,6 @@ Examples
 
 from __future__ import annotations
 
-import difflib
 import functools
 import io
 import logging
@@ -33,7 +32,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from dask_phot.psf import Normalize, PixelPSF, PSFError, _header_pixel_scale
+from dask_phot.psf import Normalize, PixelPSF, PSFError, header_pixel_scale
 
 __all__ = [
     "AB_ZEROPOINT_UJY",
@@ -49,9 +48,9 @@ __all__ = [
     "PRESETS",
     "Band",
     "BandError",
-    "band_from_config",
     "flux_to_mag",
     "get_band",
+    "locate_psf_file",
     "mjysr_to_ujy",
     "packaged_psf_files",
 ]
@@ -350,13 +349,13 @@ class Band:
         return band
 
     def as_config(self) -> dict[str, Any]:
-        """The band as a configuration table for :func:`band_from_config` (no ``None``).
+        """The band as a configuration table (no ``None``): what
+        :func:`dask_phot.config.band_from_config` makes the same band from.
 
         Examples
         --------
-        >>> band = get_band("w1")
-        >>> band_from_config("w1", band.as_config()) == band
-        True
+        >>> get_band("w1").as_config()["psf_file"]
+        'psf_model_w1.fits'
         """
         return {k: v for k, v in asdict(self).items() if k != "name" and v is not None}
 
@@ -388,6 +387,29 @@ def _locate(
     )
 
 
+def locate_psf_file(psf_file: Any, where: str, *,
+                    base_dir: str | os.PathLike[str] | None = None) -> str:
+    """A PSF file as a band stores it: a packaged PSF's name, or an absolute path.
+
+    Parameters
+    ----------
+    psf_file : str
+        A packaged PSF name (see :func:`packaged_psf_files`) or a path.
+    where : str
+        The band (``bands.<name>``) for messages.
+    base_dir : path-like, optional
+        Directory relative paths are taken from; default the working directory.
+
+    Raises
+    ------
+    BandError
+        Not a non-empty string, or no such packaged PSF or file.
+    """
+    kind, loc = _locate(_text(where, "psf_file", psf_file, empty=False), where,
+                        base_dir=base_dir)
+    return loc if kind == "package" else str(loc)
+
+
 def _stamp(source: tuple[str, Any]) -> tuple[int, int]:
     """Cache key part that changes when a filesystem PSF file is rewritten."""
     if source[0] == "package":
@@ -414,7 +436,7 @@ def _read_psf(source: tuple[str, Any], stamp: tuple[int, int]) -> tuple[np.ndarr
             if hdu is None:
                 raise PSFError(f"{label}: no HDU holds a 2-D image")
             data = np.array(hdu.data, dtype=np.float64)
-            scale = _header_pixel_scale(hdu.header)
+            scale = header_pixel_scale(hdu.header)
     except OSError as exc:
         raise PSFError(f"{label}: cannot read PSF FITS file ({exc})") from exc
     data.setflags(write=False)
@@ -441,82 +463,6 @@ def _load_psf(
                                    name=label)
     return PixelPSF.from_oversampled(arr, psf_pixel_scale, pixel_scale, size=psf_size,
                                      normalize=normalize, name=label)
-
-
-# ---------------------------------------------------------------------- configuration
-_CONFIG_KEYS = (*(f.name for f in fields(Band) if f.name != "name"), "preset")
-
-
-def band_from_config(
-    name: str, table: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
-) -> Band:
-    """A band from a configuration table, e.g. a ``[bands.<name>]`` TOML table.
-
-    Parameters
-    ----------
-    name : str
-        Band name (the table's key).
-    table : mapping
-        :class:`Band` fields (``psf_file`` and ``pixel_scale`` required), or
-        ``preset = "<name>"`` plus the fields to override. When a preset in
-        MJy/sr gets a new ``pixel_scale`` and no ``to_ujy``, ``to_ujy`` follows
-        the new pixel area.
-    base_dir : path-like, optional
-        Directory that relative ``psf_file`` paths are taken from (the
-        configuration file's); default the working directory.
-
-    Raises
-    ------
-    BandError
-        Unknown keys, missing keys, bad values or a missing/unusable PSF file;
-        the message starts with ``bands.<name>`` and names the key.
-
-    Examples
-    --------
-    >>> band = band_from_config("deep1", {"preset": "irac1", "depth_5sigma_ujy": 0.2})
-    >>> band.psf_file, band.depth_5sigma_ujy
-    ('PRF_IRAC_ch1.fits', 0.2)
-    >>> band_from_config("x", {"psf_file": "PSFfuv.fits", "pixel_scal": 1.5})
-    ... # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    dask_phot.bands.BandError: bands.x: unknown key 'pixel_scal' (did you mean 'pixel_scale'?)...
-    """
-    where = f"bands.{name}"
-    if not isinstance(table, Mapping):
-        raise BandError(f"{where}: expected a table of band settings, got {type(table).__name__}")
-    for key in table:
-        if key not in _CONFIG_KEYS:
-            close = difflib.get_close_matches(str(key), _CONFIG_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise BandError(f"{where}: unknown key {key!r}{hint}; known keys: "
-                            f"{', '.join(_CONFIG_KEYS)}")
-    settings = dict(table)
-    preset = settings.pop("preset", None)
-    values = {} if preset is None else _preset_values(where, preset, settings)
-    values.update(settings)
-    for key in ("psf_file", "pixel_scale"):
-        if key not in values:
-            raise BandError(f"{where}: missing required key {key!r} (or give preset = "
-                            f"'<name>', one of {', '.join(PRESETS)})")
-    psf_file = _text(where, "psf_file", values.pop("psf_file"), empty=False)
-    source = _locate(psf_file, where, key="psf_file", base_dir=base_dir)
-    path = source[1] if source[0] == "package" else str(source[1])
-    return Band.from_psf_file(name, path, **values)
-
-
-def _preset_values(where: str, preset: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A preset's settings to start from; ``to_ujy`` is dropped when it must follow a new
-    pixel area (an MJy/sr preset given a new ``pixel_scale`` and no ``to_ujy``)."""
-    try:
-        base = get_band(_text(where, "preset", preset))
-    except BandError as exc:
-        raise BandError(f"{where}: preset: {exc}") from exc
-    values = base.as_config()
-    if "pixel_scale" in settings and "to_ujy" not in settings and base.unit == "MJy/sr":
-        values.pop("to_ujy")
-        logger.info("%s: to_ujy recomputed for pixel_scale %r", where, settings["pixel_scale"])
-    return values
 
 
 # ---------------------------------------------------------------------- presets

@@ -412,7 +412,7 @@ def partition_priors(
     ----------
     df : pandas.DataFrame
         Priors with ``ra``/``dec`` columns in degrees (see
-        :func:`dask_phot.catalog.read_priors`).
+        :func:`dask_phot.priors.read_priors`).
     order : int
         HEALPix order of the cells (see :func:`choose_order`).
     margin_arcsec : float

@@ -8,7 +8,11 @@
   in a DaskJob's runner), in which case that scheduler is used;
 * ``"tcp://host:port"`` (or any scheduler address): that scheduler;
 * ``"kubernetes"``: a ``dask_kubernetes.operator.KubeCluster`` built from
-  :func:`kube_cluster_spec` (needs the ``kubernetes`` extra and a cluster).
+  :func:`dask_phot.deploy.kube_cluster_spec` (needs the ``kubernetes`` extra and
+  a cluster).
+
+:class:`RunProgress` follows a run cell by cell (sources per second, failures,
+time left) for whoever shows it; the library only logs.
 """
 
 from __future__ import annotations
@@ -18,91 +22,17 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import dask
 
+from dask_phot._optional import require
 from dask_phot.config import ClusterConfig
+from dask_phot.deploy import kube_cluster_spec
 
-__all__ = ["ProgressPrinter", "connect", "kube_cluster_spec"]
+__all__ = ["RunProgress", "connect"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_IMAGE = "ghcr.io/dask-phot/dask-phot:0.1.0"
-
-
-def kube_cluster_spec(
-    name: str,
-    *,
-    image: str = DEFAULT_IMAGE,
-    n_workers: int = 2,
-    threads_per_worker: int = 1,
-    memory: str = "4Gi",
-    cpu: str = "1",
-    env: dict[str, str] | None = None,
-    namespace: str | None = None,
-) -> dict[str, Any]:
-    """A ``DaskCluster`` custom resource (dask-kubernetes operator) as a plain dict.
-
-    Pure: nothing is contacted. The same image runs the scheduler and the
-    workers; S3 credentials are never put here (mount them from a Secret).
-
-    Examples
-    --------
-    >>> spec = kube_cluster_spec("phot", n_workers=3)
-    >>> spec["kind"], spec["spec"]["worker"]["replicas"]
-    ('DaskCluster', 3)
-    """
-    env_list = [{"name": k, "value": v} for k, v in sorted((env or {}).items())]
-    resources = {"requests": {"cpu": cpu, "memory": memory},
-                 "limits": {"cpu": cpu, "memory": memory}}
-    security = {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-    worker = {
-        "name": "worker", "image": image, "imagePullPolicy": "IfNotPresent",
-        "args": ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads",
-                 str(threads_per_worker), "--memory-limit", "0", "--dashboard",
-                 "--dashboard-address", "8788", "--local-directory", "/tmp"],
-        "env": env_list, "resources": resources, "securityContext": security,
-        "ports": [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}],
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    scheduler = {
-        "name": "scheduler", "image": image, "imagePullPolicy": "IfNotPresent",
-        "args": ["dask", "scheduler"], "env": env_list, "securityContext": security,
-        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                      "limits": {"cpu": "1", "memory": "2Gi"}},
-        "ports": [{"name": "tcp-comm", "containerPort": 8786, "protocol": "TCP"},
-                  {"name": "http-dashboard", "containerPort": 8787, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"port": "http-dashboard", "path": "/health"},
-                           "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 300},
-        "livenessProbe": {"httpGet": {"port": "http-dashboard", "path": "/health"},
-                          "initialDelaySeconds": 15, "periodSeconds": 20},
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-    }
-    pod = {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
-           "volumes": [{"name": "tmp", "emptyDir": {}}]}
-    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": "dask-phot"}}
-    if namespace:
-        meta["namespace"] = namespace
-    return {
-        "apiVersion": "kubernetes.dask.org/v1",
-        "kind": "DaskCluster",
-        "metadata": meta,
-        "spec": {
-            "worker": {"replicas": int(n_workers), "spec": {**pod, "containers": [worker]}},
-            "scheduler": {
-                "spec": {**pod, "containers": [scheduler]},
-                "service": {"type": "ClusterIP",
-                            "selector": {"dask.org/cluster-name": name,
-                                         "dask.org/component": "scheduler"},
-                            "ports": [{"name": "tcp-comm", "protocol": "TCP", "port": 8786,
-                                       "targetPort": "tcp-comm"},
-                                      {"name": "http-dashboard", "protocol": "TCP",
-                                       "port": 8787, "targetPort": "http-dashboard"}]},
-            },
-        },
-    }
 
 
 @contextlib.contextmanager
@@ -125,11 +55,7 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
                           dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
             yield client
     elif target == "kubernetes":
-        try:
-            from dask_kubernetes.operator import KubeCluster
-        except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise RuntimeError("scheduler 'kubernetes' needs dask-kubernetes: "
-                               "pip install 'dask-phot[kubernetes]'") from exc
+        KubeCluster = require("dask_kubernetes.operator").KubeCluster
         spec = kube_cluster_spec("dask-phot", n_workers=cfg.n_workers,
                                  threads_per_worker=cfg.threads_per_worker)
         with KubeCluster(custom_cluster_spec=spec) as cluster, Client(cluster) as client:
@@ -139,38 +65,38 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
             yield client
 
 
-class ProgressPrinter:
-    """Progress line for a run: cells, sources/s, failures by reason, ETA.
+class RunProgress:
+    """Progress of a run: cells done, sources per second, failures by band, time left.
 
     Call it as the ``on_progress`` callback of
-    :func:`dask_phot.pipeline.run_catalog`. Writes to ``stream`` (the CLI
-    passes stderr); on a terminal the line is redrawn, elsewhere one line is
-    written every ``every`` seconds and at the end.
+    :func:`dask_phot.pipeline.run_catalog`; :meth:`line` says where the run
+    stands. Each update is logged (``dask_phot.cluster``, DEBUG); the command
+    line shows the line on its terminal.
     """
 
-    def __init__(self, stream: TextIO, *, every: float = 5.0) -> None:
-        self.stream = stream
-        self.every = every
+    def __init__(self) -> None:
         self.start = time.perf_counter()
-        self.last = 0.0
+        self.done = 0
+        self.total = 0
         self.sources = 0
         self.failures: Counter = Counter()
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
 
     def __call__(self, report: Any, done: int, total: int) -> None:
+        self.done, self.total = done, total
         self.sources += report.n_primary
         self.failures.update(f"{band} {kind}" for band, kind in report.failures().items())
-        now = time.perf_counter()
-        if not (self.tty or now - self.last >= self.every or done == total):
-            return
-        self.last = now
-        elapsed = now - self.start
+        log.debug("%s", self.line())
+
+    @property
+    def finished(self) -> bool:
+        """True when every cell is done."""
+        return self.done == self.total
+
+    def line(self) -> str:
+        """``cells 3/10 | 2400 sources | 800 sources/s | failures: none | ETA 9 s``."""
+        elapsed = time.perf_counter() - self.start
         rate = self.sources / max(elapsed, 1e-9)
-        eta = elapsed / done * (total - done) if done else float("nan")
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         fails = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
-        line = (f"cells {done}/{total} | {self.sources} sources | {rate:,.0f} sources/s | "
-                f"failures: {fails} | ETA {eta:.0f} s")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        if self.tty and done == total:
-            self.stream.write("\n")
-        self.stream.flush()
+        return (f"cells {self.done}/{self.total} | {self.sources} sources | {rate:,.0f} "
+                f"sources/s | failures: {fails} | ETA {eta:.0f} s")

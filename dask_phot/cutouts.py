@@ -135,7 +135,7 @@ def lupton_png(red: fits.ImageHDU, green: fits.ImageHDU, blue: fits.ImageHDU,
     """
     from astropy.visualization import make_lupton_rgb
 
-    from dask_phot.detect._libs import require
+    from dask_phot._optional import require
 
     require("matplotlib")
     r = _normalised(np.asarray(red.data, dtype=np.float64))

@@ -2,7 +2,9 @@
 
 Every table that dask-phot produces (the engine's per-band result, a cell's
 multiband catalog, the final Parquet/HATS dataset) takes its columns, dtypes
-and flag bits from here, and every ``map_partitions`` gets its ``meta`` from
+and flag bits from here: :func:`band_table` builds one band's measurements and
+:func:`cell_table` a cell's output rows from :data:`BASE_COLUMNS` and
+:data:`BAND_COLUMNS`, and every ``map_partitions`` gets its ``meta`` from
 :func:`cell_meta`.
 
 Flag bits
@@ -10,49 +12,41 @@ Flag bits
 The ``flags`` of a measurement is the bitwise OR of :class:`Flag` members.
 A measurement whose flux is NaN always has at least one of the bits in
 :data:`FATAL_FLAGS` set; the other bits are warnings about a finite flux.
+The table is :data:`FLAG_MEANINGS`:
 
-========================  =====  ===============================================
-name                      bit    meaning
-========================  =====  ===============================================
-``OFF_IMAGE``             1      position outside the image: no flux measured
-``NO_DATA``               2      footprint has no usable pixel (all NaN/zero weight)
-``EDGE``                  4      footprint truncated by the image edge
-``MASKED_PIXELS``         8      some footprint pixels are NaN or zero weight
-``CENTER_MASKED``         16     the pixel at the source position is masked
-``DEGENERATE``            32     same model as an earlier source: not fitted (NaN)
-``HAS_DEGENERATE``        64     an indistinguishable later source was merged in
-``BLENDED``               128    a neighbour lies within one PSF FWHM
-``NEGATIVE_FLUX``         256    fitted flux is negative (kept, not clipped)
-``POSITION_AT_BOUND``     512    position refinement hit its bound
-``POSITION_NOT_FIT``      1024   position refinement asked for but skipped (low S/N)
-``FIT_FAILED``            2048   the linear solve failed for this source's group
-``HIGH_CHI2``             4096   reduced chi2 over the footprint above threshold
-``NOT_COVERED``           8192   pipeline: no mosaic of this band covers the source
-``CELL_FAILED``           16384  pipeline: the cell/band task failed (see status)
-``MODEL_MISMATCH``        32768  residual shows the source is more (or less)
-                                 extended than its model
-``MODEL_TRUNCATED``       65536  the galaxy's stamp was cut (max stamp size)
-========================  =====  ===============================================
+{flag_table}
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dask_phot.bands import flux_to_mag
+
 __all__ = [
+    "BAND_COLUMNS",
+    "BASE_COLUMNS",
     "FATAL_FLAGS",
+    "FLAG_MEANINGS",
     "Flag",
     "band_columns",
+    "band_table",
     "cell_meta",
+    "cell_table",
+    "column_units",
     "describe_flags",
+    "flag_table",
 ]
 
 
 class Flag(enum.IntFlag):
-    """Bit flags attached to every measurement (see the module docstring)."""
+    """Bit flags attached to every measurement (meanings: :data:`FLAG_MEANINGS`)."""
 
     OFF_IMAGE = 1
     NO_DATA = 2
@@ -73,6 +67,28 @@ class Flag(enum.IntFlag):
     MODEL_TRUNCATED = 65536
 
 
+#: What each flag bit means (the module documentation's table is made from this).
+FLAG_MEANINGS: Mapping[Flag, str] = MappingProxyType({
+    Flag.OFF_IMAGE: "position outside the image: no flux measured",
+    Flag.NO_DATA: "footprint has no usable pixel (all NaN/zero weight)",
+    Flag.EDGE: "footprint truncated by the image edge",
+    Flag.MASKED_PIXELS: "some footprint pixels are NaN or zero weight",
+    Flag.CENTER_MASKED: "the pixel at the source position is masked",
+    Flag.DEGENERATE: "same model as an earlier source: not fitted (NaN)",
+    Flag.HAS_DEGENERATE: "an indistinguishable later source was merged in",
+    Flag.BLENDED: "a neighbour lies within one PSF FWHM",
+    Flag.NEGATIVE_FLUX: "fitted flux is negative (kept, not clipped)",
+    Flag.POSITION_AT_BOUND: "position refinement hit its bound",
+    Flag.POSITION_NOT_FIT: "position refinement asked for but skipped (low S/N)",
+    Flag.FIT_FAILED: "the linear solve failed for this source's group",
+    Flag.HIGH_CHI2: "reduced chi2 over the footprint above threshold",
+    Flag.NOT_COVERED: "pipeline: no mosaic of this band covers the source",
+    Flag.CELL_FAILED: "pipeline: the cell/band task failed (see status)",
+    Flag.MODEL_MISMATCH: "the residual shows the source is more (or less) extended than "
+                         "its model",
+    Flag.MODEL_TRUNCATED: "the galaxy's model was cut to the largest stamp size",
+})
+
 #: Bits that mean "no flux was measured" (the flux is NaN).
 FATAL_FLAGS = (
     Flag.OFF_IMAGE | Flag.NO_DATA | Flag.DEGENERATE | Flag.FIT_FAILED
@@ -80,6 +96,18 @@ FATAL_FLAGS = (
 )
 
 FLAG_DTYPE = np.int32
+
+
+def flag_table() -> str:
+    """The flags as a reStructuredText table: name, bit, meaning."""
+    rows = [(f"``{f.name}``", str(int(f)), FLAG_MEANINGS[f]) for f in Flag]
+    widths = [max(len(r[i]) for r in [*rows, ("name", "bit", "meaning")]) for i in range(3)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(("name", "bit", "meaning"), widths,
+                                                       strict=True)).rstrip(), rule]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join([*lines, rule])
 
 
 def describe_flags(value: int) -> list[str]:
@@ -96,22 +124,22 @@ def describe_flags(value: int) -> list[str]:
 
 
 #: Per-band measurement columns: suffix -> (dtype, unit, description).
-BAND_COLUMNS: dict[str, tuple[str, str, str]] = {
+BAND_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "flux": ("float64", "uJy", "forced flux"),
     "flux_err": ("float64", "uJy", "marginal 1-sigma flux uncertainty"),
     "mag": ("float64", "mag(AB)", "AB magnitude of the flux (NaN when flux <= 0)"),
     "mag_err": ("float64", "mag(AB)", "AB magnitude uncertainty"),
     "chi2": ("float64", "", "reduced chi2 over the source footprint"),
     "flags": ("int32", "", "bitwise OR of dask_phot.schema.Flag"),
-}
+})
 
 #: Columns every output row carries, independent of bands.
-BASE_COLUMNS: dict[str, tuple[str, str, str]] = {
+BASE_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "source_id": ("int64", "", "row identifier from the priors catalog"),
     "ra": ("float64", "deg", "prior right ascension (ICRS)"),
     "dec": ("float64", "deg", "prior declination (ICRS)"),
     "_healpix_29": ("int64", "", "HEALPix order-29 nested index (HATS spatial index)"),
-}
+})
 
 
 def band_columns(band: str) -> dict[str, tuple[str, str, str]]:
@@ -135,9 +163,44 @@ def band_columns(band: str) -> dict[str, tuple[str, str, str]]:
     return {f"{k}_{band}": v for k, v in BAND_COLUMNS.items()}
 
 
+def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
+               flux_err: Any = None, chi2: Any = None) -> pd.DataFrame:
+    """One band's measurements of ``n`` sources, with the columns of :data:`BAND_COLUMNS`.
+
+    The magnitudes follow from the fluxes (:func:`dask_phot.bands.flux_to_mag`);
+    a quantity not given is NaN, so ``band_table(n, flags=Flag.NOT_COVERED)``
+    is a band in which nothing was measured.
+
+    Parameters
+    ----------
+    n : int
+        Number of sources.
+    flags : int or array of int
+        :class:`Flag` bits of every source, or one value for all.
+    flux, flux_err, chi2 : array_like, optional
+        Fluxes and their errors in uJy, reduced chi2.
+
+    Examples
+    --------
+    >>> band_table(2, flux=[1.0, -1.0], flux_err=[0.1, 0.1], flags=[0, 256])
+       flux  flux_err   mag   mag_err  chi2  flags
+    0   1.0       0.1  23.9  0.108574   NaN      0
+    1  -1.0       0.1   NaN       NaN   NaN    256
+    """
+    nan = np.full(n, np.nan)
+    f = nan if flux is None else np.asarray(flux, dtype=np.float64)
+    e = nan if flux_err is None else np.asarray(flux_err, dtype=np.float64)
+    mag, mag_err = flux_to_mag(f, e)
+    values = {"flux": f, "flux_err": e, "mag": mag, "mag_err": mag_err,
+              "chi2": nan if chi2 is None else chi2,
+              "flags": np.broadcast_to(np.asarray(flags), (n,))}
+    return pd.DataFrame({name: np.asarray(values[name], dtype=dtype)
+                         for name, (dtype, _, _) in BAND_COLUMNS.items()})
+
+
 def cell_meta(
-    bands: list[str] | tuple[str, ...],
-    keep: dict[str, str] | None = None,
+    bands: Sequence[str],
+    keep: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Empty DataFrame with the exact columns and dtypes of a cell's output.
 
@@ -161,9 +224,34 @@ def cell_meta(
     return pd.DataFrame({k: pd.Series(dtype=v) for k, v in cols.items()})
 
 
-def column_units(bands: list[str] | tuple[str, ...]) -> dict[str, str]:
+def cell_table(base: Mapping[str, Any], bands: Mapping[str, pd.DataFrame],
+               keep: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
+    """A cell's output rows: the columns and dtypes of :func:`cell_meta`.
+
+    Parameters
+    ----------
+    base : mapping
+        The :data:`BASE_COLUMNS` (``source_id``, ``ra``, ``dec``, ``_healpix_29``).
+    bands : mapping
+        Band name -> that band's :func:`band_table` (rows in ``base``'s order).
+    keep : mapping, optional
+        Input columns carried to the output, as Series (their dtype is kept).
+    """
+    keep = dict(keep or {})
+    meta = cell_meta(list(bands), {k: str(v.dtype) for k, v in keep.items()})
+    values: dict[str, Any] = {k: np.asarray(base[k]) for k in BASE_COLUMNS}
+    values.update({k: v.to_numpy() for k, v in keep.items()})
+    for band, table in bands.items():
+        values.update({f"{col}_{band}": table[col].to_numpy() for col in BAND_COLUMNS})
+    return pd.DataFrame({c: values[c] for c in meta.columns}).astype(meta.dtypes.to_dict())
+
+
+def column_units(bands: Sequence[str]) -> dict[str, str]:
     """Units of every known output column (empty string when dimensionless)."""
     units = {k: v[1] for k, v in BASE_COLUMNS.items()}
     for band in bands:
         units.update({k: v[1] for k, v in band_columns(band).items()})
     return units
+
+
+__doc__ = (__doc__ or "").replace("{flag_table}", flag_table())

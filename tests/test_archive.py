@@ -39,8 +39,8 @@ from dask_phot.archive import (
     query_priors,
     xray_catalog,
 )
-from dask_phot.catalog import read_priors
 from dask_phot.cells import healpix_29, partition_priors
+from dask_phot.priors import read_priors
 
 pytest.importorskip("pyvo")
 pytest.importorskip("astroquery")
@@ -436,7 +436,7 @@ def _local_recipe(archive: ArchiveServer, tmp_path: Path) -> Path:
 
 def test_cosmos_recipe_end_to_end(archive: ArchiveServer, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from dask_phot.cli import main
+    from dask_phot.commands import main
     from dask_phot.config import load_config
 
     recipe = _local_recipe(archive, tmp_path)
@@ -450,7 +450,7 @@ def test_cosmos_recipe_end_to_end(archive: ArchiveServer, tmp_path: Path,
     assert irac1.images[0].startswith("s3://") and irac1.noise_kind == "uncertainty"
     assert nuv.band.to_ujy == 33.73 and nuv.band.psf_file == "PSFnuv_faint.fits"
     assert config.band("fuv").band.to_ujy == 107.6 and len(nuv.images) == 4
-    assert config.priors.flux_guess_column == "ks_flux_aper2"
+    assert config.priors.keep_columns[0] == "ks_flux_aper2"
     assert config.output.path == str(tmp_path / "cosmos" / "catalog")
     priors = read_priors(config.priors.path, **config.priors.read_kwargs())
     assert len(priors) == 10 and "ks_flux_aper2" in priors
@@ -468,7 +468,7 @@ def test_cosmos_recipe_end_to_end(archive: ArchiveServer, tmp_path: Path,
     shutil.rmtree(tmp_path / "cache")
     assert main(["fetch", str(recipe), "--offline", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dask-phot: error: TAP (http://127.0.0.1:") and "offline" in err
+    assert err.startswith("dask-phot fetch: error: TAP (http://127.0.0.1:") and "offline" in err
     assert len(err.strip().splitlines()) == 1 and len(archive.log) == n
 
 
@@ -482,7 +482,7 @@ def test_recipe_is_checked_before_fetching(tmp_path: Path) -> None:
                            max_piece_radius=big.priors.max_piece_radius_arcmin / 60)) > 1
     cases = [
         ({"archive.images.irac1.bandpas": "IRAC1"}, r"archive.images.irac1.bandpas: unknown "
-         r"key \(did you mean 'bandpass'\?\)"),
+         r"key; known keys: .*\(did you mean 'bandpass'\?\)"),
         ({"archive.box_arcmin": [10, 10]}, "give radius_arcmin .* or box_arcmin"),
         ({"priors.path": "mine.parquet"}, "priors.path: set by the fetch"),
         ({"bands.nuv.images": ["a.fits"]}, r"bands.nuv.images: set by the fetch from "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pandas as pd
 import pytest
 
-from dask_phot.cli import main
+from dask_phot.commands import main
 
 
 @pytest.mark.slow
@@ -42,3 +44,61 @@ def test_demo_serves_from_local_s3_and_reports_accuracy(tmp_path, capsys):
     for band in ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv"):
         assert band in out
     assert (tmp_path / "demo" / "catalog" / "properties").exists()
+
+
+def test_version(capsys):
+    import dask_phot
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dask-phot {dask_phot.__version__}"
+
+
+def test_every_option_of_every_command_has_help():
+    from dask_phot.commands import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"simulate", "run", "demo", "fetch", "detect", "cutouts",
+                                "crossmatch", "plot", "report", "submit", "status", "logs"}
+    missing = [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions
+               if not a.help or a.help == argparse.SUPPRESS]
+    assert not missing, f"options without help: {missing}"
+    assert {a.dest: bool(a.help) for a in parser._actions} == {
+        "help": True, "version": True, "verbose": True, "command": False}
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert set(helps) == set(sub.choices) and all(helps.values())
+
+
+def test_the_entry_point_is_the_command_layers_main():
+    import tomllib
+    from importlib import import_module
+    from pathlib import Path
+
+    from dask_phot.commands import main as command_main
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    target = pyproject["project"]["scripts"]["dask-phot"]
+    module, _, name = target.partition(":")
+    assert getattr(import_module(module), name) is command_main
+
+
+def test_readme_shows_every_command_and_docs_describe_every_option():
+    from pathlib import Path
+
+    from dask_phot.commands import build_parser
+
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
+    reference = (root / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, p in sub.choices.items():
+        assert f"dask-phot {name} " in readme, f"README shows no `dask-phot {name}` example"
+        assert f"## dask-phot {name}" in reference, f"docs/cli.md has no section for {name}"
+        section = reference.split(f"## dask-phot {name}", 1)[1].split("\n## ", 1)[0]
+        for action in p._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in section, f"docs/cli.md: {name} {flag} undocumented"

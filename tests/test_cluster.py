@@ -14,10 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dask_phot.cluster import ProgressPrinter, kube_cluster_spec
+from dask_phot.cluster import RunProgress
+from dask_phot.commands._shared import ProgressPrinter
+from dask_phot.deploy import kube_cluster_spec
 from dask_phot.pipeline import CellReport
 
 BIN = Path(sys.executable).parent
+#: The dask-phot command of this checkout (the installed script may be another's).
+DASK_PHOT = [sys.executable, "-m", "dask_phot.commands"]
 
 
 @pytest.fixture
@@ -57,12 +61,12 @@ def test_run_on_existing_scheduler_via_environment(scheduler_and_worker, tmp_pat
     """`dask-phot run` configured only through DASK_SCHEDULER_ADDRESS (as a DaskJob runner)."""
     address = scheduler_and_worker
     field = tmp_path / "field"
-    subprocess.run([str(BIN / "dask-phot"), "simulate", str(field), "--area-arcmin2", "2",
+    subprocess.run([*DASK_PHOT, "simulate", str(field), "--area-arcmin2", "2",
                     "--bands", "irac1", "--seed", "4"], check=True, capture_output=True)
     env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address}
     report = tmp_path / "report.html"
     out = subprocess.run(
-        [str(BIN / "dask-phot"), "run", str(field / "config.toml"), "--out",
+        [*DASK_PHOT, "run", str(field / "config.toml"), "--out",
          str(tmp_path / "cat"), "--performance-report", str(report)],
         capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -95,6 +99,17 @@ def test_progress_line_reports_rate_failures_and_eta():
     assert lines[0].startswith("cells 1/3 | 100 sources |")
     assert "failures: nuv read failed: 1" in lines[1] and "ETA" in lines[1]
     assert "sources/s" in lines[1]
+
+
+def test_run_progress_is_library_state_without_output(capsys):
+    progress = RunProgress()
+    progress(CellReport(10, 1, n_primary=30, status={"irac1": "failed: ValueError: x"}), 1, 2)
+    assert not progress.finished and progress.sources == 30
+    assert progress.line().startswith("cells 1/2 | 30 sources |")
+    assert "failures: irac1 failed: 1" in progress.line()
+    progress(CellReport(10, 2, n_primary=5, status={"irac1": "ok"}), 2, 2)
+    assert progress.finished and "ETA 0 s" in progress.line()
+    assert capsys.readouterr() == ("", "")
 
 
 def test_kube_cluster_spec_is_pure_and_hardened():

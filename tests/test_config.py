@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,8 @@ from dask_phot.config import (
     RunConfig,
     default_config,
     load_config,
+    section_defaults,
+    section_keys,
     storage_options,
 )
 
@@ -204,3 +209,136 @@ def test_storage_credentials_turn_off_anon(tmp_path):
     assert storage_options(cfg) == {"anon": False, "key": "k", "secret": "s"}
     with pytest.raises(ConfigError, match=r"storage\.anon: must be one of True, False"):
         _load(_write(tmp_path, MINIMAL + '[storage]\nanon = "yes"\n'))
+
+
+# ---------------------------------------------------------------------- packaged defaults
+def _documented(text: str) -> dict[str, dict[str, tuple[bool, bool]]]:
+    """Section -> key -> (set, commented) for every ``key = value`` line of a TOML file,
+    including the commented-out ones (``# key = value  # what it means``) that document
+    required or open keys; ``# [bands.<name>]`` starts a documented table."""
+    out: dict[str, dict[str, tuple[bool, bool]]] = {}
+    section = ""
+    for line in text.splitlines():
+        live = not line.lstrip().startswith("#")
+        body = line.strip().lstrip("#").strip()
+        head = re.match(r"^\[([\w.<>]+)\]", body)
+        if head and (live or "<name>" in head[1]):
+            section = head[1]
+            continue
+        item = re.match(r"^(\w+)\s*=\s*(.*)$", body)
+        if item and section:
+            value = item[2]
+            # a comment after the value ('#' outside quotes)
+            commented = "#" in re.sub(r"'[^']*'|\"[^\"]*\"", "", value)
+            out.setdefault(section, {})[item[1]] = (live, commented)
+    return out
+
+
+def test_default_toml_documents_every_key_of_the_model():
+    from dask_phot.config.band_tables import BAND_TABLE_KEYS
+    from dask_phot.config.run import RUN_SECTIONS
+
+    text = resources.files("dask_phot").joinpath("data", "default.toml").read_text()
+    documented = _documented(text)
+    expected = {name: set(section_keys(cls)) for name, cls in RUN_SECTIONS.items() if cls}
+    expected["bands.<name>"] = set(BAND_TABLE_KEYS)
+    assert {s: set(keys) for s, keys in documented.items()} == expected
+    for section, keys in documented.items():
+        undocumented = [k for k, (_, commented) in keys.items() if not commented]
+        assert not undocumented, f"[{section}] keys without a comment: {undocumented}"
+    # the values it sets are the model's defaults, so Python users get the same
+    defaults = default_config()
+    for name, cls in RUN_SECTIONS.items():
+        if cls is not None:
+            model = section_defaults(cls)
+            assert defaults[name] == {k: model[k] for k in defaults[name]}, name
+
+
+def test_default_toml_states_the_auto_margin_the_code_computes():
+    from dask_phot.config.model import BandImages
+
+    text = resources.files("dask_phot").joinpath("data", "default.toml").read_text()
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("margin_arcsec"))
+    comment = " ".join(line.split("#", 1)[1] for line in lines[at:at + 2])
+    stated = float(re.search(r'irac1: ([\d.]+)"', comment)[1])
+    irac1 = BandImages(name="irac1", band=PRESETS["irac1"], images=("x.fits",))
+    assert stated == round(irac1.margin_arcsec, 1) == 13.6
+    cfg = load_config({"priors": {"path": "p.parquet"}, "bands": {"irac1": {"images": ["x"]}}},
+                      environ={})
+    assert round(cfg.margin_arcsec, 1) == stated
+    assert f'{stated}"' in BandImages.margin_arcsec.__doc__
+    assert "2*FWHM" in comment and "h*sqrt(2)" in comment
+
+
+def test_detect_toml_documents_every_key_of_the_model():
+    from dask_phot.detect.config import (
+        ApertureSettings,
+        BackgroundSettings,
+        DetectConfig,
+        ReferenceSettings,
+    )
+    from dask_phot.detect.extract import DetectionParams
+
+    text = resources.files("dask_phot").joinpath("data", "detect.toml").read_text()
+    documented = _documented(text)
+    sections = {"detect": DetectConfig, "detect.params": DetectionParams,
+                "detect.background": BackgroundSettings, "detect.aperture": ApertureSettings,
+                "detect.reference": ReferenceSettings}
+    nested = {"params", "background", "aperture", "reference", "cluster", "storage"}
+    expected = {name: set(section_keys(cls)) - nested for name, cls in sections.items()}
+    assert {s: set(keys) for s, keys in documented.items()} == expected
+    for section, keys in documented.items():
+        assert all(commented for _, commented in keys.values()), section
+    data = tomllib.loads(text)
+    for name, cls in sections.items():
+        table = data
+        for part in name.split("."):
+            table = table[part]
+        model = section_defaults(cls)
+        assert {k: v for k, v in table.items() if not isinstance(v, dict)} == \
+            {k: model[k] for k in table if not isinstance(table[k], dict)}, name
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("n_workers = 0", r"cluster\.n_workers: must be an integer >= 1, got 0"),
+    ('memory_limit = "lots"', r"cluster\.memory_limit: must be a size like '4GiB'"),
+    ('scheduler = "host:8786"', r"cluster\.scheduler: must be 'local', 'kubernetes'"),
+])
+def test_every_command_checks_cluster_the_same_way(tmp_path, line, message):
+    from dask_phot.archive import RecipeError, load_recipe
+    from dask_phot.detect import load_detect_config
+
+    run = _write(tmp_path, MINIMAL + f"[cluster]\n{line}\n", "run.toml")
+    detect = _write(tmp_path, f'[detect]\nimages = ["m.fits"]\n[cluster]\n{line}\n', "d.toml")
+    recipe = _write(tmp_path, '[archive]\ncenter = [150.0, 2.0]\nradius_arcmin = 1.0\n'
+                              '[archive.priors]\ntable = "t"\ncolumns = ["ra", "dec"]\n'
+                              '[archive.images.irac1]\ncollection = "c"\n'
+                              f'[cluster]\n{line}\n', "recipe.toml")
+    with pytest.raises(ConfigError, match=rf"run\.toml: {message}"):
+        _load(run)
+    with pytest.raises(ConfigError, match=rf"d\.toml: {message}"):
+        load_detect_config(detect, environ={})
+    with pytest.raises(RecipeError, match=rf"recipe\.toml: {message}"):
+        load_recipe(recipe)
+
+
+def test_detect_config_layers_like_the_run_config(tmp_path):
+    from dask_phot.detect import load_detect_config
+
+    path = _write(tmp_path, '[detect]\nimages = ["m/*.fits"]\nreference.path = "gaia.csv"\n'
+                            '[storage]\nendpoint_url = "http://127.0.0.1:9"\n', "sub/d.toml")
+    env = {"DASK_PHOT__DETECT__PARAMS__THRESH": "3.5", "DASK_PHOT__CLUSTER__N_WORKERS": "1",
+           "DASK_PHOT__ENGINE__FIT_SKY": "false"}  # a run-configuration variable: left alone
+    cfg = load_detect_config(path, environ=env, overrides={"detect.tile_size": 512})
+    sub = tmp_path / "sub"
+    assert cfg.images == (str(sub / "m/*.fits"),) and cfg.output == str(sub / "detections")
+    assert cfg.reference.path == str(sub / "gaia.csv") and cfg.psf_file == ""
+    assert cfg.params.thresh == 3.5 and cfg.cluster.n_workers == 1 and cfg.tile_size == 512
+    assert storage_options(cfg) == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    with pytest.raises(ConfigError, match=r"DASK_PHOT__DETECT__PARAMS__THRES: "
+                                          r"detect\.params\.thres: unknown key"):
+        load_detect_config(path, environ={"DASK_PHOT__DETECT__PARAMS__THRES": "3"})
+    with pytest.raises(ConfigError, match=r"d\.toml: detect\.images: required"):
+        load_detect_config(_write(tmp_path, "[detect]\ntile_size = 128\n", "sub/d.toml"),
+                           environ={})

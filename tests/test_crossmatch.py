@@ -268,3 +268,25 @@ def test_match_catalog_validation_and_empty_inputs():
     table = run_nway(x, none)
     assert table["ncat"].tolist() == [1, 1] and table["p_any"].tolist() == [0.0, 0.0]
     assert table["OPT_ID"].isna().all()
+
+
+def test_crossmatch_command_writes_the_api_result(tmp_path, capsys):
+    from dask_phot.commands import main
+
+    opt, xray, _ = _planted(seed=8)
+    xray = xray.rename(columns={"ERR": "ERROR_RADIUS"})
+    opt.to_parquet(tmp_path / "phot.parquet")
+    xray.to_parquet(tmp_path / "xray.parquet")
+    out = tmp_path / "matched.parquet"
+    assert main(["crossmatch", str(tmp_path / "phot.parquet"), str(tmp_path / "xray.parquet"),
+                 "--out", str(out), "--name", "CHANDRA", "--xray-ra", "RA", "--xray-dec",
+                 "DEC", "--xray-id", "xid", "--radius", "10"]) == 0
+    expected = crossmatch(opt, MatchCatalog("CHANDRA", xray, "ERROR_RADIUS", ra="RA",
+                                            dec="DEC", id_column="xid"),
+                          id_column="source_id", radius_arcsec=10.0)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected)
+    n = int(expected["chandra_match"].sum())
+    assert f"CHANDRA: {n} of {len(opt)} photometry sources matched" in capsys.readouterr().out
+    assert main(["crossmatch", str(tmp_path / "phot.parquet"), str(tmp_path / "xray.parquet"),
+                 "--out", str(out), "--xray-ra", "nope"]) == 2
+    assert "no column" in capsys.readouterr().err

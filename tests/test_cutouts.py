@@ -63,7 +63,7 @@ def test_cutouts_fits_wcs_centre_size_and_png(three_bands, tmp_path):
 
 
 def test_cutouts_cli_and_off_field_source(three_bands, tmp_path, capsys):
-    from dask_phot.cli import main
+    from dask_phot.commands import main
 
     field, out = three_bands
     cat = field.priors.head(2)[["source_id", "ra", "dec"]].copy()

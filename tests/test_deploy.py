@@ -37,11 +37,11 @@ import pytest
 import yaml
 
 import dask_phot
-from dask_phot import deploy
-from dask_phot.cli import main
-from dask_phot.cluster import kube_cluster_spec
+from dask_phot.commands import kubernetes as kube_commands
+from dask_phot.commands import main
 from dask_phot.config import load_config
 from dask_phot.deploy import (
+    kube_cluster_spec,
     kube_job_spec,
     local_paths,
     submission_manifests,
@@ -54,6 +54,8 @@ CHART = REPO / "helm" / "dask-phot"
 EXAMPLE = REPO / "deploy" / "examples" / "s3-batch"
 K8S_VERSION = "1.30"
 BIN = Path(sys.executable).parent
+#: The dask-phot command of this checkout (the installed script may be another's).
+DASK_PHOT = [sys.executable, "-m", "dask_phot.commands"]
 
 
 # ---------------------------------------------------------------------- validation
@@ -267,7 +269,7 @@ def test_commands_without_a_cluster_fail_clearly(tmp_path):
     cfg = _write_remote_config(tmp_path / "config.toml")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
     env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "missing"))
-    run = [str(BIN / "dask-phot"), "submit", str(cfg), "--name", "cosmos"]
+    run = [*DASK_PHOT, "submit", str(cfg), "--name", "cosmos"]
     out = subprocess.run(run, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "no Kubernetes cluster to talk to" in out.stderr and "--dry-run" in out.stderr
@@ -281,12 +283,27 @@ def test_commands_without_a_cluster_fail_clearly(tmp_path):
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u",
                                                "namespace": "science"}}]}))
     env["KUBECONFIG"] = str(kubeconfig)
-    for args in (run, [str(BIN / "dask-phot"), "status", "cosmos"]):
+    for args in (run, [*DASK_PHOT, "status", "cosmos"]):
         out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 2, out.stderr
         assert "cannot reach the Kubernetes API server" in out.stderr
         assert "namespace science" in out.stderr
         assert "Traceback" not in out.stderr and "Retrying" not in out.stderr
+
+
+def test_only_submit_suggests_a_dry_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("kubernetes", reason="needs the kubernetes extra")
+    for name in [k for k in os.environ if k.startswith("KUBERNETES_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    cfg = _write_remote_config(tmp_path / "config.toml")
+    assert main(["submit", str(cfg), "--name", "cosmos"]) == 2
+    assert "or use --dry-run" in capsys.readouterr().err
+    for command in (["status", "cosmos"], ["logs", "cosmos"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "no Kubernetes cluster to talk to" in err and "--dry-run" not in err
 
 
 class _FakeKube:
@@ -335,7 +352,7 @@ def test_submit_status_logs_through_the_client(tmp_path, capsys, monkeypatch):
     pytest.importorskip("kubernetes", reason="needs the kubernetes extra")
     cfg = _write_remote_config(tmp_path / "config.toml")
     fake = _FakeKube(states=("ClusterCreated", "Running", "Successful"))
-    monkeypatch.setattr(deploy, "_client", lambda context: (fake, "science"))
+    monkeypatch.setattr(kube_commands, "_client", lambda context: (fake, "science"))
     assert main(["submit", str(cfg), "--name", "cosmos"]) == 0
     job, config_map = fake.created
     assert (job["kind"], job["metadata"]["namespace"]) == ("DaskJob", "science")
@@ -346,13 +363,14 @@ def test_submit_status_logs_through_the_client(tmp_path, capsys, monkeypatch):
     assert main(["status", "cosmos", "--wait", "--interval", "0"]) == 0
     out = capsys.readouterr().out
     assert "status: ClusterCreated" in out and out.rstrip().endswith("status: Successful")
-    monkeypatch.setattr(deploy, "_client", lambda context: (_FakeKube(("Failed",)), "science"))
+    monkeypatch.setattr(kube_commands, "_client",
+                        lambda context: (_FakeKube(("Failed",)), "science"))
     assert main(["status", "cosmos"]) == 1
     assert main(["logs", "cosmos", "--follow"]) == 0
     assert "cells 1/2 | 9 sources\ndone\n" in capsys.readouterr().out
     # a ConfigMap that cannot be created takes its DaskJob back
     fake = _FakeKube(fail_config_map=True)
-    monkeypatch.setattr(deploy, "_client", lambda context: (fake, "science"))
+    monkeypatch.setattr(kube_commands, "_client", lambda context: (fake, "science"))
     assert main(["submit", str(cfg), "--name", "cosmos"]) == 2
     assert fake.deleted == ["cosmos"]
     assert "creating ConfigMap cosmos-config: 403 Forbidden" in capsys.readouterr().err

@@ -201,11 +201,11 @@ def sharp_field(tmp_path_factory):
 
 
 def _detect_cfg(out: Path, name: str, **extra):
-    from dask_phot.detect.config import detect_config_from_dict
+    from dask_phot.detect import load_detect_config
 
     table = {"images": [str(out / "f*_sci.fits")], "noise": [str(out / "f*_wht.fits")],
              "output": str(out / name), "params": {"thresh": 2.0}, **extra}
-    return detect_config_from_dict({"detect": table})
+    return load_detect_config({"detect": table}, environ={})
 
 
 def test_tiled_run_matches_untiled_and_writes_groups(sharp_field):
@@ -262,16 +262,17 @@ def test_detect_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "d.toml"
     bad.write_text('[detect]\nimages = ["a.fits"]\n[detect.params]\nthreshold = 2\n')
     with pytest.raises(ConfigError, match=r"detect\.params\.threshold: unknown key.*'thresh'"):
-        load_detect_config(bad)
+        load_detect_config(bad, environ={})
     bad.write_text('[detect]\nimages = ["a.fits"]\ntile_size = "big"\n')
-    with pytest.raises(ConfigError, match=r"detect\.tile_size: must be int"):
-        load_detect_config(bad)
+    with pytest.raises(ConfigError, match=r"detect\.tile_size: must be an integer >= 64, "
+                                          r"got 'big'"):
+        load_detect_config(bad, environ={})
     bad.write_text('[detect]\nimages = ["a.fits"]\n[detect.params]\nminarea = 0\n')
     with pytest.raises(ConfigError, match=r"detect\.params: minarea"):
-        load_detect_config(bad)
+        load_detect_config(bad, environ={})
     good = tmp_path / "g.toml"
     good.write_text('[detect]\nimages = ["m/*.fits"]\n[cluster]\nn_workers = 1\n')
-    cfg = load_detect_config(good)
+    cfg = load_detect_config(good, environ={})
     assert cfg.images == (str(tmp_path / "m/*.fits"),) and cfg.cluster.n_workers == 1
 
 
@@ -282,7 +283,7 @@ def test_cli_detect_on_local_cluster_then_run_uses_merged_priors(sharp_field, tm
     import pandas as pd
     import tomli_w
 
-    from dask_phot.cli import main
+    from dask_phot.commands import main
 
     _, out = sharp_field
     cfg = tmp_path / "detect.toml"

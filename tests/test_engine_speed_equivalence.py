@@ -240,8 +240,9 @@ def test_solve_tiles_matches_reference(psf, tiling, nsky):
     t, g = tiling or default_tiling(psf.size, psf.fwhm)
     tl = tiling_of(prep, st, t, g, nsky)
     ref = reference_solve_tiles(tl, st, prep.data, prep.weight, nsky, 1e-7)
+    prepared = K.tile_table(tl.members, tl.regions, *st.arrays, prep.data, prep.weight)
     out = K.solve_tiles(tl.ptr, tl.members, tl.primary, tl.regions, *st.arrays,
-                        prep.data, prep.weight, nsky, 1e-7)
+                        prep.data, prep.weight, nsky, 1e-7, prepared)
     np.testing.assert_array_equal(out[2], ref[2])
     np.testing.assert_array_equal(out[3], ref[3])
     assert ref[3].any() and (ref[2] == K.ST_DEGENERATE).any()
@@ -304,6 +305,27 @@ def test_forced_photometry_scene_matches_reference_pipeline(psf):
     chisum = K.footprint_stats(*boxes(st), prep.weight, prep.data - model)[3]
     np.testing.assert_allclose(res.chi2[ok], chisum[ok] / np.maximum(nuse[ok] - 1, 1),
                                rtol=1e-8)
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_second_pass_reuses_the_tiles_for_new_data(psf, nsky):
+    """A scene fit of other data with the state of a first fit (tiling and pair table
+    kept, data sums refreshed) equals a fresh fit of that data."""
+    img, weight, x, y = field(psf, seed=13)
+    other = img + np.random.default_rng(14).normal(0, 3.0, img.shape)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st = stamps_of(psf, prep.x, prep.y, 13)
+    footprint_flags(prep, *boxes(st))
+    t, g = default_tiling(psf.size, psf.fwhm)
+    opts = dict(nsky=nsky, tile_size=t, margin=g, tol=1e-7)
+    first = solve_scene(prep, st, variances=False, **opts)
+    assert np.isnan(first[1]).all()
+    prep2 = prepare_inputs(other, psf, x, y, sigma=None, weight=weight, sky=None)
+    prep2.fit[:] = prep.fit
+    fresh = solve_scene(prep2, st, **opts)
+    again = solve_scene(prep2, st, state=first[5], **opts)
+    for a, b in zip(again[:5], fresh[:5], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_stamps_from_square_and_put_round_trip(psf):

@@ -63,14 +63,27 @@ def make_config(paths, bucket, s3_server, out, **cells):
 
 
 def check_catalog(cat: pd.DataFrame, field) -> None:
-    """Every prior exactly once, fluxes honest against the truth."""
+    """Every prior exactly once, fluxes honest against the truth.
+
+    Pulls ``(flux - true) / flux_err`` of sources with true S/N 1-100 (selected on
+    the truth, so the selection does not bias them; above S/N 100 the PSF's pixel
+    interpolation, not the noise, sets the spread): their median within three
+    standard errors of 0 (0.15 sigma for irac1's ~700 sources, 0.45 for nuv's ~70),
+    their robust spread (1.4826 MAD) within 15% of 1, and their standard deviation
+    below 1.6 (irac1's blends put a few sources in the tails: 1.3 here, 1.24 in the
+    pipeline benchmark).
+    """
     assert cat["source_id"].is_unique
     assert sorted(cat["source_id"]) == sorted(field.priors["source_id"])
     for b in BANDS:
         pull = (cat[f"flux_{b}"] - cat[f"flux_true_{b}"]) / cat[f"flux_err_{b}"]
-        ok = np.isfinite(pull) & (cat[f"flux_true_{b}"] / cat[f"flux_err_{b}"] > 5)
-        assert ok.sum() > 20
-        assert abs(np.median(pull[ok])) < 0.5
+        snr = cat[f"flux_true_{b}"] / cat[f"flux_err_{b}"]
+        p = pull[np.isfinite(pull) & (snr > 1) & (snr <= 100)].to_numpy()
+        assert len(p) > 50
+        median = np.median(p)
+        robust = 1.4826 * np.median(np.abs(p - median))
+        assert abs(median) < 3 * 1.2533 * robust / np.sqrt(len(p)), (b, median, len(p))
+        assert 0.85 < robust < 1.15 and 0.85 < np.std(p) < 1.6, (b, robust, np.std(p))
         assert not (cat[f"flags_{b}"] & int(Flag.CELL_FAILED)).any()
 
 
@@ -288,3 +301,72 @@ def test_tiled_mosaics_measure_every_source_like_one_mosaic(field_dir, tmp_path)
     ok = np.isfinite(one["flux_irac1"]) & np.isfinite(tiled["flux_irac1"])
     diff = np.abs(tiled["flux_irac1"] - one["flux_irac1"])[ok] / one["flux_err_irac1"][ok]
     assert ok.mean() > 0.99 and np.median(diff) < 0.05 and np.quantile(diff, 0.99) < 0.5
+
+
+def _cells_against_whole_mosaic(paths, out: Path, band: str, margin: str | float
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Fluxes of a many-cell run against one fit of the whole mosaic, in sigma.
+
+    Both fit the same PSF, weights and engine options, with the sky fixed at its
+    true level in both: a sky fitted per cell is another model than one sky for the
+    whole mosaic (that difference is not the margins'). Returns ``|cells - whole| /
+    flux_err``, the ratio of the flux errors, and the number of cells.
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from dask_phot import forced_photometry
+
+    cfg = load_config({
+        "priors": {"path": str(paths["priors"])},
+        "bands": {band: {"images": [str(paths[f"{band}_sci"])],
+                         "noise": [str(paths[f"{band}_wht"])], "sky": 0.01}},
+        "cells": {"rows_per_partition": 150, "margin_arcsec": margin},
+        "output": {"path": str(out)},
+    })
+    summary = run_catalog(cfg)
+    cat = read_catalog(out)
+    data, header = fits.getdata(paths[f"{band}_sci"], header=True)
+    weight = fits.getdata(paths[f"{band}_wht"])
+    x, y = WCS(header).all_world2pix(cat["ra"], cat["dec"], 0)
+    b = cfg.bands[0].band
+    whole = forced_photometry(data.astype(float), b.load_psf(), x, y,
+                              weight=weight.astype(float), sky=0.01, fit_sky=False,
+                              **{k: v for k, v in cfg.engine.forced_kwargs().items()
+                                 if k != "fit_sky"})
+    err = whole.flux_err * b.to_ujy
+    assert np.isfinite(cat[f"flux_{band}"]).to_numpy().tolist() == \
+        np.isfinite(whole.flux).tolist()
+    differ = cat[f"flags_{band}"].to_numpy() ^ whole.flags
+    diff = np.abs(cat[f"flux_{band}"].to_numpy() - whole.flux * b.to_ujy) / err
+    ratio = cat[f"flux_err_{band}"].to_numpy() / err
+    ok = np.isfinite(diff)
+    return diff[ok], ratio[ok], differ, summary.n_cells
+
+
+def test_cells_with_margins_give_the_whole_mosaic_fit(field_dir, tmp_path):
+    """The pipeline's promise: a field cut into sky cells with margins is measured as one
+    fit of the whole mosaic would measure it: irac1 with its automatic margin (13.6"),
+    nuv (heavy blending: 5.3" FWHM on 1.5" pixels) with a 90" margin. Every flux within
+    0.05 sigma of the whole-mosaic fit (99% within 0.02), the same flux errors."""
+    _, paths = field_dir
+    for band, margin in (("irac1", "auto"), ("nuv", 90.0)):
+        diff, ratio, differ, n_cells = _cells_against_whole_mosaic(
+            paths, tmp_path / band, band, margin)
+        assert n_cells >= 10 and len(diff) > 200
+        assert np.quantile(diff, 0.99) < 0.02 and diff.max() < 0.05, (band, diff.max())
+        np.testing.assert_allclose(ratio, 1.0, atol=2e-3)
+        # the same flags, but MASKED_PIXELS: a cell's clean-pixel zone (margin - h sqrt(2)
+        # around its sources) cuts the corner pixels of a stamp whose source is off a
+        # pixel centre (they hold ~1e-4 of the PSF); the whole-mosaic fit uses them
+        assert not (differ & ~int(Flag.MASKED_PIXELS)).any()
+
+
+@pytest.mark.xfail(strict=True, reason="the automatic margin (2 FWHM beyond the PSF "
+                   "stamp, 55\" for nuv) does not hold the chains of blends of a crowded "
+                   "coarse band: 10% of nuv sources differ by > 0.05 sigma from the "
+                   "whole-mosaic fit, 1% by > 0.3 sigma (a 90\" margin: none)")
+def test_auto_margin_gives_the_whole_mosaic_fit_in_crowded_nuv(field_dir, tmp_path):
+    _, paths = field_dir
+    diff, _, _, _ = _cells_against_whole_mosaic(paths, tmp_path / "nuv", "nuv", "auto")
+    assert np.quantile(diff, 0.99) < 0.02 and diff.max() < 0.05

@@ -145,6 +145,30 @@ def test_uv_ir_color_color_colours_xray_sources_by_hardness():
     assert y0 == pytest.approx(-2.5 * np.log10(row["flux_fuv"] / row["flux_nuv"]))
 
 
+def test_colour_colour_snr_cut():
+    df = _synthetic()
+    df.loc[100:, "flux_err_irac3"] = df["flux_irac3"] / 4            # S/N 4 in irac3 there
+
+    def snr_ok(bands, cut):
+        return np.all([(df[f"flux_{b}"] / df[f"flux_err_{b}"]).fillna(0) >= cut
+                       for b in bands], axis=0)
+
+    irac = ("irac1", "irac2", "irac3", "irac4")
+    ok = np.isfinite(np.log10(df["flux_irac3"] / df["flux_irac1"])) & (df["flux_irac4"] > 0)
+    fig = irac_color_color(df, snr_min=5)
+    assert len(_offsets(fig.axes[0].collections[0])) == int((ok & snr_ok(irac, 5)).sum())
+    assert (ok & snr_ok(irac, 5)).sum() < (ok & snr_ok(irac, 3)).sum() <= ok.sum()
+    assert fig.axes[0].get_title() == "IRAC colour-colour (S/N >= 5)"
+    fig = irac_color_color(df, snr_min=3)
+    assert len(_offsets(fig.axes[0].collections[0])) == int((ok & snr_ok(irac, 3)).sum())
+    df.loc[:99, "flux_err_nuv"] = df["flux_nuv"] / 2                  # S/N 2 in NUV
+    uvir = ("fuv", "nuv", "irac1")
+    both = df["flux_fuv"].notna() & snr_ok(uvir, 3)
+    fig = uv_ir_color_color(df, snr_min=3)
+    assert len(_offsets(fig.axes[0].collections[0])) == int(both.sum())
+    assert 0 < both.sum() <= (df.index >= 100).sum()
+
+
 # ---------------------------------------------------------------------- SED
 def test_sed_plot_detections_upper_limits_and_missing_bands():
     bands = ["fuv", "nuv", "irac1", "irac2", "irac3", "irac4"]
@@ -196,7 +220,7 @@ def test_cell_diagnostics_from_an_engine_fit():
 
 # ---------------------------------------------------------------------- CLI
 def test_plot_cli_writes_png_and_pdf(tmp_path):
-    from dask_phot.cli import main
+    from dask_phot.commands import main
 
     df = _synthetic()
     cat = tmp_path / "cat.parquet"
@@ -214,5 +238,5 @@ def test_plot_cli_writes_png_and_pdf(tmp_path):
     assert sed.stat().st_size > 1000
     uvir = tmp_path / "uvir.png"
     assert main(["plot", "uvir", str(cat), "--out", str(uvir), "--xray", "xray",
-                 "--hardness", "hr"]) == 0
+                 "--hardness", "hr", "--snr-min", "3"]) == 0
     assert main(["plot", "sed", str(cat), "--out", str(sed), "--source", "99999"]) == 2

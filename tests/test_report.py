@@ -25,7 +25,8 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="the report needs matplotlib")
 
-from dask_phot.cli import NOTEBOOK_BANDS, main, simulate_to_dir
+from dask_phot.bands import NOTEBOOK_BANDS
+from dask_phot.commands import main
 from dask_phot.config import load_config
 from dask_phot.pipeline import read_catalog, run_catalog
 from dask_phot.report import (
@@ -35,6 +36,7 @@ from dask_phot.report import (
     select_sources,
     write_report,
 )
+from dask_phot.testing import simulate_to_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dask_phot.detect._libs import as_sep_array
+from dask_phot._optional import as_sep_array
 
 __all__ = ["Prepared", "column_suffix", "positions", "prepare"]
 

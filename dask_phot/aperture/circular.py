@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from astropy.stats import sigma_clipped_stats
 
+from dask_phot._optional import require
 from dask_phot.aperture._common import check_radii, column_suffix, positions, prepare
-from dask_phot.detect._libs import require
 
 __all__ = ["annulus_background", "aperture_photometry", "radial_fwhm"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_phot._optional import require
 from dask_phot.aperture._common import positions, prepare
-from dask_phot.detect._libs import require
 
 __all__ = ["KRON_CIRCULAR", "KRON_FAILED", "kron_photometry"]
 

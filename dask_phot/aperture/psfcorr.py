@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from dask_phot._optional import as_sep_array, require
 from dask_phot.aperture._common import check_radii, positions
-from dask_phot.detect._libs import as_sep_array, require
 from dask_phot.psf import PixelPSF
 
 __all__ = ["aperture_corrections", "curve_of_growth"]

@@ -6,7 +6,7 @@ downloading images by hand:
 - :func:`query_priors` (:mod:`~dask_phot.archive.tap`): a cone or box over a TAP
   table (IRSA's ``cosmos2015``), large areas fetched in HEALPix pieces and put
   back together without duplicates; straight into
-  :func:`dask_phot.catalog.read_priors`.
+  :func:`dask_phot.priors.read_priors`.
 - :func:`irsa_images` (:mod:`~dask_phot.archive.sia`): IRSA SIA v2 search, per
   band the science images and their noise maps, as ``s3://`` URIs where IRSA
   serves the files from the cloud and HTTPS otherwise.
@@ -16,7 +16,7 @@ downloading images by hand:
   the region from HEASARC: positions, positional errors, fluxes.
 - :func:`load_recipe` and :func:`fetch_recipe` (:mod:`~dask_phot.archive.recipe`):
   a recipe file (``examples/cosmos.toml``) in, a ready ``config.toml`` out; the
-  ``dask-phot fetch`` command (:mod:`~dask_phot.archive.cli`).
+  ``dask-phot fetch`` command (:mod:`dask_phot.commands.fetch`).
 
 Every reply is cached on disk, keyed by its query (:class:`ArchiveCache`; default
 ``$DASK_PHOT_CACHE/archive`` or ``~/.cache/dask-phot/archive``);

@@ -6,163 +6,39 @@ raise :class:`RecipeError` naming the file and the dotted key.
 
 from __future__ import annotations
 
-import difflib
-import math
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from dask_phot.archive.heasarc import HEASARC_VO_URL
 from dask_phot.archive.mast import GALEX_FILTERS, MAST_URL
 from dask_phot.archive.region import SkyRegion
 from dask_phot.archive.sia import IRSA_SIA_URL
 from dask_phot.archive.tap import IRSA_TAP_URL
-from dask_phot.config import ConfigError
+from dask_phot.config import ConfigError, Provenance, build_section, setting
+from dask_phot.config.checks import NAME, Invalid, number, pair, strings, table
 
-__all__ = ["ImagesSpec", "PriorsSpec", "RecipeError", "XraySpec", "check_archive"]
+__all__ = ["ArchiveSpec", "ImagesSpec", "PriorsSpec", "RecipeError", "ServicesSpec",
+           "XraySpec", "check_archive"]
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_REQUIRED = object()
-_NOISE_KINDS = ("uncertainty", "variance", "weight")
+_COUNT = number(0, integer=True)
 
 
 class RecipeError(ConfigError):
     """An unusable archive recipe: the message names the file and the dotted key."""
 
-
-class _Bad(Exception):
-    """A rejected value (the caller adds the file and key)."""
+    __module__ = "dask_phot.archive"
 
 
-# ---------------------------------------------------------------------- value checks
-def _string(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"must be a string, got {v!r}")
-    return v.strip()
-
-
-def _text(v: Any) -> str:
-    v = _string(v)
-    if not v:
-        raise _Bad("must be a non-empty string")
-    return v
-
-
-def _strings(v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
-        raise _Bad(f"must be a list of non-empty strings, got {v!r}")
-    return tuple(x.strip() for x in v)
-
-
-def _names(v: Any) -> tuple[str, ...]:
-    out = (v.strip(),) if isinstance(v, str) and v.strip() else _strings(v)
-    if not out:
-        raise _Bad("must not be empty")
-    return out
-
-
-def _number(v: Any, *, positive: bool = True) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
-            or (v <= 0 if positive else v < 0):
-        raise _Bad(f"must be a number {'> 0' if positive else '>= 0'}, got {v!r}")
-    return float(v)
-
-
-def _count(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _Bad(f"must be an integer >= 0, got {v!r}")
-    return v
-
-
-def _flag(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _Bad(f"must be true or false, got {v!r}")
-    return v
-
-
-def _pair(v: Any) -> tuple[float, float]:
-    if not isinstance(v, list) or len(v) != 2 or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            for x in v):
-        raise _Bad(f"must be a list of two numbers, got {v!r}")
-    return float(v[0]), float(v[1])
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str]:
-    def check(v: Any) -> str:
-        if v not in allowed:
-            raise _Bad(f"must be one of {', '.join(map(repr, allowed))}, got {v!r}")
+def _columns(v: Any) -> str | tuple[str, ...]:
+    """``"*"`` (or any single ADQL column list) or a list of column names."""
+    if isinstance(v, str) and v.strip():
         return v
-    return check
-
-
-def _table_value(v: Any) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise _Bad(f"must be a table, got {v!r}")
-    return v
-
-
-Spec = Mapping[str, tuple[Callable[[Any], Any], Any]]
-
-
-def _check(value: Any, where: str, label: str, spec: Spec) -> dict[str, Any]:
-    """Check one table against ``spec`` (key -> (check, default or _REQUIRED))."""
-    if not isinstance(value, Mapping):
-        raise RecipeError(f"{label}: {where}: must be a table, got {value!r}")
-    for key in value:
-        if key not in spec:
-            close = difflib.get_close_matches(str(key), list(spec), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(f"{label}: {where}.{key}: unknown key{hint}; known keys: "
-                              f"{', '.join(spec)}")
-    out: dict[str, Any] = {}
-    for key, (check, default) in spec.items():
-        if key in value:
-            try:
-                out[key] = check(value[key])
-            except _Bad as exc:
-                raise RecipeError(f"{label}: {where}.{key}: {exc}") from None
-        elif default is _REQUIRED:
-            raise RecipeError(f"{label}: {where}.{key}: required")
-        else:
-            out[key] = default
-    return out
-
-
-# ---------------------------------------------------------------------- sections
-_ARCHIVE: Spec = {
-    "center": (_pair, _REQUIRED), "radius_arcmin": (_number, None),
-    "box_arcmin": (_pair, None), "output_dir": (_text, "fetched"), "cache_dir": (_string, ""),
-    "services": (_table_value, {}), "priors": (_table_value, _REQUIRED),
-    "images": (_table_value, {}), "xray": (_table_value, None),
-}
-_SERVICES: Spec = {"tap": (_text, IRSA_TAP_URL), "sia": (_text, IRSA_SIA_URL),
-                   "mast": (_text, MAST_URL), "heasarc": (_text, HEASARC_VO_URL)}
-_PRIORS: Spec = {
-    "service": (_string, ""), "table": (_text, _REQUIRED), "columns": (_strings, _REQUIRED),
-    "where": (_string, ""), "ra_column": (_text, "ra"), "dec_column": (_text, "dec"),
-    "id_column": (_string, ""), "max_piece_radius_arcmin": (_number, 12.0),
-    "maxrec": (_count, 0),
-}
-_SIA: Spec = {
-    "source": (_one_of("sia"), "sia"), "service": (_string, ""),
-    "collection": (_text, _REQUIRED), "bandpass": (_names, None),
-    "science": (_text, "science"), "noise": (_string, "uncertainty"),
-    "noise_kind": (_one_of(*_NOISE_KINDS), "uncertainty"), "coverage": (_string, "coverage"),
-    "cloud": (_flag, True),
-}
-_GALEX: Spec = {
-    "source": (_one_of("galex"), "galex"), "service": (_string, ""),
-    "filter": (_one_of(*(f for f, _ in GALEX_FILTERS.values())), None),
-    "min_exptime": (_number, 40000.0), "deepest_only": (_flag, True),
-}
-_XRAY: Spec = {
-    "service": (_string, ""), "catalog": (_text, _REQUIRED),
-    "radius_arcmin": (lambda v: _number(v, positive=False), 0.0),
-    "columns": (lambda v: v.strip() if isinstance(v, str) and v.strip() else _strings(v), "*"),
-    "keep": (_strings, ()), "maxrec": (_count, 100_000),
-}
+    if isinstance(v, str):
+        raise Invalid("must be a non-empty string or a list of column names")
+    return strings()(v)
 
 
 def _service_name(kind: str, url: str) -> str:
@@ -172,24 +48,63 @@ def _service_name(kind: str, url: str) -> str:
     return kind
 
 
-@dataclass(frozen=True)
-class PriorsSpec:
-    """``[archive.priors]``: the TAP query of the priors (see ``query_priors``)."""
+@dataclass(frozen=True, kw_only=True)
+class ServicesSpec:
+    """``[archive.services]``: base URLs of the services (a mirror, a test server...)."""
 
-    service: str
-    table: str
-    columns: tuple[str, ...]
+    tap: str = setting(IRSA_TAP_URL, check=NAME)
+    sia: str = setting(IRSA_SIA_URL, check=NAME)
+    mast: str = setting(MAST_URL, check=NAME)
+    heasarc: str = setting(HEASARC_VO_URL, check=NAME)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorsSpec:
+    """``[archive.priors]``: the TAP query of the priors (see ``query_priors``).
+
+    ``service`` is ``[archive.services] tap`` unless given.
+    """
+
+    service: str = ""
+    table: str = setting(check=NAME)
+    columns: tuple[str, ...] = setting(check=strings(empty=False))
     where: str = ""
-    ra_column: str = "ra"
-    dec_column: str = "dec"
+    ra_column: str = setting("ra", check=NAME)
+    dec_column: str = setting("dec", check=NAME)
     id_column: str = ""
-    max_piece_radius_arcmin: float = 12.0
-    maxrec: int = 0
+    max_piece_radius_arcmin: float = setting(12.0, check=number(0, strict=True))
+    maxrec: int = setting(0, check=_COUNT)
 
     @property
     def service_name(self) -> str:
         """Name of the service in messages."""
         return _service_name("TAP", self.service)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SiaKeys:
+    """The keys of an ``[archive.images.<band>]`` table with ``source = "sia"``."""
+
+    source: Literal["sia"] = "sia"
+    service: str = ""
+    collection: str = setting(check=NAME)
+    bandpass: tuple[str, ...] = setting((), check=strings(empty=False))
+    science: str = setting("science", check=NAME)
+    noise: str = "uncertainty"
+    noise_kind: Literal["uncertainty", "variance", "weight"] = "uncertainty"
+    coverage: str = "coverage"
+    cloud: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GalexKeys:
+    """The keys of an ``[archive.images.<band>]`` table with ``source = "galex"``."""
+
+    source: Literal["galex"] = "galex"
+    service: str = ""
+    filter: Literal["NUV", "FUV"] | None = None
+    min_exptime: float = setting(40000.0, check=number(0, strict=True))
+    deepest_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,16 +138,19 @@ class ImagesSpec:
         return ("galex", self.service, self.min_exptime, self.deepest_only)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class XraySpec:
-    """``[archive.xray]``: the HEASARC catalog to fetch (see ``xray_catalog``)."""
+    """``[archive.xray]``: the HEASARC catalog to fetch (see ``xray_catalog``).
 
-    service: str
-    catalog: str
-    radius_arcmin: float = 0.0
-    columns: str | tuple[str, ...] = "*"
-    keep: tuple[str, ...] = ()
-    maxrec: int = 100_000
+    ``service`` is ``[archive.services] heasarc`` unless given.
+    """
+
+    service: str = ""
+    catalog: str = setting(check=NAME)
+    radius_arcmin: float = setting(0.0, check=number(0))
+    columns: str | tuple[str, ...] = setting("*", check=_columns)
+    keep: tuple[str, ...] = setting((), check=strings())
+    maxrec: int = setting(100_000, check=_COUNT)
 
     @property
     def service_name(self) -> str:
@@ -240,45 +158,59 @@ class XraySpec:
         return _service_name("HEASARC", self.service)
 
 
-def _images(band: str, table: Any, services: Mapping[str, str], label: str) -> ImagesSpec:
+@dataclass(frozen=True, kw_only=True)
+class ArchiveSpec:
+    """``[archive]``: the region, where the results go, and what to fetch."""
+
+    center: tuple[float, float] = setting(check=pair)
+    radius_arcmin: float | None = setting(None, check=number(0, strict=True))
+    box_arcmin: tuple[float, float] | None = setting(None, check=pair)
+    output_dir: str = setting("fetched", check=NAME)
+    cache_dir: str = ""
+    services: ServicesSpec = field(default_factory=ServicesSpec)
+    priors: PriorsSpec = setting()
+    images: dict[str, Any] = setting(factory=dict, check=table)
+    xray: XraySpec | None = None
+
+
+def _images(band: str, value: Any, services: ServicesSpec, origin: Provenance) -> ImagesSpec:
     where = f"archive.images.{band}"
     if not _NAME_RE.match(band):
-        raise RecipeError(f"{label}: {where}: band names are letters, digits and _")
-    if not isinstance(table, Mapping):
-        raise RecipeError(f"{label}: {where}: must be a table, got {table!r}")
-    source = table.get("source", "galex" if band.lower() in GALEX_FILTERS else "sia")
-    if source not in ("sia", "galex"):
-        raise RecipeError(f"{label}: {where}.source: must be 'sia' or 'galex', got {source!r}")
-    if source == "sia":
-        v = _check(table, where, label, _SIA)
-        return ImagesSpec(band, "sia", v["service"] or services["sia"], v["collection"],
-                          v["bandpass"] or (band.upper(),), v["science"], v["noise"],
-                          v["noise_kind"], v["coverage"], v["cloud"])
-    v = _check(table, where, label, _GALEX)
+        origin.fail(where, "band names are letters, digits and _")
+    t = origin.table(where, value)
+    kind = t.get("source", "galex" if band.lower() in GALEX_FILTERS else "sia")
+    if kind not in ("sia", "galex"):
+        origin.fail(f"{where}.source", f"must be 'sia' or 'galex', got {kind!r}")
+    if kind == "sia":
+        v = build_section(_SiaKeys, t, key=where, origin=origin)
+        return ImagesSpec(band, "sia", v.service or services.sia, v.collection,
+                          v.bandpass or (band.upper(),), v.science, v.noise, v.noise_kind,
+                          v.coverage, v.cloud)
+    g = build_section(_GalexKeys, t, key=where, origin=origin)
+    if g.filter is None and band.lower() not in GALEX_FILTERS:
+        origin.fail(f"{where}.filter", f"required for a band not named "
+                                       f"{' or '.join(GALEX_FILTERS)} ('NUV' or 'FUV')")
     galex = {f: b for b, (f, _) in GALEX_FILTERS.items()}
-    if v["filter"] is None and band.lower() not in GALEX_FILTERS:
-        raise RecipeError(f"{label}: {where}.filter: required for a band not named "
-                          f"{' or '.join(GALEX_FILTERS)} ('NUV' or 'FUV')")
-    galex_band = galex[v["filter"]] if v["filter"] else band.lower()
-    return ImagesSpec(band, "galex", v["service"] or services["mast"], galex_band=galex_band,
-                      min_exptime=v["min_exptime"], deepest_only=v["deepest_only"])
+    galex_band = galex[g.filter] if g.filter else band.lower()
+    return ImagesSpec(band, "galex", g.service or services.mast, galex_band=galex_band,
+                      min_exptime=g.min_exptime, deepest_only=g.deepest_only)
 
 
-def _region(v: Mapping[str, Any], label: str) -> SkyRegion:
-    if (v["radius_arcmin"] is None) == (v["box_arcmin"] is None):
-        raise RecipeError(f"{label}: archive: give radius_arcmin (a cone) or box_arcmin = "
-                          "[width, height] (a box), not both or neither")
-    ra, dec = v["center"]
+def _region(spec: ArchiveSpec, origin: Provenance) -> SkyRegion:
+    if (spec.radius_arcmin is None) == (spec.box_arcmin is None):
+        origin.fail("archive", "give radius_arcmin (a cone) or box_arcmin = [width, height] "
+                               "(a box), not both or neither")
+    ra, dec = spec.center
     try:
-        if v["radius_arcmin"] is not None:
-            return SkyRegion.cone(ra, dec, v["radius_arcmin"] / 60.0)
-        width, height = v["box_arcmin"]
+        if spec.radius_arcmin is not None:
+            return SkyRegion.cone(ra, dec, spec.radius_arcmin / 60.0)
+        width, height = spec.box_arcmin  # type: ignore[misc]
         return SkyRegion.box(ra, dec, width / 60.0, height / 60.0)
     except ValueError as exc:
-        raise RecipeError(f"{label}: archive: {exc}") from None
+        origin.fail("archive", str(exc))
 
 
-def check_archive(table: Any, label: str) -> dict[str, Any]:
+def check_archive(value: Any, label: str) -> dict[str, Any]:
     """Check a recipe's ``[archive]`` table.
 
     Returns
@@ -288,14 +220,13 @@ def check_archive(table: Any, label: str) -> dict[str, Any]:
         ``priors`` (PriorsSpec), ``images`` (tuple of ImagesSpec), ``xray``
         (XraySpec or None).
     """
-    v = _check(table, "archive", label, _ARCHIVE)
-    services = _check(v["services"], "archive.services", label, _SERVICES)
-    p = _check(v["priors"], "archive.priors", label, _PRIORS)
-    priors = PriorsSpec(**{**p, "service": p["service"] or services["tap"]})
-    images = tuple(_images(b, t, services, label) for b, t in v["images"].items())
-    xray = None
-    if v["xray"] is not None:
-        x = _check(v["xray"], "archive.xray", label, _XRAY)
-        xray = XraySpec(**{**x, "service": x["service"] or services["heasarc"]})
-    return {"region": _region(v, label), "output_dir": v["output_dir"],
-            "cache_dir": v["cache_dir"], "priors": priors, "images": images, "xray": xray}
+    origin = Provenance(label, error=RecipeError)
+    spec = build_section(ArchiveSpec, value, key="archive", origin=origin)
+    services = spec.services
+    priors = dataclasses.replace(spec.priors, service=spec.priors.service or services.tap)
+    images = tuple(_images(b, t, services, origin) for b, t in spec.images.items())
+    xray = spec.xray
+    if xray is not None:
+        xray = dataclasses.replace(xray, service=xray.service or services.heasarc)
+    return {"region": _region(spec, origin), "output_dir": spec.output_dir,
+            "cache_dir": spec.cache_dir, "priors": priors, "images": images, "xray": xray}

@@ -40,7 +40,6 @@ import copy
 import json
 import logging
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +57,7 @@ from dask_phot.archive._recipe_spec import (
 )
 from dask_phot.archive.region import SkyRegion
 from dask_phot.archive.sia import ImageSet
-from dask_phot.config import ConfigError
+from dask_phot.config import ConfigError, load_config, read_toml, resolve_run_paths
 
 __all__ = ["FetchResult", "ImagesSpec", "PriorsSpec", "Recipe", "RecipeError", "XraySpec",
            "fetch_recipe", "load_recipe"]
@@ -109,20 +108,6 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         node.pop(parts[-1], None)
     else:
         node[parts[-1]] = value
-
-
-def _read(path_or_dict: Any) -> tuple[dict[str, Any], str, Path]:
-    if isinstance(path_or_dict, Mapping):
-        return copy.deepcopy(dict(path_or_dict)), "<dict>", Path.cwd()
-    label = os.fspath(path_or_dict)
-    path = Path(label).expanduser()
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except OSError as exc:
-        raise RecipeError(f"{label}: cannot read the recipe ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{label}: not valid TOML: {exc}") from None
-    return data, label, path.resolve().parent
 
 
 def _run_config(run: Mapping[str, Any], priors: PriorsSpec,
@@ -193,17 +178,15 @@ def load_recipe(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    dask_phot.archive._recipe_spec.RecipeError: <dict>: archive.radius_arcmn: unknown key (did you mean 'radius_arcmin'?)...
+    dask_phot.archive.RecipeError: <dict>: archive.radius_arcmn: unknown key; ... (did you mean 'radius_arcmin'?)
     """  # noqa: E501
-    data, label, base = _read(path_or_dict)
+    data, label, base = read_toml(path_or_dict, what="recipe", error=RecipeError)
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
     if "archive" not in data:
         raise RecipeError(f"{label}: no [archive] table: a recipe says what to fetch there")
     checked = check_archive(data.pop("archive"), label)
-    from dask_phot.config import _resolve_layer, load_config
-
-    run = _resolve_layer(data, base)  # the recipe's own paths, as load_config takes them
+    run = resolve_run_paths(data, base)  # the recipe's own paths, as load_config takes them
     specs: tuple[ImagesSpec, ...] = checked["images"]
     try:
         load_config(_run_config(run, checked["priors"], _pending_bands(specs), label),
@@ -223,7 +206,7 @@ def load_recipe(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
 # ---------------------------------------------------------------------- fetching
 def _fetch_priors(recipe: Recipe, cache: ArchiveCache) -> tuple[pd.DataFrame, int]:
     from dask_phot.archive.tap import plan_pieces, query_priors
-    from dask_phot.catalog import read_priors
+    from dask_phot.priors import read_priors
 
     p = recipe.priors
     ids = [p.id_column] if p.id_column else []
@@ -234,10 +217,8 @@ def _fetch_priors(recipe: Recipe, cache: ArchiveCache) -> tuple[pd.DataFrame, in
     frame = query_priors(recipe.region, **kwargs, service_url=p.service,
                          id_column=p.id_column or None, maxrec=p.maxrec or None, cache=cache,
                          service_name=p.service_name)
-    run_priors = recipe.run.get("priors", {})
-    extra = [*run_priors.get("keep_columns", [])]
-    if run_priors.get("flux_guess_column"):
-        extra.append(run_priors["flux_guess_column"])
+    keep = recipe.run.get("priors", {}).get("keep_columns", [])
+    extra = [keep] if isinstance(keep, str) else list(keep)
     try:
         read_priors(frame, ra_column=p.ra_column.lower(), dec_column=p.dec_column.lower(),
                     id_column=p.id_column.lower() or "source_id",
@@ -365,8 +346,6 @@ def fetch_recipe(
     config_path = out / "config.toml"
     _write(config_path, f"# written by dask-phot fetch from {recipe.source}\n"
            + tomli_w.dumps(config))
-    from dask_phot.config import load_config
-
     load_config(config_path, environ={})  # the written file must load as it stands
     manifest_path = out / "fetch.json"
     _write(manifest_path, json.dumps(_manifest(recipe, cache, n_pieces, priors, images, xray),

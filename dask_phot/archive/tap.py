@@ -9,7 +9,7 @@ cell, so the pieces put back together hold each row once; each piece's reply is
 cached on its own, so an interrupted fetch resumes where it stopped.
 
 The result is a DataFrame with the service's column names in lower case (ADQL
-names are case-insensitive), ready for :func:`dask_phot.catalog.read_priors`.
+names are case-insensitive), ready for :func:`dask_phot.priors.read_priors`.
 
 Examples
 --------

@@ -14,7 +14,7 @@ it is imported only when a match runs, never when this package is imported.
   for nway's own ``nway.py``.
 """
 
-from dask_phot.crossmatch.cells import match_cell, plan_match_cells, run_nway_cells
+from dask_phot.crossmatch.distributed import match_cell, plan_match_cells, run_nway_cells
 from dask_phot.crossmatch.footprint import footprint_area, footprint_moc
 from dask_phot.crossmatch.merge import crossmatch, merge_matches, select_matches
 from dask_phot.crossmatch.nway import (

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_phot.crossmatch.cells import run_nway_cells
+from dask_phot.crossmatch.distributed import run_nway_cells
 from dask_phot.crossmatch.nway import MatchCatalog, run_nway
 
 __all__ = ["crossmatch", "merge_matches", "select_matches"]

@@ -35,7 +35,7 @@ from dask_phot.detect.background import (
     noise_map,
     threshold_image,
 )
-from dask_phot.detect.config import DetectConfig, detect_config_from_dict, load_detect_config
+from dask_phot.detect.config import DetectConfig, load_detect_config
 from dask_phot.detect.cosmics import cosmic_ray_mask
 from dask_phot.detect.extract import (
     COSMIC_RAY,
@@ -60,7 +60,6 @@ __all__ = [
     "MatchResult",
     "cosmic_ray_mask",
     "deduplicate",
-    "detect_config_from_dict",
     "detect_sources",
     "gaussian_kernel",
     "load_detect_config",

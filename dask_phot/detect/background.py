@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dask_phot.detect._libs import as_sep_array, ensure_pixstack, require
+from dask_phot._optional import as_sep_array, ensure_pixstack, require
 
 __all__ = ["BackgroundMap", "bad_pixels", "measure_background", "noise_map", "threshold_image"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dask_phot.detect._libs import require
+from dask_phot._optional import require
 
 __all__ = ["cosmic_ray_mask"]
 

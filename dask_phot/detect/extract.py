@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from dask_phot.detect._libs import as_sep_array, ensure_pixstack, require
+from dask_phot._optional import as_sep_array, ensure_pixstack, require
 from dask_phot.detect.background import (
     BackgroundMap,
     bad_pixels,

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_phot.config import storage_options
 from dask_phot.detect.config import DetectConfig
 
 __all__ = ["DetectSummary", "Tile", "deduplicate", "group_of", "plan_tiles", "run_detect"]
@@ -80,8 +81,7 @@ def group_of(url: str, header: Any, cfg: DetectConfig) -> str:
 
     Examples
     --------
-    >>> from dask_phot.detect.config import detect_config_from_dict
-    >>> cfg = detect_config_from_dict({"detect": {"images": ["x"]}})
+    >>> cfg = DetectConfig(images=("x",))
     >>> group_of("s3://b/f814w_sci.fits.gz", {}, cfg)
     'f814w'
     """
@@ -151,10 +151,11 @@ def detect_tile(mosaic: Any, coverage: Any, tile: Tile, cfg: DetectConfig, psf: 
     from dask_phot.detect.extract import detect_sources
     from dask_phot.images import read_region
 
-    region = read_region(mosaic, tile.box_x, tile.box_y, storage_options=cfg.storage)
+    storage = storage_options(cfg)
+    region = read_region(mosaic, tile.box_x, tile.box_y, storage_options=storage)
     cov = None
     if coverage is not None:
-        cov_region = read_region(coverage, tile.box_x, tile.box_y, storage_options=cfg.storage)
+        cov_region = read_region(coverage, tile.box_x, tile.box_y, storage_options=storage)
         cov = np.nan_to_num(cov_region.data, nan=0.0)
     if not np.isfinite(region.data).any():
         return pd.DataFrame()
@@ -199,14 +200,14 @@ def detect_tile(mosaic: Any, coverage: Any, tile: Tile, cfg: DetectConfig, psf: 
 
 
 def _read_reference(cfg: DetectConfig) -> pd.DataFrame | None:
-    from dask_phot.catalog import read_priors
+    from dask_phot.priors import read_priors
 
     ref = cfg.reference
     if not ref.path:
         return None
     return read_priors(ref.path, ra_column=ref.ra_column, dec_column=ref.dec_column,
                        id_column="source_id", columns=list(ref.columns),
-                       storage_options=cfg.storage)
+                       storage_options=storage_options(cfg))
 
 
 def _align(table: pd.DataFrame, reference: pd.DataFrame | None,
@@ -241,10 +242,11 @@ def _index(cfg: DetectConfig) -> tuple[list[Any], list[Any]]:
 
     kind = cfg.noise_kind if cfg.noise else "none"
     mosaics = build_index(list(cfg.images), list(cfg.noise) or None, noise_kind=kind,  # type: ignore[arg-type]
-                          band="detect", storage_options=cfg.storage)
+                          band="detect", storage_options=storage_options(cfg))
     coverage: list[Any] = [None] * len(mosaics)
     if cfg.coverage:
-        coverage = build_index(list(cfg.coverage), band="coverage", storage_options=cfg.storage)
+        coverage = build_index(list(cfg.coverage), band="coverage",
+                               storage_options=storage_options(cfg))
         if len(coverage) != len(mosaics):
             raise ValueError(f"coverage: {len(coverage)} maps for {len(mosaics)} images")
     return mosaics, coverage
@@ -303,13 +305,13 @@ def _assemble(tables: Sequence[pd.DataFrame], cfg: DetectConfig, n_tiles: int) -
         cat, offsets[str(group)] = _align(cat, reference, cfg)
         cat.insert(0, "id", np.arange(1, len(cat) + 1, dtype=np.int64))
         written[str(group)] = _write(cat, f"{cfg.output.rstrip('/')}/{group}.parquet",
-                                     cfg.storage)
+                                     storage_options(cfg))
         per_group.append(cat)
     merged = deduplicate(pd.concat(per_group, ignore_index=True) if per_group else all_rows,
                          cfg.merge_radius_arcsec).rename(columns={"n_dup": "n_groups"})
     merged = merged.drop(columns=["id"], errors="ignore")
     merged.insert(0, "source_id", np.arange(1, len(merged) + 1, dtype=np.int64))
-    path = _write(merged, f"{cfg.output.rstrip('/')}/merged.parquet", cfg.storage)
+    path = _write(merged, f"{cfg.output.rstrip('/')}/merged.parquet", storage_options(cfg))
     logger.info("detect: %d source(s) in %d group(s) -> %s", len(merged), len(written), path)
     return DetectSummary(groups=written, merged=path, n_sources=len(merged), n_tiles=n_tiles,
                          offsets_arcsec=offsets)

@@ -7,6 +7,7 @@ per-target cutout fit for parity studies.
 """
 
 from dask_phot.engine.core import forced_photometry
+from dask_phot.engine.prepare import robust_sigma
 from dask_phot.engine.result import PhotometryResult
 
-__all__ = ["PhotometryResult", "forced_photometry"]
+__all__ = ["PhotometryResult", "forced_photometry", "robust_sigma"]

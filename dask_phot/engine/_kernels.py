@@ -24,9 +24,11 @@ from dask_phot.engine._normal import (
     ST_OK,
     build_normal,
     build_normal_tile,
+    refresh_data_sums,
     solve_normal,
     solve_normal_rl,
     solve_tiles,
+    tile_table,
 )
 from dask_phot.engine._pairs import block_lines, pair_table
 
@@ -41,8 +43,10 @@ __all__ = [
     "footprint_counts",
     "footprint_stats",
     "pair_table",
+    "refresh_data_sums",
     "scatter_model",
     "solve_normal",
     "solve_normal_rl",
     "solve_tiles",
+    "tile_table",
 ]

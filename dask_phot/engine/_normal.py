@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from dask_phot.engine._pairs import _cells_in, block_lines, pair_table
+from dask_phot.engine._pairs import block_lines, cells_in, pair_table
 
 __all__ = [
     "ST_DEGENERATE",
@@ -27,9 +27,11 @@ __all__ = [
     "ST_OK",
     "build_normal",
     "build_normal_tile",
+    "refresh_data_sums",
     "solve_normal",
     "solve_normal_rl",
     "solve_tiles",
+    "tile_table",
 ]
 
 # status codes written by the solvers (mapped to Flag bits by the callers)
@@ -145,10 +147,10 @@ def build_normal_tile(
         i = members[a]
         if scell[i, 1] > 0:
             sc = scell[i]
-            nmat[a, a] = _cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
-            rhs[a] = _cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
+            nmat[a, a] = cells_in(sc, svals, 3, 0, rbx0, rbx1, rby0, rby1)
+            rhs[a] = cells_in(sc, svals, 3, 1, rbx0, rbx1, rby0, rby1)
             if nsky > 0:
-                nmat[a, m] = _cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
+                nmat[a, m] = cells_in(sc, svals, 3, 2, rbx0, rbx1, rby0, rby1)
         if nsky > 1:
             s1 = 0.0
             s2 = 0.0
@@ -164,7 +166,7 @@ def build_normal_tile(
             bb = loc[nbr[q]]
             if bb < 0:
                 continue
-            g = _cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
+            g = cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
             nmat[a, bb] = g
             nmat[bb, a] = g
     for a in range(m):
@@ -396,6 +398,38 @@ def solve_normal_rl(
 
 
 @numba.njit(cache=True)
+def tile_table(
+    tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
+    w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
+    weight: np.ndarray,
+) -> tuple:
+    """The block lines of the tiles' regions and the pair table of their members.
+
+    Returns ``(table, xlines, xb, yb, blocks)``; ``blocks`` is False where the
+    blocks are narrower than a quarter stamp on average (tiles of a few pixels):
+    entries would be split into many cells, and the tiles are built directly.
+    """
+    n = w.shape[0]
+    use = np.zeros(n, dtype=np.bool_)
+    for q in range(tile_members.shape[0]):
+        use[tile_members[q]] = True
+    ny, nx = weight.shape
+    # typical stamp side (a few large galaxy stamps do not change the choice)
+    k = 1
+    if n > 0:
+        k = max(1, int(np.median(w)))
+    xlines, xb = block_lines(regions, nx, 0)
+    ylines, yb = block_lines(regions, ny, 1)
+    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
+    if blocks:
+        table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
+    else:
+        table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
+                           use[:0], xlines, xb, yb)
+    return table, xlines, xb, yb, blocks
+
+
+@numba.njit(cache=True)
 def solve_tiles(
     tile_ptr: np.ndarray,
     tile_members: np.ndarray,
@@ -411,14 +445,19 @@ def solve_tiles(
     weight: np.ndarray,
     nsky: int,
     tol: float,
+    prepared: tuple,
+    variances: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Solve every tile's sub-problem; keep the results of its primary sources.
 
     ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
     ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
-    tile ``t`` reports. Returns ``flux, var, status, has_degenerate`` per source
-    and the sky parameters ``(ntiles, 3)`` of each tile.
+    tile ``t`` reports; ``prepared`` is :func:`tile_table`'s result for these
+    tiles and this ``image``. Returns ``flux, var, status, has_degenerate`` per
+    source and the sky parameters ``(ntiles, 3)`` of each tile (without
+    ``variances``, ``var`` is NaN: a quicker first pass).
     """
+    table, _, xb, yb, blocks = prepared
     n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
     flux = np.full(n, np.nan)
@@ -426,24 +465,6 @@ def solve_tiles(
     status = np.full(n, ST_FAILED, dtype=np.int64)
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
-    use = np.zeros(n, dtype=np.bool_)
-    for q in range(tile_members.shape[0]):
-        use[tile_members[q]] = True
-    ny, nx = weight.shape
-    # typical stamp side (a few large galaxy stamps do not change the choice below)
-    k = 1
-    if n > 0:
-        k = max(1, int(np.median(w)))
-    xlines, xb = block_lines(regions, nx, 0)
-    ylines, yb = block_lines(regions, ny, 1)
-    # block partial sums, unless the blocks are narrower than a quarter stamp on
-    # average (tiles of a few pixels), where entries would be split into many cells
-    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
-    if blocks:
-        table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
-    else:
-        table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
-                           use[:0], xlines, xb, yb)
     loc = np.full(n, -1, dtype=np.int64)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
@@ -457,7 +478,7 @@ def solve_tiles(
                                      regions[t], nsky)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
-            want[a] = tile_primary[lo + a]
+            want[a] = tile_primary[lo + a] and variances
         sol, v, st = solve_normal_rl(nmat, rhs, want, tol)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
@@ -476,3 +497,34 @@ def solve_tiles(
                         if c > 0.999:
                             hasdeg[i] = True
     return flux, var, status, hasdeg, sky
+
+
+@numba.njit(cache=True)
+def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+                      h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
+                      weight: np.ndarray) -> None:
+    """Recompute the stamps' ``sum(w s d)`` block sums of a :func:`tile_table` for a new
+    ``image`` (the other sums depend on the stamps and weights only), in place."""
+    table, xlines, _, yb, blocks = prepared
+    if not blocks:
+        return
+    scell, svals = table[4], table[5]
+    ny, nx = weight.shape
+    for i in range(w.shape[0]):
+        if scell[i, 1] == 0:
+            continue
+        bx0, nbx, by0, off = scell[i, 0], scell[i, 1], scell[i, 2], scell[i, 4]
+        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
+        for q in range(scell[i, 3] * nbx):
+            svals[off + 3 * q + 1] = 0.0
+        for yy in range(ys, ye):
+            cell = (yb[yy] - by0) * nbx
+            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+            for sb in range(nbx):
+                sx0 = max(xs, xlines[bx0 + sb])
+                sx1 = min(xe, xlines[bx0 + sb + 1])
+                acc = 0.0
+                for xx in range(sx0, sx1):
+                    acc += weight[yy, xx] * data[ri + xx] * image[yy, xx]
+                svals[off + 3 * (cell + sb) + 1] += acc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_lines", "pair_table"]
+__all__ = ["block_lines", "cells_in", "pair_table"]
 
 # Flags for kernels whose only floating-point liberty is the order of sums
 # (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
@@ -237,7 +237,7 @@ def pair_table(
 
 
 @numba.njit(cache=True, inline="always")
-def _cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
+def cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
               rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
     """Sum of the block partial sums of one entry over the blocks of a region."""
     bx0, nbx, by0, nby, off = cell[0], cell[1], cell[2], cell[3], cell[4]

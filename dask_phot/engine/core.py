@@ -154,8 +154,12 @@ def forced_photometry(
     if backend == "tractor":
         from dask_phot.engine.tractor import tractor_photometry
 
-        return tractor_photometry(image, psf, x, y, shapes=shapes, sigma=sigma, weight=weight,
-                                  sky=sky, fit_sky=fit_sky)
+        return tractor_photometry(
+            image, psf, x, y, shapes=shapes, sigma=sigma, weight=weight, sky=sky,
+            fit_sky=fit_sky, sky_model=sky_model, fit_positions=fit_positions,
+            tile_size=tile_size, margin=margin, blend_radius=blend_radius,
+            degenerate_tol=degenerate_tol, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+            return_model=return_model)
     _check_options(mode, sky_model, fit_positions, backend)
     psf = as_psf(psf, pixel_scale)
     prep = prepare_inputs(image, psf, x, y, sigma=sigma, weight=weight,

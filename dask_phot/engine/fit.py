@@ -45,21 +45,22 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     prep.flags[prep.fit & rendered.capped] |= int(Flag.MODEL_TRUNCATED)
     extra = None
     if mode == "cutout":
-        from dask_phot.engine.cutout import solve_cutouts
+        from dask_phot.engine.cutout_fit import solve_cutouts
 
         flux, var, status, hasdeg, local_sky = solve_cutouts(
             prep, stamps, width=cutout_width, sky_given=sky_given, tol=opts["tol"])
         info = {"mode": "cutout", "cutout_width": cutout_width, "wings": False}
     else:
-        flux, var, status, hasdeg, local_sky, tiling = solve_scene(
-            prep, stamps, order=order, **opts)
         wings = has_wings(psf, rendered)
+        flux, var, status, hasdeg, local_sky, state = solve_scene(
+            prep, stamps, order=order, variances=not wings, **opts)
         if wings:
             light = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
             clean = replace(prep, data=np.where(prep.weight > 0, prep.data - light, 0.0))
-            flux, var, status, hasdeg, local_sky, tiling = solve_scene(
-                clean, stamps, order=order, **opts)
+            flux, var, status, hasdeg, local_sky, state = solve_scene(
+                clean, stamps, order=order, state=state, **opts)
             extra = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
+        tiling = state.tiling
         if opts["nsky"]:
             sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
             extra = sky if extra is None else extra + sky

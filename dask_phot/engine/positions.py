@@ -119,7 +119,8 @@ def refine_positions(
     refined = np.zeros(prep.x.shape[0], dtype=bool)
     for _ in range(max(1, iterations)):
         stamps = render_sources(psf, prep.x, prep.y, shapes, **render).stamps
-        flux, var, status, _, _, tiling = solve_scene(prep, stamps, **opts)
+        flux, var, status, _, _, state = solve_scene(prep, stamps, **opts)
+        tiling = state.tiling
         with np.errstate(invalid="ignore", divide="ignore"):
             snr = flux / np.sqrt(var)
         bright = prep.fit & (status == K.ST_OK) & (snr > snr_min)

@@ -23,7 +23,7 @@ from dask_phot.engine import _kernels as K
 from dask_phot.engine.prepare import Prepared
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["Tiling", "make_tiling", "sky_at", "solve_scene", "spatial_order"]
+__all__ = ["SceneState", "Tiling", "make_tiling", "sky_at", "solve_scene", "spatial_order"]
 
 
 @dataclass
@@ -161,6 +161,17 @@ def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
     return out
 
 
+@dataclass
+class SceneState:
+    """What a scene fit of given stamps can reuse for another image (the tiling and the
+    pair table; only the data sums change)."""
+
+    tiling: Tiling
+    pos: np.ndarray
+    members: np.ndarray
+    prepared: tuple
+
+
 def solve_scene(
     prep: Prepared,
     stamps: Stamps,
@@ -170,28 +181,38 @@ def solve_scene(
     margin: int,
     tol: float,
     order: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, Tiling]:
+    state: SceneState | None = None,
+    variances: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, SceneState]:
     """Joint fit of all sources marked ``prep.fit``.
 
     ``stamps[k]`` is the stamp of source ``order[k]`` (input order without
     ``order``; a permutation such as :func:`spatial_order` keeps each tile's
     stamps close in memory). Returns ``flux, var, status, has_degenerate,
-    sky_at_sources, tiling`` in input order and stores the tile sky parameters
-    on the tiling (``tiling.sky``).
+    sky_at_sources`` in input order and the :class:`SceneState`, whose tiling
+    holds the tile sky parameters (``tiling.sky``). Given the ``state`` of a fit
+    of the same stamps and weights, only the data sums are recomputed; without
+    ``variances`` they are not computed (NaN).
     """
-    n = prep.x.shape[0]
-    pos = np.arange(n) if order is None else np.argsort(order)
-    cx = np.floor(prep.x + 0.5).astype(np.int64)
-    cy = np.floor(prep.y + 0.5).astype(np.int64)
-    boxes = (stamps.x0[pos], stamps.y0[pos], stamps.w[pos], stamps.h[pos])
-    tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
-                         all_tiles=nsky > 0)
-    members = pos[tiling.members]  # rows of the stamps; each tile keeps input order
+    if state is None:
+        n = prep.x.shape[0]
+        pos = np.arange(n) if order is None else np.argsort(order)
+        cx = np.floor(prep.x + 0.5).astype(np.int64)
+        cy = np.floor(prep.y + 0.5).astype(np.int64)
+        boxes = (stamps.x0[pos], stamps.y0[pos], stamps.w[pos], stamps.h[pos])
+        tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
+                             all_tiles=nsky > 0)
+        members = pos[tiling.members]  # rows of the stamps; each tile keeps input order
+        prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight)
+        state = SceneState(tiling, pos, members, prepared)
+    else:
+        K.refresh_data_sums(state.prepared, *stamps.arrays, prep.data, prep.weight)
+    tiling, pos = state.tiling, state.pos
     flux, var, status, hasdeg, sky = K.solve_tiles(
-        tiling.ptr, members, tiling.primary, tiling.regions, *stamps.arrays,
-        prep.data, prep.weight, nsky, tol,
+        tiling.ptr, state.members, tiling.primary, tiling.regions, *stamps.arrays,
+        prep.data, prep.weight, nsky, tol, state.prepared, variances,
     )
     flux, var, status, hasdeg = flux[pos], var[pos], status[pos], hasdeg[pos]
     tiling.sky = sky  # type: ignore[attr-defined]
     local_sky = sky_at(tiling, sky, nsky, prep.x, prep.y)
-    return flux, var, status, hasdeg, local_sky, tiling
+    return flux, var, status, hasdeg, local_sky, state

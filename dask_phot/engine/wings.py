@@ -19,6 +19,7 @@ from scipy import signal
 
 from dask_phot.engine import _kernels as K
 from dask_phot.models.render import Rendered
+from dask_phot.models.stamps import Stamps
 
 __all__ = ["has_wings", "wing_image"]
 
@@ -43,11 +44,15 @@ def wing_image(psf: object, rendered: Rendered, x: np.ndarray, y: np.ndarray,
     if wing <= int(psf.size):  # type: ignore[attr-defined]
         return out
     inner = rendered.sides
-    for k in np.unique(inner[inner < wing]):
+    core = int(psf.size)  # type: ignore[attr-defined]
+    sel = (inner == core) & (f != 0)
+    if sel.any():  # most sources: one FFT convolution
+        out += _convolved(psf.wing_kernel(core), x[sel], y[sel], f[sel], shape)  # type: ignore
+    for k in np.unique(inner[(inner > core) & (inner < wing)]):  # large galaxies: few
         sel = (inner == k) & (f != 0)
         if sel.any():
-            out += _convolved(psf.wing_kernel(int(k)), x[sel], y[sel], f[sel],  # type: ignore
-                              shape)
+            out += _placed(psf.wing_kernel(int(k)), x[sel], y[sel], f[sel],  # type: ignore
+                           shape)
     return out
 
 
@@ -62,5 +67,16 @@ def _convolved(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarra
     inside = (cx >= 0) & (cx < nx + 2 * h) & (cy >= 0) & (cy < ny + 2 * h)
     fmap = np.zeros((ny + 2 * h, nx + 2 * h))
     np.add.at(fmap, (cy[inside], cx[inside]), flux[inside])
-    conv = signal.oaconvolve(fmap, kernel, mode="same")
+    conv = signal.fftconvolve(fmap, kernel, mode="same")
     return conv[h:h + ny, h:h + nx]
+
+
+def _placed(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+            shape: tuple[int, int]) -> np.ndarray:
+    """``kernel`` placed at each source's nearest pixel, scaled by its flux (directly)."""
+    k = kernel.shape[0]
+    m = x.size
+    x0 = np.floor(x + 0.5).astype(np.int64) - k // 2
+    y0 = np.floor(y + 0.5).astype(np.int64) - k // 2
+    st = Stamps.from_square(np.broadcast_to(kernel, (m, k, k)), x0, y0)
+    return K.scatter_model(*st.arrays, flux, shape)

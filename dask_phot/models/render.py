@@ -9,7 +9,10 @@ exactly from its Fourier transform ``(F_n - 1) R^`` (:mod:`~dask_phot.models.ser
 oversampled PSF, at the source's sub-pixel phase. Splitting the model this way
 keeps the PSF's far wings out of the Fourier sum (they live in the point part,
 cut cleanly at the stamp's edge), so the periodic Fourier grid wraps almost no
-light: ``D`` has no net flux and the extent of the galaxy.
+light: ``D`` has no net flux and the extent of the galaxy. Through a PSF
+sampled on the image grid (no finer information, no wings beyond its box), the
+whole galaxy is rendered from its transform ``F_n R^``: the band-limited
+interpolation of the PSF, which the Lanczos shift of point sources approximates.
 
 A galaxy's stamp grows with the radius holding ``fraction`` of its light
 (plus two PSF FWHM), rounded up to a size with small prime factors, and is
@@ -30,7 +33,6 @@ from dask_phot.models.sersic import SersicTable, fourier_table, radius_fraction
 from dask_phot.models.shapes import Shapes
 from dask_phot.models.stamps import Stamps
 from dask_phot.psf import OversampledPSF
-from dask_phot.psf.transfer import Transfer
 
 __all__ = ["Rendered", "render_sources", "stamp_sizes"]
 
@@ -154,39 +156,27 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
 
 def _galaxy_stamps(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
                    rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point part plus Fourier-rendered extension for galaxies sharing stamp side ``k``."""
+    """Galaxies sharing stamp side ``k``: for an oversampled PSF, its exact point stamp
+    plus the Fourier-rendered extension; for a PSF on the image grid (whose continuous
+    form is its band-limited interpolation), the whole model from its transform."""
     m = x.shape[0]
-    if isinstance(psf, OversampledPSF):
-        # the PSF's light out to the galaxy's stamp edge (its wings are known)
-        point, px0, py0 = psf.stamps(x, y, size=k)
-    else:  # a PSF on the image grid is zero beyond its own box
-        point, px0, py0 = psf.stamps(x, y)  # type: ignore[attr-defined]
     cx = np.floor(x + 0.5)
     cy = np.floor(y + 0.5)
-    tr = _half_transfer(psf, k)
+    fine = isinstance(psf, OversampledPSF)
+    # the PSF's light out to the galaxy's stamp edge (an oversampled PSF's wings are known)
+    point = psf.stamps(x, y, size=k)[0] if fine else np.zeros((m, 1, 1))
+    tr = psf.transfer(k).half()  # type: ignore[attr-defined]
     bidx, bw = _basis_weights(psf, x, y)
     table = fourier_table()
     nidx, nw = _n_weights(table, shapes.n[rows])
     spec = np.zeros((m, k, k // 2 + 1), dtype=np.complex128)
     _extension_spectra(tr.ux, tr.uy, tr.jx, tr.jy, tr.rhat, k, tr.n, x - cx, y - cy,
                        shapes.r_e[rows], shapes.q[rows], np.deg2rad(shapes.theta[rows]),
-                       nidx, nw, bidx, bw, table.values, table.lt0, table.dlt, spec)
+                       nidx, nw, bidx, bw, table.values, table.lt0, table.dlt,
+                       1.0 if fine else 0.0, spec)
     ext = scipy.fft.irfft2(spec, s=(k, k), axes=(1, 2), overwrite_x=True)
     st = _centre_and_add(ext, point)
-    o = (k - point.shape[1]) // 2
-    return st, px0 - o, py0 - o
-
-
-def _half_transfer(psf: object, k: int) -> Transfer:
-    cache = _HALVES.setdefault(id(psf), {})
-    tr = psf.transfer(k)  # type: ignore[attr-defined]
-    if cache.get(k, (None,))[0] is not tr:
-        cache[k] = (tr, tr.half())
-    return cache[k][1]
-
-
-#: Half-spectrum transfers per PSF object and stamp size (keyed by the full one).
-_HALVES: dict[int, dict[int, tuple[Transfer, Transfer]]] = {}
+    return st, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
 
 
 @numba.njit(cache=True)
@@ -246,8 +236,9 @@ def _extension_spectra(ux: np.ndarray, uy: np.ndarray, jx: np.ndarray, jy: np.nd
                        rhat: np.ndarray, k: int, n: int, dx: np.ndarray, dy: np.ndarray,
                        r_e: np.ndarray, q: np.ndarray, theta: np.ndarray, nidx: np.ndarray,
                        nw: np.ndarray, bidx: np.ndarray, bw: np.ndarray, table: np.ndarray,
-                       lt0: float, dlt: float, out: np.ndarray) -> None:
-    """Accumulate ``(F_n(t) - 1) R^ exp(-2 pi i nu.d)`` of each galaxy onto its stamp bins."""
+                       lt0: float, dlt: float, point: float, out: np.ndarray) -> None:
+    """Accumulate ``(F_n(t) - point) R^ exp(-2 pi i nu.d)`` of each galaxy onto its stamp
+    bins (``point`` 1: the extension beyond a point source; 0: the whole model)."""
     npts = ux.shape[0]
     nt = table.shape[1]
     nb = rhat.shape[0]
@@ -273,16 +264,19 @@ def _extension_spectra(ux: np.ndarray, uy: np.ndarray, jx: np.ndarray, jy: np.nd
             fy = float(uy[p])
             t2 = a * fx * fx + 2.0 * b * fx * fy + cc * fy * fy
             if t2 <= tiny:
-                continue
-            fj = (0.5 * math.log(t2) - lt0) / dlt
-            j = int(fj)
-            if j >= nt - 1:
-                g1 = -1.0
+                if point == 1.0:
+                    continue
+                g1 = 1.0 - point
             else:
-                wt = fj - j
-                f0 = row0[j] + wt * (row0[j + 1] - row0[j])
-                f1 = row1[j] + wt * (row1[j + 1] - row1[j])
-                g1 = f0 + wn * (f1 - f0) - 1.0
+                fj = (0.5 * math.log(t2) - lt0) / dlt
+                j = int(fj)
+                if j >= nt - 1:
+                    g1 = -point
+                else:
+                    wt = fj - j
+                    f0 = row0[j] + wt * (row0[j + 1] - row0[j])
+                    f1 = row1[j] + wt * (row1[j + 1] - row1[j])
+                    g1 = f0 + wn * (f1 - f0) - point
             if nb == 1:
                 r = rhat[0, p]
             else:

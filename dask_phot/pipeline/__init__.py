@@ -5,7 +5,7 @@
 :func:`process_cell` the single-cell debug path with I/O.
 """
 
-from dask_phot.pipeline.cell import CellReport, fit_band, fit_cell, process_cell
+from dask_phot.pipeline.kernel import CellReport, fit_band, fit_cell, process_cell
 from dask_phot.pipeline.run import (
     RunSummary,
     photometry_frame,

@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from dask_phot.catalog import read_priors
 from dask_phot.cells import Cell, CellSources, choose_order, partition_priors
 from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
-from dask_phot.pipeline.cell import CellReport, process_cell
+from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, write_cell
+from dask_phot.priors import read_priors
 from dask_phot.schema import cell_meta, column_units
 
 __all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell"]

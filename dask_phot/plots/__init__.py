@@ -2,7 +2,7 @@
 
 Each function returns a :class:`matplotlib.figure.Figure`, built without
 ``pyplot``; the ``dask-phot plot KIND CATALOG --out FILE`` command
-(:mod:`dask_phot.plots.cli`) saves them as PNG or PDF.
+(:mod:`dask_phot.commands.plot`) saves them as PNG or PDF.
 
 * :func:`flux_comparison`: measured vs reference flux per band, 1:1 line, median
   ratio and robust scatter on each panel;

@@ -152,6 +152,18 @@ def flux_comparison(catalog: pd.DataFrame, pairs: Mapping[str, tuple[str, str]],
 
 
 # ---------------------------------------------------------------------- colour-colour
+def _detected(catalog: pd.DataFrame, flux: str, flux_err: str, bands: Sequence[str],
+              snr_min: float) -> np.ndarray:
+    """Rows with S/N >= ``snr_min`` in every band (every row when ``snr_min`` is 0)."""
+    ok = np.ones(len(catalog), dtype=bool)
+    if snr_min > 0:
+        for band in bands:
+            f, e = _col(catalog, flux, band), _col(catalog, flux_err, band)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ok &= np.nan_to_num(f / e) >= snr_min
+    return ok
+
+
 def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.log10(a / b)
@@ -162,7 +174,8 @@ def _log_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def irac_color_color(catalog: pd.DataFrame, *,
                      bands: Sequence[str] = ("irac1", "irac2", "irac3", "irac4"),
                      flux: str = "flux_{band}", uv_detected: Any = None,
-                     xray_detected: Any = None) -> Any:
+                     xray_detected: Any = None, snr_min: float = 0.0,
+                     flux_err: str = "flux_err_{band}") -> Any:
     """IRAC colour-colour diagram with the Lacy et al. (2004) AGN wedge.
 
     Parameters
@@ -174,6 +187,11 @@ def irac_color_color(catalog: pd.DataFrame, *,
         Flux column template.
     uv_detected, xray_detected : str or array_like of bool, optional
         Rows to overlay (a column name or a mask), e.g. ``"chandra_match"``.
+    snr_min : float
+        Draw only sources with ``flux / flux_err >= snr_min`` in all four bands
+        (0: every source with both colours).
+    flux_err : str
+        Flux-error column template, for ``snr_min``.
 
     Returns
     -------
@@ -184,7 +202,7 @@ def irac_color_color(catalog: pd.DataFrame, *,
     """
     f1, f2, f3, f4 = (_col(catalog, flux, b) for b in bands)
     x, y = _log_ratio(f3, f1), _log_ratio(f4, f2)
-    ok = np.isfinite(x) & np.isfinite(y)
+    ok = np.isfinite(x) & np.isfinite(y) & _detected(catalog, flux, flux_err, bands, snr_min)
     fig = _figure()
     ax = fig.add_subplot()
     ax.scatter(x[ok], y[ok], s=8, color="0.6", label=f"all ({ok.sum()})")
@@ -204,14 +222,15 @@ def irac_color_color(catalog: pd.DataFrame, *,
     ax.set_ylim(-1.0, 1.5)
     ax.set_xlabel(r"$\log_{10}(S_{5.8}/S_{3.6})$")
     ax.set_ylabel(r"$\log_{10}(S_{8.0}/S_{4.5})$")
-    ax.set_title("IRAC colour-colour")
+    ax.set_title("IRAC colour-colour" + (f" (S/N >= {snr_min:g})" if snr_min > 0 else ""))
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
 def uv_ir_color_color(catalog: pd.DataFrame, *, fuv: str = "fuv", nuv: str = "nuv",
                       ir: str = "irac1", flux: str = "flux_{band}",
-                      xray_detected: Any = None, hardness: str | None = None) -> Any:
+                      xray_detected: Any = None, hardness: str | None = None,
+                      snr_min: float = 0.0, flux_err: str = "flux_err_{band}") -> Any:
     """UV-IR colour-colour diagram (Bouquin et al. 2015): FUV-NUV against NUV-[3.6].
 
     Parameters
@@ -225,6 +244,11 @@ def uv_ir_color_color(catalog: pd.DataFrame, *, fuv: str = "fuv", nuv: str = "nu
         X-ray-detected rows, drawn over the others.
     hardness : str, optional
         Column of the X-ray hardness ratio colouring them (with a colour bar).
+    snr_min : float
+        Draw only sources with ``flux / flux_err >= snr_min`` in the three bands
+        (0: every source with both colours).
+    flux_err : str
+        Flux-error column template, for ``snr_min``.
 
     Returns
     -------
@@ -235,7 +259,8 @@ def uv_ir_color_color(catalog: pd.DataFrame, *, fuv: str = "fuv", nuv: str = "nu
     m_nuv, _ = flux_to_mag(_col(catalog, flux, nuv), 0.0)
     m_ir, _ = flux_to_mag(_col(catalog, flux, ir), 0.0)
     x, y = m_nuv - m_ir, m_fuv - m_nuv
-    ok = np.isfinite(x) & np.isfinite(y)
+    ok = np.isfinite(x) & np.isfinite(y) & _detected(catalog, flux, flux_err, (fuv, nuv, ir),
+                                                     snr_min)
     fig = _figure()
     ax = fig.add_subplot()
     ax.scatter(x[ok], y[ok], s=8, color="0.6", label=f"all ({ok.sum()})")
@@ -252,7 +277,8 @@ def uv_ir_color_color(catalog: pd.DataFrame, *, fuv: str = "fuv", nuv: str = "nu
                        label=f"X-ray-detected ({sel.sum()})")
     ax.set_xlabel(f"NUV - [{_ir_label(ir)}] (AB)")
     ax.set_ylabel("FUV - NUV (AB)")
-    ax.set_title("UV-IR colour-colour (Bouquin et al. 2015)")
+    ax.set_title("UV-IR colour-colour (Bouquin et al. 2015)"
+                 + (f", S/N >= {snr_min:g}" if snr_min > 0 else ""))
     ax.legend(loc="upper right", fontsize=8)
     return fig
 

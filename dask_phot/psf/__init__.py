@@ -21,13 +21,12 @@ from dask_phot.psf.analytic import gaussian_psf, moffat_psf
 from dask_phot.psf.grid import PSFGrid
 from dask_phot.psf.oversampled import OversampledPSF
 from dask_phot.psf.pixel import Normalize as Normalize
-from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel
-from dask_phot.psf.pixel import _header_pixel_scale as _header_pixel_scale
+from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel, header_pixel_scale
 from dask_phot.psf.pixel import resample_array as resample_array
 from dask_phot.psf.render import lanczos_stamps as lanczos_stamps
 
-# ``Normalize``, ``resample_array``, ``lanczos_stamps`` and ``_header_pixel_scale``
-# (used by dask_phot.bands) are importable from here as before, outside ``__all__``.
+# ``Normalize``, ``resample_array`` and ``lanczos_stamps`` are importable from here as
+# before, outside ``__all__``.
 __all__ = [
     "OversampledPSF",
     "PSFError",
@@ -35,5 +34,6 @@ __all__ = [
     "PSFModel",
     "PixelPSF",
     "gaussian_psf",
+    "header_pixel_scale",
     "moffat_psf",
 ]

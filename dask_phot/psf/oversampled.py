@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from dask_phot.psf.pixel import PSFError, _as_psf_array, _header_pixel_scale, resample_array
+from dask_phot.psf.pixel import PSFError, as_psf_array, header_pixel_scale, resample_array
 from dask_phot.psf.transfer import Transfer, fine_transfer
 
 __all__ = ["OversampledPSF"]
@@ -92,7 +92,7 @@ class OversampledPSF:
     wing_size: int | None = None
 
     def __post_init__(self) -> None:
-        arr = _as_psf_array(self.array, self.name)
+        arr = as_psf_array(self.array, self.name)
         for key in ("fine_scale", "pixel_scale"):
             value = getattr(self, key)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -157,7 +157,7 @@ class OversampledPSF:
         except OSError as exc:
             raise PSFError(f"{name}: cannot read PSF FITS file ({exc})") from exc
         if fine_scale is None:
-            fine_scale = _header_pixel_scale(header)
+            fine_scale = header_pixel_scale(header)
             if fine_scale is None:
                 raise PSFError(f"{name}: no pixel scale in the header; pass fine_scale=")
         if "center" not in options and "CRPIX1" in header and "CRPIX2" in header:
@@ -213,7 +213,7 @@ class OversampledPSF:
         k = int(self.size if size is None else size)
         cx = np.floor(x + 0.5)
         cy = np.floor(y + 0.5)
-        if k <= self.size:
+        if self.size is None or k <= self.size:  # (None while the default size is chosen)
             out = _grid_stamps(self._grid(k), x - cx, y - cy)
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
             core = _grid_stamps(self._grid(self.size), x - cx, y - cy)

@@ -16,14 +16,16 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from dask_phot.psf.render import lanczos_stamps
 from dask_phot.psf.transfer import Transfer, pixel_transfer
 
-__all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "resample_array"]
+__all__ = ["Normalize", "PSFError", "PSFModel", "PixelPSF", "as_psf_array",
+           "header_pixel_scale",
+           "resample_array"]
 
 Normalize = Literal["sum", "peak", "none"]
 
@@ -51,7 +53,7 @@ class PSFModel(Protocol):
         """Full width at half maximum in pixels."""
 
 
-def _as_psf_array(array: np.ndarray, name: str) -> np.ndarray:
+def as_psf_array(array: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(array, dtype=np.float64)
     if arr.ndim != 2:
         raise PSFError(f"{name}: PSF must be a 2-D array, got shape {arr.shape}")
@@ -117,7 +119,7 @@ class PixelPSF:
         if not (isinstance(self.interp_order, int | np.integer) and 2 <= self.interp_order <= 12):
             raise PSFError(f"{self.name}: interp_order must be an integer 2..12, "
                            f"got {self.interp_order!r}")
-        arr = _as_psf_array(self.array, self.name)
+        arr = as_psf_array(self.array, self.name)
         ny, nx = arr.shape
         if ny % 2 == 0 or nx % 2 == 0 or ny != nx:
             raise PSFError(
@@ -174,7 +176,7 @@ class PixelPSF:
         Even-sized arrays (GALEX's 120x120 PSFs, for instance) are accepted here
         only when ``size`` is given: the odd-sized box is cut around the peak.
         """
-        arr = _as_psf_array(array, name)
+        arr = as_psf_array(array, name)
         if size is not None:
             arr = _trim_around_peak(arr, int(size), name)
         return cls(arr, pixel_scale, normalize, name, center_tolerance)
@@ -221,7 +223,7 @@ class PixelPSF:
         except OSError as exc:
             raise PSFError(f"{name}: cannot read PSF FITS file ({exc})") from exc
         if pixel_scale is None:
-            pixel_scale = _header_pixel_scale(header)
+            pixel_scale = header_pixel_scale(header)
             if pixel_scale is None:
                 raise PSFError(
                     f"{name}: no pixel scale in the header ({', '.join(_SCALE_KEYS)}, CD, "
@@ -275,7 +277,7 @@ class PixelPSF:
         >>> bool(np.abs(psf.array - coarse.array).max() < 0.01 * coarse.array.max())
         True
         """
-        arr = _as_psf_array(array, name)
+        arr = as_psf_array(array, name)
         for label, value in (("scale_in", scale_in), ("scale_out", scale_out)):
             if not (value > 0 and math.isfinite(value)):
                 raise PSFError(f"{name}: {label} must be > 0, got {value!r}")
@@ -403,7 +405,12 @@ def _trim_around_peak(arr: np.ndarray, size: int, name: str) -> np.ndarray:
     return out
 
 
-def _header_pixel_scale(header) -> float | None:
+def header_pixel_scale(header: Any) -> float | None:
+    """A PSF file's pixel scale (arcsec/pixel) from its FITS header, or None.
+
+    Read from ``PIXSCALE`` (or ``PIXSCAL``, ``PXSCAL``, ``PIXASEC``, ``SECPIX``,
+    ``PSFSCALE``), else from the WCS ``CD1_1``/``CD1_2`` or ``CDELT1``.
+    """
     for key in _SCALE_KEYS:
         if key in header and float(header[key]) > 0:
             return float(header[key])
@@ -455,7 +462,7 @@ def resample_array(
     >>> float(out.sum()), out.shape
     (36.0, (3, 3))
     """
-    arr = _as_psf_array(array, "resample")
+    arr = as_psf_array(array, "resample")
     ratio = scale_out / scale_in
     if size is None:
         size = math.ceil(max(arr.shape) / ratio)

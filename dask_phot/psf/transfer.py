@@ -20,7 +20,7 @@ Frequencies are stored as signed integer indices ``u`` of the ``N``-point grid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,7 @@ class Transfer:
     jx: np.ndarray
     jy: np.ndarray
     rhat: np.ndarray
+    _half: list = field(default_factory=list, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -65,9 +66,12 @@ class Transfer:
         """The frequencies that fold onto the non-negative ``jx`` half of the stamp's
         spectrum: enough for a real image (``scipy.fft.irfft2``), whose other half is
         the complex conjugate."""
-        keep = self.jx <= self.k // 2
-        return Transfer(self.k, self.n, self.ux[keep], self.uy[keep], self.jx[keep],
-                        self.jy[keep], np.ascontiguousarray(self.rhat[:, keep]))
+        if not self._half:  # computed once per transfer (transfers are cached by the PSFs)
+            keep = self.jx <= self.k // 2
+            self._half.append(Transfer(self.k, self.n, self.ux[keep], self.uy[keep],
+                                       self.jx[keep], self.jy[keep],
+                                       np.ascontiguousarray(self.rhat[:, keep])))
+        return self._half[0]
 
 
 def _signed(n: int) -> np.ndarray:

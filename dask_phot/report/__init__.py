@@ -2,17 +2,17 @@
 
 Summary plots (flux check, colour-colour diagrams, one cell's diagnostics), then
 for a selection of sources the SED beside cutouts in every band with the
-catalogue's model and the residual (:mod:`dask_phot.report.cutouts`).
+catalogue's model and the residual (:mod:`dask_phot.report.model_images`).
 """
 
-from dask_phot.report.cutouts import (
+from dask_phot.report.html import ReportSummary, select_sources, write_report
+from dask_phot.report.model_images import (
     RunImages,
     band_cutout,
     cell_panels,
     cutouts_for,
     render_sources,
 )
-from dask_phot.report.html import ReportSummary, select_sources, write_report
 
 __all__ = [
     "ReportSummary",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_phot.plots.cli import band_names, load_catalog, uv_detected, xray_column
+from dask_phot.tables import band_names, read_table, uv_detected, xray_column
 
 __all__ = ["ReportSummary", "select_sources", "write_report"]
 
@@ -172,10 +172,10 @@ def write_report(result: str | Path, out: str | Path, *, n_sources: int = 8,
     ReportSummary
     """
     from dask_phot.plots import cell_diagnostics
-    from dask_phot.report.cutouts import RunImages, cell_panels
+    from dask_phot.report.model_images import RunImages, cell_panels
 
     result, out = Path(result), Path(out)
-    catalog = load_catalog(result) if catalog is None else catalog
+    catalog = read_table(result) if catalog is None else catalog
     img = out / "img"
     summary = ReportSummary(out / "index.html")
     bands = band_names(catalog)
@@ -207,7 +207,7 @@ def _source_block(sid: Any, row: pd.Series, catalog: pd.DataFrame, bands: Sequen
                   run: Any, img: Path, summary: ReportSummary, size_arcsec: float) -> str:
     """One source's HTML: its SED beside its cutouts (or why there are none)."""
     from dask_phot.plots import sed_plot
-    from dask_phot.report.cutouts import cutouts_for
+    from dask_phot.report.model_images import cutouts_for
 
     summary.sources.append(sid)
     sed = _save(sed_plot(row, bands, title=f"source {sid}"), img / f"sed_{sid}.png",

@@ -44,7 +44,7 @@ def sky_shapes(image: np.ndarray, table: pd.DataFrame, psf: np.ndarray, wcs: WCS
         ``r_e`` (arcsec, PSF removed; 0 when unresolved), ``q`` (b/a), ``pa``
         (degrees east of north), ``n`` (1).
     """
-    from dask_phot.detect._libs import require
+    from dask_phot._optional import require
 
     sep = require("sep")
     data = np.array(image, dtype=np.float64)

@@ -10,6 +10,10 @@ A simulation has three layers, each usable alone:
   its own pixel scale with a TAN WCS; :func:`write_field` writes it as FITS and
   Parquet.
 
+:func:`simulate_to_dir` writes a field in preset bands with a ready run
+configuration (the demo's), and :func:`accuracy_table` measures a catalogue
+against the truth.
+
 The truth is rendered with a bicubic spline through the PSF (or exact ``erf``
 integrals for Gaussian PSFs), not with the engine's Lanczos stamps, so tests
 that fit these images are not circular. Every draw comes from
@@ -24,6 +28,7 @@ Examples
 (True, True)
 """
 
+from dask_phot.testing.demo import accuracy_table, simulate_to_dir
 from dask_phot.testing.field import (
     SimBand,
     SimulatedField,
@@ -45,6 +50,7 @@ __all__ = [
     "SimulatedField",
     "SimulatedImage",
     "SplinePRF",
+    "accuracy_table",
     "colour_for_band",
     "demo_bands",
     "depth_map",
@@ -58,5 +64,6 @@ __all__ = [
     "simulate_field",
     "simulate_image",
     "simulate_sources",
+    "simulate_to_dir",
     "write_field",
 ]

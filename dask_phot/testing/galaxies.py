@@ -175,7 +175,7 @@ def _deposit(canvas: np.ndarray, fx: float, fy: float, flux: float, shape: np.nd
 
 def render_fine(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
                 kernel: FineKernel, shapes: dict[str, np.ndarray] | None = None, *,
-                chunk: int = 96, only_extended: bool = False) -> np.ndarray:
+                chunk: int | None = None, only_extended: bool = False) -> np.ndarray:
     """Noise-free image of sources through a fine PSF (see the module docstring).
 
     Parameters
@@ -191,8 +191,10 @@ def render_fine(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.n
     shapes : dict, optional
         ``r_e`` (image pixels; 0 for a point), ``q``, ``theta`` (degrees from +x),
         ``n``: Sersic shapes; None: all point sources.
-    chunk : int
-        Side of the image chunks convolved at once, image pixels.
+    chunk : int, optional
+        Side of the image chunks convolved at once, image pixels; default 96, or
+        twice the largest galaxy's reach (up to 512) so that large galaxies are
+        laid out in few chunks.
     only_extended : bool
         Render only the galaxies (the caller renders the point sources).
     """
@@ -205,6 +207,8 @@ def render_fine(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.n
         np.clip(np.asarray(shapes["n"] if shapes else np.ones(x.size), float), 0.5, 6.0),
         0.999), 0.0), 0.0) + 1.0
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(flux) & (flux != 0)
+    if chunk is None:
+        chunk = int(min(max(96, 2 * reach[keep].max(initial=0.0)), 512))
     if only_extended:
         keep &= ext
     kh = kernel.array.shape[0] // 2

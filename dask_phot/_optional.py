@@ -1,8 +1,11 @@
-"""Lazy imports of the optional libraries behind the ``detect`` extra.
+"""Optional dependencies, imported when a feature first needs them.
 
-``sep`` (background, extraction, aperture sums) and ``astroscrappy`` (cosmic
-rays) are imported on first use, so that ``import dask_phot`` works without them
-and the error says which extra to install.
+``import dask_phot`` needs only the core dependencies; :func:`require` imports
+a library behind an extra (``sep`` and ``astroscrappy``: ``detect``,
+``matplotlib``: ``plots``, ``dask_kubernetes`` and ``kubernetes``:
+``kubernetes``...) on first use, and its error says which extra to install.
+``sep`` is configured once when imported; :func:`ensure_pixstack` and
+:func:`as_sep_array` are what every caller of sep needs.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_sep_array", "ensure_pixstack", "require"]
+__all__ = ["EXTRAS", "as_sep_array", "ensure_pixstack", "require"]
 
 #: sep's sub-object limit when deblending.
 SEP_SUBOBJECT_LIMIT = 4096
+#: Top-level module -> the dask-phot extra that installs it.
+EXTRAS: dict[str, str] = {
+    "sep": "detect", "astroscrappy": "detect", "matplotlib": "plots",
+    "dask_kubernetes": "kubernetes", "kubernetes": "kubernetes", "yaml": "kubernetes",
+    "pyvo": "archive", "astroquery": "archive", "nwaylib": "crossmatch", "moto": "demo",
+}
 
 
 @functools.cache
@@ -26,8 +35,9 @@ def require(name: str) -> ModuleType:
 
     Parameters
     ----------
-    name : {"sep", "astroscrappy", "matplotlib"}
-        The module.
+    name : str
+        The module (``"dask_kubernetes.operator"``...); its top-level package
+        is a key of :data:`EXTRAS`.
 
     Returns
     -------
@@ -41,7 +51,7 @@ def require(name: str) -> ModuleType:
     try:
         module = importlib.import_module(name)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        extra = "plots" if name == "matplotlib" else "detect"
+        extra = EXTRAS[name.partition(".")[0]]
         raise ImportError(
             f"{name} is needed for this feature: pip install 'dask-phot[{extra}]'"
         ) from exc

@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dask_phot.bands import flux_to_mag
 from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, RunConfig, storage_options
-from dask_phot.engine import forced_photometry
-from dask_phot.engine.prepare import robust_sigma
+from dask_phot.engine import forced_photometry, robust_sigma
 from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
-from dask_phot.schema import Flag, cell_meta
+from dask_phot.schema import Flag, band_table, cell_table
 
 __all__ = ["CellReport", "fit_band", "fit_cell", "process_cell"]
 
@@ -93,12 +91,6 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     return weight
 
 
-def _empty_band(n: int, flag: Flag) -> pd.DataFrame:
-    nan = np.full(n, np.nan)
-    return pd.DataFrame({"flux": nan, "flux_err": nan, "mag": nan, "mag_err": nan,
-                         "chi2": nan, "flags": np.full(n, int(flag), np.int32)})
-
-
 def fit_band(
     sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
     *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
@@ -129,7 +121,7 @@ def fit_band(
         ``flux, flux_err, mag, mag_err, chi2, flags`` in microJansky, one row per source.
     """
     if region is None:
-        return _empty_band(len(sources), Flag.NOT_COVERED)
+        return band_table(len(sources), flags=Flag.NOT_COVERED)
     x, y = region.wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
     kwargs = engine.forced_kwargs()
     kwargs.update(_sky_options(band, region))
@@ -147,11 +139,9 @@ def fit_band(
     else:
         noise = {"sigma": robust_sigma(region.data)}
     res = forced_photometry(region.data, psf, x, y, **noise, **kwargs)
-    flux = res.flux * band.band.to_ujy
-    err = res.flux_err * band.band.to_ujy
-    mag, mag_err = flux_to_mag(flux, err)
-    return pd.DataFrame({"flux": flux, "flux_err": err, "mag": mag, "mag_err": mag_err,
-                         "chi2": res.chi2, "flags": res.flags.astype(np.int32)})
+    return band_table(len(sources), flux=res.flux * band.band.to_ujy,
+                      flux_err=res.flux_err * band.band.to_ujy, chi2=res.chi2,
+                      flags=res.flags)
 
 
 #: One band's input to :func:`fit_cell`: ``(targets, region)`` pairs, one per mosaic used;
@@ -161,7 +151,7 @@ BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
 
 def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
                      engine: EngineConfig, margin_arcsec: float | None) -> pd.DataFrame:
-    table = _empty_band(len(sources), Flag.NOT_COVERED)
+    table = band_table(len(sources), flags=Flag.NOT_COVERED)
     for targets, region in groups:
         part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
                         targets=targets)
@@ -186,14 +176,11 @@ def fit_cell(
     status); the other bands are unaffected.
     """
     primary = sources["_primary"].to_numpy(dtype=bool)
-    out = pd.DataFrame({
-        "source_id": sources["source_id"].to_numpy(np.int64)[primary],
-        "ra": sources["ra"].to_numpy(np.float64)[primary],
-        "dec": sources["dec"].to_numpy(np.float64)[primary],
-    })
-    out["_healpix_29"] = healpix_29(out["ra"].to_numpy(), out["dec"].to_numpy())
-    for col in keep:
-        out[col] = sources[col].to_numpy()[primary]
+    ra = sources["ra"].to_numpy(np.float64)[primary]
+    dec = sources["dec"].to_numpy(np.float64)[primary]
+    base = {"source_id": sources["source_id"].to_numpy(np.int64)[primary], "ra": ra,
+            "dec": dec, "_healpix_29": healpix_29(ra, dec)}
+    tables: dict[str, pd.DataFrame] = {}
     status: dict[str, str] = {}
     for band in bands:
         groups = regions.get(band.name, ())
@@ -204,11 +191,9 @@ def fit_cell(
         except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
             log.warning("cell band %s failed: %s", band.name, exc)
             status[band.name] = f"failed: {type(exc).__name__}: {exc}"
-            table = _empty_band(len(sources), Flag.CELL_FAILED)
-        for col in table.columns:
-            out[f"{col}_{band.name}"] = table[col].to_numpy()[primary]
-    meta = cell_meta([b.name for b in bands], {c: str(sources[c].dtype) for c in keep})
-    out = out[list(meta.columns)].astype(meta.dtypes.to_dict())
+            table = band_table(len(sources), flags=Flag.CELL_FAILED)
+        tables[band.name] = table[primary]
+    out = cell_table(base, tables, {c: sources[c][primary] for c in keep})
     return out.sort_values("_healpix_29", kind="stable").reset_index(drop=True), status
 
 

@@ -1,4 +1,4 @@
-"""Tests of dask_phot.catalog: reading and checking priors catalogs."""
+"""Tests of dask_phot.priors: reading and checking priors catalogs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from dask_phot.catalog import read_priors
+from dask_phot.priors import read_priors
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_all_sources_give_the_same_frame(raw, tmp_path, caplog):
     raw.to_csv(tmp_path / "p.csv", index=False)
     _table(raw).write(tmp_path / "p.fits")
     _table(raw).write(tmp_path / "p.ecsv")
-    with caplog.at_level(logging.INFO, logger="dask_phot.catalog"):
+    with caplog.at_level(logging.INFO, logger="dask_phot.priors"):
         frames = [
             read_priors(tmp_path / f"p.{ext}", **KW) for ext in ("parquet", "csv", "fits", "ecsv")
         ]
@@ -107,7 +107,7 @@ def test_duplicate_ids(raw):
 
 def test_missing_id_uses_row_number(raw, tmp_path, caplog):
     raw.drop(columns="objid").to_parquet(tmp_path / "p.parquet")
-    with caplog.at_level(logging.WARNING, logger="dask_phot.catalog"):
+    with caplog.at_level(logging.WARNING, logger="dask_phot.priors"):
         df = read_priors(tmp_path / "p.parquet", ra_column="RA", dec_column="DEC")
     assert df["source_id"].tolist() == list(range(len(raw)))
     assert "no id column 'source_id'" in caplog.text

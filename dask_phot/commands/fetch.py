@@ -1,13 +1,12 @@
 """``dask-phot fetch RECIPE.toml``: fetch a recipe's data from the archives, write a config.
 
-Registered in :data:`dask_phot.cli.EXTENSIONS`. It prints what it fetched and the
-command that runs the result; an archive failure is one line on stderr (exit 2).
+It prints what it fetched and the command that runs the result; an archive
+failure is one line on stderr (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -28,18 +27,14 @@ def _summary(result: Any) -> list[str]:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from dask_phot.archive import ArchiveError, fetch_recipe, load_recipe
+    from dask_phot.archive import fetch_recipe, load_recipe
 
     overrides = {}
     if args.radius_arcmin is not None:
         overrides = {"archive.radius_arcmin": args.radius_arcmin, "archive.box_arcmin": None}
-    try:
-        recipe = load_recipe(args.recipe, overrides=overrides)
-        result = fetch_recipe(recipe, offline=args.offline, refresh=args.refresh,
-                              cache_dir=args.cache_dir, output_dir=args.out)
-    except ArchiveError as exc:
-        print(f"dask-phot: error: {exc}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.recipe, overrides=overrides)
+    result = fetch_recipe(recipe, offline=args.offline, refresh=args.refresh,
+                          cache_dir=args.cache_dir, output_dir=args.out)
     print("\n".join(_summary(result)))
     return 0
 
@@ -55,9 +50,11 @@ def register(subparsers: Any) -> None:
                       help="use cached replies only; fail if one is missing")
     mode.add_argument("--refresh", action="store_true",
                       help="ask the services again, replacing cached replies")
-    p.add_argument("--out", help="output directory (default: the recipe's archive.output_dir)")
-    p.add_argument("--cache-dir", help="reply cache (default: archive.cache_dir, else "
-                                       "$DASK_PHOT_CACHE/archive or ~/.cache/dask-phot/archive)")
-    p.add_argument("--radius-arcmin", type=float,
+    p.add_argument("--out", metavar="DIR",
+                   help="output directory (default: the recipe's archive.output_dir)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="reply cache (default: archive.cache_dir, else "
+                        "$DASK_PHOT_CACHE/archive or ~/.cache/dask-phot/archive)")
+    p.add_argument("--radius-arcmin", type=float, metavar="R",
                    help="search radius around archive.center (replaces the recipe's region)")
     p.set_defaults(func=_cmd_fetch)

@@ -27,9 +27,11 @@ def register(subparsers: Any) -> None:
                                              "SEDs and cutouts with model and residual")
     p.add_argument("result", help="dask-phot output directory (or a catalogue file)")
     p.add_argument("--out", required=True, help="directory for index.html and img/")
-    p.add_argument("--n-sources", type=int, default=8, help="sources with SED and cutouts")
-    p.add_argument("--source", nargs="+", help="these source_id values instead")
-    p.add_argument("--size", type=float, default=30.0, help="cutout side, arcsec")
+    p.add_argument("--n-sources", type=int, default=8, metavar="N",
+                   help="sources shown with SED and cutouts (default: %(default)s)")
+    p.add_argument("--source", nargs="+", metavar="ID", help="these source_id values instead")
+    p.add_argument("--size", type=float, default=30.0,
+                   help="cutout side, arcsec (default: %(default)s)")
     p.add_argument("--config", help="config.toml locating the images (default: the run's "
                                     "recorded configuration)")
     p.set_defaults(func=_cmd_report)

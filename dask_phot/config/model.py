@@ -1,0 +1,265 @@
+"""The run configuration: one section class per TOML table, and :class:`RunConfig`.
+
+Each section declares its keys as fields (see :mod:`dask_phot.config.sections`);
+the packaged ``dask_phot/data/default.toml`` documents every one of them, with
+the defaults written here (a test holds the two together).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from dask_phot.config.checks import (
+    NAME,
+    memory_size,
+    number,
+    one_of,
+    scheduler_address,
+    sky_value,
+    string,
+    strings,
+)
+from dask_phot.config.sections import setting
+
+if TYPE_CHECKING:
+    from dask_phot.bands import Band
+
+__all__ = [
+    "MAX_CELL_ORDER",
+    "BandFiles",
+    "BandImages",
+    "CellsConfig",
+    "ClusterConfig",
+    "EngineConfig",
+    "OutputConfig",
+    "PriorsConfig",
+    "RunConfig",
+    "StorageConfig",
+    "storage_options",
+]
+
+#: Deepest HEALPix order of a sky cell.
+MAX_CELL_ORDER = 13
+
+NoiseKind = Literal["weight", "uncertainty", "variance", "none"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PriorsConfig:
+    """``[priors]``: the prior-positions catalog (see :func:`dask_phot.priors.read_priors`)."""
+
+    path: str = setting(check=NAME)
+    ra_column: str = setting("ra", check=NAME)
+    dec_column: str = setting("dec", check=NAME)
+    id_column: str = setting("source_id", check=NAME)
+    keep_columns: tuple[str, ...] = setting((), check=strings())
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`dask_phot.priors.read_priors` (not the path)."""
+        return {"ra_column": self.ra_column, "dec_column": self.dec_column,
+                "id_column": self.id_column, "columns": list(self.keep_columns)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BandFiles:
+    """The image keys of a ``[bands.<name>]`` table; ``[band_defaults]`` sets them for all."""
+
+    images: tuple[str, ...] = setting((), check=strings(empty=False))
+    noise: tuple[str, ...] = setting((), check=strings())
+    noise_kind: NoiseKind = setting("weight", check=one_of("weight", "uncertainty", "variance",
+                                                           "none"))
+    sky: str | float = setting("fit", check=sky_value)
+
+
+@dataclass(frozen=True)
+class BandImages:
+    """``[bands.<name>]``: one band's images and how to treat them.
+
+    ``noise_kind`` is ``"none"`` whenever no noise files are given; ``sky`` is
+    ``"fit"``, ``"clipped"``, ``"none"`` or a fixed sky level in image units.
+    """
+
+    name: str
+    band: Band
+    images: tuple[str, ...]
+    noise: tuple[str, ...] = ()
+    noise_kind: NoiseKind = "none"
+    sky: str | float = "fit"
+
+    @property
+    def margin_arcsec(self) -> float:
+        """The cell margin this band needs, in arcsec.
+
+        With a PSF half-width ``h = psf_size // 2`` pixels, a cell's pixels are
+        fitted only within ``margin - h * sqrt(2)`` of its primary sources, where
+        no unmodelled source's stamp reaches; the margin
+        ``h * sqrt(2) + max(h * sqrt(2), 2 * FWHM)`` keeps every primary source's
+        whole footprint (or at least two FWHM of it) in the fit. For irac1
+        (``h = 8``, 0.6"/px, FWHM 1.95") that is ``2 * 8 * sqrt(2) * 0.6 = 13.6"``.
+        """
+        h = self.band.psf_size // 2 * math.sqrt(2.0)
+        fwhm = self.band.fwhm / self.band.pixel_scale if self.band.fwhm else h
+        return (h + max(h, 2.0 * fwhm)) * self.band.pixel_scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellsConfig:
+    """``[cells]``: HEALPix partitioning (see :mod:`dask_phot.cells`)."""
+
+    order: int | Literal["auto"] = setting(
+        "auto", check=number(0, hi=MAX_CELL_ORDER, integer=True, auto=True))
+    rows_per_partition: int = setting(10000, check=number(1, integer=True))
+    margin_arcsec: float | Literal["auto"] = setting("auto", check=number(0, auto=True))
+    read_merge_gap: int = setting(65536, check=number(0, integer=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """``[engine]``: keyword options of :func:`dask_phot.forced_photometry`."""
+
+    mode: Literal["scene", "cutout"] = "scene"
+    fit_sky: bool = True
+    sky_model: Literal["constant", "plane"] = "constant"
+    fit_positions: bool | Literal["source", "global"] = setting(
+        False, check=one_of(False, True, "source", "global"))
+    max_shift: float = setting(0.5, check=number(0, strict=True))
+    position_snr: float = setting(5.0, check=number(0))
+    high_chi2: float = setting(5.0, check=number(0, strict=True))
+
+    def forced_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments of :func:`dask_phot.forced_photometry`.
+
+        Examples
+        --------
+        >>> EngineConfig(fit_sky=False).forced_kwargs()["fit_sky"]
+        False
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """``[output]``: where the HATS catalog is written."""
+
+    path: str = setting("catalog", check=NAME)
+    catalog_name: str = setting("dask_phot", check=string(pattern=r"^[A-Za-z0-9_.-]+$"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """``[cluster]``: the Dask cluster to run on (``dask-phot run`` and ``detect``)."""
+
+    scheduler: str = setting("local", check=scheduler_address)
+    n_workers: int = setting(2, check=number(1, integer=True))
+    threads_per_worker: int = setting(1, check=number(1, integer=True))
+    memory_limit: str | int = setting("4GiB", check=memory_size)
+    retries: int = setting(2, check=number(0, integer=True))
+    performance_report: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    """The keys of ``[storage]`` that dask-phot checks; the table may hold any other
+    fsspec ``storage_options`` (``key``, ``secret``, ``client_kwargs``...)."""
+
+    anon: bool = True
+    endpoint_url: str | None = setting(None, check=NAME)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A complete, validated run configuration (see :func:`dask_phot.config.load_config`).
+
+    ``source`` (the file, or ``"<dict>"``) is informative and not compared.
+    """
+
+    priors: PriorsConfig
+    bands: tuple[BandImages, ...]
+    cells: CellsConfig
+    engine: EngineConfig
+    output: OutputConfig
+    cluster: ClusterConfig
+    storage: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="<dict>", compare=False)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """Band names in configuration order."""
+        return tuple(b.name for b in self.bands)
+
+    def band(self, name: str) -> BandImages:
+        """One band's settings by name."""
+        for b in self.bands:
+            if b.name == name:
+                return b
+        raise KeyError(f"{self.source}: no band {name!r}; bands: {', '.join(self.band_names)}")
+
+    @property
+    def margin_arcsec(self) -> float:
+        """The cell margin in arcsec; ``"auto"`` is the largest of the bands'
+        :attr:`BandImages.margin_arcsec` (13.6" with irac1 alone)."""
+        if self.cells.margin_arcsec != "auto":
+            return float(self.cells.margin_arcsec)
+        return max(b.margin_arcsec for b in self.bands)
+
+    #: The sections that change results: :meth:`config_hash` covers them.
+    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML/JSON-serialisable dict; ``load_config(cfg.to_dict()) == cfg``.
+
+        Bands are written in full (every :class:`~dask_phot.bands.Band` field),
+        so the record does not depend on the presets of a later version.
+        """
+        def plain(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return copy.deepcopy(obj)
+            return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
+                    for f in fields(obj)}
+
+        out = {f.name: plain(getattr(self, f.name)) for f in fields(self)
+               if f.name not in ("bands", "source")}
+        out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
+                                 "noise_kind": b.noise_kind, "sky": b.sky,
+                                 **b.band.as_config()} for b in self.bands}
+        return {f.name: out[f.name] for f in fields(self) if f.name in out}
+
+    def config_hash(self) -> str:
+        """SHA-256 (hex) of the sections that change results (:attr:`SCIENCE_SECTIONS`).
+
+        Output, cluster and storage settings do not change it, so a run can
+        resume with another cluster or output location.
+        """
+        d = self.to_dict()
+        science = {k: d[k] for k in self.SCIENCE_SECTIONS}
+        blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def storage_options(cfg: RunConfig | Mapping[str, Any] | Any) -> dict[str, Any]:
+    """fsspec ``storage_options`` from ``[storage]``: ``endpoint_url`` in s3fs form.
+
+    Parameters
+    ----------
+    cfg : RunConfig, DetectConfig or mapping
+        A configuration (anything with a ``storage`` table), or that table.
+
+    Examples
+    --------
+    >>> storage_options({"anon": False, "endpoint_url": "http://127.0.0.1:5000"})
+    {'anon': False, 'client_kwargs': {'endpoint_url': 'http://127.0.0.1:5000'}}
+    """
+    table = cfg if isinstance(cfg, Mapping) else cfg.storage
+    opts = copy.deepcopy(dict(table))
+    endpoint = opts.pop("endpoint_url", None)
+    if endpoint:
+        client = dict(opts.get("client_kwargs") or {})
+        client.setdefault("endpoint_url", endpoint)
+        opts["client_kwargs"] = client
+    return opts
