@@ -338,3 +338,84 @@ def test_real_hst_hsc_residuals() -> None:
         template = np.nanmedian(tab.chi2[gal])
         assert point > 4.0
         assert sersic < 0.5 * point and template < 0.6 * point
+
+
+# ------------------------------------------------------------------------ a cell's box
+def _write_scene(tmp_path: Path) -> tuple[dict, np.ndarray, WCS, np.ndarray]:
+    """FITS files of the unit scene: sharp image, its map, a blurred mosaic."""
+    from astropy.io import fits
+
+    hw, lw, img, seg, hpsf = _scene()
+    t = measure_segments(img, seg)
+    X, Y, _ = map_sources(hw, lw, t.x, t.y)
+    sig_l = 1.8 / 2.3548 / BLUR
+    clean = (500 * _integrated((40, 40), X[0], Y[0], sig_l)
+             + 300 * _integrated((40, 40), X[1], Y[1], math.hypot(sig_l, 0.4 / BLUR))
+             + 200 * _integrated((40, 40), 30.0, 8.0, sig_l))
+    data = clean + np.random.default_rng(5).normal(0, 0.5, clean.shape)
+    paths = {"sharp": tmp_path / "sharp.fits", "seg": tmp_path / "sharp_seg.fits",
+             "blur": tmp_path / "blur.fits"}
+    fits.writeto(paths["sharp"], img.astype(np.float32), hw.to_header())
+    fits.writeto(paths["seg"], seg, hw.to_header())
+    fits.writeto(paths["blur"], data, lw.to_header())
+    return paths, data, lw, hpsf
+
+
+def _cell_sources(lw: WCS, hw_paths: dict) -> pd.DataFrame:
+    from astropy.io import fits
+
+    hw = WCS(fits.getheader(hw_paths["sharp"]))
+    img = fits.getdata(hw_paths["sharp"]).astype(float)
+    t = measure_segments(img, fits.getdata(hw_paths["seg"]))
+    sky = hw.pixel_to_world(t.x, t.y)
+    extra = lw.pixel_to_world(30.0, 8.0)
+    return pd.DataFrame({"source_id": [1, 2, 99],
+                         "ra": [*sky.ra.deg, extra.ra.deg], "dec": [*sky.dec.deg, extra.dec.deg]})
+
+
+def test_fit_region_reads_the_sharp_box(tmp_path: Path) -> None:
+    """A cell's band: the sharp mosaic and map read over the blurred box only; segment
+    labels tie templates to priors; a prior without a segment is a point source."""
+    from dask_phot.images import build_index, read_region
+    from dask_phot.templates.cell import SharpImages, fit_region, read_sharp
+
+    paths, data, lw, hpsf = _write_scene(tmp_path)
+    psf = gaussian_psf(1.8 / BLUR, size=21, pixel_scale=BLUR)
+    sharp = SharpImages.open(paths["sharp"], paths["seg"], hpsf)
+    mosaic = build_index(str(paths["blur"]), band="irac1")[0]
+    region = read_region(mosaic, (0, 40), (0, 40))
+    img, seg = read_sharp(sharp, region, margin_arcsec=2.0)
+    assert img.shape == seg.shape and img.shape[0] < 500
+    sources = _cell_sources(lw, paths)
+    out = fit_region(sources, region, psf, sharp, sigma=0.5, register=False)
+    assert out.model.tolist() == ["point", "template", "point"]
+    for flux, err, truth in zip(out.flux, out.flux_err, (500.0, 300.0, 200.0), strict=True):
+        assert abs(flux - truth) < 4 * err
+    whole = fit_templates(data, lw, psf, str(paths["sharp"]), WCS(img.wcs.to_header()),
+                          hpsf, str(paths["seg"]), sigma=0.5, register=False,
+                          extra=sources.iloc[2:].rename(columns={"source_id": "id"}))
+    assert whole.flux.to_numpy() == pytest.approx(out.flux.to_numpy(), rel=1e-3)
+
+
+def test_fit_region_from_s3(tmp_path: Path, s3_server) -> None:  # type: ignore[no-untyped-def]
+    """The same through a real S3 endpoint (the sharp box read by byte ranges)."""
+    from dask_phot.images import build_index, read_region
+    from dask_phot.templates.cell import SharpImages, fit_region
+
+    paths, _, lw, hpsf = _write_scene(tmp_path)
+    s3_server.create_bucket("templates-cell")
+    urls = {k: s3_server.upload(p, "templates-cell", p.name) for k, p in paths.items()}
+    opts = s3_server.storage_options()
+    sharp = SharpImages.open(urls["sharp"], urls["seg"], hpsf, storage_options=opts)
+    region = read_region(build_index(urls["blur"], band="irac1", storage_options=opts)[0],
+                         (0, 40), (0, 40), storage_options=opts)
+    psf = gaussian_psf(1.8 / BLUR, size=21, pixel_scale=BLUR)
+    out = fit_region(_cell_sources(lw, paths), region, psf, sharp, sigma=0.5,
+                     register=False, storage_options=opts)
+    assert np.allclose(out.flux, [500.0, 300.0, 200.0], atol=4 * out.flux_err.max())
+    from astropy.io import fits
+
+    with pytest.raises(ValueError, match=r"bad_seg\.fits: shape \(10, 10\) differs from"):
+        fits.writeto(tmp_path / "bad_seg.fits", np.zeros((10, 10), np.int32),
+                     fits.getheader(paths["sharp"]))
+        SharpImages.open(paths["sharp"], tmp_path / "bad_seg.fits", hpsf)

@@ -53,6 +53,8 @@ def _read(value: object, arg: str) -> tuple[np.ndarray, str]:
         arr = np.asarray(value)
     if arr.ndim != 2:
         raise ValueError(f"{name}: must be a 2-D image, got shape {arr.shape}")
+    if not arr.dtype.isnative:  # FITS is big-endian; the compiled kernels want native
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr, name
 
 

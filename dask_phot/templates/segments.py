@@ -139,6 +139,8 @@ def measure_segments(image: np.ndarray, segmap: np.ndarray) -> SegmentTable:
     seg = np.asarray(segmap)
     if seg.dtype.kind not in "iu":
         raise TypeError(f"segmap: must hold integer labels, got dtype {seg.dtype}")
+    img, seg = (a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+                for a in (img, seg))
     nl = int(seg.max(initial=0))
     out = _accumulate(img, seg, nl)
     cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge = out
