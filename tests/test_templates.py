@@ -158,6 +158,10 @@ def test_fit_templates_recovers_fluxes() -> None:
         assert abs(flux - truth) < 4 * err
     assert {"flux", "flux_err", "chi2", "flags", "shift_x", "shift_east"} <= set(tab.columns)
     assert (tab.chi2 < 1.5).all()
+    # a bare PSF array (the image's pixel grid) and FITS headers for the WCSs
+    same = fit_templates(data, lw.to_header(), psf.array, img, hw.to_header(), hpsf.array,
+                         seg, sigma=0.5)
+    np.testing.assert_allclose(same.flux, tab.flux, rtol=1e-6)
 
 
 def test_extra_sources_fall_back_to_models() -> None:

@@ -122,13 +122,14 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
     ----------
     image : ndarray or path
         The blurred image (FITS path: its primary HDU).
-    wcs : astropy.wcs.WCS
-        The blurred image's WCS.
-    psf : PixelPSF or OversampledPSF
-        The blurred band's PSF at the image's pixel scale (checked against ``wcs``).
+    wcs : astropy.wcs.WCS or astropy.io.fits.Header
+        The blurred image's WCS (its celestial axes are used).
+    psf : PixelPSF, OversampledPSF or ndarray
+        The blurred band's PSF at the image's pixel scale (checked against ``wcs``);
+        a bare array is a PixelPSF at that scale.
     hires : ndarray or path
         The sharp image, background subtracted.
-    hires_wcs : astropy.wcs.WCS
+    hires_wcs : astropy.wcs.WCS or astropy.io.fits.Header
         Its WCS.
     hires_psf : PixelPSF, OversampledPSF or ndarray
         The sharp image's PSF, at any pixel scale (a bare array: the sharp

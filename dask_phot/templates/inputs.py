@@ -58,6 +58,20 @@ def _read(value: object, arg: str) -> tuple[np.ndarray, str]:
     return arr, name
 
 
+def _as_wcs(value: object, name: str) -> WCS:
+    """A celestial WCS from a WCS (its celestial axes) or a FITS header."""
+    from astropy.io import fits
+
+    if isinstance(value, fits.Header):
+        value = WCS(value)
+    if not isinstance(value, WCS):
+        raise TypeError(f"{name}: must be an astropy.wcs.WCS or a FITS header, got "
+                        f"{type(value).__name__}")
+    if not value.has_celestial:
+        raise ValueError(f"{name}: has no celestial axes (RA/Dec)")
+    return value.celestial
+
+
 def load_inputs(image: object, wcs: WCS, psf: object, hires: object, hires_wcs: WCS,
                 hires_psf: object, segmap: object, *, sigma: float | np.ndarray | None,
                 weight: np.ndarray | None) -> Inputs:
@@ -95,9 +109,14 @@ def load_inputs(image: object, wcs: WCS, psf: object, hires: object, hires_wcs: 
                          f"{seg.dtype}")
     if (seg < 0).any():
         raise ValueError(f"{seg_name}: labels must be >= 0 (0: no source)")
-    for name, w in (("wcs", wcs), ("hires_wcs", hires_wcs)):
-        if not isinstance(w, WCS):
-            raise TypeError(f"{name}: must be an astropy.wcs.WCS, got {type(w).__name__}")
+    wcs, hires_wcs = _as_wcs(wcs, "wcs"), _as_wcs(hires_wcs, "hires_wcs")
+    if isinstance(psf, np.ndarray):  # a bare PSF array is on the image's pixel grid
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        from dask_phot.psf import PixelPSF
+
+        scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600.0
+        psf = PixelPSF(psf, scale, name="psf")
     # the sharp image and its map stay in their own dtypes (large mosaics: no copies)
     hi = hi if hi.dtype.kind == "f" else hi.astype(np.float64)
     seg = seg if seg.dtype.kind in "iu" else seg.astype(np.int64)

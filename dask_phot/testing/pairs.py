@@ -187,38 +187,16 @@ def simulate_pair(psf: OversampledPSF, *, size_arcsec: float = 120.0,
     shape_h = (round(size_arcsec / hires_scale),) * 2
     wcs_true = tan_wcs(scale, shape_l, COSMOS_CENTER, crpix_offset=(0.31, -0.17))
     hwcs = tan_wcs(hires_scale, shape_h, COSMOS_CENTER, rotation=rotation)
-    n = int(rng.poisson(density_per_deg2 * (size_arcsec / 3600.0) ** 2))
-    half = size_arcsec / 2.0 - edge
-    east, north = rng.uniform(-half, half, n), rng.uniform(-half, half, n)
-    dec = COSMOS_CENTER[1] + north / 3600.0
-    ra = COSMOS_CENTER[0] - east / 3600.0 / np.cos(np.radians(dec))
-    from astropy.coordinates import SkyCoord
-
-    sky = SkyCoord(ra, dec, unit="deg")
-    xl, yl = (np.asarray(v) for v in wcs_true.world_to_pixel(sky))
-    xh, yh = (np.asarray(v) for v in hwcs.world_to_pixel(sky))
-    # keep the sources inside both images (the sharp one is rotated)
-    lim = edge / hires_scale
-    keep = ((xh > lim) & (xh < shape_h[1] - 1 - lim) & (yh > lim)
-            & (yh < shape_h[0] - 1 - lim))
-    ra, dec, sky, xl, yl, xh, yh = (v[keep] for v in (ra, dec, sky, xl, yl, xh, yh))
-    n = int(keep.sum())
+    ra, dec, sky, xl, yl, xh, yh = _positions(rng, density_per_deg2, size_arcsec, edge,
+                                              wcs_true, hwcs, hires_scale, shape_h)
+    n = ra.size
     kinds = np.where(rng.uniform(size=n) < point_fraction, "point", "galaxy")
     nea = 1.0 / np.sum(psf.stamps(np.zeros(1), np.zeros(1), size=psf.wing_size)[0] ** 2)
     snr = np.exp(rng.uniform(*np.log(snr_range), n))
     flux = snr * math.sqrt(nea)  # blurred noise sigma = 1
     colour = 10 ** rng.uniform(-0.3, 0.3, n)
-    hpsf_prof = galsim.Convolve(galsim.Airy(lam=814.0, diam=2.4, obscuration=0.33,
-                                            scale_unit=galsim.arcsec),
-                                galsim.Gaussian(fwhm=0.04))
-    g_h = _jacobian_wcs(galsim, hwcs, shape_h)
-    g_l = _jacobian_wcs(galsim, wcs_true, shape_l)
-    kpsf = galsim.InterpolatedImage(
-        galsim.ImageD(np.ascontiguousarray(_centred_fine(psf)),
-                      wcs=_jacobian_wcs(galsim, wcs_true, shape_l, 1.0 / psf.oversampling)))
-    hpsf_img = galsim.ImageD(63, 63, wcs=g_h)
-    hpsf_prof.drawImage(image=hpsf_img)
-    hires_psf = PixelPSF(hpsf_img.array.copy(), hires_scale, name="hst-like")
+    hpsf_prof, kpsf, g_h, g_l, hires_psf = _psfs(galsim, psf, wcs_true, hwcs, shape_l,
+                                                 shape_h, hires_scale)
     nea_h = 1.0 / np.sum(hires_psf.array ** 2)
     hsig = math.sqrt(nea) / (hires_depth * math.sqrt(nea_h))
     hires = np.zeros(shape_h, dtype=np.float32)
@@ -248,6 +226,46 @@ def simulate_pair(psf: OversampledPSF, *, size_arcsec: float = 120.0,
                           "snr": snr, "kind": kinds})
     return SimulatedPair(hires, hwcs, hires_psf, hsig, image, given, psf, 1.0, truth,
                          (float(offset[0]), float(offset[1])), stamps)
+
+
+def _positions(rng: np.random.Generator, density: float, size: float, edge: float,
+               wcs_true: WCS, hwcs: WCS, hires_scale: float, shape_h: tuple[int, int]
+               ) -> tuple:
+    """Uniform sky positions inside both images: ``ra, dec, sky`` and the pixel positions
+    on the blurred (true WCS) and sharp images."""
+    from astropy.coordinates import SkyCoord
+
+    n = int(rng.poisson(density * (size / 3600.0) ** 2))
+    half = size / 2.0 - edge
+    east, north = rng.uniform(-half, half, n), rng.uniform(-half, half, n)
+    dec = COSMOS_CENTER[1] + north / 3600.0
+    ra = COSMOS_CENTER[0] - east / 3600.0 / np.cos(np.radians(dec))
+    sky = SkyCoord(ra, dec, unit="deg")
+    xl, yl = (np.asarray(v) for v in wcs_true.world_to_pixel(sky))
+    xh, yh = (np.asarray(v) for v in hwcs.world_to_pixel(sky))
+    # keep the sources inside both images (the sharp one is rotated)
+    lim = edge / hires_scale
+    keep = ((xh > lim) & (xh < shape_h[1] - 1 - lim) & (yh > lim)
+            & (yh < shape_h[0] - 1 - lim))
+    return tuple(v[keep] for v in (ra, dec, sky, xl, yl, xh, yh))
+
+
+def _psfs(galsim, psf: OversampledPSF, wcs_true: WCS, hwcs: WCS,  # type: ignore[no-untyped-def]
+          shape_l: tuple[int, int], shape_h: tuple[int, int], hires_scale: float) -> tuple:
+    """The sharp PSF (GalSim profile and its 0.06" PixelPSF), the band's PSF as a GalSim
+    interpolated image on its fine grid, and both images' local GalSim WCSs."""
+    hpsf_prof = galsim.Convolve(galsim.Airy(lam=814.0, diam=2.4, obscuration=0.33,
+                                            scale_unit=galsim.arcsec),
+                                galsim.Gaussian(fwhm=0.04))
+    g_h = _jacobian_wcs(galsim, hwcs, shape_h)
+    g_l = _jacobian_wcs(galsim, wcs_true, shape_l)
+    kpsf = galsim.InterpolatedImage(
+        galsim.ImageD(np.ascontiguousarray(_centred_fine(psf)),
+                      wcs=_jacobian_wcs(galsim, wcs_true, shape_l, 1.0 / psf.oversampling)))
+    hpsf_img = galsim.ImageD(63, 63, wcs=g_h)
+    hpsf_prof.drawImage(image=hpsf_img)
+    hires_psf = PixelPSF(hpsf_img.array.copy(), hires_scale, name="hst-like")
+    return hpsf_prof, kpsf, g_h, g_l, hires_psf
 
 
 def _centred_fine(psf: OversampledPSF) -> np.ndarray:
