@@ -44,7 +44,7 @@ from dask_phot.templates.kernel import TemplateKernel, _point_stamps, splat
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
 
 #: Extra half-widths (blurred pixels) stamps grow by, so few sizes are used.
-_LADDER = np.array([0, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+_LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
 
 
 @dataclass
@@ -76,7 +76,9 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
     """Stamp side for sources whose light reaches ``extent`` blurred pixels from
     their reference position: the PSF's stamp plus that on each side, on a ladder
     of sizes; capped at ``max_size`` (returned as a flag)."""
-    need = np.ceil(np.nan_to_num(extent, nan=0.0)).astype(np.int64)
+    # light within half a pixel of the centre stays in the PSF's own box; beyond it the
+    # model's extension (source minus point, convolved) needs that much more room
+    need = np.maximum(np.ceil(np.nan_to_num(extent, nan=0.0) - 0.5), 0).astype(np.int64)
     j = np.searchsorted(_LADDER, need)
     grow = np.where(j < _LADDER.size, _LADDER[np.minimum(j, _LADDER.size - 1)], need)
     k = psf_size + 2 * grow
@@ -151,7 +153,7 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            kernel: TemplateKernel, k: int, gradients: bool) -> tuple[np.ndarray, ...]:
     """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
     m = kernel.m
-    n = m * k
+    n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
@@ -166,15 +168,16 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     spec *= kernel.spectrum(n).astype(np.complex64)[None]
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
     scale = scale.astype(np.float32)
-    ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
+    ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale
     point, _, _ = _point_stamps(psf, xs, ys, k)
     model = point + ext.astype(np.float64)
     if not gradients:
         return model, ax0, ay0, None, None
     fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
     fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
-    gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
-    gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[:, ::m, ::m] * scale
+    cut = (slice(None), slice(0, m * k, m), slice(0, m * k, m))
+    gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
+    gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
     pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
     return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
 
@@ -235,7 +238,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
 
 def segment_extent(seg: dict, jac: np.ndarray) -> np.ndarray:
     """How far (blurred pixels, along either axis) each segment's bounding box reaches
-    from its centroid, plus one for the bilinear deposit."""
+    from its centroid."""
     best = np.zeros(seg["x"].shape[0])
     for cx, cy in ((seg["xmin"] - 0.5, seg["ymin"] - 0.5), (seg["xmax"] + 0.5,
                                                             seg["ymin"] - 0.5),
@@ -245,4 +248,4 @@ def segment_extent(seg: dict, jac: np.ndarray) -> np.ndarray:
         ex = np.abs(jac[:, 0, 0] * dx + jac[:, 0, 1] * dy)
         ey = np.abs(jac[:, 1, 0] * dx + jac[:, 1, 1] * dy)
         best = np.maximum(best, np.maximum(ex, ey))
-    return best + 1.0
+    return best

@@ -43,7 +43,7 @@ class SegmentTable:
     xmin, xmax, ymin, ymax : ndarray of int64
         Bounding box (inclusive).
     peak3 : ndarray
-        Largest 3 x 3 sum of the sharp image centred on a segment pixel.
+        3 x 3 sum of the sharp image around the segment's brightest pixel.
     edge : ndarray of bool
         The segment touches the image's edge (its light may be cut).
     nbad : ndarray of int64
@@ -90,7 +90,9 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
     x1 = np.full(nl + 1, -1, dtype=np.int64)
     y0 = np.full(nl + 1, big, dtype=np.int64)
     y1 = np.full(nl + 1, -1, dtype=np.int64)
-    p3 = np.full(nl + 1, -np.inf)
+    peak = np.full(nl + 1, -np.inf)
+    px = np.zeros(nl + 1, dtype=np.int64)
+    py = np.zeros(nl + 1, dtype=np.int64)
     edge = np.zeros(nl + 1, dtype=np.bool_)
     for r in range(ny):
         for c in range(nx):
@@ -113,13 +115,16 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
                 sp[lab] += v
                 sx[lab] += v * c
                 sy[lab] += v * r
-            acc = 0.0
-            for dr in range(-1, 2):
-                for dc in range(-1, 2):
-                    rr, cc = r + dr, c + dc
-                    if 0 <= rr < ny and 0 <= cc < nx and np.isfinite(img[rr, cc]):
-                        acc += img[rr, cc]
-            p3[lab] = max(p3[lab], acc)
+            if v > peak[lab]:
+                peak[lab], px[lab], py[lab] = v, c, r
+    p3 = np.zeros(nl + 1)  # the 3 x 3 sum around the brightest pixel
+    for lab in range(1, nl + 1):
+        if cnt[lab] == 0:
+            continue
+        for rr in range(max(py[lab] - 1, 0), min(py[lab] + 2, ny)):
+            for cc in range(max(px[lab] - 1, 0), min(px[lab] + 2, nx)):
+                if np.isfinite(img[rr, cc]):
+                    p3[lab] += img[rr, cc]
     return cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge
 
 
@@ -223,7 +228,7 @@ def _local_background(img: np.ndarray, seg: np.ndarray, bx0: np.ndarray, bx1: np
     for i in range(bx0.shape[0]):
         r0, r1 = max(by0[i] - gap - width, 0), min(by1[i] + gap + width, ny - 1)
         c0, c1 = max(bx0[i] - gap - width, 0), min(bx1[i] + gap + width, nx - 1)
-        step = 2 if (r1 - r0 + 1) * (c1 - c0 + 1) > 1600 else 1  # a median needs few
+        step = 3 if (r1 - r0 + 1) * (c1 - c0 + 1) > 1600 else 1  # a median needs few
         vals = np.empty((r1 - r0 + 1) * (c1 - c0 + 1))
         k = 0
         for r in range(r0, r1 + 1, step):
