@@ -116,7 +116,51 @@ def main(argv=None):
     print(f"{'lstsq loop (subset)':<24}{loop_rate:>16,.0f}{n / loop_rate:>10.1f}{1.0:>14.1f}"
           f"   ({sub.size} sources timed; time extrapolated to {n})")
     print("targets: scene >= 30,000/s, cutout >= 3,000/s on one core")
+    galaxy_section(args.area_arcmin2, args.seed)
     tractor_section(data, im.weight, psf, im.x, im.y, box=args.tractor_box)
+
+
+def galaxy_section(area: float, seed: int) -> None:
+    """Source-bands/s with 70% Sersic galaxies against point sources, both with the irac1
+    preset (golfir's 0.1" PSF: 21-pixel stamps, wings to 49 subtracted between two fits),
+    on the same priors. The image is rendered by the engine itself (speed, not accuracy:
+    accuracy against independent truth is tests/test_galaxies.py and bench_galaxies.py)."""
+    from dask_phot.bands import get_band
+    from dask_phot.engine._kernels import scatter_model
+    from dask_phot.models.render import render_sources
+    from dask_phot.models.shapes import Shapes
+    from dask_phot.testing import field_wcs, simulate_sources
+    from dask_phot.testing.field import pixel_shapes
+
+    band = get_band("irac1")
+    psf = band.load_psf()
+    pri = simulate_sources(area_arcmin2=area, bands=["irac1"], seed=seed, galaxies=0.7)
+    n_pix = int(np.ceil(np.sqrt(area) * 60 / 0.6)) + 20
+    wcs = field_wcs((150.01, 2.2), 0.6, (n_pix, n_pix))
+    x, y = wcs.wcs_world2pix(pri["ra"], pri["dec"], 0)
+    shapes = pixel_shapes(pri, wcs, x, y)
+    flux = pri["flux_true_irac1"].to_numpy() / band.to_ujy
+    model = render_sources(psf, x, y, Shapes.from_mapping(shapes, x.size), max_size=255)
+    rng = np.random.default_rng(seed)
+    sigma = 0.3 / 5 / band.to_ujy / 4.0
+    image = scatter_model(*model.stamps.arrays, flux, (n_pix, n_pix))
+    image += rng.normal(0, sigma, image.shape)
+    weight = np.full(image.shape, sigma**-2)
+    sub = slice(0, 150)
+    forced_photometry(image[sub, sub], psf, x[:200], y[:200], weight=weight[sub, sub],
+                      shapes={k: v[:200] for k, v in shapes.items()}, fit_sky=True)
+    rows = []
+    for label, shp in (("points", None), ("70% galaxies", shapes)):
+        dt, res = timed(lambda shp=shp: forced_photometry(image, psf, x, y, weight=weight,
+                                                          shapes=shp, fit_sky=True), 2)
+        rows.append((label, x.size / dt, dt, res.info))
+    n_gal = int((shapes["r_e"] > 0).sum())
+    print(f"galaxies: {x.size} sources ({n_gal} Sersic), irac1 preset (golfir 0.1\" PSF, "
+          f"{psf.size}-px stamps, wings to {psf.wing_size} px), fitted sky:")
+    print(f"{'model':<24}{'source-bands/s':>16}{'time (s)':>10}{'x points':>14}")
+    for label, rate, dt, _ in rows:
+        print(f"{label:<24}{rate:>16,.0f}{dt:>10.2f}{rate / rows[0][1]:>14.2f}")
+    print("target: >= 20,000 source-bands/s on one core with 70% galaxies")
 
 
 def tractor_section(data, weight, psf, x, y, box):

@@ -6,7 +6,8 @@ summed into 0.6" pixels by :mod:`dask_phot.testing.galaxies` (real space), the
 fit by :func:`dask_phot.forced_photometry` with the shapes given (Fourier
 space). Prints, per (n, r_e), the median flux bias, the pull median and std,
 and what a point-source fit of the same galaxies gives (bias, and the fraction
-flagged MODEL_MISMATCH). Run: ``python benchmarks/bench_galaxies.py``; the
+flagged MODEL_MISMATCH), and what the fit's own choice of a round galaxy gives
+without the shapes (``choose_models``). Run: ``python benchmarks/bench_galaxies.py``; the
 golfir PSF comes from ``../shared/data/golfir-irac-psf`` (or ``--psf``).
 """
 
@@ -66,7 +67,10 @@ def row(psf, n, r_e, snr, count, seed):
     pt_bias = np.median(pt.flux / im.flux - 1)
     flagged = np.mean(pt.has(Flag.MODEL_MISMATCH)) if r_e > 0 else np.nan
     good_flag = np.mean(fit.has(Flag.MODEL_MISMATCH))
-    return bias, np.median(pull), np.std(pull), pt_bias, flagged, good_flag
+    ch = forced_photometry(im.data, psf, im.x, im.y, sigma=im.sigma, choose_models=True)
+    ch_pull = (ch.flux - im.flux) / ch.flux_err
+    choice = (np.median(ch.flux / im.flux - 1), np.std(ch_pull), np.mean(ch.chosen_r_e > 0))
+    return bias, np.median(pull), np.std(pull), pt_bias, flagged, good_flag, choice
 
 
 def main() -> None:
@@ -79,14 +83,19 @@ def main() -> None:
     psf = OversampledPSF.from_fits(args.psf, 0.6, size=21)
     print(f"IRAC ch1-like, 0.6\"/px, PSF {Path(args.psf).name} (stamp {psf.size} px), "
           f"S/N {args.snr:g}, {args.count} isolated sources per row, q 0.5-1")
-    print(f"{'model':>10} {'r_e':>5} | {'bias':>7} {'pull med':>8} {'pull std':>8} | "
-          f"{'as point: bias':>14} {'flagged':>7} | {'flagged (shape given)':>21}")
+    print("shape given: the fit with the true shape; as point: fitted as a point source "
+          "(MODEL_MISMATCH rate); no shape, chosen: choose_models=True (bias, pull std, "
+          "fraction fitted as galaxies)")
+    print(f"{'model':>10} {'r_e':>5} | {'bias':>7} {'pull med':>8} {'pull std':>8} "
+          f"{'flagged':>7} | {'as point':>8} {'flagged':>7} | {'chosen':>7} {'pull std':>8} "
+          f"{'galaxy':>6}")
     t0 = time.perf_counter()
     for n, r_e in [(0, 0.0), (1, 0.3), (1, 0.7), (1, 1.5), (4, 0.3), (4, 0.7), (4, 1.5)]:
-        b, pm, ps, pb, fl, gf = row(psf, max(n, 1), r_e, args.snr, args.count, args.seed + n)
+        b, pm, ps, pb, fl, gf, ch = row(psf, max(n, 1), r_e, args.snr, args.count,
+                                        args.seed + n)
         name = "point" if r_e == 0 else f"n={n}"
-        print(f"{name:>10} {r_e:5.1f} | {100 * b:+6.2f}% {pm:+8.3f} {ps:8.3f} | "
-              f"{100 * pb:+13.2f}% {fl:7.2f} | {gf:21.2f}")
+        print(f"{name:>10} {r_e:5.1f} | {100 * b:+6.2f}% {pm:+8.3f} {ps:8.3f} {gf:7.2f} | "
+              f"{100 * pb:+7.2f}% {fl:7.2f} | {100 * ch[0]:+6.2f}% {ch[1]:8.2f} {ch[2]:6.2f}")
     print(f"({time.perf_counter() - t0:.0f} s)")
 
 

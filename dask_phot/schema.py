@@ -34,6 +34,8 @@ __all__ = [
     "BASE_COLUMNS",
     "FATAL_FLAGS",
     "FLAG_MEANINGS",
+    "MODEL_CODES",
+    "UNRELIABLE_FLAGS",
     "Flag",
     "band_columns",
     "band_table",
@@ -95,6 +97,15 @@ FATAL_FLAGS = (
     | Flag.NOT_COVERED | Flag.CELL_FAILED
 )
 
+#: Bits that mean "do not trust this flux": none measured, a masked centre, a model
+#: that does not describe the source (mismatch, chi2, truncation) or a merged twin. The
+#: other bits (EDGE, MASKED_PIXELS, BLENDED, NEGATIVE_FLUX, the position bits) describe a
+#: flux whose error already accounts for them. Keep ``(flags & UNRELIABLE_FLAGS) == 0``.
+UNRELIABLE_FLAGS = (
+    FATAL_FLAGS | Flag.CENTER_MASKED | Flag.HAS_DEGENERATE | Flag.HIGH_CHI2
+    | Flag.MODEL_MISMATCH | Flag.MODEL_TRUNCATED
+)
+
 FLAG_DTYPE = np.int32
 
 
@@ -130,8 +141,17 @@ BAND_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "mag": ("float64", "mag(AB)", "AB magnitude of the flux (NaN when flux <= 0)"),
     "mag_err": ("float64", "mag(AB)", "AB magnitude uncertainty"),
     "chi2": ("float64", "", "reduced chi2 over the source footprint"),
+    "mismatch": ("float64", "", "significance of the residual's broadening (> 0: the source "
+                                "is more extended than its model; see Flag.MODEL_MISMATCH)"),
+    "model": ("int8", "", "source model: 0 point, 1 Sersic (shape from the priors), 2 "
+                          "template, 3 round Sersic chosen by the band's fit (MODEL_CODES); "
+                          "-1 none fitted"),
     "flags": ("int32", "", "bitwise OR of dask_phot.schema.Flag"),
 })
+
+#: Codes of the per-band ``model`` column.
+MODEL_CODES: Mapping[str, int] = MappingProxyType({"none": -1, "point": 0, "sersic": 1,
+                                                   "template": 2, "chosen": 3})
 
 #: Columns every output row carries, independent of bands.
 BASE_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
@@ -164,7 +184,8 @@ def band_columns(band: str) -> dict[str, tuple[str, str, str]]:
 
 
 def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
-               flux_err: Any = None, chi2: Any = None) -> pd.DataFrame:
+               flux_err: Any = None, chi2: Any = None, mismatch: Any = None,
+               model: Any = None) -> pd.DataFrame:
     """One band's measurements of ``n`` sources, with the columns of :data:`BAND_COLUMNS`.
 
     The magnitudes follow from the fluxes (:func:`dask_phot.bands.flux_to_mag`);
@@ -177,15 +198,17 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
         Number of sources.
     flags : int or array of int
         :class:`Flag` bits of every source, or one value for all.
-    flux, flux_err, chi2 : array_like, optional
-        Fluxes and their errors in uJy, reduced chi2.
+    flux, flux_err, chi2, mismatch : array_like, optional
+        Fluxes and their errors in uJy, reduced chi2, model mismatch.
+    model : array_like of int, optional
+        :data:`MODEL_CODES` of the models fitted (default: none).
 
     Examples
     --------
-    >>> band_table(2, flux=[1.0, -1.0], flux_err=[0.1, 0.1], flags=[0, 256])
-       flux  flux_err   mag   mag_err  chi2  flags
-    0   1.0       0.1  23.9  0.108574   NaN      0
-    1  -1.0       0.1   NaN       NaN   NaN    256
+    >>> band_table(2, flux=[1.0, -1.0], flux_err=[0.1, 0.1], flags=[0, 256], model=0)
+       flux  flux_err   mag   mag_err  chi2  mismatch  model  flags
+    0   1.0       0.1  23.9  0.108574   NaN       NaN      0      0
+    1  -1.0       0.1   NaN       NaN   NaN       NaN      0    256
     """
     nan = np.full(n, np.nan)
     f = nan if flux is None else np.asarray(flux, dtype=np.float64)
@@ -193,6 +216,9 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
     mag, mag_err = flux_to_mag(f, e)
     values = {"flux": f, "flux_err": e, "mag": mag, "mag_err": mag_err,
               "chi2": nan if chi2 is None else chi2,
+              "mismatch": nan if mismatch is None else mismatch,
+              "model": np.broadcast_to(np.asarray(MODEL_CODES["none"] if model is None
+                                                  else model), (n,)),
               "flags": np.broadcast_to(np.asarray(flags), (n,))}
     return pd.DataFrame({name: np.asarray(values[name], dtype=dtype)
                          for name, (dtype, _, _) in BAND_COLUMNS.items()})

@@ -185,6 +185,16 @@ def test_crowded_field_with_galaxies(golfir):
     assert abs(np.median(pull[mid])) < 0.1 and 0.9 < np.std(pull[mid]) < 1.2
     bright = np.isfinite(pull) & (snr >= 100) & (snr < 1000)
     assert abs(np.median(res.flux[bright] / im.flux[bright] - 1)) < 0.02
+    # MODEL_MISMATCH: rare for right models; on most galaxies fitted as point sources whose
+    # flux that makes wrong (at S/N > 50, where the residual can show it)
+    mismatch = int(Flag.MODEL_MISMATCH)
+    good = np.isfinite(pull) & (snr > 20)
+    assert np.mean((res.flags[good] & mismatch) != 0) < 0.05
+    point = forced_photometry(im.data, golfir, im.x, im.y, weight=im.weight, fit_sky=True)
+    gal = im.shapes["r_e"] > 0
+    off = gal & (im.flux / point.flux_err > 50) & (
+        np.abs(point.flux - im.flux) > 3 * point.flux_err)
+    assert off.sum() > 20 and np.mean((point.flags[off] & mismatch) != 0) > 0.85
 
 
 def test_wings_are_subtracted_not_fitted(fine_gaussian):

@@ -69,9 +69,10 @@ def check_catalog(cat: pd.DataFrame, field) -> None:
     the truth, so the selection does not bias them; above S/N 100 the PSF's pixel
     interpolation, not the noise, sets the spread): their median within three
     standard errors of 0 (0.15 sigma for irac1's ~700 sources, 0.45 for nuv's ~70),
-    their robust spread (1.4826 MAD) within 15% of 1, and their standard deviation
-    below 1.6 (irac1's blends put a few sources in the tails: 1.3 here, 1.24 in the
-    pipeline benchmark).
+    their robust spread (1.4826 MAD) within 15% of 1 or three of its standard errors
+    (1.166 / sqrt(n): 0.42 for nuv's ~70 sources; a run measured 1.19 with a standard
+    deviation of 1.03), and their standard deviation below 1.6 (irac1's blends put a
+    few sources in the tails: 1.3 here, 1.24 in the pipeline benchmark).
     """
     assert cat["source_id"].is_unique
     assert sorted(cat["source_id"]) == sorted(field.priors["source_id"])
@@ -83,7 +84,8 @@ def check_catalog(cat: pd.DataFrame, field) -> None:
         median = np.median(p)
         robust = 1.4826 * np.median(np.abs(p - median))
         assert abs(median) < 3 * 1.2533 * robust / np.sqrt(len(p)), (b, median, len(p))
-        assert 0.85 < robust < 1.15 and 0.85 < np.std(p) < 1.6, (b, robust, np.std(p))
+        spread = max(0.15, 3 * 1.166 / np.sqrt(len(p)))
+        assert abs(robust - 1) < spread and 0.85 < np.std(p) < 1.6, (b, robust, np.std(p))
         assert not (cat[f"flags_{b}"] & int(Flag.CELL_FAILED)).any()
 
 
@@ -118,6 +120,10 @@ def test_run_on_local_cluster_from_s3_and_read_with_lsdb(s3_field, s3_server, tm
     assert b"uJy" in meta[b"dask_phot_units"]
     import json
 
+    calibration = json.loads(meta[b"dask_phot_calibration"])
+    assert calibration["irac1"]["aperture_correction"] == 1.0  # golfir PSF: total already
+    assert calibration == json.loads((tmp_path / "cat" / "dask_phot_run.json").read_text()
+                                     )["calibration"]
     recorded = json.loads(meta[b"dask_phot_config"])
     assert recorded["bands"]["nuv"]["images"] == [f"s3://{bucket}/nuv_sci.fits"]
     assert load_config(recorded).config_hash() == cfg.config_hash()
@@ -203,7 +209,8 @@ def test_one_cell_reads_only_its_pixel_box_from_s3(s3_server, tmp_path):
     half = band.psf_size // 2 + 2
     box = (np.ptp(np.round(x)) + 2 * half + 1) * (np.ptp(np.round(y)) + 2 * half + 1) * 4
     assert 0.8 * box <= served <= 1.05 * box
-    assert served < 0.1 * whole
+    # a small cell and its 46" margin (the PSF's wings): a fifth of this 5'x5' mosaic
+    assert served < 0.2 * whole
     assert report.bytes_read == s3_server.bytes_served("wide-field")
     assert len(table) == part.n_primary and np.isfinite(table["flux_irac1"]).all()
 
@@ -346,26 +353,31 @@ def _cells_against_whole_mosaic(paths, out: Path, band: str, margin: str | float
 
 def test_cells_with_margins_give_the_whole_mosaic_fit(field_dir, tmp_path):
     """The pipeline's promise: a field cut into sky cells with margins is measured as one
-    fit of the whole mosaic would measure it: irac1 with its automatic margin (13.6"),
-    nuv (heavy blending: 5.3" FWHM on 1.5" pixels) with a 90" margin. Every flux within
-    0.05 sigma of the whole-mosaic fit (99% within 0.02), the same flux errors."""
+    fit of the whole mosaic would measure it, the PSFs' wings included (each cell's
+    first fit measures every source whose wings reach its final fit): irac1 with its
+    automatic margin (45.8"; 99% of fluxes within 0.02 sigma of the whole-mosaic fit, all
+    within 0.1), nuv (heavy blending: 5.3" FWHM on 1.5" pixels) with a 180" margin (every
+    flux within 0.05 sigma, 99% within 0.02); the same flux errors (99% within 0.2%)."""
     _, paths = field_dir
-    for band, margin in (("irac1", "auto"), ("nuv", 90.0)):
+    for band, margin, worst in (("irac1", "auto", 0.1), ("nuv", 180.0, 0.05)):
         diff, ratio, differ, n_cells = _cells_against_whole_mosaic(
             paths, tmp_path / band, band, margin)
         assert n_cells >= 10 and len(diff) > 200
-        assert np.quantile(diff, 0.99) < 0.02 and diff.max() < 0.05, (band, diff.max())
-        np.testing.assert_allclose(ratio, 1.0, atol=2e-3)
+        assert np.quantile(diff, 0.99) < 0.02 and diff.max() < worst, (band, diff.max())
+        # the same flux errors; in irac1 one source of ~900 (S/N 2, MASKED_PIXELS, 7
+        # pixels from one whose centre is masked and whose flux is barely constrained)
+        # has a 2.7% larger error in its cell than in the whole mosaic
+        assert np.quantile(np.abs(ratio - 1), 0.99) < 2e-3 and np.abs(ratio - 1).max() < 0.05
         # the same flags, but MASKED_PIXELS: a cell's clean-pixel zone (margin - h sqrt(2)
         # around its sources) cuts the corner pixels of a stamp whose source is off a
         # pixel centre (they hold ~1e-4 of the PSF); the whole-mosaic fit uses them
         assert not (differ & ~int(Flag.MASKED_PIXELS)).any()
 
 
-@pytest.mark.xfail(strict=True, reason="the automatic margin (2 FWHM beyond the PSF "
-                   "stamp, 55\" for nuv) does not hold the chains of blends of a crowded "
-                   "coarse band: 10% of nuv sources differ by > 0.05 sigma from the "
-                   "whole-mosaic fit, 1% by > 0.3 sigma (a 90\" margin: none)")
+@pytest.mark.xfail(strict=True, reason="the automatic margin (146\" for nuv: its stamp, "
+                   "blending allowance and wings) does not hold the chains of blends of a "
+                   "crowded coarse band: 10% of nuv sources differ by > 0.05 sigma from the "
+                   "whole-mosaic fit, 1% by > 0.3 sigma (a 180\" margin: none)")
 def test_auto_margin_gives_the_whole_mosaic_fit_in_crowded_nuv(field_dir, tmp_path):
     _, paths = field_dir
     diff, _, _, _ = _cells_against_whole_mosaic(paths, tmp_path / "nuv", "nuv", "auto")

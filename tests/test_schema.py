@@ -12,6 +12,7 @@ from dask_phot.schema import (
     BAND_COLUMNS,
     FATAL_FLAGS,
     FLAG_MEANINGS,
+    MODEL_CODES,
     Flag,
     band_table,
     cell_meta,
@@ -32,7 +33,8 @@ def test_band_table_has_the_schema_columns_and_derives_magnitudes():
     empty = band_table(3, flags=Flag.NOT_COVERED)
     assert list(empty.columns) == list(BAND_COLUMNS)
     assert empty.dtypes.astype(str).tolist() == [v[0] for v in BAND_COLUMNS.values()]
-    assert empty.drop(columns="flags").isna().all().all()
+    assert empty.drop(columns=["flags", "model"]).isna().all().all()
+    assert (empty["model"] == MODEL_CODES["none"]).all()
     assert (empty["flags"] == int(Flag.NOT_COVERED)).all()
     t = band_table(2, flux=[3631.0, -1.0], flux_err=[36.31, 1.0], chi2=[1.0, 2.0],
                    flags=np.array([0, int(Flag.NEGATIVE_FLUX)]))

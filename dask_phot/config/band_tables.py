@@ -12,7 +12,7 @@ Examples
 --------
 >>> band = band_from_config("deep1", {"preset": "irac1", "depth_5sigma_ujy": 0.2})
 >>> band.psf_file, band.depth_5sigma_ujy
-('PRF_IRAC_ch1.fits', 0.2)
+('irac_ch1_warm_psf.fits', 0.2)
 >>> band_from_config("x", {"psf_file": "PSFfuv.fits", "pixel_scal": 1.5})
 ... # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -137,4 +137,5 @@ def band_images(name: str, value: Any, defaults: BandFiles, origin: Provenance) 
                              f"preset = '<name>' or psf_file and pixel_scale")
         band = band_from_config(name, definition, origin=origin)
     return BandImages(name=name, band=band, images=files.images, noise=files.noise,
-                      noise_kind=files.noise_kind if files.noise else "none", sky=files.sky)
+                      noise_kind=files.noise_kind if files.noise else "none", sky=files.sky,
+                      model=files.model)

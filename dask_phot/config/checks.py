@@ -39,6 +39,7 @@ __all__ = [
     "one_of",
     "pair",
     "scheduler_address",
+    "shape_columns",
     "sky_value",
     "string",
     "strings",
@@ -134,6 +135,31 @@ def table(v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping):
         raise Invalid(f"must be a table, got {v!r}")
     return dict(v)
+
+
+#: The keys of ``[priors] shape_columns``: the shape each catalogue column holds.
+SHAPE_KEYS = ("r_e", "q", "pa", "n")
+
+
+def shape_columns(v: Any) -> dict[str, str]:
+    """``{r_e, q, pa, n} -> column name`` (``r_e`` required when the table is not empty).
+
+    Examples
+    --------
+    >>> shape_columns({"r_e": "FLUX_RADIUS", "q": "AXIS_RATIO"})
+    {'r_e': 'FLUX_RADIUS', 'q': 'AXIS_RATIO'}
+    """
+    cols = table(v)
+    unknown = [k for k in cols if k not in SHAPE_KEYS]
+    if unknown:
+        raise Invalid(f"has unknown key(s) {unknown}: the keys are {', '.join(SHAPE_KEYS)} "
+                      "(half-light radius, axis ratio b/a, position angle, Sersic index)")
+    if cols and "r_e" not in cols:
+        raise Invalid("must name the half-light radius column (r_e = \"...\")")
+    for key, name in cols.items():
+        if not isinstance(name, str) or not name:
+            raise Invalid(f"{key} must be a column name, got {name!r}")
+    return cols
 
 
 def sky_value(v: Any) -> str | float:

@@ -21,6 +21,7 @@ from dask_phot.config.checks import (
     number,
     one_of,
     scheduler_address,
+    shape_columns,
     sky_value,
     string,
     strings,
@@ -59,11 +60,21 @@ class PriorsConfig:
     dec_column: str = setting("dec", check=NAME)
     id_column: str = setting("source_id", check=NAME)
     keep_columns: tuple[str, ...] = setting((), check=strings())
+    shape_columns: dict[str, str] = setting(factory=dict, check=shape_columns)
+    shape_scale: float = setting(1.0, check=number(0, strict=True))
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Input columns the catalog carries: ``keep_columns``, then the shape columns
+        (they define the models the fluxes are of)."""
+        cols = list(self.keep_columns)
+        cols += [c for c in self.shape_columns.values() if c not in cols]
+        return tuple(cols)
 
     def read_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`dask_phot.priors.read_priors` (not the path)."""
         return {"ra_column": self.ra_column, "dec_column": self.dec_column,
-                "id_column": self.id_column, "columns": list(self.keep_columns)}
+                "id_column": self.id_column, "columns": list(self.output_columns)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +86,8 @@ class BandFiles:
     noise_kind: NoiseKind = setting("weight", check=one_of("weight", "uncertainty", "variance",
                                                            "none"))
     sky: str | float = setting("fit", check=sky_value)
+    model: Literal["auto", "point", "choose"] = setting(
+        "auto", check=one_of("auto", "point", "choose"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,11 @@ class BandImages:
     """``[bands.<name>]``: one band's images and how to treat them.
 
     ``noise_kind`` is ``"none"`` whenever no noise files are given; ``sky`` is
-    ``"fit"``, ``"clipped"``, ``"none"`` or a fixed sky level in image units.
+    ``"fit"``, ``"clipped"``, ``"none"`` or a fixed sky level in image units;
+    ``model`` is ``"auto"`` (Sersic models where the priors give shapes, point
+    sources elsewhere), ``"point"`` (every source a point source) or ``"choose"``
+    (as ``"auto"``, and a source without a shape becomes a round galaxy where its
+    fit prefers one: :mod:`dask_phot.engine.choice`).
     """
 
     name: str
@@ -91,21 +108,45 @@ class BandImages:
     noise: tuple[str, ...] = ()
     noise_kind: NoiseKind = "none"
     sky: str | float = "fit"
+    model: str = "auto"
+
+    def _radii(self) -> tuple[float, float, float]:
+        """``(h, w, allowance)`` in arcsec: the fitted stamp's and the wings' half-diagonals
+        (``w = 0`` without wings) and the blending allowance ``max(h, 2 FWHM)``."""
+        scale = self.band.pixel_scale * math.sqrt(2.0)
+        h = self.band.psf_size // 2 * scale
+        wing = self.band.psf_wing_size or self.band.psf_size
+        w = wing // 2 * scale if wing > self.band.psf_size else 0.0
+        fwhm = self.band.fwhm if self.band.fwhm else h
+        return h, w, max(h, 2.0 * fwhm)
 
     @property
     def margin_arcsec(self) -> float:
-        """The cell margin this band needs, in arcsec.
+        """The cell margin this band needs, in arcsec (see :meth:`fit_zones`).
 
-        With a PSF half-width ``h = psf_size // 2`` pixels, a cell's pixels are
-        fitted only within ``margin - h * sqrt(2)`` of its primary sources, where
-        no unmodelled source's stamp reaches; the margin
-        ``h * sqrt(2) + max(h * sqrt(2), 2 * FWHM)`` keeps every primary source's
-        whole footprint (or at least two FWHM of it) in the fit. For irac1
-        (``h = 8``, 0.6"/px, FWHM 1.95") that is ``2 * 8 * sqrt(2) * 0.6 = 13.6"``.
+        With the fitted stamp's half-diagonal ``h`` (``psf_size``), the blending
+        allowance ``a = max(h, 2 FWHM)`` and, for a PSF with wings, their
+        half-diagonal ``w``: ``h + a`` without wings (irac1_notebook: 13.6"), and
+        ``h + a + (w + h)`` with them, so that every source whose wings reach the
+        final fit's pixels is itself measured in full by the first fit. For irac1
+        (``h = 10``, ``w = 24`` pixels of 0.6", FWHM 1.95"):
+        ``(10 + 10 + 34) * sqrt(2) * 0.6 = 45.8"``.
         """
-        h = self.band.psf_size // 2 * math.sqrt(2.0)
-        fwhm = self.band.fwhm / self.band.pixel_scale if self.band.fwhm else h
-        return (h + max(h, 2.0 * fwhm)) * self.band.pixel_scale
+        h, w, a = self._radii()
+        return h + a + (w + h if w else 0.0)
+
+    def fit_zones(self, margin_arcsec: float) -> tuple[float, float]:
+        """Radii (arcsec) around a cell's primary sources of the pixels its two fits use.
+
+        The first fit uses the pixels within ``margin - h`` (no unmodelled source's
+        stamp reaches them); the final fit, after the wings of the first fit's
+        fluxes are subtracted, those within ``margin - h - (w + h)`` (its sources'
+        wings come from sources measured in full by the first). Without wings both
+        are ``margin - h``.
+        """
+        h, w, _ = self._radii()
+        first = margin_arcsec - h
+        return first, first - (w + h if w else 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +172,10 @@ class EngineConfig:
     max_shift: float = setting(0.5, check=number(0, strict=True))
     position_snr: float = setting(5.0, check=number(0))
     high_chi2: float = setting(5.0, check=number(0, strict=True))
+    mismatch_sigma: float = setting(3.0, check=number(0, strict=True))
+    max_stamp: int = setting(255, check=number(3, integer=True))
+    backend: Literal["dask_phot", "tractor"] = setting(
+        "dask_phot", check=one_of("dask_phot", "tractor"))
 
     def forced_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of :func:`dask_phot.forced_photometry`.
@@ -203,10 +248,18 @@ class RunConfig:
     @property
     def margin_arcsec(self) -> float:
         """The cell margin in arcsec; ``"auto"`` is the largest of the bands'
-        :attr:`BandImages.margin_arcsec` (13.6" with irac1 alone)."""
+        :attr:`BandImages.margin_arcsec` (45.8" with irac1 alone)."""
         if self.cells.margin_arcsec != "auto":
             return float(self.cells.margin_arcsec)
         return max(b.margin_arcsec for b in self.bands)
+
+    def band_margins(self) -> dict[str, float]:
+        """Each band's margin in arcsec: ``[cells] margin_arcsec`` when given, else the
+        band's own (:attr:`BandImages.margin_arcsec`; the cells carry the largest, and
+        each band models only the sources within its own)."""
+        if self.cells.margin_arcsec != "auto":
+            return {b.name: float(self.cells.margin_arcsec) for b in self.bands}
+        return {b.name: b.margin_arcsec for b in self.bands}
 
     #: The sections that change results: :meth:`config_hash` covers them.
     SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine")
@@ -226,7 +279,7 @@ class RunConfig:
         out = {f.name: plain(getattr(self, f.name)) for f in fields(self)
                if f.name not in ("bands", "source")}
         out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
-                                 "noise_kind": b.noise_kind, "sky": b.sky,
+                                 "noise_kind": b.noise_kind, "sky": b.sky, "model": b.model,
                                  **b.band.as_config()} for b in self.bands}
         return {f.name: out[f.name] for f in fields(self) if f.name in out}
 

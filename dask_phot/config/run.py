@@ -136,12 +136,12 @@ def load_config(
     ...                    "bands": {"irac1": {"images": ["/data/irac1_*.fits"]}}},
     ...                   environ={})
     >>> cfg.band_names, cfg.cells.order, round(cfg.margin_arcsec, 2)
-    (('irac1',), 'auto', 13.58)
+    (('irac1',), 'auto', 45.82)
     >>> load_config({"priors": {"path": "p.csv"}, "bands": {"irac1": {"images": ["i.fits"]}},
     ...              "engine": {"fit_skyy": True}}, environ={})
     Traceback (most recent call last):
     ...
-    dask_phot.config.ConfigError: <dict>: engine.fit_skyy: unknown key; known keys: mode, fit_sky, sky_model, fit_positions, max_shift, position_snr, high_chi2 (did you mean 'fit_sky'?)
+    dask_phot.config.ConfigError: <dict>: engine.fit_skyy: unknown key; known keys: mode, fit_sky, sky_model, fit_positions, max_shift, position_snr, high_chi2, mismatch_sigma, max_stamp, backend (did you mean 'fit_sky'?)
     """  # noqa: E501
     if not isinstance(path_or_dict, Mapping | str | os.PathLike):
         raise TypeError(f"load_config: a path or a dict, got {type(path_or_dict).__name__}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
+from dask_phot.engine.choice import choose_extended, chosen_shapes
 from dask_phot.engine.fit import SKY_TERMS, solve_models
-from dask_phot.engine.prepare import blend_flags, prepare_inputs
+from dask_phot.engine.prepare import Prepared, blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.engine.scene import default_tiling, spatial_order
 from dask_phot.models.render import render_sources
@@ -44,10 +46,13 @@ def forced_photometry(
     blend_radius: float | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
-    mismatch_sigma: float = 5.0,
+    mismatch_sigma: float = 3.0,
     model_fraction: float = 0.99,
     max_stamp: int | None = None,
     max_core: int | None = None,
+    final_weight: np.ndarray | None = None,
+    choose_models: bool = False,
+    choice_threshold: float = 9.0,
     return_model: bool = False,
     backend: Literal["dask_phot", "tractor"] = "dask_phot",
 ) -> PhotometryResult:
@@ -130,6 +135,17 @@ def forced_photometry(
         stamps (a galaxy's outskirts, the PSF's wings out to ``psf.wing_size``)
         is rendered with the fluxes of a first fit and subtracted before a
         second, final fit (scene mode; see :mod:`dask_phot.engine.wings`).
+    final_weight : ndarray, optional
+        Inverse-variance weights of that second fit, when it should use fewer
+        pixels than the first (a pipeline cell's: see
+        :meth:`dask_phot.config.BandImages.fit_zones`); default ``weight``.
+    choose_models : bool
+        For sources without a shape (``r_e`` 0), choose between a point source and
+        a round exponential disc by the chi2 improvement, and fit the scene again
+        with the chosen models (scene mode; :mod:`dask_phot.engine.choice`). The
+        result's ``chosen_r_e`` holds the chosen discs' radii.
+    choice_threshold : float
+        Least chi2 improvement for a disc to replace a point source.
     return_model : bool
         Also return the model image (sources plus sky).
     backend : {"dask_phot", "tractor"}
@@ -151,6 +167,8 @@ def forced_photometry(
     >>> round(float(res.flux[0]), 6), round(float(res.flux_err[0]), 3)
     (50.0, 4.631)
     """
+    if choose_models and (mode != "scene" or backend != "dask_phot"):
+        raise ValueError("choose_models needs mode='scene' and backend='dask_phot'")
     if backend == "tractor":
         from dask_phot.engine.tractor import tractor_photometry
 
@@ -187,13 +205,52 @@ def forced_photometry(
                          iterations=position_iterations, opts=opts, render=render)
     order = (spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
              if mode == "scene" else np.arange(n))
+    solve = dict(psf=psf, mode=mode, opts=opts, cutout_width=int(cutout_width or psf.size),
+                 sky_given=sky is not None, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
+                 final_weight=_final_weight(final_weight, prep))
+    before = (prep.flags.copy(), prep.fit.copy())
     rendered = render_sources(psf, prep.x, prep.y, shp, order=order, **render)
-    res = solve_models(prep, rendered, order, psf=psf, mode=mode, opts=opts,
-                       cutout_width=int(cutout_width or psf.size), sky_given=sky is not None,
-                       high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
-                       return_model=return_model)
+    res = solve_models(prep, rendered, order, return_model=return_model or choose_models,
+                       **solve)
+    if choose_models:
+        res, shp = _choose_and_refit(prep, before, shp, order, res, render, solve,
+                                     choice_threshold, return_model)
     res.info["extended"] = int(shp.extended.sum())
     return res
+
+
+def _choose_and_refit(prep: Prepared, before: tuple[np.ndarray, np.ndarray], shp: Shapes,
+                      order: np.ndarray, res: PhotometryResult, render: dict, solve: dict,
+                      threshold: float, return_model: bool) -> tuple[PhotometryResult, Shapes]:
+    """Choose point or disc for the shapeless sources of a first fit (``res``, with its
+    model image) and fit the scene again when any disc was chosen."""
+    psf = solve["psf"]
+    weight = solve["final_weight"] if solve["final_weight"] is not None else prep.weight
+    chosen, sersic, shape_err = choose_extended(
+        psf, prep.x, prep.y, shp, res.flux, res.flux_err, res.mismatch,
+        prep.data + prep.sky - res.model, weight, threshold=threshold,
+        fraction=render["fraction"], max_size=render["max_size"])
+    if (chosen > 0).any():
+        shp = chosen_shapes(shp, chosen, sersic)
+        prep = replace(prep, flags=before[0].copy(), fit=before[1].copy())
+        rendered = render_sources(psf, prep.x, prep.y, shp, order=order, **render)
+        res = solve_models(prep, rendered, order, return_model=return_model, **solve)
+        res.flux_err = np.hypot(res.flux_err, shape_err)
+    res.chosen_r_e, res.chosen_n = chosen, np.where(chosen > 0, sersic, np.nan)
+    res.model = res.model if return_model else None
+    return res, shp
+
+
+def _final_weight(weight: np.ndarray | None, prep: object) -> np.ndarray | None:
+    """The second fit's weights, checked like ``weight`` and masked where the first's are 0."""
+    if weight is None:
+        return None
+    w = np.array(weight, dtype=np.float64)
+    if w.shape != prep.weight.shape:  # type: ignore[attr-defined]
+        raise ValueError(f"final_weight has shape {w.shape}, image has "
+                         f"{prep.weight.shape}")  # type: ignore[attr-defined]
+    w[~np.isfinite(w) | (w < 0) | (prep.weight <= 0)] = 0.0  # type: ignore[attr-defined]
+    return w
 
 
 def as_psf(psf: object, pixel_scale: float | None = None) -> PSFModel:

@@ -31,12 +31,15 @@ SKY_TERMS = {"constant": 1, "plane": 3}
 
 def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: object | None,
                  mode: str, opts: dict, cutout_width: int, sky_given: bool, high_chi2: float,
-                 mismatch_sigma: float, return_model: bool) -> PhotometryResult:
+                 mismatch_sigma: float, return_model: bool,
+                 final_weight: np.ndarray | None = None) -> PhotometryResult:
     """Fit rendered models (``rendered.stamps[k]`` is source ``order[k]``).
 
     In scene mode, light the fitted stamps leave out (PSF wings, cut galaxies'
     outskirts; :mod:`dask_phot.engine.wings`) is rendered from a first fit,
-    subtracted, and the fit repeated.
+    subtracted, and the fit repeated, with ``final_weight`` when given (a
+    pipeline cell fits fewer pixels the second time: see
+    :meth:`dask_phot.config.BandImages.fit_zones`).
     """
     stamps = rendered.stamps
     pos = np.argsort(order)
@@ -53,12 +56,20 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     else:
         wings = has_wings(psf, rendered)
         flux, var, status, hasdeg, local_sky, state = solve_scene(
-            prep, stamps, order=order, variances=not wings, **opts)
+            prep, stamps, order=order, **opts)
         if wings:
-            light = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
-            clean = replace(prep, data=np.where(prep.weight > 0, prep.data - light, 0.0))
+            # only fluxes measured at S/N > 2 light the wings: a source whose stamp is
+            # nearly all masked (at a cell's edge, say) has no flux to spread
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sure = np.where(flux > 2.0 * np.sqrt(var), flux, 0.0)
+            light = wing_image(psf, rendered, prep.x, prep.y, sure, prep.data.shape)
+            weight = prep.weight if final_weight is None else final_weight
+            prep = replace(prep, weight=weight, data=np.where(weight > 0, prep.data - light,
+                                                                 0.0))
             flux, var, status, hasdeg, local_sky, state = solve_scene(
-                clean, stamps, order=order, state=state, **opts)
+                prep, stamps, order=order, state=None if final_weight is not None else state,
+                **opts)
+            prep = replace(prep, data=prep.data + np.where(weight > 0, light, 0.0))
             extra = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
         tiling = state.tiling
         if opts["nsky"]:
@@ -78,6 +89,7 @@ def fit_stamps(
     y: np.ndarray,
     *,
     fwhm: float,
+    psf: object | None = None,
     sigma: float | np.ndarray | None = None,
     weight: np.ndarray | None = None,
     sky: float | np.ndarray | None = None,
@@ -89,7 +101,7 @@ def fit_stamps(
     margin: int | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
-    mismatch_sigma: float = 5.0,
+    mismatch_sigma: float = 3.0,
     return_model: bool = False,
 ) -> PhotometryResult:
     """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
@@ -106,6 +118,10 @@ def fit_stamps(
         the flags (off image, masked centre) and the BLENDED radius ``fwhm``.
     fwhm : float
         The image's PSF FWHM in pixels (tiling and blending).
+    psf : OversampledPSF, optional
+        The band's PSF, when it has wings beyond the stamps: they are subtracted
+        between two fits (stamps of the PSF's ``size`` or larger: the wings beyond
+        each stamp's box; see :mod:`dask_phot.engine.wings`).
     outer, outer_index : Stamps and ndarray of int, optional
         Light of sources ``outer_index`` beyond their fitted stamps, subtracted
         with the fluxes of a first fit before the final one.
@@ -138,7 +154,7 @@ def fit_stamps(
         stamps=_reorder(stamps, order), sides=np.maximum(stamps.w, stamps.h),
         outer=outer if outer is not None else Stamps.empty(0, none), outer_index=idx,
         capped=np.zeros(n, dtype=bool))
-    return solve_models(prep, rendered, order, psf=None, mode="scene", opts=opts,
+    return solve_models(prep, rendered, order, psf=psf, mode="scene", opts=opts,
                         cutout_width=side, sky_given=sky is not None, high_chi2=high_chi2,
                         mismatch_sigma=mismatch_sigma, return_model=return_model)
 

@@ -42,6 +42,11 @@ class PhotometryResult:
         Significance of the residual's projection on a broadening of each
         source's model (positive: the source is more extended than its model);
         see :mod:`dask_phot.engine.mismatch`.
+    chosen_r_e : ndarray or None
+        With ``choose_models``: the half-light radius (pixels) of the round
+        exponential chosen for a source without a shape, 0 where it stayed a
+        point source, NaN where no choice was tried (see :mod:`dask_phot.engine.choice`);
+        ``chosen_n`` the chosen galaxy's Sersic index (1 or 4; NaN elsewhere).
     """
 
     flux: np.ndarray
@@ -55,6 +60,8 @@ class PhotometryResult:
     model: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     mismatch: np.ndarray | None = None
+    chosen_r_e: np.ndarray | None = None
+    chosen_n: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mismatch is None:

@@ -171,7 +171,7 @@ def tractor_photometry(
     blend_radius: float | None = None,
     degenerate_tol: float = 1e-7,
     high_chi2: float = 5.0,
-    mismatch_sigma: float = 5.0,
+    mismatch_sigma: float = 3.0,
     return_model: bool = False,
     max_block: int = 1500,
     refine_tol: float = 1e-3,

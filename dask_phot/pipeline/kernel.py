@@ -18,12 +18,15 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.cells import CellSources, healpix_29
-from dask_phot.config import BandImages, EngineConfig, RunConfig, storage_options
+from dask_phot.config import BandImages, EngineConfig, PriorsConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry, robust_sigma
+from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
-from dask_phot.schema import Flag, band_table, cell_table
+from dask_phot.models.sersic import N_MAX, N_MIN
+from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
+from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 
-__all__ = ["CellReport", "fit_band", "fit_cell", "process_cell"]
+__all__ = ["CellReport", "fit_band", "fit_cell", "process_cell", "source_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,9 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     """Weight map with pixels that unmodelled sources may light set to 0.
 
     Every source not in the cell's partition lies more than the margin from all
-    primary sources, so a pixel within ``reach_pix`` (margin minus the PSF stamp's
-    half-diagonal) of a primary source receives light from modelled sources only.
+    primary sources, so a pixel within ``reach_pix`` (margin minus the half-diagonal
+    of the box a source's light reaches: its PSF's wings, or its stamp) of a primary
+    source receives light from modelled sources only.
     """
     from scipy.spatial import cKDTree
 
@@ -91,9 +95,38 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     return weight
 
 
+def source_shapes(sources: pd.DataFrame, region: Region, x: np.ndarray, y: np.ndarray,
+                  priors: PriorsConfig) -> dict[str, np.ndarray] | None:
+    """The sources' Sersic shapes on the region's pixel grid, from ``[priors] shape_columns``
+    (None when there are none): radii in arcsec (times ``shape_scale``), position angles
+    east of north, mapped through the mosaic's WCS (:func:`~dask_phot.models.sky_to_pixel`)."""
+    cols = priors.shape_columns
+    if not cols:
+        return None
+    n = len(sources)
+
+    def column(key: str, default: float) -> np.ndarray:
+        if key not in cols:
+            return np.full(n, default)
+        return sources[cols[key]].to_numpy(np.float64)
+
+    r_arcsec = column("r_e", 0.0) * priors.shape_scale
+    q, pa, sersic = column("q", 1.0), column("pa", 0.0), column("n", 1.0)
+    good = np.isfinite(r_arcsec) & (r_arcsec > 0) & np.isfinite(q) & (q > 0) & (q <= 1) \
+        & np.isfinite(pa) & np.isfinite(sersic)
+    r_e, qq, theta = np.zeros(n), np.ones(n), np.zeros(n)
+    ext = np.flatnonzero(good)
+    if ext.size:
+        jac = wcs_jacobian(region.wcs, x[ext], y[ext])
+        r_e[ext], qq[ext], theta[ext] = sky_to_pixel(jac, r_arcsec[ext], q[ext], pa[ext])
+    return {"r_e": r_e, "q": qq, "theta": theta,
+            "n": np.clip(np.where(good, sersic, 1.0), N_MIN, N_MAX)}
+
+
 def fit_band(
     sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
     *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
+    priors: PriorsConfig | None = None,
 ) -> pd.DataFrame:
     """Forced photometry of a cell's sources (primary and margin) in one band.
 
@@ -108,20 +141,26 @@ def fit_band(
     engine : EngineConfig
         Engine options.
     margin_arcsec : float, optional
-        The cell margin; when given, pixels that sources beyond it could light
-        are left out of the fit (:func:`clean_weight`), so that the targets are
-        measured as in a fit of the whole mosaic.
+        The band's cell margin; when given, only sources within it of the targets
+        are modelled and pixels that sources beyond it could light are left out
+        of the fit (:func:`clean_weight`), so that the targets are measured as in
+        a fit of the whole mosaic.
     targets : ndarray of bool, optional
         The sources whose measurements are wanted (default: the primary ones);
         the clean-pixel zone is built around them.
+    priors : PriorsConfig, optional
+        With ``shape_columns``, sources with shapes are fitted as Sersic galaxies
+        (unless the band's ``model`` is ``"point"``).
 
     Returns
     -------
     pandas.DataFrame
-        ``flux, flux_err, mag, mag_err, chi2, flags`` in microJansky, one row per source.
+        :func:`~dask_phot.schema.band_table` (fluxes in microJansky), one row per source.
     """
     if region is None:
         return band_table(len(sources), flags=Flag.NOT_COVERED)
+    if targets is None:
+        targets = sources["_primary"].to_numpy(dtype=bool)
     x, y = region.wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
     kwargs = engine.forced_kwargs()
     kwargs.update(_sky_options(band, region))
@@ -129,19 +168,67 @@ def fit_band(
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
     psf = band.band.load_psf()
-    if targets is None:
-        targets = sources["_primary"].to_numpy(dtype=bool)
+    # the sources this band models: within its margin of the targets (all without one)
+    use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
+        _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
+    sub = sources[use]
+    noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
+    shapes = (source_shapes(sub, region, x[use], y[use], priors)
+              if priors is not None and band.model != "point" else None)
+    choose = band.model == "choose" and kwargs["mode"] == "scene"
+    res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise, **kwargs,
+                            choose_models=choose)
+    model = _model_codes(res, shapes)
+    to_ujy = band.band.to_ujy * band.band.flux_correction()
+    part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
+                      chi2=res.chi2, mismatch=res.mismatch, model=model, flags=res.flags)
+    if use.all():
+        return part
+    table = band_table(len(sources), flags=Flag.NOT_COVERED)
+    table.iloc[np.flatnonzero(use)] = part.to_numpy()
+    return table.astype(part.dtypes.to_dict())
+
+
+def _model_codes(res: PhotometryResult, shapes: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The ``model`` column: what each measured flux is the flux of."""
+    fitted = np.isfinite(res.flux)
+    model = np.where(fitted, MODEL_CODES["point"], MODEL_CODES["none"]).astype(np.int8)
+    if shapes is not None:
+        model[fitted & (shapes["r_e"] > 0)] = MODEL_CODES["sersic"]
+    if res.chosen_r_e is not None:
+        model[fitted & (res.chosen_r_e > 0)] = MODEL_CODES["chosen"]
+    return model
+
+
+def _within(x: np.ndarray, y: np.ndarray, targets: np.ndarray, radius: float) -> np.ndarray:
+    """Sources within ``radius`` pixels of a target (the targets included)."""
+    from scipy.spatial import cKDTree
+
+    if not targets.any():
+        return targets.copy()
+    dist, _ = cKDTree(np.column_stack([x[targets], y[targets]])).query(
+        np.column_stack([x, y]), distance_upper_bound=radius)
+    return np.isfinite(dist) | targets
+
+
+def _noise(region: Region, x: np.ndarray, y: np.ndarray, targets: np.ndarray,
+           band: BandImages, margin_arcsec: float | None) -> dict[str, Any]:
+    """The engine's noise arguments: the weights cut to the zones of the targets that the
+    first and the final fit use (:meth:`~dask_phot.config.BandImages.fit_zones`)."""
     if margin_arcsec is not None:
-        reach = margin_arcsec / band.band.pixel_scale - psf.half * np.sqrt(2.0)
-        noise = {"weight": clean_weight(region, x, y, targets, reach)}
-    elif region.weight is not None:
-        noise = {"weight": region.weight}
-    else:
-        noise = {"sigma": robust_sigma(region.data)}
-    res = forced_photometry(region.data, psf, x, y, **noise, **kwargs)
-    return band_table(len(sources), flux=res.flux * band.band.to_ujy,
-                      flux_err=res.flux_err * band.band.to_ujy, chi2=res.chi2,
-                      flags=res.flags)
+        first, final = (r / band.band.pixel_scale for r in band.fit_zones(margin_arcsec))
+        if final <= 0:
+            raise ValueError(f"bands.{band.name}: the cell margin ({margin_arcsec:.1f}\") is "
+                             f"too small for this band's PSF wings; it needs "
+                             f"{band.margin_arcsec:.1f}\" (cells.margin_arcsec = \"auto\")")
+        weight = clean_weight(region, x, y, targets, first)
+        out: dict[str, Any] = {"weight": weight}
+        if final < first:
+            out["final_weight"] = clean_weight(region, x, y, targets, final)
+        return out
+    if region.weight is not None:
+        return {"weight": region.weight}
+    return {"sigma": robust_sigma(region.data)}
 
 
 #: One band's input to :func:`fit_cell`: ``(targets, region)`` pairs, one per mosaic used;
@@ -150,13 +237,14 @@ BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
 
 
 def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
-                     engine: EngineConfig, margin_arcsec: float | None) -> pd.DataFrame:
+                     engine: EngineConfig, margin_arcsec: float | None,
+                     priors: PriorsConfig | None) -> pd.DataFrame:
     table = band_table(len(sources), flags=Flag.NOT_COVERED)
     for targets, region in groups:
         part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
-                        targets=targets)
+                        targets=targets, priors=priors)
         table.loc[targets, :] = part.loc[targets, :].to_numpy()
-    return table.astype({"flags": np.int32})
+    return table.astype({"flags": np.int32, "model": np.int8})
 
 
 def fit_cell(
@@ -166,7 +254,8 @@ def fit_cell(
     bands: Sequence[BandImages],
     engine: EngineConfig,
     keep: Sequence[str] = (),
-    margin_arcsec: float | None = None,
+    margins: Mapping[str, float] | None = None,
+    priors: PriorsConfig | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
@@ -185,7 +274,8 @@ def fit_cell(
     for band in bands:
         groups = regions.get(band.name, ())
         try:
-            table = _fit_band_groups(sources, groups, band, engine, margin_arcsec)
+            margin = None if margins is None else margins[band.name]
+            table = _fit_band_groups(sources, groups, band, engine, margin, priors)
             covered = any(r is not None for _, r in groups)
             status[band.name] = "ok" if covered else "not covered"
         except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
@@ -251,8 +341,8 @@ def process_cell(
     report.seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
-                             keep=config.priors.keep_columns,
-                             margin_arcsec=config.margin_arcsec)
+                             keep=config.priors.output_columns,
+                             margins=config.band_margins(), priors=config.priors)
     for name, why in read_status.items():
         status[name] = why
         table[f"flags_{name}"] = np.int32(Flag.CELL_FAILED)

@@ -77,8 +77,10 @@ def done_cells(out: str | os.PathLike[str], config_hash: str) -> set[tuple[int, 
 
 
 def finalize_catalog(out: str | os.PathLike[str], cells: Iterable[Cell], *, name: str,
-                     bands: list[str], config: dict, total_rows: int) -> None:
-    """Write the HATS metadata (``_metadata``, properties, partition info) and units."""
+                     bands: list[str], config: dict, total_rows: int,
+                     calibration: dict | None = None) -> None:
+    """Write the HATS metadata (``_metadata``, properties, partition info), the units and
+    each band's calibration (``dask_phot_run.json``)."""
     import hats
     from hats.catalog import PartitionInfo, TableProperties
     from hats.pixel_math.healpix_pixel import HealpixPixel
@@ -94,5 +96,6 @@ def finalize_catalog(out: str | os.PathLike[str], cells: Iterable[Cell], *, name
         extra_columns={"hats_builder": "dask-phot"},
     )
     props.to_properties_file(base)
-    meta = {"units": column_units(bands), "bands": bands, "config": config}
+    meta = {"units": column_units(bands), "bands": bands, "calibration": calibration or {},
+            "config": config}
     (base / "dask_phot_run.json").write_text(json.dumps(meta, indent=1, default=str))

@@ -85,7 +85,8 @@ def photometry_frame(config: RunConfig) -> Any:
     import dask.dataframe as dd
 
     parts, indexes = plan_cells(config)
-    keep = {c: str(parts[0].sources[c].dtype) for c in config.priors.keep_columns} if parts else {}
+    cols = config.priors.output_columns
+    keep = {c: str(parts[0].sources[c].dtype) for c in cols} if parts else {}
     meta = cell_meta(list(config.band_names), keep)
     return dd.from_map(_cell_table, parts, indexes=indexes, config=config, meta=meta,
                        enforce_metadata=True)
@@ -144,7 +145,9 @@ def run_catalog(
     finished = done_cells(out, chash)
     todo = [p for p in parts if (p.cell.order, p.cell.pixel) not in finished]
     log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
+    calibration = {b.name: b.band.calibration_record() for b in config.bands}
     meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
+            "dask_phot_calibration": json.dumps(calibration),
             "dask_phot_config": json.dumps(config.to_dict(), default=str),
             "dask_phot_config_hash": chash}
     reports: list[CellReport] = []
@@ -162,7 +165,8 @@ def run_catalog(
                 on_progress(reports[-1], len(reports), len(todo))
     total = _count_rows(out, [p.cell for p in parts])
     finalize_catalog(out, [p.cell for p in parts], name=config.output.catalog_name,
-                     bands=list(config.band_names), config=config.to_dict(), total_rows=total)
+                     bands=list(config.band_names), config=config.to_dict(), total_rows=total,
+                     calibration=calibration)
     return _summary(out, parts, todo, reports, config, time.perf_counter() - t_start)
 
 

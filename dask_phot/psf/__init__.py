@@ -19,7 +19,7 @@ Modules: :mod:`~dask_phot.psf.pixel` (:class:`PixelPSF`, :class:`PSFError`, the
 
 from dask_phot.psf.analytic import gaussian_psf, moffat_psf
 from dask_phot.psf.grid import PSFGrid
-from dask_phot.psf.oversampled import OversampledPSF
+from dask_phot.psf.oversampled import OversampledPSF, psf_centroid
 from dask_phot.psf.pixel import Normalize as Normalize
 from dask_phot.psf.pixel import PixelPSF, PSFError, PSFModel, header_pixel_scale
 from dask_phot.psf.pixel import resample_array as resample_array
@@ -36,4 +36,5 @@ __all__ = [
     "gaussian_psf",
     "header_pixel_scale",
     "moffat_psf",
+    "psf_centroid",
 ]

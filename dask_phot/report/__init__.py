@@ -11,7 +11,6 @@ from dask_phot.report.model_images import (
     band_cutout,
     cell_panels,
     cutouts_for,
-    render_sources,
 )
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "band_cutout",
     "cell_panels",
     "cutouts_for",
-    "render_sources",
     "select_sources",
     "write_report",
 ]

@@ -2,8 +2,10 @@
 
 For a finished run, the mosaics are found again from the configuration the run
 recorded (``RESULT/dask_phot_run.json``). The *model* of a cutout is the
-catalogue itself: every catalogue source on the cutout rendered with the band's
-PSF at its measured flux (uJy converted back to image units), plus a constant sky,
+catalogue itself: every catalogue source on the cutout rendered with its model
+(point or Sersic galaxy, from the shape columns the catalogue carries) through the
+band's PSF, wings included, at its measured flux (uJy converted back to image
+units), plus a constant sky,
 the median of data minus sources. The residual is what the catalogue does not
 explain, in units of the pixel noise from the weight map.
 """
@@ -20,9 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dask_phot.engine.wings import model_image
+from dask_phot.models.shapes import Shapes
+from dask_phot.pipeline.kernel import source_shapes
 from dask_phot.plots.images import BandPanel
 
-__all__ = ["RunImages", "band_cutout", "cell_panels", "cutouts_for", "render_sources"]
+__all__ = ["RunImages", "band_cutout", "cell_panels", "cutouts_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,32 +78,6 @@ class RunImages:
         return tuple(self.config.band_names)
 
 
-def render_sources(shape: tuple[int, int], psf: Any, x: np.ndarray, y: np.ndarray,
-                   flux: np.ndarray) -> np.ndarray:
-    """Image of point sources: ``psf`` stamps scaled by ``flux`` (NaN fluxes skipped).
-
-    Examples
-    --------
-    >>> from dask_phot.psf import gaussian_psf
-    >>> img = render_sources((21, 21), gaussian_psf(2.0, size=11), np.array([10.0]),
-    ...                      np.array([10.0]), np.array([5.0]))
-    >>> round(float(img.sum()), 6)
-    5.0
-    """
-    model = np.zeros(shape, dtype=np.float64)
-    ok = np.isfinite(flux) & np.isfinite(x) & np.isfinite(y)
-    if not ok.any():
-        return model
-    stamps, x0, y0 = psf.stamps(x[ok], y[ok])
-    k = stamps.shape[1]
-    for stamp, f, cx, cy in zip(stamps, flux[ok], x0, y0, strict=True):
-        ys, xs = slice(max(cy, 0), min(cy + k, shape[0])), slice(max(cx, 0), min(cx + k, shape[1]))
-        if ys.start >= ys.stop or xs.start >= xs.stop:
-            continue
-        model[ys, xs] += f * stamp[ys.start - cy:ys.stop - cy, xs.start - cx:xs.stop - cx]
-    return model
-
-
 def _read_box(run: RunImages, band: str, ra: np.ndarray, dec: np.ndarray,
               pad_pix: float) -> Any:
     from dask_phot.config import storage_options
@@ -120,11 +99,16 @@ def _panel(run: RunImages, catalog: pd.DataFrame, band: str, region: Any,
     psf = spec.band.load_psf()
     ra, dec = catalog["ra"].to_numpy(float), catalog["dec"].to_numpy(float)
     x, y = region.wcs.world_to_pixel_values(ra, dec)
-    half = psf.size // 2 + 1
+    half = int(getattr(psf, "wing_size", psf.size)) // 2 + 1
     ny, nx = region.shape
     near = (x > -half) & (x < nx + half) & (y > -half) & (y < ny + half)
-    flux = catalog[f"flux_{band}"].to_numpy(float)[near] / spec.band.to_ujy
-    sources = render_sources(region.shape, psf, x[near], y[near], flux)
+    flux = catalog[f"flux_{band}"].to_numpy(float)[near] / (
+        spec.band.to_ujy * spec.band.flux_correction())
+    shapes = None
+    if spec.model == "auto" and set(run.config.priors.shape_columns.values()) <= set(catalog):
+        found = source_shapes(catalog[near], region, x[near], y[near], run.config.priors)
+        shapes = None if found is None else Shapes.from_mapping(found, int(near.sum()))
+    sources = model_image(region.shape, psf, x[near], y[near], flux, shapes)
     data = region.data
     rest = data - sources
     sky = float(np.nanmedian(rest)) if np.isfinite(rest).any() else 0.0

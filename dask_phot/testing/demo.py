@@ -22,7 +22,8 @@ __all__ = ["accuracy_table", "simulate_to_dir"]
 
 
 def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[str],
-                    seed: int, url_prefix: str | None = None
+                    seed: int, url_prefix: str | None = None, galaxies: float = 0.7,
+                    truth_oversampling: int | None = 3
                     ) -> tuple[SimulatedField, dict[str, Path]]:
     """Simulate a field in preset bands, write it and a ready ``config.toml``.
 
@@ -41,6 +42,12 @@ def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[
     url_prefix : str, optional
         Where the configuration says the mosaics are (``s3://bucket``: the
         caller uploads them there); default next to it.
+    galaxies : float
+        Fraction of Sersic galaxies among the sources (their shapes go in the
+        priors, and the configuration fits them with ``[priors] shape_columns``).
+    truth_oversampling : int, optional
+        Fine pixels per image pixel of the truth of bands with oversampled PSFs
+        (see :func:`~dask_phot.testing.simulate_image`); None: the PSF's own.
 
     Returns
     -------
@@ -57,9 +64,9 @@ def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[
         b = get_band(name)
         sky = 0.05 if b.unit == "MJy/sr" else 1e-3
         sims.append(SimBand(b.name, b.load_psf(), b.to_ujy, b.depth_5sigma_ujy, sky=sky,
-                            unit=b.unit))
+                            unit=b.unit, truth_oversampling=truth_oversampling))
     field = simulate_field(bands=sims, seed=seed, area_arcmin2=area_arcmin2,
-                           mask_fraction=0.005)
+                           mask_fraction=0.005, galaxies=galaxies)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = write_field(field, outdir, noise_product="weight")
 
@@ -67,9 +74,11 @@ def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[
         name = paths[key].name
         return f"{url_prefix.rstrip('/')}/{name}" if url_prefix else name
 
+    shapes = {k: k for k in ("r_e", "q", "pa", "n")} if galaxies > 0 else {}
     config = {
-        "priors": {"path": "priors.parquet",
-                   "keep_columns": [f"flux_true_{b}" for b in bands]},
+        "priors": {"path": "priors.parquet", "shape_columns": shapes,
+                   "keep_columns": [f"flux_true_{b}" for b in bands]
+                   + (["r_e"] if galaxies > 0 else [])},
         "bands": {b: {"images": [where(f"{b}_sci")], "noise": [where(f"{b}_wht")],
                       "noise_kind": "weight", "sky": "fit"} for b in bands},
         "output": {"path": "catalog"},

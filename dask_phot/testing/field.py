@@ -68,6 +68,9 @@ class SimBand:
         Peak-to-peak range of a plane added to the sky across the image, image units.
     renderer : {"auto", "spline", "gaussian"}
         How the truth is rendered (see :func:`~dask_phot.testing.render.prf_model`).
+    truth_oversampling : int, optional
+        At most this many fine pixels per image pixel for the fine-grid truth of
+        an oversampled PSF (see :func:`~dask_phot.testing.simulate_image`).
     """
 
     name: str
@@ -78,6 +81,7 @@ class SimBand:
     unit: str = ""
     sky_gradient: float = 0.0
     renderer: Renderer = "auto"
+    truth_oversampling: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -183,6 +187,7 @@ def _band_image(
         shape, x, y, flux, band.psf, seed=rng, sigma=sigma, sky=sky,
         mask_fraction=mask_fraction, renderer=band.renderer, wcs=wcs, band=band.name,
         to_ujy=band.to_ujy, unit=band.unit, shapes=pixel_shapes(priors, wcs, x, y),
+        truth_oversampling=band.truth_oversampling,
     )
     image.meta.update(depth_5sigma_ujy=band.depth_5sigma_ujy, sigma_pix=sigma0)
     return image

@@ -4,8 +4,8 @@ The engine renders a galaxy from the Fourier transform of its profile
 (:mod:`dask_phot.models.render`). The simulator's truth is made another way,
 in real space, the way the issue's reference images are made: every source is
 laid on a canvas ``s`` times finer than the image (a Sersic galaxy evaluated at
-sub-sampled fine pixels, more finely near its centre; a point source as a
-bilinear split of its flux over the four nearest fine pixels), the canvas is
+sub-sampled fine pixels, more finely near its centre; a point source spread
+over the nearest fine pixels with Lanczos-3 weights), the canvas is
 convolved with the fine PSF (:func:`scipy.signal.oaconvolve`), and the result
 is summed over the ``s x s`` fine pixels of each image pixel (an optical PSF)
 or sampled at the image pixels' centres (a pixel response that already
@@ -53,14 +53,31 @@ class FineKernel:
     integrated: bool = False
 
     @classmethod
-    def from_psf(cls, psf: object, s: int = 5) -> FineKernel:
-        """From an :class:`~dask_phot.psf.OversampledPSF` (its own fine grid, recentred on
-        its middle pixel) or a :class:`~dask_phot.psf.PixelPSF` (its pixel response
-        interpolated onto an ``s`` times finer grid by a bicubic spline)."""
+    def from_psf(cls, psf: object, s: int = 5, max_s: int | None = None) -> FineKernel:
+        """The PSF on a fine grid.
+
+        An :class:`~dask_phot.psf.OversampledPSF` (``oversampling >= 3``) keeps its
+        own grid, recentred on its middle pixel, or is binned to at most ``max_s``
+        fine pixels per image pixel (a quicker truth, e.g. 0.2" for IRAC's 0.1"
+        PSFs). A :class:`~dask_phot.psf.PixelPSF` (or an oversampled PSF with fewer
+        than 3 fine pixels per image pixel) has its pixel response interpolated
+        onto an ``s`` times finer grid by a bicubic spline.
+        """
         from dask_phot.psf import OversampledPSF, PixelPSF
 
-        if isinstance(psf, OversampledPSF):
-            return cls(_centred(psf.array, psf.center), psf.oversampling, psf.integrated)
+        if isinstance(psf, OversampledPSF) and psf.oversampling >= 3:
+            arr = _centred(psf.array, psf.center)
+            f = psf.oversampling
+            b = min((d for d in range(1, f + 1) if f % d == 0 and f // d <= (max_s or f)),
+                    default=1)
+            if b > 1:
+                arr = _decimated(arr, b)
+            return cls(arr, f // b, psf.integrated)
+        if isinstance(psf, OversampledPSF):  # a wide pixel-grid PRF (oversampling 1 or 2)
+            if psf.oversampling != 1 or not psf.integrated:
+                raise ValueError("FineKernel: an oversampled PSF needs >= 3 fine pixels per "
+                                 "image pixel, or must be a pixel-grid PRF")
+            psf = PixelPSF(_centred(psf.array, psf.center), psf.pixel_scale, name=psf.name)
         if isinstance(psf, PixelPSF):
             from dask_phot.testing.render import SplinePRF
 
@@ -71,6 +88,18 @@ class FineKernel:
             fine = np.clip(spline.evaluate(dx.ravel(), dy.ravel()).reshape(dx.shape), 0, None)
             return cls(fine / fine.sum(), int(s), integrated=True)
         raise TypeError(f"FineKernel.from_psf: unsupported PSF {type(psf).__name__}")
+
+
+def _decimated(arr: np.ndarray, b: int) -> np.ndarray:
+    """Every ``b``-th sample of a PSF centred on its middle pixel (band-limited
+    interpolation to the new grid's points, the centre on its middle point): the
+    same PSF sampled ``b`` times more coarsely, not summed over blocks, so that a
+    canvas of pixel-integrated sources convolved with it is integrated only once."""
+    n = arr.shape[0]
+    h = n // 2
+    m = h // b
+    out = arr[h - b * m : h + b * m + 1 : b, h - b * m : h + b * m + 1 : b]
+    return out / out.sum()
 
 
 def _centred(arr: np.ndarray, center: tuple[float, float]) -> np.ndarray:
@@ -96,8 +125,9 @@ def sersic_stamp(n: float, r_e: float, q: float, theta_deg: float, dx: float, dy
     The galaxy sits at ``(dx, dy)`` from the stamp's middle pixel (units of
     the stamp's pixels, as ``r_e``) and is laid out to elliptical radius
     ``radius``. Pixels are sampled at their centres far from the galaxy's
-    centre, 8 x 8 times within 8 pixels of it and 32 x 32 times within 2.5
-    pixels, where cuspy profiles change fastest; the light a cusp hides from
+    centre, 4-8 x 4-8 times within 8 pixels of it and 8-32 x 8-32 times within
+    2.5 pixels (the more, the smaller ``r_e``), where cuspy profiles change
+    fastest; the light a cusp hides from
     any sampling (the analytic enclosed light minus the sum) goes to the pixels
     at the centre.
 
@@ -133,7 +163,13 @@ def _sersic_pixels(h: int, b: float, inv_n: float, r_e: float, q: float, c: floa
             u0 = col - h - dx
             v0 = r - h - dy
             d = max(abs(u0), abs(v0))
-            sub = 32 if d <= 2.5 else (8 if d <= 8.5 else 1)
+            # finer where the profile changes within a pixel: near the centre of a small galaxy
+            if d <= 2.5:
+                sub = 32 if r_e < 1.0 else (16 if r_e < 4.0 else 8)
+            elif d <= 8.5:
+                sub = 8 if r_e < 4.0 else 4
+            else:
+                sub = 1
             acc = 0.0
             for a in range(sub):
                 v = v0 + (a + 0.5) / sub - 0.5
@@ -153,13 +189,12 @@ def _deposit(canvas: np.ndarray, fx: float, fy: float, flux: float, shape: np.nd
     """Add one source at fine position ``(fx, fy)``; ``shape`` = (r_e, q, theta, n) in
     fine pixels, or None for a point source."""
     ny, nx = canvas.shape
-    if shape is None:
-        ix, iy = math.floor(fx), math.floor(fy)
-        wx, wy = fx - ix, fy - iy
-        for ddy, wgy in ((0, 1 - wy), (1, wy)):
-            for ddx, wgx in ((0, 1 - wx), (1, wx)):
-                if 0 <= iy + ddy < ny and 0 <= ix + ddx < nx:
-                    canvas[iy + ddy, ix + ddx] += flux * wgy * wgx
+    if shape is None:  # Lanczos-3 weights: a band-limited point, neither broadened nor shifted
+        ix, iy = round(fx), round(fy)
+        wx, wy = _lanczos3(fx - ix), _lanczos3(fy - iy)
+        ys, xs = slice(max(iy - 3, 0), min(iy + 4, ny)), slice(max(ix - 3, 0), min(ix + 4, nx))
+        canvas[ys, xs] += flux * np.outer(wy[ys.start - iy + 3 : ys.stop - iy + 3],
+                                          wx[xs.start - ix + 3 : xs.stop - ix + 3])
         return
     r_e, q, theta, n = shape
     radius = min(float(r_e * radius_fraction(n, 0.999)), 400.0 * s)
@@ -192,7 +227,7 @@ def render_fine(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.n
         ``r_e`` (image pixels; 0 for a point), ``q``, ``theta`` (degrees from +x),
         ``n``: Sersic shapes; None: all point sources.
     chunk : int, optional
-        Side of the image chunks convolved at once, image pixels; default 96, or
+        Side of the image chunks convolved at once, image pixels; default 192, or
         twice the largest galaxy's reach (up to 512) so that large galaxies are
         laid out in few chunks.
     only_extended : bool
@@ -208,7 +243,7 @@ def render_fine(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.n
         0.999), 0.0), 0.0) + 1.0
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(flux) & (flux != 0)
     if chunk is None:
-        chunk = int(min(max(96, 2 * reach[keep].max(initial=0.0)), 512))
+        chunk = int(min(max(192, 2 * reach[keep].max(initial=0.0)), 512))
     if only_extended:
         keep &= ext
     kh = kernel.array.shape[0] // 2
@@ -248,6 +283,14 @@ def _to_image(conv: np.ndarray, s: int, integrated: bool) -> np.ndarray:
         return 0.25 * s**2 * (conv[c - 1::s, c - 1::s][:my, :mx] + conv[c::s, c - 1::s][:my, :mx]
                               + conv[c - 1::s, c::s][:my, :mx] + conv[c::s, c::s][:my, :mx])
     return conv[: my * s, : mx * s].reshape(my, s, mx, s).sum(axis=(1, 3))
+
+
+def _lanczos3(f: float) -> np.ndarray:
+    """Weights of the samples at offsets -3..3 for a point at offset ``f`` (|f| <= 0.5)."""
+    t = f - np.arange(-3, 4)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(t == 0, 1.0, 3 * np.sin(np.pi * t) * np.sin(np.pi * t / 3) / (np.pi * t) ** 2)
+    return w / w.sum()
 
 
 def enclosed_fraction(n: float, x: float) -> float:

@@ -10,7 +10,14 @@ import numpy as np
 from dask_phot.psf import OversampledPSF, PixelPSF
 from dask_phot.testing.galaxies import FineKernel, render_fine
 from dask_phot.testing.noise import mask_map
-from dask_phot.testing.render import GaussianPRF, PRFModel, Renderer, prf_model, render_model
+from dask_phot.testing.render import (
+    FinePRF,
+    GaussianPRF,
+    PRFModel,
+    Renderer,
+    prf_model,
+    render_model,
+)
 
 if TYPE_CHECKING:
     from astropy.wcs import WCS
@@ -114,6 +121,7 @@ def simulate_image(
     *,
     seed: RNGLike,
     shapes: dict[str, np.ndarray] | None = None,
+    truth_oversampling: int | None = None,
     sigma: float | np.ndarray = 1.0,
     sky: float | np.ndarray = 0.0,
     mask_fraction: float = 0.0,
@@ -143,6 +151,10 @@ def simulate_image(
         Sersic shapes on this grid: ``r_e`` (pixels; 0 for a point source),
         ``q``, ``theta`` (degrees from +x), ``n``; rendered on a fine grid
         through the PSF, independently of the engine.
+    truth_oversampling : int, optional
+        At most this many fine pixels per image pixel for the fine-grid truth
+        (an oversampled PSF is binned to it: quicker, e.g. 3 for IRAC's 0.1" PSFs);
+        default the PSF's own grid.
     sigma : float or ndarray
         Per-pixel Gaussian noise (scalar or ``shape`` map), image units.
     sky : float or ndarray
@@ -174,7 +186,7 @@ def simulate_image(
     sigma_map = _sigma_map(sigma, shape)
     sky_map = _sky_map(sky, shape)
     rng = np.random.default_rng(seed)
-    model, pixel_psf = _render(shape, x, y, flux, psf, shapes, renderer)
+    model, pixel_psf = _render(shape, x, y, flux, psf, shapes, renderer, truth_oversampling)
     data = model + sky_map + sigma_map * rng.standard_normal(shape)
     weight = 1.0 / np.square(sigma_map)
     if mask_fraction > 0:
@@ -191,17 +203,25 @@ def simulate_image(
 
 def _render(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
             psf: PixelPSF | GaussianPRF | OversampledPSF, shapes: dict[str, np.ndarray] | None,
-            renderer: Renderer) -> tuple[np.ndarray, PixelPSF | OversampledPSF]:
+            renderer: Renderer, max_s: int | None = None
+            ) -> tuple[np.ndarray, PixelPSF | OversampledPSF]:
     """The noise-free image and the PSF to record."""
+    ext = np.zeros(x.size, dtype=bool) if shapes is None else \
+        np.nan_to_num(np.asarray(shapes["r_e"], dtype=np.float64)) > 0
     if isinstance(psf, OversampledPSF):
-        return render_fine(shape, x, y, flux, FineKernel.from_psf(psf), shapes), psf
+        # points from a spline on the fine pixel response (their stamps not renormalised:
+        # the wings beyond the stamp are the PSF file's own edge), galaxies on a fine canvas
+        model = render_model(shape, x, y, np.where(ext, 0.0, flux), FinePRF(psf),
+                             normalise=False)
+        if ext.any():
+            model += render_fine(shape, x, y, flux, FineKernel.from_psf(psf, max_s=max_s),
+                                 shapes, only_extended=True)
+        return model, psf
     if isinstance(psf, GaussianPRF):
         prf: PRFModel = psf
         pixel_psf = psf.pixel_psf()
     else:
         prf, pixel_psf = prf_model(psf, renderer), psf
-    ext = np.zeros(x.size, dtype=bool) if shapes is None else \
-        np.nan_to_num(np.asarray(shapes["r_e"], dtype=np.float64)) > 0
     model = render_model(shape, x, y, np.where(ext, 0.0, flux), prf, norm=pixel_psf.sum)
     if ext.any():
         model += render_fine(shape, x, y, flux, FineKernel.from_psf(pixel_psf), shapes,

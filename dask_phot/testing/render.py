@@ -29,9 +29,10 @@ import numpy as np
 from scipy.interpolate import BSpline, RectBivariateSpline
 from scipy.special import erf
 
-from dask_phot.psf import PixelPSF, gaussian_psf
+from dask_phot.psf import OversampledPSF, PixelPSF, gaussian_psf
 
 __all__ = [
+    "FinePRF",
     "GaussianPRF",
     "PRFModel",
     "SplinePRF",
@@ -156,6 +157,64 @@ class GaussianPRF:
         return gaussian_psf(self.fwhm, size=self.size, pixel_scale=pixel_scale)
 
 
+class FinePRF:
+    """The pixel response of an oversampled PSF, from a cubic spline on its fine grid.
+
+    The engine renders an :class:`~dask_phot.psf.OversampledPSF` from its
+    pixel response built in Fourier space and tabulated by phase; here the
+    response is summed directly over the ``s x s`` fine pixels an image pixel
+    covers (optical PSFs; an effective PRF is taken as it is) and the cubic
+    B-spline through those sums (:func:`scipy.ndimage.map_coordinates`) is
+    evaluated at each image pixel's offset from the source. The stamps cover
+    ``size`` pixels (the PSF's wings included) and are not renormalised.
+
+    Parameters
+    ----------
+    psf : OversampledPSF
+        The PSF.
+    size : int, optional
+        Odd stamp side in image pixels; default the PSF's ``wing_size``.
+    """
+
+    def __init__(self, psf: OversampledPSF, size: int | None = None) -> None:
+        from scipy.ndimage import spline_filter
+
+        s = psf.oversampling
+        arr = np.asarray(psf.array, dtype=np.float64)
+        if psf.integrated:
+            resp, start = arr * s**2, 0.0
+        else:  # the sum of fine pixels j .. j + s - 1, centred at j + (s - 1) / 2
+            c = np.cumsum(np.pad(arr, ((1, 0), (1, 0))), axis=0).cumsum(axis=1)
+            resp = c[s:, s:] - c[:-s, s:] - c[s:, :-s] + c[:-s, :-s]
+            start = (s - 1) / 2.0
+        pad = 4
+        self._coef = spline_filter(np.pad(resp, pad), order=3, mode="constant")
+        # fine grid index of the source's centre in the padded response
+        self._cx = psf.center[0] - start + pad
+        self._cy = psf.center[1] - start + pad
+        self._s = s
+        self._size = int(psf.wing_size if size is None else size)
+
+    @property
+    def size(self) -> int:
+        """Odd stamp side, in image pixels."""
+        return self._size
+
+    def stamps(self, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
+        """Stamps (see :meth:`PRFModel.stamps`), evaluated pixel by pixel."""
+        from scipy.ndimage import map_coordinates
+
+        offs = np.arange(self.size, dtype=np.float64) - self.size // 2
+        fx = np.asarray(fx, dtype=np.float64)
+        fy = np.asarray(fy, dtype=np.float64)
+        uy = self._cy + self._s * (offs[None, :, None] - fy[:, None, None])
+        ux = self._cx + self._s * (offs[None, None, :] - fx[:, None, None])
+        uy, ux = np.broadcast_arrays(uy, ux)
+        out = map_coordinates(self._coef, [uy.ravel(), ux.ravel()], order=3,
+                              mode="constant", cval=0.0, prefilter=False)
+        return out.reshape(uy.shape)
+
+
 def _as_gaussian(psf: PixelPSF) -> GaussianPRF | None:
     """The exact Gaussian behind a PSF made by :func:`~dask_phot.psf.gaussian_psf`, if any."""
     m = _GAUSSIAN_NAME.match(psf.name)
@@ -204,6 +263,7 @@ def render_model(
     *,
     norm: float = 1.0,
     chunk: int = 4096,
+    normalise: bool = True,
 ) -> np.ndarray:
     """Noise-free image of point sources.
 
@@ -219,6 +279,10 @@ def render_model(
         Renderer (see :func:`prf_model`).
     norm : float
         Sum of each stamp per unit flux (the PSF array's sum, 1).
+    normalise : bool
+        Rescale each stamp to ``norm`` (False: keep the renderer's values, for a
+        pixel response that is already per unit flux and whose stamp holds part
+        of the light).
     chunk : int
         Sources rendered per vectorised batch (bounds the memory).
 
@@ -244,7 +308,8 @@ def render_model(
     for start in range(0, idx.size, chunk):
         sel = idx[start : start + chunk]
         stamps = prf.stamps(x[sel] - cx[sel], y[sel] - cy[sel])
-        stamps *= (norm * flux[sel] / stamps.sum(axis=(1, 2)))[:, None, None]
+        scale = norm / stamps.sum(axis=(1, 2)) if normalise else np.ones(sel.size)
+        stamps *= (scale * flux[sel])[:, None, None]
         cols = cx[sel].astype(np.int64)[:, None] + offs
         rows = cy[sel].astype(np.int64)[:, None] + offs
         valid = ((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :]
