@@ -16,7 +16,8 @@ rebuilds the templates and fits again.
   :mod:`~dask_phot.templates.build`: segments, WCS maps, templates;
 * :mod:`~dask_phot.templates.register`: registration shifts per region;
 * :mod:`~dask_phot.templates.models`: the choice of model per source (template,
-  point, Sersic) and :mod:`~dask_phot.templates.solve`: the joint fit.
+  point, Sersic); :mod:`~dask_phot.templates.noise`: the sharp image's noise in
+  the fluxes; the joint fit is the engine's :func:`~dask_phot.engine.fit.fit_stamps`.
 """
 
 from dask_phot.templates.fit import TemplateOptions, TemplateResult, fit_templates, run_templates

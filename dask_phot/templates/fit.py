@@ -7,7 +7,7 @@ model (its template, or a point source when it is unresolved on the sharp
 image or its segment holds no positive light; sources absent from the sharp
 image come as ``extra`` and are points or Sersic galaxies); build the
 matching kernel and the templates (:mod:`.kernel`, :mod:`.build`); fit them
-jointly with the sky (:mod:`.solve`); measure the registration from the
+jointly with the sky (:func:`dask_phot.engine.fit.fit_stamps`); measure the registration from the
 residuals, rebuild and refit (:mod:`.register`).
 """
 
@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
+from dask_phot.engine.fit import fit_stamps
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.models.shapes import wcs_jacobian
+from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
 from dask_phot.templates.build import TemplateStamps, segment_extent
 from dask_phot.templates.geometry import (
@@ -34,6 +36,7 @@ from dask_phot.templates.geometry import (
 from dask_phot.templates.inputs import Inputs, load_inputs
 from dask_phot.templates.kernel import TemplateKernel, sharp_psf_array
 from dask_phot.templates.models import Models, assemble_models
+from dask_phot.templates.noise import hires_rms, template_noise
 from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
 from dask_phot.templates.segments import (
     grow_segments,
@@ -41,7 +44,6 @@ from dask_phot.templates.segments import (
     measure_segments,
     psf_concentration,
 )
-from dask_phot.templates.solve import fit_models
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates"]
 
@@ -65,8 +67,12 @@ class TemplateOptions:
     window: tuple[float, float] = (0.7, 1.0)
     regularization: float = 1e-5
     high_chi2: float = 5.0
+    hires_sigma: float | None = None
 
     def __post_init__(self) -> None:
+        if self.hires_sigma is not None and not self.hires_sigma >= 0:
+            raise ValueError(f"hires_sigma: must be >= 0 (the sharp image's units), got "
+                             f"{self.hires_sigma!r}")
         if self.sky_model not in ("constant", "plane"):
             raise ValueError(f"sky_model: must be 'constant' or 'plane', got {self.sky_model!r}")
         if not (isinstance(self.register_iterations, int) and self.register_iterations >= 1):
@@ -222,7 +228,8 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         if it < iterations:
             shift_map = shift_map + _shift_step(inp, models, kernel, res, dx, dy, opts,
                                                 region, scale)
-    table = _table(models, res, dx, dy, built.capped, inp)
+    table = _table(models, res, dx, dy, built.capped, inp,
+                   _template_variance(inp, models, res, built, dx, dy, opts))
     info = {"oversample": m, "iterations": iterations, "region": shift_map.region,
             "shift_x": float(np.median(dx)) if dx.size else 0.0,
             "shift_y": float(np.median(dy)) if dy.size else 0.0}
@@ -264,10 +271,13 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
 
 def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
          dy: np.ndarray, opts: TemplateOptions) -> PhotometryResult:
-    return fit_models(inp.image, built.stamps, models.x + dx, models.y + dy, psf=inp.psf,
-                      capped=built.capped, sigma=inp.sigma, weight=inp.weight,
-                      fit_sky=opts.fit_sky, sky_model=opts.sky_model,
-                      high_chi2=opts.high_chi2, return_model=True)
+    """The joint fit (the engine's :func:`~dask_phot.engine.fit.fit_stamps`), with the
+    band PSF's wings beyond each stamp subtracted between two fits."""
+    return fit_stamps(inp.image, built.stamps, models.x + dx, models.y + dy,
+                      fwhm=float(inp.psf.fwhm), psf=inp.psf,  # type: ignore[attr-defined]
+                      sigma=inp.sigma, weight=inp.weight, fit_sky=opts.fit_sky,
+                      sky_model=opts.sky_model, high_chi2=opts.high_chi2,
+                      mismatch_sigma=5.0, return_model=True)
 
 
 def _shift_step(inp: Inputs, models: Models, kernel: TemplateKernel, res: PhotometryResult,
@@ -315,8 +325,36 @@ def _check_widths(sharp: np.ndarray, hscale: float, psf: object, scale: float) -
                        f"{fw_band:.3g}\"; is the pixel scale of either PSF wrong?")
 
 
+def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
+                       built: TemplateStamps, dx: np.ndarray, dy: np.ndarray,
+                       opts: TemplateOptions) -> np.ndarray:
+    """Variance of each fitted flux from the sharp image's noise in its template
+    (:mod:`.noise`; 0 for point and Sersic models)."""
+    var = np.zeros(models.x.shape[0])
+    if not models.tpl.size:
+        return var
+    sig = opts.hires_sigma if opts.hires_sigma is not None else hires_rms(inp.hires,
+                                                                          inp.segmap)
+    t = models.tpl
+    w = template_noise(inp.hires, inp.segmap, models.seg, models.jac, (models.x + dx)[t],
+                       (models.y + dy)[t], _subset(built.stamps, t), inp.psf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(res.flux[models.tpl], 0.0) / models.hires_flux[models.tpl]
+    var[models.tpl] = np.nan_to_num(ratio ** 2 * sig ** 2 * w)
+    return var
+
+
+def _subset(stamps: Stamps, rows: np.ndarray) -> Stamps:
+    """Stamps ``rows`` only (same order)."""
+    w, h = stamps.w[rows], stamps.h[rows]
+    ptr = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(w * h, out=ptr[1:])
+    data = np.concatenate([stamps.data[stamps.ptr[i]:stamps.ptr[i + 1]] for i in rows])
+    return Stamps(data, ptr, w, h, stamps.x0[rows], stamps.y0[rows])
+
+
 def _table(models: Models, res: PhotometryResult, dx: np.ndarray, dy: np.ndarray,
-           capped: np.ndarray, inp: Inputs) -> pd.DataFrame:
+           capped: np.ndarray, inp: Inputs, template_var: np.ndarray) -> pd.DataFrame:
     """The output table: fitted sources, then sources off the image."""
     flags = res.flags.astype(np.int64)
     flags[capped | models.edge] |= int(Flag.MODEL_TRUNCATED)
@@ -325,10 +363,12 @@ def _table(models: Models, res: PhotometryResult, dx: np.ndarray, dy: np.ndarray
     east = jac[:, 0, 0] * dx + jac[:, 0, 1] * dy
     north = jac[:, 1, 0] * dx + jac[:, 1, 1] * dy
     fitted = pd.DataFrame({
-        "id": models.ids, "flux": res.flux, "flux_err": res.flux_err, "chi2": res.chi2,
+        "id": models.ids, "flux": res.flux,
+        "flux_err": np.sqrt(res.flux_err ** 2 + template_var),
+        "template_err": np.sqrt(template_var), "chi2": res.chi2,
         "flags": flags, "model": models.kinds, "x": x, "y": y, "ra": models.ra,
         "dec": models.dec, "shift_x": dx, "shift_y": dy, "shift_east": east,
-        "shift_north": north, "sky": res.sky, "n_pixels": res.n_pixels,
+        "shift_north": north, "mismatch": res.mismatch, "sky": res.sky, "n_pixels": res.n_pixels,
         "hires_flux": models.hires_flux})
     off = models.off
     if len(off):
