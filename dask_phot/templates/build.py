@@ -39,7 +39,7 @@ import numpy as np
 import scipy.fft
 
 from dask_phot.models.stamps import Stamps
-from dask_phot.templates.kernel import TemplateKernel, _point_stamps, splat
+from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
 
@@ -141,8 +141,8 @@ def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.nd
     """``d/dX`` and ``d/dY`` of point stamps (image axes) by central differences."""
     grads = []
     for ex, ey in ((h, 0.0), (0.0, h)):
-        sp, px0, py0 = _point_stamps(psf, x + ex, y + ey, k)
-        sm, mx0, my0 = _point_stamps(psf, x - ex, y - ey, k)
+        sp, px0, py0 = point_stamps(psf, x + ex, y + ey, k)
+        sm, mx0, my0 = point_stamps(psf, x - ex, y - ey, k)
         diff = _aligned(sp, px0, py0, x0, y0) - _aligned(sm, mx0, my0, x0, y0)
         grads.append(-diff / (2 * h))
     return grads[0], grads[1]
@@ -169,7 +169,7 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
     scale = scale.astype(np.float32)
     ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale
-    point, _, _ = _point_stamps(psf, xs, ys, k)
+    point, _, _ = point_stamps(psf, xs, ys, k)
     model = point + ext.astype(np.float64)
     if not gradients:
         return model, ax0, ay0, None, None

@@ -13,6 +13,7 @@ source, or as a Sersic galaxy when the priors give its shape.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pandas as pd
 from dask_phot.images import Mosaic, Region, build_index, read_region
 from dask_phot.schema import Flag
 
-__all__ = ["SharpImages", "fit_region", "read_sharp"]
+__all__ = ["SharpImages", "TemplateSetup", "fit_band_templates", "fit_region", "read_sharp"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +91,8 @@ def read_sharp(sharp: SharpImages, region: Region, *, margin_arcsec: float,
 def fit_region(sources: pd.DataFrame, region: Region, psf: object, sharp: SharpImages, *,
                id_column: str = "source_id", margin_arcsec: float | None = None,
                storage_options: Mapping[str, Any] | None = None,
-               sigma: float | None = None, **options: object) -> pd.DataFrame:
+               sigma: float | None = None, weight: np.ndarray | None = None,
+               **options: object) -> pd.DataFrame:
     """Template fit of the priors ``sources`` in one box of a blurred mosaic.
 
     Parameters
@@ -108,13 +110,16 @@ def fit_region(sources: pd.DataFrame, region: Region, psf: object, sharp: SharpI
         Sharp margin around the box; default the PSF stamp's half-width plus 3".
     sigma : float, optional
         Noise when the region has no weight map (default: its robust RMS).
+    weight : ndarray, optional
+        Inverse-variance weights of the region's pixels, instead of its own.
     **options
         :func:`~dask_phot.templates.fit_templates` options.
 
     Returns
     -------
     pandas.DataFrame
-        ``flux, flux_err, chi2, flags, model`` per row of ``sources`` (image units).
+        ``flux, flux_err, chi2, mismatch, flags, model`` per row of ``sources``
+        (image units; ``model`` "template", "point", "sersic" or "" when not fitted).
     """
     from dask_phot.templates.fit import fit_templates
 
@@ -131,14 +136,113 @@ def fit_region(sources: pd.DataFrame, region: Region, psf: object, sharp: SharpI
     if (~present).any():
         cols = [c for c in ("ra", "dec", "r_e", "q", "pa", "n") if c in sources.columns]
         extra = sources.loc[~present, cols].assign(id=ids[~present])
-    noise: dict[str, Any] = {"weight": region.weight} if region.weight is not None \
-        else {"sigma": sigma}
+    if weight is None:
+        weight = region.weight
+    noise: dict[str, Any] = {"weight": weight} if weight is not None else {"sigma": sigma}
     tab = fit_templates(region.data, region.wcs, psf, hires, img.wcs, sharp.psf, labels,
                         extra=extra, **noise, **options).set_index("id")
     out = pd.DataFrame({"flux": np.nan, "flux_err": np.nan, "chi2": np.nan,
-                        "flags": int(Flag.NO_DATA), "model": ""}, index=range(len(ids)))
+                        "mismatch": np.nan, "flags": int(Flag.NO_DATA), "model": ""},
+                       index=range(len(ids)))
     found = np.isin(ids, tab.index.to_numpy())
     rows = tab.loc[ids[found]]
-    for col in ("flux", "flux_err", "chi2", "flags", "model"):
+    for col in ("flux", "flux_err", "chi2", "mismatch", "flags", "model"):
         out.loc[found, col] = rows[col].to_numpy()
     return out.astype({"flags": np.int64})
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateSetup:
+    """``[templates]`` and the storage options to read its files with: what a cell's
+    template bands need (:func:`fit_band_templates`)."""
+
+    config: Any
+    storage_options: Mapping[str, Any] | None = None
+
+    def open(self) -> SharpImages:
+        """The sharp mosaic, its map and PSF (headers and the PSF read, no pixels)."""
+        cfg = self.config
+        return _open_cached(cfg.image, cfg.segmap, cfg.psf, float(cfg.psf_pixel_scale),
+                            _freeze(self.storage_options))
+
+
+def _freeze(opts: Mapping[str, Any] | None) -> str:
+    import json
+
+    return json.dumps(dict(opts or {}), sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_cached(image: str, segmap: str, psf: str, psf_scale: float, opts: str
+                 ) -> SharpImages:
+    import json
+
+    from dask_phot.psf import PixelPSF
+
+    storage = json.loads(opts) or None
+    sharp = SharpImages.open(image, segmap, None, storage_options=storage)
+    scale = psf_scale or sharp.image.pixel_scale_arcsec
+    arr = _read_psf(psf, storage)
+    k = min(arr.shape) - (1 - min(arr.shape) % 2)
+    return SharpImages(sharp.image, sharp.segmap,
+                       PixelPSF.from_array(arr, scale, size=k, name=os.path.basename(psf)))
+
+
+def _read_psf(path: str, storage: Mapping[str, Any] | None) -> np.ndarray:
+    """The first image HDU of a PSF FITS file (local, HTTP or S3)."""
+    import fsspec
+    from astropy.io import fits
+
+    with fsspec.open(path, "rb", **dict(storage or {})) as f, fits.open(f) as hdul:
+        for hdu in hdul:
+            if hdu.data is not None and hdu.data.ndim == 2:
+                return np.array(hdu.data, dtype=np.float64)
+    raise ValueError(f"{path}: no 2-D image in this PSF file")
+
+
+def fit_band_templates(sources: pd.DataFrame, region: Region, psf: object,
+                       setup: TemplateSetup, *, weight: np.ndarray | None, engine: Any,
+                       priors: Any = None) -> pd.DataFrame:
+    """One band of a sky cell fitted with templates (a band's ``model = "template"``).
+
+    Parameters
+    ----------
+    sources : pandas.DataFrame
+        The cell's sources this band models: ``source_id`` (the segment labels),
+        ``ra``, ``dec`` and the priors' shape columns.
+    region : Region
+        The band's pixel box.
+    psf : PSF
+        The band's PSF.
+    setup : TemplateSetup
+        ``[templates]`` and the storage options.
+    weight : ndarray or None
+        The pixels' inverse-variance weights (the cell's fit zone).
+    engine : EngineConfig
+        ``fit_sky``, ``sky_model``, ``high_chi2`` are used.
+    priors : PriorsConfig, optional
+        Its ``shape_columns`` make the priors without a segment Sersic galaxies.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per row of ``sources``: ``flux``, ``flux_err`` (image units), ``chi2``,
+        ``mismatch``, ``flags`` and ``model`` (:data:`dask_phot.schema.MODEL_CODES`).
+    """
+    from dask_phot.schema import MODEL_CODES
+
+    cfg = setup.config
+    sub = sources[["source_id", "ra", "dec"]].copy()
+    cols = getattr(priors, "shape_columns", None) or {}
+    for key, col in cols.items():
+        scale = priors.shape_scale if key == "r_e" else 1.0
+        sub[key] = sources[col].to_numpy(np.float64) * scale
+    margin = None if cfg.margin_arcsec == "auto" else float(cfg.margin_arcsec)
+    out = fit_region(sub, region, psf, setup.open(), margin_arcsec=margin,
+                     storage_options=setup.storage_options, weight=weight,
+                     fit_sky=engine.fit_sky, sky_model=engine.sky_model,
+                     high_chi2=engine.high_chi2, **cfg.fit_options())
+    codes = {"": MODEL_CODES["none"], **{k: MODEL_CODES[k] for k in
+                                          ("point", "sersic", "template")}}
+    out["model"] = out["model"].map(codes).astype(np.int8)
+    return out

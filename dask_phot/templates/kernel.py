@@ -127,7 +127,7 @@ def band_lattice_psf(psf: object, m: int, half: int | None = None) -> np.ndarray
         for a in range(m):
             # a source at -(a/m, b/m): stamp pixel r holds the response at r + a/m
             px, py = np.array([-a / m]), np.array([-b / m])
-            st, x0, y0 = _point_stamps(psf, px, py, k)
+            st, x0, y0 = point_stamps(psf, px, py, k)
             # stamp column c sits at offset x0 + c + a / m from the source
             cols = m * (int(x0[0]) + np.arange(k)) + a + m * h
             rows = m * (int(y0[0]) + np.arange(k)) + b + m * h
@@ -137,7 +137,7 @@ def band_lattice_psf(psf: object, m: int, half: int | None = None) -> np.ndarray
     return out
 
 
-def _point_stamps(psf: object, x: np.ndarray, y: np.ndarray, k: int
+def point_stamps(psf: object, x: np.ndarray, y: np.ndarray, k: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Point-source stamps of side ``k`` (>= the PSF's), centred as the PSF's own."""
     if isinstance(psf, OversampledPSF):
@@ -164,7 +164,7 @@ def sharp_psf_array(hires_psf: object, hires_scale: float) -> np.ndarray:
     to be sampled at ``hires_scale``.
     """
     if isinstance(hires_psf, OversampledPSF):
-        arr, scale = _centred(hires_psf.array, hires_psf.center), hires_psf.fine_scale
+        arr, scale = centred(hires_psf.array, hires_psf.center), hires_psf.fine_scale
     elif isinstance(hires_psf, PixelPSF):
         arr, scale = hires_psf.array, hires_psf.pixel_scale
     else:
@@ -184,7 +184,7 @@ def sharp_psf_array(hires_psf: object, hires_scale: float) -> np.ndarray:
     return arr / arr.sum()
 
 
-def _centred(arr: np.ndarray, center: tuple[float, float]) -> np.ndarray:
+def centred(arr: np.ndarray, center: tuple[float, float]) -> np.ndarray:
     """``arr`` shifted (Fourier) so ``center`` is the middle pixel of an odd square."""
     n = max(arr.shape)
     n += 1 - n % 2

@@ -21,7 +21,7 @@ from dask_phot.models.shapes import Shapes, sky_to_pixel, wcs_jacobian
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
 from dask_phot.templates.build import TemplateStamps, build_templates, point_gradients
-from dask_phot.templates.kernel import TemplateKernel, _point_stamps
+from dask_phot.templates.kernel import TemplateKernel, point_stamps
 from dask_phot.templates.segments import SegmentTable
 
 __all__ = ["Models", "assemble_models", "merge_stamps"]
@@ -93,7 +93,7 @@ class Models:
 
 def _points(psf: object, x: np.ndarray, y: np.ndarray, gradients: bool) -> TemplateStamps:
     k = int(psf.size)  # type: ignore[attr-defined]
-    st, x0, y0 = _point_stamps(psf, x, y, k)
+    st, x0, y0 = point_stamps(psf, x, y, k)
     out = Stamps.from_square(st, x0, y0)
     gx = gy = None
     if gradients:

@@ -39,9 +39,9 @@ __all__ = ["correlate_stamps", "hires_rms", "template_noise"]
 def correlate_stamps(stamps: Stamps, psf: object) -> np.ndarray:
     """``(T * P)(p) / <T, T>`` on every stamp's pixels (``stamps``' layout): the
     stamps correlated with the band's PSF ``P``, divided by their squared sums."""
-    from dask_phot.templates.kernel import _point_stamps
+    from dask_phot.templates.kernel import point_stamps
 
-    pc = np.asarray(_point_stamps(psf, np.zeros(1), np.zeros(1),
+    pc = np.asarray(point_stamps(psf, np.zeros(1), np.zeros(1),
                                   int(psf.size))[0][0], dtype=np.float64)  # type: ignore
     out = np.zeros_like(stamps.data)
     shapes = np.stack([stamps.h, stamps.w], axis=1)

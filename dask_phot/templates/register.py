@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import ndimage
 
-from dask_phot.engine import _kernels as K
 from dask_phot.models.stamps import Stamps
 
 __all__ = ["ShiftMap", "estimate_shifts", "gradient_images"]
@@ -75,8 +75,7 @@ def gradient_images(grad_x: Stamps, grad_y: Stamps, flux: np.ndarray,
                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``dM/dX`` and ``dM/dY``: the models' gradients scaled by the fitted fluxes."""
     f = np.where(np.isfinite(flux), flux, 0.0)
-    return (K.scatter_model(*grad_x.arrays, f, shape),
-            K.scatter_model(*grad_y.arrays, f, shape))
+    return (_scatter(*grad_x.arrays, f, shape), _scatter(*grad_y.arrays, f, shape))
 
 
 def _sums(a: np.ndarray, region: int, shape: tuple[int, int]) -> np.ndarray:
@@ -137,3 +136,30 @@ def _solve2(axx, axy, ayy, bx, by):  # type: ignore[no-untyped-def]
         disc = np.sqrt(np.maximum(tr**2 / 4 - 1.0 / det, 0.0))
         err = np.where(good, np.sqrt(tr / 2 + disc), np.inf)
     return dx, dy, err
+
+
+def _scatter(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+             x0: np.ndarray, y0: np.ndarray, amp: np.ndarray, shape: tuple[int, int]
+             ) -> np.ndarray:
+    """Sum of ``amp[i]`` times stamp ``i`` on an image of ``shape`` (clipped at its edges)."""
+    out = np.zeros(shape)
+    _scatter_into(out, data, ptr, w, h, x0, y0, np.asarray(amp, dtype=np.float64))
+    return out
+
+
+@numba.njit(cache=True)
+def _scatter_into(out: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, amp: np.ndarray) -> None:
+    ny, nx = out.shape
+    for i in range(w.shape[0]):
+        a = amp[i]
+        if not np.isfinite(a) or a == 0.0:
+            continue
+        for r in range(h[i]):
+            yy = y0[i] + r
+            if yy < 0 or yy >= ny:
+                continue
+            for c in range(w[i]):
+                xx = x0[i] + c
+                if 0 <= xx < nx:
+                    out[yy, xx] += a * data[ptr[i] + r * w[i] + c]

@@ -270,7 +270,7 @@ def _psfs(galsim, psf: OversampledPSF, wcs_true: WCS, hwcs: WCS,  # type: ignore
 
 def _centred_fine(psf: OversampledPSF) -> np.ndarray:
     """The fine PSF array shifted so its centre is the middle pixel (odd square)."""
-    from dask_phot.templates.kernel import _centred
+    from dask_phot.templates.kernel import centred
 
-    arr = _centred(psf.array, psf.center)
+    arr = centred(psf.array, psf.center)
     return arr / arr.sum()

@@ -1,0 +1,127 @@
+"""Templates through the pipeline: a band with ``model = "template"`` fitted per sky cell
+from the sharp mosaic of ``[templates]`` (its box read per cell), segment labels tied to
+the priors' ids, priors without a segment fitted as point sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from dask_phot.config import ConfigError, load_config
+from dask_phot.pipeline import process_cell
+from dask_phot.pipeline.run import plan_cells
+from dask_phot.psf import OversampledPSF
+from dask_phot.schema import MODEL_CODES, Flag
+from dask_phot.templates import fit_templates
+from dask_phot.templates.segments import measure_segments
+
+IRAC1_PSF = Path(__file__).resolve().parents[1] / "dask_phot" / "data" / "psf" \
+    / "irac_ch1_warm_psf.fits"
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory):
+    """A 75" simulated HST/IRAC pair on disk: sharp mosaic, its map (labels = priors ids),
+    the sharp PSF, the IRAC-like mosaic, priors (segments' centroids and three priors
+    without a segment) and a config whose irac1 band is fitted with templates."""
+    pytest.importorskip("galsim")
+    import tomli_w
+
+    from dask_phot.detect import DetectionParams, detect_sources
+    from dask_phot.testing.pairs import simulate_pair
+
+    out = tmp_path_factory.mktemp("tpl_pipeline")
+    psf = OversampledPSF.from_fits(IRAC1_PSF, 0.6, size=21)
+    sim = simulate_pair(psf, size_arcsec=75.0, seed=4)
+    det = detect_sources(sim.hires, params=DetectionParams(thresh=1.5, minarea=5,
+                                                           deblend_cont=1.0),
+                         rms=sim.hires_sigma, background=0.0)
+    seg = det.segmap.astype(np.int32)
+    fits.writeto(out / "sharp.fits", sim.hires.astype(np.float32), sim.hires_wcs.to_header())
+    fits.writeto(out / "sharp_seg.fits", seg, sim.hires_wcs.to_header())
+    fits.writeto(out / "sharp_psf.fits", sim.hires_psf.array.astype(np.float32))
+    fits.writeto(out / "irac1.fits", sim.image.astype(np.float32), sim.wcs.to_header())
+    t = measure_segments(sim.hires, seg)
+    sky = sim.hires_wcs.pixel_to_world(t.x, t.y)
+    # three priors the sharp image lacks: undetected sources' true positions
+    lone = sim.truth[[not (seg[round(v.yh), round(v.xh)]) for v in
+                      sim.truth.itertuples()]].head(3)
+    ids = np.concatenate([t.id, 100000 + np.arange(len(lone))])
+    priors = pd.DataFrame({"source_id": ids,
+                           "ra": np.concatenate([sky.ra.deg, lone.ra]),
+                           "dec": np.concatenate([sky.dec.deg, lone.dec])})
+    priors.to_parquet(out / "priors.parquet")
+    config = {"priors": {"path": "priors.parquet"},
+              "bands": {"irac1": {"images": ["irac1.fits"], "noise_kind": "none",
+                                  "model": "template"}},
+              "templates": {"image": "sharp.fits", "segmap": "sharp_seg.fits",
+                            "psf": "sharp_psf.fits", "hires_background": "none",
+                            "grow": 0.6},
+              "output": {"path": "catalog"}}
+    (out / "config.toml").write_text(tomli_w.dumps(config))
+    return sim, seg, psf, out
+
+
+def _run(out: Path, **overrides):  # type: ignore[no-untyped-def]
+    cfg = load_config(out / "config.toml", overrides=overrides or None, environ={})
+    parts, idx = plan_cells(cfg)
+    return pd.concat([process_cell(p, idx, cfg)[0] for p in parts], ignore_index=True), cfg
+
+
+@pytest.mark.slow
+def test_template_band_in_cells_matches_one_whole_fit(pair_dir) -> None:  # type: ignore[no-untyped-def]
+    sim, seg, psf, out = pair_dir
+    cat, cfg = _run(out, cells={"order": 13})  # 26" cells: a dozen, each with its margin
+    assert len(plan_cells(cfg)[0]) >= 6
+    assert cfg.band("irac1").model == "template" and cfg.templates.grow == 0.6
+    cat = cat.set_index("source_id")
+    lone = cat.index >= 100000
+    assert (cat.loc[lone, "model_irac1"] == MODEL_CODES["point"]).all()
+    tpl = cat["model_irac1"] == MODEL_CODES["template"]
+    assert tpl.sum() > 0.6 * (~lone).sum()
+    # the same inputs fitted as one image: cells agree within a fraction of an error
+    whole = fit_templates(sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf,
+                          seg, hires_background="none", grow=0.6).set_index("id")
+    to_ujy = cfg.band("irac1").band.to_ujy * cfg.band("irac1").band.flux_correction()
+    ids = cat.index[~lone]
+    a = cat.loc[ids, "flux_irac1"].to_numpy() / to_ujy
+    b = whole.loc[ids, "flux"].to_numpy()
+    err = whole.loc[ids, "flux_err"].to_numpy()
+    ok = np.isfinite(a) & np.isfinite(b) & (b > 5 * err)
+    assert ok.sum() > 40
+    d = np.abs(a[ok] - b[ok]) / err[ok]
+    assert np.median(d) < 0.1 and np.mean(d < 0.5) > 0.9, (np.median(d), np.mean(d < 0.5))
+    # and against the truth: segments owned by one source
+    share = sim.segment_truth(seg)
+    share = share[share.label > 0].sort_values("share").groupby("label").tail(1)
+    own = share[share.share > 0.8].set_index("label").source
+    own = own[own.index.isin(ids)]
+    true = sim.truth.flux.to_numpy()[own.to_numpy()] * to_ujy
+    meas = cat.loc[own.index, "flux_irac1"].to_numpy()
+    snr = true / cat.loc[own.index, "flux_err_irac1"].to_numpy()
+    sel = (snr > 10) & np.isfinite(meas)
+    assert sel.sum() > 30 and abs(np.median(meas[sel] / true[sel]) - 1) < 0.03
+    fitted = np.isfinite(cat["flux_irac1"])
+    assert (cat.loc[fitted, "flags_irac1"] & int(Flag.NOT_COVERED) == 0).all()
+
+
+def test_template_band_needs_templates_section(tmp_path: Path) -> None:
+    base = {"priors": {"path": "p.parquet"},
+            "bands": {"irac1": {"images": ["x.fits"], "model": "template"}}}
+    with pytest.raises(ConfigError, match=r"bands\.irac1\.model: \"template\" needs "
+                                          r"\[templates\] image, segmap and psf"):
+        load_config(base, environ={})
+    cfg = load_config({**base, "templates": {"image": "s.fits", "segmap": "m.fits",
+                                             "psf": "p.fits", "grow": 0.3}}, environ={})
+    assert cfg.templates.given and cfg.templates.fit_options()["grow"] == 0.3
+    assert cfg.config_hash() != load_config(
+        {**base, "templates": {"image": "s.fits", "segmap": "m.fits", "psf": "p.fits"}},
+        environ={}).config_hash()
+    with pytest.raises(ConfigError, match=r"templates\.hires_background: must be one of"):
+        load_config({**base, "templates": {"image": "s.fits", "segmap": "m.fits",
+                                           "psf": "p.fits", "hires_background": "sky"}},
+                    environ={})
