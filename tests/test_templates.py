@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from astropy.wcs import WCS
 
-from dask_phot.psf import OversampledPSF, PSFError, gaussian_psf
+from dask_phot.psf import OversampledPSF, PixelPSF, PSFError, gaussian_psf
 from dask_phot.templates import fit_templates, matching_kernel, run_templates
 from dask_phot.templates.build import build_templates, segment_extent
 from dask_phot.templates.geometry import map_sources
@@ -131,6 +131,39 @@ def test_templates_match_analytic_truth(kind: str, m: int) -> None:
         ref = _integrated(st.shape, X[i] - ts.stamps.x0[i], Y[i] - ts.stamps.y0[i], sigma)
         assert st.sum() == pytest.approx(1.0, abs=2e-4)
         assert np.abs(st - ref).max() < 0.015 * ref.max()
+
+
+def test_template_of_a_sharp_psf_with_a_halo() -> None:
+    """A sharp PSF with 15% of its light in a broad halo (as HST's Airy wings): the
+    template's point part is a sharp point source through the kernel, so the halo is
+    not counted twice and the template is the blurred galaxy, flux and shape."""
+    hw = tan_wcs(SHARP, (400, 400), (150.0, 2.0), rotation=25.0)
+    lw = tan_wcs(BLUR, (40, 40), (150.0, 2.0), crpix_offset=(0.3, -0.2))
+    yy, xx = np.mgrid[:400, :400].astype(float)
+    core, halo, gal = 0.1 / 2.3548 / SHARP, 0.4 / SHARP, 0.3 / SHARP
+    r2 = (xx - 200.3) ** 2 + (yy - 190.6) ** 2
+    img = 100 * (0.85 * _gauss(r2, core**2 + gal**2) + 0.15 * _gauss(r2, halo**2 + gal**2))
+    seg = (r2 < 90**2).astype(np.int32)
+    g = np.arange(-60, 61.0)
+    pr2 = np.add.outer(g**2, g**2)
+    hpsf = 0.85 * _gauss(pr2, core**2) + 0.15 * _gauss(pr2, halo**2)
+    psf = gaussian_psf(1.8 / BLUR, size=21, pixel_scale=BLUR)
+    t = measure_segments(img, seg)
+    X, Y, jac = map_sources(hw, lw, t.x, t.y)
+    segd = {k: getattr(t, k) for k in ("id", "x", "y", "xmin", "xmax", "ymin", "ymax")}
+    kern = TemplateKernel.build(psf, hpsf / hpsf.sum(), jac.mean(0), 2)
+    ts = build_templates(img, seg, segd, X, Y, jac, segment_extent(segd, jac), psf, kern)
+    st = ts.stamps.stamp(0)
+    ref = _integrated(st.shape, X[0] - ts.stamps.x0[0], Y[0] - ts.stamps.y0[0],
+                      math.hypot(1.8 / 2.3548, 0.3) / BLUR)
+    assert st.sum() == pytest.approx(1.0, abs=2e-3)
+    assert np.abs(st - ref).max() < 0.01 * ref.max()
+    # a fit of the noiseless blurred galaxy returns its flux
+    data = 250.0 * _integrated((40, 40), X[0], Y[0], math.hypot(1.8 / 2.3548, 0.3) / BLUR)
+    tab = fit_templates(data, lw, psf, img, hw, PixelPSF(hpsf, SHARP), seg, sigma=0.1,
+                        register=False, unresolved=2.0, fit_sky=False,
+                        hires_background="none")
+    assert tab.flux.iloc[0] == pytest.approx(250.0, rel=0.003)
 
 
 def test_grow_segments_stops_at_neighbours() -> None:

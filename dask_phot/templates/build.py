@@ -7,15 +7,22 @@ apart that holds the blurred pixel centres of its stamp (``k x k`` pixels,
 1. every finite pixel of its segment is mapped through the local affine map
    of the two WCSs (:mod:`.geometry`; rotation, pixel scales, sub-pixel
    offsets and any registration shift) and its value split bilinearly between
-   the four lattice points around it; the same flux is taken away again at
-   the source's reference position, so the deposit ``S - delta`` has no net
-   light;
+   the four lattice points around it;
 2. that is convolved (FFT, periodic over the lattice) with the matching
    kernel (:class:`~dask_phot.templates.kernel.TemplateKernel`), which turns
-   the sharp PSF, as deposited, into the band's pixel response;
+   the sharp PSF, as deposited, into the band's pixel response, and the same
+   light as a sharp *point source* at the reference position (the sharp PSF
+   deposited and convolved: :meth:`~.kernel.TemplateKernel.point_spectrum`)
+   is taken away, so what is left has no net light;
 3. the lattice is sampled at the pixel centres and divided by the segment's
    light, then the band's own point-source stamp at the reference position is
    added back (rendered exactly by the PSF, with its wings).
+
+The point taken away must be a sharp point source, not a lattice delta: the
+kernel turns the sharp PSF into the band's, but a delta into the band's PSF
+*without* the sharp PSF's wings (an HST PSF holds a few percent of its light
+beyond 0.5"), and the difference would stay in every template, making it
+more peaked than the data and its flux ~1.5% too high.
 
 Splitting off the point part this way is what the galaxy renderer does
 (:mod:`dask_phot.models.render`): the FFT only carries the difference between
@@ -91,8 +98,8 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
              bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
              cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
              fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray) -> None:
-    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) minus its
-    light at its reference point.
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel); its light
+    goes in ``total[i]``.
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
@@ -114,7 +121,6 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
                 fy = fy0[i] + m * (j10 * dx + j11 * dy)
                 splat(o, fx, fy, v)
                 tot += v
-        splat(o, fx0[i], fy0[i], -tot)
         total[i] = tot
 
 
@@ -166,6 +172,13 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat.astype(np.float32), axes=(1, 2), workers=1)
     spec *= kernel.spectrum(n).astype(np.complex64)[None]
+    # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
+    # not a lattice delta: then the band's point stamp added back replaces it exactly
+    fy = scipy.fft.fftfreq(n)[None, :, None]
+    fx = scipy.fft.rfftfreq(n)[None, None, :]
+    cx, cy = (m * (xs - ax0))[:, None, None], (m * (ys - ay0))[:, None, None]
+    ramp = np.exp(-2j * np.pi * (fx * cx + fy * cy)) * total[:, None, None]
+    spec -= (ramp * kernel.point_spectrum(n)[None]).astype(np.complex64)
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
     scale = scale.astype(np.float32)
     ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale

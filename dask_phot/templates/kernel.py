@@ -285,16 +285,36 @@ class TemplateKernel:
         # lattice samples of the response sum to m^2 per unit flux (sampled, not binned)
         obj = cls(k * (target.sum() / source.sum()), int(m))
         object.__setattr__(obj, "_spectra", {})
+        object.__setattr__(obj, "_point_spectra", {})
+        object.__setattr__(obj, "_source", source / source.sum())
         return obj
 
     def spectrum(self, n: int) -> np.ndarray:
         """``rfft2`` of the kernel wrapped onto an ``n x n`` periodic lattice (cached)."""
         cache = self._spectra  # type: ignore[attr-defined]
         if n not in cache:
-            kk = self.array.shape[0]
-            h = kk // 2
-            wrapped = np.zeros((n, n))
-            idx = np.mod(np.arange(kk) - h, n)
-            np.add.at(wrapped, (idx[:, None], idx[None, :]), self.array)
-            cache[n] = np.fft.rfft2(wrapped)
+            cache[n] = np.fft.rfft2(_wrap(self.array, n))
         return cache[n]
+
+    def point_spectrum(self, n: int) -> np.ndarray:
+        """``rfft2`` of what a sharp point source of unit flux becomes: the sharp PSF
+        as deposited on the lattice, convolved with the kernel (``n x n``, periodic,
+        centred on lattice point 0; cached)."""
+        cache = self._point_spectra  # type: ignore[attr-defined]
+        if n not in cache:
+            src = self._source  # type: ignore[attr-defined]
+            if src.shape[0] > n:  # only the centre fits: the rest wraps harmlessly far out
+                o = (src.shape[0] - n) // 2 + 1
+                src = src[o:o + n - 1, o:o + n - 1]
+            cache[n] = np.fft.rfft2(_wrap(src, n)) * self.spectrum(n)
+        return cache[n]
+
+
+def _wrap(arr: np.ndarray, n: int) -> np.ndarray:
+    """A centred odd square wrapped onto an ``n x n`` periodic lattice (centre at 0)."""
+    kk = arr.shape[0]
+    h = kk // 2
+    wrapped = np.zeros((n, n))
+    idx = np.mod(np.arange(kk) - h, n)
+    np.add.at(wrapped, (idx[:, None], idx[None, :]), arr)
+    return wrapped
