@@ -300,36 +300,69 @@ def _pair_stats(sim, tab: pd.DataFrame, segmap: np.ndarray) -> dict:  # type: ig
             "mad": float(1.4826 * np.median(np.abs(pull - np.median(pull))))}
 
 
+def _detect(sim):  # type: ignore[no-untyped-def]
+    from dask_phot.detect import DetectionParams, detect_sources
+
+    return detect_sources(sim.hires, params=DetectionParams(thresh=1.5, minarea=5,
+                                                            deblend_cont=1.0),
+                          rms=sim.hires_sigma, background=0.0).segmap
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not GOLFIR.exists(), reason=f"golfir IRAC PSF absent: {GOLFIR}")
 def test_simulated_hst_irac_pair_accuracy_and_registration() -> None:
     """HST-like 0.06" and IRAC-like 0.6" images of clumpy galaxies at COSMOS density
     (GalSim): total fluxes within 2%, pulls near 1; with the blurred WCS handed out
-    0.3" off, the registration finds the offset within 0.05" and the accuracy is kept."""
+    0.3" off, the registration finds the offset within 0.05" and the accuracy is kept.
+
+    At this density the pulls' spread (std ~1.35, 1.2 from the MAD) exceeds 1 by the
+    light the segments give the wrong source (a neighbour's outskirts across a segment
+    boundary, undetected neighbours within 1-2"), which no template carries; at a
+    tenth of the density (next test) they are within 0.85-1.25."""
     pytest.importorskip("galsim")
-    from dask_phot.detect import DetectionParams, detect_sources
     from dask_phot.testing.pairs import simulate_pair
 
     psf = OversampledPSF.from_fits(GOLFIR, BLUR, size=21)
     stats = []
     for offset in ((0.0, 0.0), (0.3, 0.0)):
         sim = simulate_pair(psf, size_arcsec=120.0, offset=offset, seed=1)
-        det = detect_sources(sim.hires, params=DetectionParams(thresh=1.5, minarea=5,
-                                                               deblend_cont=1.0),
-                             rms=sim.hires_sigma, background=0.0)
+        segmap = _detect(sim)
         tab = fit_templates(sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs,
-                            sim.hires_psf, det.segmap, sigma=1.0, grow=0.6,
+                            sim.hires_psf, segmap, sigma=1.0, grow=1.2,
                             hires_background="none")  # the simulation has no sky
-        s = _pair_stats(sim, tab, det.segmap)
+        s = _pair_stats(sim, tab, segmap)
         assert s["n"] > 150
         assert abs(s["bias"]) < 0.02
-        assert 0.85 < s["mad"] < 1.35 and s["std"] < 1.6
+        assert 0.85 < s["mad"] < 1.25 and s["std"] < 1.45, s
         true_east = np.median(sim.truth.dx) * BLUR * -1  # east is -x on this grid
         assert abs(np.median(tab.shift_east) - true_east) < 0.05
         assert abs(np.median(tab.shift_north)) < 0.05
         stats.append(s)
     assert abs(stats[1]["bias"] - stats[0]["bias"]) < 0.01
     assert abs(stats[1]["std"] - stats[0]["std"]) < 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GOLFIR.exists(), reason=f"golfir IRAC PSF absent: {GOLFIR}")
+def test_simulated_pair_sparse_field_pulls() -> None:
+    """The same galaxies at a tenth of COSMOS density, with the WCS 0.3" off: bias
+    within 2%, pull std within 0.85-1.25 (the errors hold the sharp image's noise in
+    the templates: :mod:`dask_phot.templates.noise`)."""
+    pytest.importorskip("galsim")
+    from dask_phot.testing.pairs import simulate_pair
+    from dask_phot.testing.sources import COSMOS_DENSITY
+
+    psf = OversampledPSF.from_fits(GOLFIR, BLUR, size=21)
+    sim = simulate_pair(psf, size_arcsec=240.0, seed=2, offset=(0.3, 0.0),
+                        density_per_deg2=COSMOS_DENSITY / 10)
+    segmap = _detect(sim)
+    tab = fit_templates(sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf,
+                        segmap, sigma=1.0, grow=1.2, hires_background="none")
+    s = _pair_stats(sim, tab, segmap)
+    assert s["n"] > 80
+    assert abs(s["bias"]) < 0.02 and 0.85 < s["std"] < 1.25, s
+    true_east = np.median(sim.truth.dx) * BLUR * -1  # east is -x on this grid
+    assert abs(np.median(tab.shift_east) - true_east) < 0.05 and abs(true_east) > 0.25
 
 
 # ------------------------------------------------------------------------ real HST -> HSC

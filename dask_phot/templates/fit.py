@@ -24,7 +24,6 @@ from astropy.wcs import WCS
 from dask_phot.engine.fit import fit_stamps
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.models.shapes import wcs_jacobian
-from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
 from dask_phot.templates.build import TemplateStamps, segment_extent
 from dask_phot.templates.geometry import (
@@ -36,7 +35,7 @@ from dask_phot.templates.geometry import (
 from dask_phot.templates.inputs import Inputs, load_inputs
 from dask_phot.templates.kernel import TemplateKernel, sharp_psf_array
 from dask_phot.templates.models import Models, assemble_models
-from dask_phot.templates.noise import hires_rms, template_noise
+from dask_phot.templates.noise import hires_rms, segment_cells, template_variance
 from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
 from dask_phot.templates.segments import (
     grow_segments,
@@ -328,29 +327,21 @@ def _check_widths(sharp: np.ndarray, hscale: float, psf: object, scale: float) -
 def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
                        built: TemplateStamps, dx: np.ndarray, dy: np.ndarray,
                        opts: TemplateOptions) -> np.ndarray:
-    """Variance of each fitted flux from the sharp image's noise in its template
-    (:mod:`.noise`; 0 for point and Sersic models)."""
-    var = np.zeros(models.x.shape[0])
+    """Variance of each fitted flux from the sharp image's noise in the templates it
+    is blended with (:mod:`.noise`)."""
+    from dask_phot.engine.prepare import prepare_inputs
+
     if not models.tpl.size:
-        return var
+        return np.zeros(models.x.shape[0])
     sig = opts.hires_sigma if opts.hires_sigma is not None else hires_rms(inp.hires,
                                                                           inp.segmap)
     t = models.tpl
-    w = template_noise(inp.hires, inp.segmap, models.seg, models.jac, (models.x + dx)[t],
-                       (models.y + dy)[t], _subset(built.stamps, t), inp.psf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.maximum(res.flux[models.tpl], 0.0) / models.hires_flux[models.tpl]
-    var[models.tpl] = np.nan_to_num(ratio ** 2 * sig ** 2 * w)
-    return var
-
-
-def _subset(stamps: Stamps, rows: np.ndarray) -> Stamps:
-    """Stamps ``rows`` only (same order)."""
-    w, h = stamps.w[rows], stamps.h[rows]
-    ptr = np.zeros(rows.size + 1, dtype=np.int64)
-    np.cumsum(w * h, out=ptr[1:])
-    data = np.concatenate([stamps.data[stamps.ptr[i]:stamps.ptr[i + 1]] for i in rows])
-    return Stamps(data, ptr, w, h, stamps.x0[rows], stamps.y0[rows])
+    cells = segment_cells(inp.hires, inp.segmap, models.seg, models.jac,
+                          (models.x + dx)[t], (models.y + dy)[t])
+    weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
+                            weight=inp.weight, sky=None).weight
+    return template_variance(built.stamps, weight, inp.psf, res.flux, t,
+                             models.hires_flux[t], cells, sig)
 
 
 def _table(models: Models, res: PhotometryResult, dx: np.ndarray, dy: np.ndarray,

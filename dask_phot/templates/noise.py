@@ -1,28 +1,35 @@
-"""The sharp image's noise in a template, propagated to the fitted flux.
+"""The sharp image's noise in the templates, propagated to the fitted fluxes.
 
 A template is made from the sharp image's pixels, noise included, and is
-normalised by their sum. Noise ``n_p`` in sharp pixel ``p`` of a source's
-segment changes both the normalisation and the template's shape; to first
-order the fitted flux ``A`` changes by
+normalised by their sum ``S``. Noise ``n_p`` in sharp pixel ``p`` of source
+``j``'s segment changes that template's normalisation and shape, and through
+the joint fit every flux it is blended with. To first order the fitted
+fluxes ``A = C M^T W d`` (``M`` the unit-flux templates, ``W`` the weights,
+``C = (M^T W M)^-1``) change by
 
-    dA / A = sum_p n_p w_p / S,   w_p = 1 - <T, K_p>_w / <T, T>_w,
+    dA_i = sum_j (A_j / S_j) sum_{p in segment j} n_p (delta_ij - g_i(p)),
 
-where ``S`` is the segment's light, ``T`` the (unit-flux) template and
-``K_p`` the blurred image of a unit point at ``p``, taken as the band's PSF
-there. Noise at the source's centre mostly rescales ``T`` (``w ~ 0``: a
-point template is the same whatever its noise); noise far out in the segment
-adds light the fit cannot see and enters fully (``w ~ 1``); in an extended
-template's core ``w < 0``. So
+    g_i(p) = <G_i, K_p>,   G_i = sum_k C_ik W M_k,
 
-    var(A) = (A / S)^2 sigma_h^2 sum_p w_p^2
+where ``K_p`` is the blurred image of a unit point at ``p`` (the band's PSF
+there) and ``G_i`` the image whose product with the data is ``A_i``. Noise
+at a source's centre only rescales its template (``g ~ 1``: a point's
+template is the same whatever its noise); noise far out in its segment adds
+light the fit cannot see (``g ~ 0``); noise in a neighbour's segment where
+the two overlap moves flux between them. For white sharp-image noise
+``sigma_h`` per pixel and segments that do not overlap,
 
-for white sharp-image noise ``sigma_h`` per pixel. :func:`template_noise`
-correlates every template stamp with the band's PSF (FFT, stamps of one size
-at once) and sums ``w_p^2`` over its segment's pixels, each placed through the
-two WCSs; the fit adds the variance to the flux's (``flux_err``). It matters for segments grown
-into their surroundings (``grow``) and for sharp images that are shallow
-compared with the blurred one; a drizzled image's correlated noise makes the
-pixel RMS too small (give ``hires_sigma`` measured in apertures).
+    var(A_i) = sigma_h^2 sum_j (A_j / S_j)^2 sum_{p in segment j} (delta_ij - g_i(p))^2.
+
+:func:`template_variance` evaluates it with ``C`` restricted to each source
+and the sources whose stamps overlap its stamp (their blend; the sky terms
+are left out), ``g`` on the blurred pixel grid (it is as smooth as the PSF)
+and each segment's pixels counted per blurred pixel they fall in. The fit
+adds it to the flux's variance (``flux_err``; the part is ``template_err``).
+It matters for segments grown into their surroundings (``grow``) and for
+sharp images that are shallow compared with the blurred one; a drizzled
+image's correlated noise makes the pixel RMS too small (give ``hires_sigma``
+measured in apertures).
 """
 
 from __future__ import annotations
@@ -30,32 +37,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 from scipy.signal import fftconvolve
+from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["correlate_stamps", "hires_rms", "template_noise"]
-
-
-def correlate_stamps(stamps: Stamps, psf: object) -> np.ndarray:
-    """``(T * P)(p) / <T, T>`` on every stamp's pixels (``stamps``' layout): the
-    stamps correlated with the band's PSF ``P``, divided by their squared sums."""
-    from dask_phot.templates.kernel import point_stamps
-
-    pc = np.asarray(point_stamps(psf, np.zeros(1), np.zeros(1),
-                                  int(psf.size))[0][0], dtype=np.float64)  # type: ignore
-    out = np.zeros_like(stamps.data)
-    shapes = np.stack([stamps.h, stamps.w], axis=1)
-    for hw in np.unique(shapes, axis=0):
-        rows = np.flatnonzero((shapes == hw).all(axis=1))
-        h, w = int(hw[0]), int(hw[1])
-        idx = stamps.ptr[rows][:, None] + np.arange(h * w)[None, :]
-        block = stamps.data[idx].reshape(rows.size, h, w)
-        corr = fftconvolve(block, pc[None, ::-1, ::-1], mode="same", axes=(1, 2))
-        norm = np.einsum("ijk,ijk->i", block, block)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            corr /= np.where(norm > 0, norm, np.inf)[:, None, None]
-        out[idx] = corr.reshape(rows.size, h * w)
-    return out
+__all__ = ["hires_rms", "segment_cells", "template_variance"]
 
 
 def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 1_000_000
@@ -71,53 +57,222 @@ def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 1_000_000
 
 
 @numba.njit(cache=True)
-def _weights(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
-             bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
-             cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
-             corr: np.ndarray, ptr: np.ndarray, sw: np.ndarray, sh: np.ndarray,
-             sx0: np.ndarray, sy0: np.ndarray) -> np.ndarray:
-    n = label.shape[0]
-    out = np.zeros(n)
-    for i in range(n):
+def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
+           bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
+           cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+           ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
+           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray
+           ) -> np.ndarray:
+    used = np.zeros(label.shape[0], dtype=np.int64)
+    for i in range(label.shape[0]):
+        cnt = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        w, h, o = sw[i], sh[i], ptr[i]
-        acc = 0.0
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
             for c in range(bx0[i], bx1[i] + 1):
                 if seg[r, c] != label[i] or not np.isfinite(img[r, c]):
                     continue
                 dx = c - cx[i]
-                u = rx[i] + j00 * dx + j01 * dy - sx0[i]
-                v = ry[i] + j10 * dx + j11 * dy - sy0[i]
-                rho = 0.0
-                if 0.0 <= u < w - 1 and 0.0 <= v < h - 1:
-                    iu, iv = int(u), int(v)
-                    fu, fv = u - iu, v - iv
-                    k = o + iv * w + iu
-                    rho = ((1 - fu) * (1 - fv) * corr[k] + fu * (1 - fv) * corr[k + 1]
-                           + (1 - fu) * fv * corr[k + w] + fu * fv * corr[k + w + 1])
-                acc += (1.0 - rho) ** 2
+                u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
+                v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
+                if 0 <= u < uw[i] and 0 <= v < uh[i]:
+                    cnt[v, u] += 1.0
+        k = ptr[i]
+        for v in range(uh[i]):
+            for u in range(uw[i]):
+                if cnt[v, u] > 0:
+                    out_x[k], out_y[k], out_n[k] = ux0[i] + u, uy0[i] + v, cnt[v, u]
+                    k += 1
+        used[i] = k - ptr[i]
+    return used
+
+
+def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
+                  x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each segment's pixels counted per blurred pixel they fall in.
+
+    ``seg`` holds ``id, x, y, xmin, xmax, ymin, ymax`` per segment, ``jac`` its
+    sharp-to-blurred pixel Jacobian and ``x, y`` where its ``(x, y)`` lands on
+    the blurred image. Returns ragged ``(ptr, bx, by, count)``: segment ``i``'s
+    blurred pixels are ``bx[ptr[i]:ptr[i+1]]``, ``by[...]``.
+    """
+    n = len(seg["id"])
+    corners = []
+    for cxs, cys in (("xmin", "ymin"), ("xmax", "ymin"), ("xmin", "ymax"), ("xmax", "ymax")):
+        dx, dy = seg[cxs] - seg["x"], seg[cys] - seg["y"]
+        corners.append((x + jac[:, 0, 0] * dx + jac[:, 0, 1] * dy,
+                        y + jac[:, 1, 0] * dx + jac[:, 1, 1] * dy))
+    ux = np.array([c[0] for c in corners])
+    uy = np.array([c[1] for c in corners])
+    ux0 = np.floor(ux.min(axis=0) + 0.5).astype(np.int64) - 1
+    uy0 = np.floor(uy.min(axis=0) + 0.5).astype(np.int64) - 1
+    uw = np.floor(ux.max(axis=0) + 0.5).astype(np.int64) + 2 - ux0
+    uh = np.floor(uy.max(axis=0) + 0.5).astype(np.int64) + 2 - uy0
+    cap = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(uw * uh, out=cap[1:])
+    bx = np.zeros(int(cap[-1]), dtype=np.int64)
+    by = np.zeros_like(bx)
+    cnt = np.zeros(int(cap[-1]))
+    used = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
+                  *(np.asarray(seg[k], dtype=np.int64) for k in ("xmin", "xmax", "ymin",
+                                                                   "ymax")),
+                  np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
+                  np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
+                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt)
+    keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
+        if n else np.zeros(0, dtype=np.int64)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(used, out=ptr[1:])
+    return ptr, bx[keep], by[keep], cnt[keep]
+
+
+def _weighted_correlations(stamps: Stamps, weight: np.ndarray, psf: object) -> np.ndarray:
+    """``(W M_k) * P`` (correlation with the band's PSF) on every stamp's pixels."""
+    from dask_phot.templates.kernel import point_stamps
+
+    pc = np.asarray(point_stamps(psf, np.zeros(1), np.zeros(1),
+                                 int(psf.size))[0][0], dtype=np.float64)  # type: ignore
+    out = np.zeros_like(stamps.data)
+    ny, nx = weight.shape
+    shapes = np.stack([stamps.h, stamps.w], axis=1)
+    for hw in np.unique(shapes, axis=0):
+        rows = np.flatnonzero((shapes == hw).all(axis=1))
+        h, w = int(hw[0]), int(hw[1])
+        idx = stamps.ptr[rows][:, None] + np.arange(h * w)[None, :]
+        yy = stamps.y0[rows][:, None] + np.repeat(np.arange(h), w)[None, :]
+        xx = stamps.x0[rows][:, None] + np.tile(np.arange(w), h)[None, :]
+        inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+        wv = np.where(inside, weight[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)], 0.0)
+        block = (stamps.data[idx] * wv).reshape(rows.size, h, w)
+        corr = fftconvolve(block, pc[None, ::-1, ::-1], mode="same", axes=(1, 2))
+        out[idx] = corr.reshape(rows.size, h * w)
+    return out
+
+
+@numba.njit(cache=True)
+def _pair_products(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                   x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, a: np.ndarray,
+                   b: np.ndarray) -> np.ndarray:
+    """``<M_a, M_b>_W`` over the image for each pair (``a == b``: the squared norm)."""
+    ny, nx = weight.shape
+    out = np.zeros(a.shape[0])
+    for t in range(a.shape[0]):
+        i, k = a[t], b[t]
+        xs, xe = max(x0[i], x0[k], 0), min(x0[i] + w[i], x0[k] + w[k], nx)
+        ys, ye = max(y0[i], y0[k], 0), min(y0[i] + h[i], y0[k] + h[k], ny)
+        acc = 0.0
+        for yy in range(ys, ye):
+            for xx in range(xs, xe):
+                acc += (weight[yy, xx] * data[ptr[i] + (yy - y0[i]) * w[i] + xx - x0[i]]
+                        * data[ptr[k] + (yy - y0[k]) * w[k] + xx - x0[k]])
+        out[t] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.ndarray,
+               corr: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+               x0: np.ndarray, y0: np.ndarray, tpl_of: np.ndarray, cptr: np.ndarray,
+               cbx: np.ndarray, cby: np.ndarray, ccnt: np.ndarray, amp: np.ndarray
+               ) -> np.ndarray:
+    n = diag.shape[0]
+    out = np.zeros(n)
+    for i in range(n):
+        if not diag[i] > 0:
+            continue
+        grp = np.empty(nptr[i + 1] - nptr[i] + 1, dtype=np.int64)
+        grp[0] = i
+        grp[1:] = nbr[nptr[i]:nptr[i + 1]]
+        m = grp.shape[0]
+        mat = np.zeros((m, m))
+        for a in range(m):
+            mat[a, a] = diag[grp[a]]
+        for a in range(1, m):  # i's pairs are in nval; neighbours' pairs among themselves
+            mat[0, a] = mat[a, 0] = nval[nptr[i] + a - 1]
+        for a in range(1, m):
+            ka = grp[a]
+            for t in range(nptr[ka], nptr[ka + 1]):
+                for bb in range(1, m):
+                    if nbr[t] == grp[bb]:
+                        mat[a, bb] = nval[t]
+        ridge = 1e-10 * np.trace(mat) / m
+        for a in range(m):
+            mat[a, a] += ridge
+        e = np.zeros(m)
+        e[0] = 1.0
+        c = np.linalg.solve(mat, e)
+        acc = 0.0
+        for a in range(m):
+            j = grp[a]
+            tj = tpl_of[j]
+            if tj < 0 or amp[j] == 0.0:
+                continue
+            part = 0.0
+            for q in range(cptr[tj], cptr[tj + 1]):
+                ux, uy = cbx[q], cby[q]
+                g = 0.0
+                for bb in range(m):
+                    k = grp[bb]
+                    if x0[k] <= ux < x0[k] + w[k] and y0[k] <= uy < y0[k] + h[k]:
+                        g += c[bb] * corr[ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]]
+                d = (1.0 if a == 0 else 0.0) - g
+                part += ccnt[q] * d * d
+            acc += amp[j] * amp[j] * part
         out[i] = acc
     return out
 
 
-def template_noise(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
-                   x: np.ndarray, y: np.ndarray, stamps: Stamps, psf: object) -> np.ndarray:
-    """``sum_p w_p^2`` over each template's segment pixels (see the module docstring).
+def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.ndarray,
+                      tpl: np.ndarray, hires_flux: np.ndarray, cells: tuple[np.ndarray, ...],
+                      sigma: float) -> np.ndarray:
+    """Variance of every fitted flux from the sharp noise in the templates (see the
+    module docstring).
 
-    ``seg`` holds ``id, x, y, xmin, xmax, ymin, ymax`` per template, ``jac`` its
-    sharp-to-blurred pixel Jacobian, ``x, y`` its reference position on the
-    blurred image (where ``seg``'s ``x, y`` lands) and ``stamps`` the templates.
+    Parameters
+    ----------
+    stamps : Stamps
+        Every fitted source's unit-flux model (templates and others), fit order.
+    weight : ndarray
+        The blurred image's inverse-variance weights.
+    psf : PSF
+        The band's PSF.
+    flux : ndarray
+        The fitted fluxes.
+    tpl : ndarray of int
+        The rows that are templates; ``hires_flux`` their segments' light and
+        ``cells`` their pixels per blurred pixel (:func:`segment_cells`), in
+        that order.
+    sigma : float
+        The sharp image's noise per pixel.
     """
-    if not len(seg["id"]):
-        return np.zeros(0)
-    corr = correlate_stamps(stamps, psf)
-    return _weights(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
-                    *(np.asarray(seg[k], dtype=np.int64)
-                      for k in ("xmin", "xmax", "ymin", "ymax")),
-                    np.asarray(seg["x"], dtype=np.float64),
-                    np.asarray(seg["y"], dtype=np.float64),
-                    np.ascontiguousarray(jac, dtype=np.float64),
-                    np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
-                    corr, stamps.ptr, stamps.w, stamps.h, stamps.x0, stamps.y0)
+    n = len(stamps)
+    if n == 0 or tpl.size == 0 or not sigma > 0:
+        return np.zeros(n)
+    cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
+    reach = float(np.max(np.maximum(stamps.w, stamps.h)))
+    pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
+    a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
+    over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
+            & (np.abs(cy[a] - cy[b]) * 2 < stamps.h[a] + stamps.h[b]))
+    a, b = a[over].astype(np.int64), b[over].astype(np.int64)
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    arrays = stamps.arrays
+    vals = _pair_products(*arrays, weight, a, b)
+    diag = _pair_products(*arrays, weight, np.arange(n), np.arange(n))
+    # neighbour lists (CSR), both directions
+    src = np.concatenate([a, b])
+    dst = np.concatenate([b, a])
+    val = np.concatenate([vals, vals])
+    order = np.lexsort((dst, src))
+    nptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n), out=nptr[1:])
+    tpl_of = np.full(n, -1, dtype=np.int64)
+    tpl_of[tpl] = np.arange(tpl.size)
+    amp = np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp[tpl] = np.nan_to_num(np.maximum(flux[tpl], 0.0) / hires_flux, nan=0.0,
+                                 posinf=0.0)
+    corr = _weighted_correlations(stamps, weight, psf)
+    var = _variances(nptr, dst[order], val[order], diag, corr, stamps.ptr, stamps.w,
+                     stamps.h, stamps.x0, stamps.y0, tpl_of, *cells, amp)
+    return sigma ** 2 * var
