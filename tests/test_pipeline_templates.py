@@ -125,3 +125,50 @@ def test_template_band_needs_templates_section(tmp_path: Path) -> None:
         load_config({**base, "templates": {"image": "s.fits", "segmap": "m.fits",
                                            "psf": "p.fits", "hires_background": "sky"}},
                     environ={})
+
+
+def _small_inputs(tmp_path: Path, *, seg_shape=(200, 200), priors_at=(150.0, 2.0),
+                  psf_scale: float = 0.0) -> Path:
+    """Small [templates] inputs for the checks made before a run."""
+    import tomli_w
+
+    from dask_phot.testing.pairs import tan_wcs
+
+    hw = tan_wcs(0.06, (200, 200), (150.0, 2.0))
+    lw = tan_wcs(0.6, (30, 30), (150.0, 2.0))
+    fits.writeto(tmp_path / "sharp.fits", np.zeros((200, 200), np.float32), hw.to_header())
+    fits.writeto(tmp_path / "seg.fits", np.zeros(seg_shape, np.int32), hw.to_header())
+    g = np.arange(-15, 16.0)
+    fits.writeto(tmp_path / "hpsf.fits", np.exp(-0.5 * np.add.outer(g**2, g**2) / 1.5**2))
+    fits.writeto(tmp_path / "irac1.fits", np.zeros((30, 30), np.float32), lw.to_header())
+    pd.DataFrame({"source_id": [1], "ra": [priors_at[0]], "dec": [priors_at[1]]}).to_parquet(
+        tmp_path / "priors.parquet")
+    cfg = {"priors": {"path": "priors.parquet"},
+           "bands": {"irac1": {"images": ["irac1.fits"], "model": "template"}},
+           "templates": {"image": "sharp.fits", "segmap": "seg.fits", "psf": "hpsf.fits",
+                         "psf_pixel_scale": psf_scale}}
+    (tmp_path / "config.toml").write_text(tomli_w.dumps(cfg))
+    return tmp_path / "config.toml"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"seg_shape": (100, 200)}, r"seg\.fits: shape \(100, 200\) differs from .*sharp\.fits"),
+    ({"priors_at": (151.0, 2.0)}, r"sharp\.fits: the sharp mosaic holds none of the 1 priors"),
+    ({"psf_scale": 0.2}, r"hpsf\.fits: hires_psf: pixel scale 0\.2\"/px is coarser"),
+])
+def test_bad_template_inputs_stop_the_run_naming_the_file(tmp_path: Path, kwargs, message
+                                                          ) -> None:  # type: ignore[no-untyped-def]
+    path = _small_inputs(tmp_path, **kwargs)
+    cfg = load_config(path, environ={})
+    with pytest.raises(ConfigError, match=message):
+        plan_cells(cfg)
+
+
+def test_bad_template_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``dask-phot run``: one line naming the file, exit code 2."""
+    from dask_phot.commands.main import main
+
+    path = _small_inputs(tmp_path, seg_shape=(100, 200))
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seg.fits: shape (100, 200) differs" in err[0], err

@@ -177,11 +177,13 @@ def fit_band(
     sub = sources[use]
     noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
     to_ujy = band.band.to_ujy * band.band.flux_correction()
+    t = None
     if band.model == "template":  # the sharp mosaic's light: dask_phot.templates.cell
         if templates is None:
             raise ValueError(f"bands.{band.name}: model \"template\" needs [templates]")
         t = fit_band_templates(sub, region, psf, templates, weight=noise.get("weight"),
                                engine=engine, priors=priors)
+    if t is not None:
         part = band_table(len(sub), flux=t["flux"] * to_ujy, flux_err=t["flux_err"] * to_ujy,
                           chi2=t["chi2"], mismatch=t["mismatch"], model=t["model"],
                           flags=t["flags"])

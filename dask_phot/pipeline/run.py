@@ -20,6 +20,7 @@ from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, write_cell
 from dask_phot.priors import read_priors
 from dask_phot.schema import cell_meta, column_units
+from dask_phot.templates.cell import TemplateSetup, check_sharp
 
 __all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell"]
 
@@ -55,6 +56,9 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
     if order == "auto":
         order = choose_order(priors["ra"].to_numpy(), priors["dec"].to_numpy(),
                              config.cells.rows_per_partition)
+    if any(b.model == "template" for b in config.bands):  # bad [templates] files: now
+        check_sharp(TemplateSetup(config.templates, storage), priors["ra"].to_numpy(),
+                    priors["dec"].to_numpy())
     parts = partition_priors(priors, order=int(order), margin_arcsec=config.margin_arcsec)
     indexes = {
         b.name: build_index(list(b.images), list(b.noise) or None, noise_kind=b.noise_kind,

@@ -25,7 +25,8 @@ import pandas as pd
 from dask_phot.images import Mosaic, Region, build_index, read_region
 from dask_phot.schema import Flag
 
-__all__ = ["SharpImages", "TemplateSetup", "fit_band_templates", "fit_region", "read_sharp"]
+__all__ = ["SharpImages", "TemplateSetup", "check_sharp", "fit_band_templates", "fit_region",
+           "read_sharp"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +60,28 @@ class SharpImages:
         return cls(img[0], seg[0], psf)
 
 
+def covers(sharp: SharpImages, region: Region) -> bool:
+    """Whether the sharp mosaic holds any of the region's sky."""
+    return _sharp_box(sharp, region, 0.0) is not None
+
+
+def _sharp_box(sharp: SharpImages, region: Region, margin_arcsec: float
+               ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    ny, nx = region.shape
+    cx = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+    cy = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+    sky = region.wcs.pixel_to_world(cx, cy)
+    x, y = sharp.image.wcs.world_to_pixel(sky)
+    m = margin_arcsec / sharp.image.pixel_scale_arcsec
+    xr = (max(int(np.floor(np.min(x) - m)), 0),
+          min(int(np.ceil(np.max(x) + m)) + 1, sharp.image.shape[1]))
+    yr = (max(int(np.floor(np.min(y) - m)), 0),
+          min(int(np.ceil(np.max(y) + m)) + 1, sharp.image.shape[0]))
+    if xr[1] <= xr[0] or yr[1] <= yr[0]:
+        return None
+    return xr, yr
+
+
 def read_sharp(sharp: SharpImages, region: Region, *, margin_arcsec: float,
                storage_options: Mapping[str, Any] | None = None) -> tuple[Region, Region]:
     """The sharp mosaic's and segmentation map's box over a blurred region, plus a margin.
@@ -68,21 +91,10 @@ def read_sharp(sharp: SharpImages, region: Region, *, margin_arcsec: float,
     image, segmap : Region
         Same box of both (the map's labels as float; off-mosaic pixels NaN).
     """
-    ny, nx = region.shape
-    cx = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-    cy = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    sky = region.wcs.pixel_to_world(cx, cy)
-    x, y = sharp.image.wcs.world_to_pixel(sky)
-    from astropy.wcs.utils import proj_plane_pixel_scales
-
-    scale = float(np.mean(proj_plane_pixel_scales(sharp.image.wcs.celestial))) * 3600.0
-    m = margin_arcsec / scale
-    xr = (int(np.floor(np.min(x) - m)), int(np.ceil(np.max(x) + m)) + 1)
-    yr = (int(np.floor(np.min(y) - m)), int(np.ceil(np.max(y) + m)) + 1)
-    xr = (max(xr[0], 0), min(xr[1], sharp.image.shape[1]))
-    yr = (max(yr[0], 0), min(yr[1], sharp.image.shape[0]))
-    if xr[1] <= xr[0] or yr[1] <= yr[0]:
+    box = _sharp_box(sharp, region, margin_arcsec)
+    if box is None:
         raise ValueError(f"{sharp.image.url}: the sharp mosaic does not cover this region")
+    xr, yr = box
     img = read_region(sharp.image, xr, yr, storage_options=storage_options)
     seg = read_region(sharp.segmap, xr, yr, storage_options=storage_options)
     return img, seg
@@ -202,7 +214,7 @@ def _read_psf(path: str, storage: Mapping[str, Any] | None) -> np.ndarray:
 
 def fit_band_templates(sources: pd.DataFrame, region: Region, psf: object,
                        setup: TemplateSetup, *, weight: np.ndarray | None, engine: Any,
-                       priors: Any = None) -> pd.DataFrame:
+                       priors: Any = None) -> pd.DataFrame | None:
     """One band of a sky cell fitted with templates (a band's ``model = "template"``).
 
     Parameters
@@ -225,20 +237,25 @@ def fit_band_templates(sources: pd.DataFrame, region: Region, psf: object,
 
     Returns
     -------
-    pandas.DataFrame
+    pandas.DataFrame or None
         Per row of ``sources``: ``flux``, ``flux_err`` (image units), ``chi2``,
-        ``mismatch``, ``flags`` and ``model`` (:data:`dask_phot.schema.MODEL_CODES`).
+        ``mismatch``, ``flags`` and ``model`` (:data:`dask_phot.schema.MODEL_CODES`);
+        None where the sharp mosaic does not cover the region (its sources then
+        get the band's other models).
     """
     from dask_phot.schema import MODEL_CODES
 
     cfg = setup.config
+    sharp = setup.open()
+    if not covers(sharp, region):
+        return None
     sub = sources[["source_id", "ra", "dec"]].copy()
     cols = getattr(priors, "shape_columns", None) or {}
     for key, col in cols.items():
         scale = priors.shape_scale if key == "r_e" else 1.0
         sub[key] = sources[col].to_numpy(np.float64) * scale
     margin = None if cfg.margin_arcsec == "auto" else float(cfg.margin_arcsec)
-    out = fit_region(sub, region, psf, setup.open(), margin_arcsec=margin,
+    out = fit_region(sub, region, psf, sharp, margin_arcsec=margin,
                      storage_options=setup.storage_options, weight=weight,
                      fit_sky=engine.fit_sky, sky_model=engine.sky_model,
                      high_chi2=engine.high_chi2, **cfg.fit_options())
@@ -246,3 +263,38 @@ def fit_band_templates(sources: pd.DataFrame, region: Region, psf: object,
                                           ("point", "sersic", "template")}}
     out["model"] = out["model"].map(codes).astype(np.int8)
     return out
+
+
+def check_sharp(setup: TemplateSetup, ra: np.ndarray, dec: np.ndarray) -> SharpImages:
+    """Open ``[templates]``' files before a run: one clear error naming the file.
+
+    Raises
+    ------
+    dask_phot.config.ConfigError
+        An unreadable file, a segmentation map of another shape than its mosaic,
+        a PSF coarser than the mosaic's pixels (``psf_pixel_scale``), or a sharp
+        mosaic that holds none of the priors (WCSs that do not overlap).
+    """
+    from astropy.coordinates import SkyCoord
+
+    from dask_phot.config import ConfigError
+    from dask_phot.psf import PSFError
+    from dask_phot.templates.kernel import sharp_psf_array
+
+    cfg = setup.config
+    try:
+        sharp = setup.open()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"templates: {exc}") from exc
+    try:
+        sharp_psf_array(sharp.psf, sharp.image.pixel_scale_arcsec)
+    except PSFError as exc:
+        raise ConfigError(f"{cfg.psf}: {exc} (templates.psf_pixel_scale)") from exc
+    if len(ra):
+        x, y = sharp.image.wcs.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+        ny, nx = sharp.image.shape
+        inside = (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
+        if not inside.any():
+            raise ConfigError(f"{sharp.image.url}: the sharp mosaic holds none of the "
+                              f"{len(ra)} priors; do its WCS and the priors overlap?")
+    return sharp
