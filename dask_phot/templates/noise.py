@@ -24,7 +24,10 @@ the two overlap moves flux between them. For white sharp-image noise
 :func:`template_variance` evaluates it with ``C`` restricted to each source
 and the sources whose stamps overlap its stamp (their blend; the sky terms
 are left out), ``g`` on the blurred pixel grid (it is as smooth as the PSF)
-and each segment's pixels counted per blurred pixel they fall in. The fit
+and each segment's pixels counted per blurred pixel they fall in; the blend
+holds the neighbours whose models overlap the source's by more than 1% (their
+normalised product), the PSF in ``g`` its central 9 x 9 pixels, evaluated
+only where a segment's pixels fall. The fit
 adds it to the flux's variance (``flux_err``; the part is ``template_err``).
 It matters for segments grown into their surroundings (``grow``) and for
 sharp images that are shallow compared with the blurred one; a drizzled
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
@@ -126,27 +128,34 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
     return ptr, bx[keep], by[keep], cnt[keep]
 
 
-def _weighted_correlations(stamps: Stamps, weight: np.ndarray, psf: object) -> np.ndarray:
-    """``(W M_k) * P`` (correlation with the band's PSF) on every stamp's pixels."""
+def _psf_core(psf: object, core: int = 9) -> np.ndarray:
+    """The band PSF's central ``core x core`` pixels (a point at a pixel centre)."""
     from dask_phot.templates.kernel import point_stamps
 
-    pc = np.asarray(point_stamps(psf, np.zeros(1), np.zeros(1),
-                                 int(psf.size))[0][0], dtype=np.float64)  # type: ignore
-    out = np.zeros_like(stamps.data)
+    return np.ascontiguousarray(point_stamps(psf, np.zeros(1), np.zeros(1), core)[0][0],
+                                dtype=np.float64)
+
+
+@numba.njit(cache=True)
+def _correlation_at(k: int, ux: int, uy: int, data: np.ndarray, ptr: np.ndarray,
+                    w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                    weight: np.ndarray, pc: np.ndarray) -> float:
+    """``((W M_k) * P)(ux, uy)``: stamp ``k`` times the weights, correlated with the
+    PSF core, at image pixel ``(ux, uy)``."""
     ny, nx = weight.shape
-    shapes = np.stack([stamps.h, stamps.w], axis=1)
-    for hw in np.unique(shapes, axis=0):
-        rows = np.flatnonzero((shapes == hw).all(axis=1))
-        h, w = int(hw[0]), int(hw[1])
-        idx = stamps.ptr[rows][:, None] + np.arange(h * w)[None, :]
-        yy = stamps.y0[rows][:, None] + np.repeat(np.arange(h), w)[None, :]
-        xx = stamps.x0[rows][:, None] + np.tile(np.arange(w), h)[None, :]
-        inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-        wv = np.where(inside, weight[np.clip(yy, 0, ny - 1), np.clip(xx, 0, nx - 1)], 0.0)
-        block = (stamps.data[idx] * wv).reshape(rows.size, h, w)
-        corr = fftconvolve(block, pc[None, ::-1, ::-1], mode="same", axes=(1, 2))
-        out[idx] = corr.reshape(rows.size, h * w)
-    return out
+    hc = pc.shape[0] // 2
+    acc = 0.0
+    for a in range(-hc, hc + 1):
+        yy = uy + a
+        r = yy - y0[k]
+        if r < 0 or r >= h[k] or yy < 0 or yy >= ny:
+            continue
+        for b in range(-hc, hc + 1):
+            xx = ux + b
+            c = xx - x0[k]
+            if 0 <= c < w[k] and 0 <= xx < nx:
+                acc += weight[yy, xx] * data[ptr[k] + r * w[k] + c] * pc[a + hc, b + hc]
+    return acc
 
 
 @numba.njit(cache=True)
@@ -171,12 +180,13 @@ def _pair_products(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarr
 
 @numba.njit(cache=True)
 def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.ndarray,
-               corr: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
-               x0: np.ndarray, y0: np.ndarray, tpl_of: np.ndarray, cptr: np.ndarray,
-               cbx: np.ndarray, cby: np.ndarray, ccnt: np.ndarray, amp: np.ndarray
-               ) -> np.ndarray:
+               data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+               x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, pc: np.ndarray,
+               tpl_of: np.ndarray, cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray,
+               ccnt: np.ndarray, amp: np.ndarray) -> np.ndarray:
     n = diag.shape[0]
     out = np.zeros(n)
+    corr = np.full(data.shape[0], np.nan)  # (W M_k) * P, computed where needed
     for i in range(n):
         if not diag[i] > 0:
             continue
@@ -214,7 +224,11 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
                 for bb in range(m):
                     k = grp[bb]
                     if x0[k] <= ux < x0[k] + w[k] and y0[k] <= uy < y0[k] + h[k]:
-                        g += c[bb] * corr[ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]]
+                        at = ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]
+                        if np.isnan(corr[at]):
+                            corr[at] = _correlation_at(k, ux, uy, data, ptr, w, h, x0, y0,
+                                                       weight, pc)
+                        g += c[bb] * corr[at]
                 d = (1.0 if a == 0 else 0.0) - g
                 part += ccnt[q] * d * d
             acc += amp[j] * amp[j] * part
@@ -224,7 +238,7 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
 
 def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.ndarray,
                       tpl: np.ndarray, hires_flux: np.ndarray, cells: tuple[np.ndarray, ...],
-                      sigma: float) -> np.ndarray:
+                      sigma: float, min_correlation: float = 0.01) -> np.ndarray:
     """Variance of every fitted flux from the sharp noise in the templates (see the
     module docstring).
 
@@ -244,6 +258,9 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
         that order.
     sigma : float
         The sharp image's noise per pixel.
+    min_correlation : float
+        Neighbours whose models' normalised overlap with the source's is smaller
+        are left out of its blend.
     """
     n = len(stamps)
     if n == 0 or tpl.size == 0 or not sigma > 0:
@@ -259,6 +276,11 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
     arrays = stamps.arrays
     vals = _pair_products(*arrays, weight, a, b)
     diag = _pair_products(*arrays, weight, np.arange(n), np.arange(n))
+    # the blend: neighbours whose models are correlated with the source's by > 1%
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.abs(vals) / np.sqrt(diag[a] * diag[b])
+    keep = rho > min_correlation
+    a, b, vals = a[keep], b[keep], vals[keep]
     # neighbour lists (CSR), both directions
     src = np.concatenate([a, b])
     dst = np.concatenate([b, a])
@@ -272,7 +294,6 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
     with np.errstate(divide="ignore", invalid="ignore"):
         amp[tpl] = np.nan_to_num(np.maximum(flux[tpl], 0.0) / hires_flux, nan=0.0,
                                  posinf=0.0)
-    corr = _weighted_correlations(stamps, weight, psf)
-    var = _variances(nptr, dst[order], val[order], diag, corr, stamps.ptr, stamps.w,
-                     stamps.h, stamps.x0, stamps.y0, tpl_of, *cells, amp)
+    var = _variances(nptr, dst[order], val[order], diag, *arrays, weight, _psf_core(psf),
+                     tpl_of, *cells, amp)
     return sigma ** 2 * var
