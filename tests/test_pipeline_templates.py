@@ -172,3 +172,27 @@ def test_bad_template_inputs_exit_2(tmp_path: Path, capsys) -> None:  # type: ig
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "seg.fits: shape (100, 200) differs" in err[0], err
+
+
+@pytest.mark.slow
+def test_report_draws_template_bands_with_templates(pair_dir) -> None:  # type: ignore[no-untyped-def]
+    """``dask-phot report``'s model of a template band: the catalogue's fluxes drawn
+    with the templates leave residuals near the noise (sigma 1); the same fluxes
+    drawn as point sources do not."""
+    from dataclasses import replace
+
+    from dask_phot.report.model_images import RunImages, band_cutout
+
+    sim, _, _, out = pair_dir
+    cat, cfg = _run(out)
+    run = RunImages.from_result(out, cfg)
+    bright = cat[cat["model_irac1"] == MODEL_CODES["template"]].nlargest(1, "flux_irac1")
+    ra, dec = float(bright.ra.iloc[0]), float(bright.dec.iloc[0])
+    panel = band_cutout(run, cat, "irac1", ra, dec, size_arcsec=20.0)
+    resid = panel.data - panel.model
+    assert np.std(panel.data) > 5 and np.std(resid) < 1.5, (np.std(panel.data),
+                                                            np.std(resid))
+    as_points = replace(cfg, bands=tuple(replace(b, model="point") for b in cfg.bands))
+    points = band_cutout(RunImages(as_points, run.indexes), cat, "irac1", ra, dec,
+                         size_arcsec=20.0)
+    assert np.std(points.data - points.model) > 1.5 * np.std(resid)

@@ -24,6 +24,7 @@ from astropy.wcs import WCS
 from dask_phot.engine.fit import fit_stamps
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.models.shapes import wcs_jacobian
+from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
 from dask_phot.templates.build import TemplateStamps, segment_extent
 from dask_phot.templates.geometry import (
@@ -44,7 +45,8 @@ from dask_phot.templates.segments import (
     psf_concentration,
 )
 
-__all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates"]
+__all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates",
+           "template_stamps"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,30 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
     return TemplateResult(table, res.model if return_model else None,
                           shift_map if iterations or shifts is not None else None, kernel,
                           info)
+
+
+def template_stamps(image: np.ndarray, wcs: WCS, psf: object, hires: np.ndarray,
+                    hires_wcs: WCS, hires_psf: object, segmap: np.ndarray, *,
+                    extra: pd.DataFrame | None = None, **options: object
+                    ) -> tuple[np.ndarray, np.ndarray, Stamps]:
+    """The unit-flux models :func:`fit_templates` would fit, without fitting them
+    (no registration): to draw a catalogue's fluxes as an image.
+
+    Returns
+    -------
+    ids, kinds : ndarray
+        Segment labels (and ``extra`` ids) and their models ("template", "point",
+        "sersic") of the sources on ``image``.
+    stamps : Stamps
+        Their unit-flux models on ``image``'s pixels, same order.
+    """
+    opts = TemplateOptions(**options)  # type: ignore[arg-type]
+    inp = load_inputs(image, wcs, psf, hires, hires_wcs, hires_psf, segmap, sigma=1.0,
+                      weight=None)
+    kernel, models, _ = _prepare(inp, opts, extra, pixel_scale(inp.wcs, "wcs"))
+    zero = np.zeros(models.x.shape[0])
+    built = models.build(inp, kernel, zero, zero, gradients=False, max_size=opts.max_size)
+    return models.ids, models.kinds, built.stamps
 
 
 def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, scale: float

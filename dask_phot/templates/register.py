@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["ShiftMap", "estimate_shifts", "gradient_images"]
+__all__ = ["ShiftMap", "estimate_shifts", "gradient_images", "scatter_stamps"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def gradient_images(grad_x: Stamps, grad_y: Stamps, flux: np.ndarray,
                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``dM/dX`` and ``dM/dY``: the models' gradients scaled by the fitted fluxes."""
     f = np.where(np.isfinite(flux), flux, 0.0)
-    return (_scatter(*grad_x.arrays, f, shape), _scatter(*grad_y.arrays, f, shape))
+    return (scatter_stamps(grad_x, f, shape), scatter_stamps(grad_y, f, shape))
 
 
 def _sums(a: np.ndarray, region: int, shape: tuple[int, int]) -> np.ndarray:
@@ -138,12 +138,11 @@ def _solve2(axx, axy, ayy, bx, by):  # type: ignore[no-untyped-def]
     return dx, dy, err
 
 
-def _scatter(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
-             x0: np.ndarray, y0: np.ndarray, amp: np.ndarray, shape: tuple[int, int]
-             ) -> np.ndarray:
-    """Sum of ``amp[i]`` times stamp ``i`` on an image of ``shape`` (clipped at its edges)."""
+def scatter_stamps(stamps: Stamps, amp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sum of ``amp[i]`` times stamp ``i`` on an image of ``shape`` (clipped at its edges;
+    non-finite amplitudes left out)."""
     out = np.zeros(shape)
-    _scatter_into(out, data, ptr, w, h, x0, y0, np.asarray(amp, dtype=np.float64))
+    _scatter_into(out, *stamps.arrays, np.asarray(amp, dtype=np.float64))
     return out
 
 
