@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from dask_phot._optional import require
 from dask_phot.config import ClusterConfig
 from dask_phot.deploy import kube_cluster_spec
 
-__all__ = ["RunProgress", "connect"]
+__all__ = ["IgnoreInterrupts", "RunProgress", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
     """Yield a :class:`distributed.Client` for ``cfg`` (``scheduler`` overrides it).
 
     Local clusters and Kubernetes clusters started here are closed on exit; an
-    existing scheduler is only disconnected from.
+    existing scheduler is only disconnected from. A local cluster's workers ignore
+    Ctrl-C (:class:`IgnoreInterrupts`): this process handles it.
     """
     from distributed import Client, LocalCluster
 
@@ -50,9 +54,13 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
         log.info("using the scheduler from Dask's configuration: %s", env_address)
         target = env_address
     if target == "local":
-        with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=cfg.threads_per_worker,
-                          memory_limit=cfg.memory_limit, processes=True,
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        with _interrupts_ignored():
+            cluster = LocalCluster(n_workers=cfg.n_workers,
+                                   threads_per_worker=cfg.threads_per_worker,
+                                   memory_limit=cfg.memory_limit, processes=True,
+                                   dashboard_address="127.0.0.1:0")
+        with cluster, Client(cluster) as client:
+            client.register_plugin(IgnoreInterrupts())
             yield client
     elif target == "kubernetes":
         KubeCluster = require("dask_kubernetes.operator").KubeCluster
@@ -63,6 +71,38 @@ def connect(cfg: ClusterConfig, *, scheduler: str | None = None) -> Iterator[Any
     else:
         with Client(target) as client:
             yield client
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """Processes started here ignore Ctrl-C (SIGINT): a terminal sends it to every process
+    of the run, and only the run itself (this process) should act on it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class IgnoreInterrupts(WorkerPlugin):
+    """A worker plugin: the local cluster's workers (restarted ones too) ignore Ctrl-C.
+
+    The run's own process turns Ctrl-C into one line saying what is kept; its workers,
+    in the same process group (and writing to the same terminal), would otherwise die
+    printing tracebacks, then warn about each task the interruption cancelled.
+    """
+
+    name = "dask-phot-ignore-interrupts"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        """Ignore SIGINT in the worker's process (its main thread runs this)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
 
 class RunProgress:

@@ -16,11 +16,13 @@ Examples
 ...                  columns=["mag"])
 >>> df.columns.tolist(), df["source_id"].tolist()
 (['source_id', 'ra', 'dec', 'mag'], [7, 9])
->>> read_priors(raw, ra_column="ra")
+>>> read_priors(raw, ra_column="alpha")
 Traceback (most recent call last):
 ...
-ValueError: <DataFrame>: no RA column 'ra'; available columns: RA, DEC, objid, mag
-"""
+ValueError: <DataFrame>: no RA column 'alpha' (ra_column; [priors] ra_column of a run configuration); available columns: RA, DEC, objid, mag
+
+Column names match whatever their case (``ra`` finds ``RA``) when only one does.
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -83,25 +85,48 @@ def _table_to_frame(table: Any, label: str) -> pd.DataFrame:
     return pd.DataFrame(data, index=pd.RangeIndex(len(table)))
 
 
+def _match(names: Sequence[Any], name: str) -> str | None:
+    """``name`` among ``names``: exactly, else the one name equal to it but for case."""
+    if name in names:
+        return name
+    close = [n for n in names if str(n).lower() == name.lower()]
+    return close[0] if len(close) == 1 else None
+
+
 def _read_file(
     label: str, wanted: list[str], id_column: str, storage_options: Mapping[str, Any] | None
 ) -> pd.DataFrame:
-    """Read a file; Parquet reads only ``wanted`` (all names, no rows, if one is missing)."""
-    import fsspec
-
+    """Read a file, naming it in every error (a file that is empty, or not of its type)."""
     kind = _format(label)
+    try:
+        return _read_kind(label, kind, wanted, id_column, storage_options)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{label}: no such file") from None
+    except (ValueError, OSError, KeyError, IndexError) as exc:
+        size = ""
+        if "://" not in label and os.path.isfile(label) and os.path.getsize(label) == 0:
+            size = "the file is empty (0 bytes); "
+        raise ValueError(f"{label}: cannot read it as {kind}: {size}"
+                         f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+
+
+def _read_kind(label: str, kind: str, wanted: list[str], id_column: str,
+               storage_options: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Read a file; Parquet reads only ``wanted`` (all names, no rows, if one is missing)."""
+    from dask_phot.storage import open_fs
+
     compression = "gzip" if label.lower().endswith(".gz") else None
-    remote = "://" in label and not label.startswith("file://")
-    opts = dict(storage_options or {}) if remote else {}
-    with fsspec.open(label, "rb", compression=compression, **opts) as fh:
+    fs, path = open_fs(label, storage_options)
+    with fs.open(path, "rb", compression=compression) as fh:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
             pf = pq.ParquetFile(fh)
             names = pf.schema_arrow.names
-            if any(c not in names and c != id_column for c in wanted):
+            found = [_match(names, c) for c in wanted]
+            if any(f is None for f, c in zip(found, wanted, strict=True) if c != id_column):
                 return pd.DataFrame(columns=names)
-            return pf.read(columns=[c for c in dict.fromkeys(wanted) if c in names]).to_pandas()
+            return pf.read(columns=list(dict.fromkeys(f for f in found if f))).to_pandas()
         if kind == "csv":
             return pd.read_csv(fh)
         from astropy.table import Table
@@ -164,10 +189,12 @@ def _normalise(
     frame: pd.DataFrame, label: str, ra: str, dec: str, id_col: str, columns: list[str]
 ) -> pd.DataFrame:
     available = ", ".join(map(str, frame.columns))
-    for what, name in (("RA", ra), ("Dec", dec)):
-        if name not in frame.columns:
-            raise ValueError(f"{label}: no {what} column {name!r}; available columns: "
-                             f"{available}")
+    for what, name, key in (("RA", ra, "ra_column"), ("Dec", dec, "dec_column")):
+        if _match(list(frame.columns), name) is None:
+            raise ValueError(f"{label}: no {what} column {name!r} ({key}; [priors] {key} of a "
+                             f"run configuration); available columns: {available}")
+    ra, dec = _match(list(frame.columns), ra), _match(list(frame.columns), dec)
+    id_col = _match(list(frame.columns), id_col) or id_col
     for name in columns:
         if name not in frame.columns:
             raise ValueError(f"{label}: no column {name!r} (requested in columns); available "

@@ -23,6 +23,11 @@ Notes
   HEAD against the action ``s3:HeadObject`` (not an AWS action; AWS uses
   ``s3:GetObject``), so the policy alone lets anonymous clients GET but not HEAD an
   object; the ``public-read`` ACL covers both. Listing is not checked by moto.
+* Ranged reads: moto answers a ``Range`` GET by reading the whole object and slicing it,
+  so every range of a 200 MB mosaic costs 200 MB of copying. :class:`_RangeReads` answers
+  plain single-range GETs of stored objects (no conditions, versions or encryption keys;
+  anonymous only in public buckets, as moto would) from the object's buffer directly, with
+  S3's headers (206, ``Content-Range``, ``ETag``); everything else goes to moto.
 * moto keeps its buckets in process-wide state: two servers in one process see the same
   buckets, and ``moto.mock_aws`` (which resets that state and intercepts botocore calls
   in-process) must not be active while a client talks to this server over HTTP.
@@ -33,10 +38,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
+from urllib.parse import unquote
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -114,6 +121,61 @@ class _CountingMiddleware:
                 close()
 
 
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_CONDITIONS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+               "HTTP_IF_UNMODIFIED_SINCE",
+               "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_CUSTOMER_ALGORITHM")
+
+
+class _RangeReads:
+    """WSGI middleware: single-range GETs of stored objects read from moto's buffer."""
+
+    def __init__(self, app: WSGIApp, public: set[str]) -> None:
+        self.app = app
+        self.public = public
+
+    def _object(self, environ: dict[str, Any]) -> Any:
+        """The moto key a plain ranged GET asks for, or None (then moto answers)."""
+        if (environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING")
+                or any(k in environ for k in _CONDITIONS)):
+            return None
+        host = environ.get("HTTP_HOST", "").split(":")[0]
+        if host not in (LOOPBACK, "localhost"):  # virtual-hosted style: leave it to moto
+            return None
+        bucket, _, key = unquote(environ.get("PATH_INFO", "")).lstrip("/").partition("/")
+        if not key or (bucket not in self.public and "HTTP_AUTHORIZATION" not in environ):
+            return None
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        try:
+            found = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key)
+        except Exception:  # no such bucket, or a moto without this API: moto answers
+            return None
+        ok = found is not None and hasattr(found, "_value_buffer") and hasattr(found, "lock")
+        return found if ok else None
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        match = _RANGE_RE.match(environ.get("HTTP_RANGE", "").strip())
+        found = self._object(environ) if match else None
+        size = int(getattr(found, "contentsize", 0) or 0)
+        if found is None or match is None or int(match[1]) >= size:
+            return self.app(environ, start_response)
+        start = int(match[1])
+        end = min(int(match[2]) if match[2] else size - 1, size - 1)
+        with found.lock:
+            found._value_buffer.seek(start)
+            body = found._value_buffer.read(end - start + 1)
+        start_response("206 Partial Content", [
+            ("Content-Type", str(getattr(found, "content_type", None)
+                                 or "binary/octet-stream")),
+            ("Content-Length", str(len(body))), ("Accept-Ranges", "bytes"),
+            ("Content-Range", f"bytes {start}-{end}/{size}"), ("ETag", str(found.etag)),
+            ("Last-Modified", str(found.last_modified_RFC1123))])
+        return [body]
+
+
 def _quiet_handler() -> type[WSGIRequestHandler]:
     """A request handler that logs through this module's logger instead of stderr."""
     base = _request_handler_base()
@@ -162,7 +224,9 @@ class LocalS3Server:
             create_backend_app,
         )
 
-        app = _CountingMiddleware(DomainDispatcherApplication(create_backend_app), self._counter)
+        app = _CountingMiddleware(
+            _RangeReads(DomainDispatcherApplication(create_backend_app), self._public),
+            self._counter)
         self._server = make_server(
             LOOPBACK, self._port, app, threaded=True, request_handler=_quiet_handler()
         )

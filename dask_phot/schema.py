@@ -7,6 +7,19 @@ and flag bits from here: :func:`band_table` builds one band's measurements and
 :data:`BAND_COLUMNS`, and every ``map_partitions`` gets its ``meta`` from
 :func:`cell_meta`.
 
+Magnitudes
+----------
+``mag_<band>`` and ``mag_err_<band>`` are given only where the flux is significant,
+``flux / flux_err >= MAG_MIN_SNR`` (3); elsewhere they are NaN and the flux, with its
+error, is the measurement (a magnitude of an insignificant or negative flux has no
+meaningful error).
+
+Units
+-----
+Every column's unit and description (:func:`column_info`) travel with the catalog's
+Parquet files, where astropy (``Table.read``) and pyarrow (each field's metadata:
+``unit``, ``description``) find them.
+
 Flag bits
 ---------
 The ``flags`` of a measurement is the bitwise OR of :class:`Flag` members.
@@ -34,6 +47,7 @@ __all__ = [
     "BASE_COLUMNS",
     "FATAL_FLAGS",
     "FLAG_MEANINGS",
+    "MAG_MIN_SNR",
     "MODEL_CODES",
     "UNRELIABLE_FLAGS",
     "Flag",
@@ -41,6 +55,7 @@ __all__ = [
     "band_table",
     "cell_meta",
     "cell_table",
+    "column_info",
     "column_units",
     "describe_flags",
     "flag_table",
@@ -108,6 +123,10 @@ UNRELIABLE_FLAGS = (
 
 FLAG_DTYPE = np.int32
 
+#: Magnitudes are given where ``flux / flux_err`` is at least this (else NaN): a 3-sigma
+#: measurement has a magnitude error of 0.36 mag.
+MAG_MIN_SNR = 3.0
+
 
 def flag_table() -> str:
     """The flags as a reStructuredText table: name, bit, meaning."""
@@ -138,8 +157,9 @@ def describe_flags(value: int) -> list[str]:
 BAND_COLUMNS: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "flux": ("float64", "uJy", "forced flux"),
     "flux_err": ("float64", "uJy", "marginal 1-sigma flux uncertainty"),
-    "mag": ("float64", "mag(AB)", "AB magnitude of the flux (NaN when flux <= 0)"),
-    "mag_err": ("float64", "mag(AB)", "AB magnitude uncertainty"),
+    "mag": ("float64", "mag(AB)", "AB magnitude of the flux where flux / flux_err >= 3 "
+                                  "(else NaN)"),
+    "mag_err": ("float64", "mag(AB)", "AB magnitude uncertainty (where mag is given)"),
     "chi2": ("float64", "", "reduced chi2 over the source footprint"),
     "mismatch": ("float64", "", "significance of the residual's broadening (> 0: the source "
                                 "is more extended than its model; see Flag.MODEL_MISMATCH)"),
@@ -188,9 +208,9 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
                model: Any = None) -> pd.DataFrame:
     """One band's measurements of ``n`` sources, with the columns of :data:`BAND_COLUMNS`.
 
-    The magnitudes follow from the fluxes (:func:`dask_phot.bands.flux_to_mag`);
-    a quantity not given is NaN, so ``band_table(n, flags=Flag.NOT_COVERED)``
-    is a band in which nothing was measured.
+    The magnitudes follow from the fluxes (:func:`dask_phot.bands.flux_to_mag`)
+    where ``flux / flux_err >= MAG_MIN_SNR``; a quantity not given is NaN, so
+    ``band_table(n, flags=Flag.NOT_COVERED)`` is a band in which nothing was measured.
 
     Parameters
     ----------
@@ -205,15 +225,20 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
 
     Examples
     --------
-    >>> band_table(2, flux=[1.0, -1.0], flux_err=[0.1, 0.1], flags=[0, 256], model=0)
+    >>> band_table(3, flux=[1.0, -1.0, 0.2], flux_err=[0.1, 0.1, 0.1], flags=[0, 256, 0],
+    ...            model=0)
        flux  flux_err   mag   mag_err  chi2  mismatch  model  flags
     0   1.0       0.1  23.9  0.108574   NaN       NaN      0      0
     1  -1.0       0.1   NaN       NaN   NaN       NaN      0    256
+    2   0.2       0.1   NaN       NaN   NaN       NaN      0      0
     """
     nan = np.full(n, np.nan)
     f = nan if flux is None else np.asarray(flux, dtype=np.float64)
     e = nan if flux_err is None else np.asarray(flux_err, dtype=np.float64)
     mag, mag_err = flux_to_mag(f, e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        significant = f / e >= MAG_MIN_SNR
+    mag, mag_err = np.where(significant, mag, np.nan), np.where(significant, mag_err, np.nan)
     values = {"flux": f, "flux_err": e, "mag": mag, "mag_err": mag_err,
               "chi2": nan if chi2 is None else chi2,
               "mismatch": nan if mismatch is None else mismatch,
@@ -274,10 +299,22 @@ def cell_table(base: Mapping[str, Any], bands: Mapping[str, pd.DataFrame],
 
 def column_units(bands: Sequence[str]) -> dict[str, str]:
     """Units of every known output column (empty string when dimensionless)."""
-    units = {k: v[1] for k, v in BASE_COLUMNS.items()}
+    return {name: unit for name, (unit, _) in column_info(bands).items()}
+
+
+def column_info(bands: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``(unit, description)`` of every known output column (unit ``""``: dimensionless).
+
+    Examples
+    --------
+    >>> column_info(["nuv"])["flux_nuv"]
+    ('uJy', 'forced flux (nuv)')
+    """
+    info = {k: (v[1], v[2]) for k, v in BASE_COLUMNS.items()}
     for band in bands:
-        units.update({k: v[1] for k, v in band_columns(band).items()})
-    return units
+        info.update({f"{k}_{band}": (v[1], f"{v[2]} ({band})")
+                     for k, v in BAND_COLUMNS.items()})
+    return info
 
 
 __doc__ = (__doc__ or "").replace("{flag_table}", flag_table())

@@ -37,19 +37,24 @@ def _kind(path: Path) -> str:
     return "parquet"
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, *, partial: bool = False) -> pd.DataFrame:
     """A catalogue from a dask-phot output directory, or a Parquet, FITS or CSV file.
+
+    ``partial``: read an output directory whose run has not finished (see
+    :func:`dask_phot.pipeline.read_catalog`).
 
     Raises
     ------
     FileNotFoundError
         Nothing at ``path``.
+    dask_phot.pipeline.IncompleteCatalogError
+        An output directory whose run has not finished (and ``partial`` is False).
     """
     path = Path(path)
     if path.is_dir():
         from dask_phot.pipeline import read_catalog
 
-        return read_catalog(path)
+        return read_catalog(path, partial=partial)
     if not path.exists():
         raise FileNotFoundError(f"no catalogue at {path}")
     kind = _kind(path)

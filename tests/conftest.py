@@ -5,12 +5,19 @@ Fixtures here are generic; add new ones in their own section.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.server
 import io
+import json
 import os
 import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,3 +223,122 @@ def write_mosaic(tmp_path: Path) -> Callable[..., MosaicFiles]:
         return MosaicFiles(sci, path, data.astype(float), values.astype(float), wcs)
 
     return make
+
+
+# --------------------------------------------------------------------------------------
+# Dask
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """The address of a LocalCluster (2 worker processes) shared by the session's tests
+    that run the command line against a scheduler (``--scheduler ADDRESS``): its workers
+    compile the engine once. Tests that kill workers start their own cluster."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster:
+        yield cluster.scheduler_address
+
+
+# --------------------------------------------------------------------------------------
+# Browser: Debian's headless chromium through the DevTools protocol (websocket-client)
+# --------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class DevTools:
+    """Minimal Chrome DevTools protocol client over one page's websocket."""
+
+    def __init__(self, url: str) -> None:
+        import websocket
+
+        self.ws = websocket.create_connection(url, timeout=30)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params: Any) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_for(self, event: str, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while not any(e.get("method") == event for e in self.events):
+            if time.monotonic() > end:
+                raise TimeoutError(event)
+            self.events.append(json.loads(self.ws.recv()))
+
+    def load(self, page: Path) -> dict:
+        """Open a local page; its problems, image states and a full-page screenshot."""
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.call(f"{domain}.enable")
+        self.events.clear()
+        self.call("Page.navigate", url=page.resolve().as_uri())
+        self.wait_for("Page.loadEventFired")
+        images = self.call("Runtime.evaluate", returnByValue=True, expression=(
+            "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
+            "i.naturalWidth])"))["result"]["value"]
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        problems = []
+        for e in self.events:
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                problems.append(f"exception: {p['exceptionDetails'].get('text')}")
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning"):
+                problems.append(f"console {p['type']}: {p.get('args')}")
+            elif m == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
+                problems.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+            elif m == "Network.loadingFailed":
+                problems.append(f"load failed: {p.get('errorText')}")
+        return {"problems": problems, "images": images, "png": base64.b64decode(shot["data"])}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[DevTools]:
+    """A headless chromium page (skips, saying why, without chromium or websocket-client:
+    ``apt-get install -y chromium``)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    pytest.importorskip("websocket", reason="websocket-client needed to drive chromium")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--remote-debugging-port={port}", "--window-size=1280,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
+                                            timeout=2) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > end or proc.poll() is not None:
+                pytest.skip("chromium did not start a DevTools endpoint")
+            time.sleep(0.2)
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        yield tools
+        tools.ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -9,17 +9,12 @@ arguments, astroquery's portal URLs and ``Heasarc.VO_URL``.
 
 from __future__ import annotations
 
-import http.server
 import json
 import math
 import shutil
 import socket
-import threading
-import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -41,6 +36,7 @@ from dask_phot.archive import (
 )
 from dask_phot.cells import healpix_29, partition_priors
 from dask_phot.priors import read_priors
+from dask_phot.testing.archive_server import ArchiveServer, mast_request
 
 pytest.importorskip("pyvo")
 pytest.importorskip("astroquery")
@@ -49,7 +45,6 @@ DATA = Path(__file__).parent / "data" / "archive"
 REPO = Path(__file__).resolve().parents[1]
 CENTRE = (150.01, 2.2)
 NOTEBOOK = SkyRegion.cone(*CENTRE, 0.5 / 60)
-VOTABLE = "application/x-votable+xml"
 
 # the notebook's COSMOS2015 columns (as examples/cosmos.toml asks for them)
 COSMOS_COLUMNS = [
@@ -69,130 +64,39 @@ NOTEBOOK_ADQL = (
 
 
 # ---------------------------------------------------------------------- the server
-Match = str | Callable[[str], bool]
-
-
-@dataclass
-class Route:
-    method: str
-    path: str
-    match: Mapping[str, Match]
-    body: bytes
-    status: int = 200
-    content_type: str = VOTABLE
-
-    def accepts(self, method: str, path: str, params: Mapping[str, str]) -> bool:
-        if (method, path) != (self.method, self.path):
-            return False
-        for key, want in self.match.items():
-            got = params.get(key)
-            if got is None or not (want(got) if callable(want) else got == want):
-                return False
-        return True
-
-
-@dataclass
-class ArchiveServer:
-    """Recorded replies keyed by method, path and request parameters; logs requests."""
-
-    routes: list[Route] = field(default_factory=list)
-    log: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
-    url: str = ""
-
-    def add(self, method: str, path: str, match: Mapping[str, Match], *, file: str = "",
-            body: bytes = b"", status: int = 200, content_type: str = VOTABLE) -> None:
-        data = (DATA / file).read_bytes() if file else body
-        self.routes.append(Route(method, path, match, data, status, content_type))
-
-    def requests(self, path: str) -> list[dict[str, str]]:
-        return [params for _, p, params in self.log if p == path]
-
-    def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _reply(self, method: str) -> None:
-                parts = urllib.parse.urlsplit(self.path)
-                raw = parts.query
-                if method == "POST":
-                    raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-                server.log.append((method, parts.path, params))
-                route = next((r for r in server.routes
-                              if r.accepts(method, parts.path, params)), None)
-                if route is None:
-                    body, status, ctype = (f"no recorded reply for {method} {parts.path} "
-                                           f"{params}").encode(), 404, "text/plain"
-                else:
-                    body, status, ctype = route.body, route.status, route.content_type
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                self._reply("GET")
-
-            def do_POST(self) -> None:
-                self._reply("POST")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
-
-
 @pytest.fixture
 def archive() -> Iterator[ArchiveServer]:
     """The recorded replies of IRSA TAP/SIA, MAST and HEASARC on 127.0.0.1."""
-    server = ArchiveServer()
-    add_recorded_routes(server)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
-    server.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with ArchiveServer() as server:
+        add_recorded_routes(server)
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
-def _mast_request(service: str, check: Callable[[dict], bool] = lambda p: True) -> Match:
-    def match(text: str) -> bool:
-        req = json.loads(text)
-        return req.get("service") == service and check(req.get("params", {}))
-    return match
 
 
 def add_recorded_routes(server: ArchiveServer) -> None:
     # IRSA TAP (pyvo run_sync: POST <base>/sync, REQUEST=doQuery, LANG=ADQL, QUERY=...)
     server.add("POST", "/TAP/sync", {"REQUEST": "doQuery", "LANG": "ADQL",
-                                     "QUERY": NOTEBOOK_ADQL}, file="irsa_tap_cosmos2015.xml")
+                                     "QUERY": NOTEBOOK_ADQL}, file=DATA / "irsa_tap_cosmos2015.xml")
     server.add("POST", "/TAP/sync", {"QUERY": lambda q: "ks_flux_aperx" in q},
-               file="irsa_tap_error.xml", status=400)
+               file=DATA / "irsa_tap_error.xml", status=400)
     # IRSA SIA v2 (GET <endpoint>?POS=...&COLLECTION=...)
     server.add("GET", "/SIA", {"COLLECTION": "spitzer_scosmos",
                                "POS": lambda p: p.startswith("CIRCLE 150.01 2.2 ")},
-               file="irsa_sia_scosmos.xml")
-    server.add("GET", "/SIA", {"COLLECTION": "cadc_test"}, file="sia2_dataset_cadc.xml")
+               file=DATA / "irsa_sia_scosmos.xml")
+    server.add("GET", "/SIA", {"COLLECTION": "cadc_test"}, file=DATA / "sia2_dataset_cadc.xml")
     # MAST portal (astroquery: columns config, then POST /api/v0/invoke request=<json>)
     server.add("POST", "/portal/Mashup/Mashup.asmx/columnsconfig", {},
-               file="mast_columnsconfig.json", content_type="application/json")
-    server.add("POST", "/api/v0/invoke", {"request": _mast_request(
+               file=DATA / "mast_columnsconfig.json", content_type="application/json")
+    server.add("POST", "/api/v0/invoke", {"request": mast_request(
         "Mast.Caom.Filtered.Position", lambda p: p["position"].startswith("150.01, 2.2,"))},
-        file="mast_galex_cosmos_observations.json", content_type="application/json")
-    server.add("POST", "/api/v0/invoke", {"request": _mast_request(
+        file=DATA / "mast_galex_cosmos_observations.json", content_type="application/json")
+    server.add("POST", "/api/v0/invoke", {"request": mast_request(
         "Mast.Caom.Filtered.Position", lambda p: p["position"].startswith("210.8, 54.35,"))},
-        file="mast_advsearchpos_m101.json", content_type="application/json")
-    server.add("POST", "/api/v0/invoke", {"request": _mast_request("Mast.Caom.Products")},
-               file="mast_galex_cosmos_products.json", content_type="application/json")
+        file=DATA / "mast_advsearchpos_m101.json", content_type="application/json")
+    server.add("POST", "/api/v0/invoke", {"request": mast_request("Mast.Caom.Products")},
+               file=DATA / "mast_galex_cosmos_products.json", content_type="application/json")
     # HEASARC (astroquery Heasarc.query_region: POST <VO_URL>/tap/sync)
     server.add("POST", "/xamin/vo/tap/sync", {"QUERY": lambda q: "FROM ccosmoscat" in q},
-               file="heasarc_ccosmoscat.xml")
+               file=DATA / "heasarc_ccosmoscat.xml")
 
 
 def tap_reply(frame: pd.DataFrame, query: str) -> bytes:

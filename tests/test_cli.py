@@ -44,6 +44,20 @@ def test_demo_serves_from_local_s3_and_reports_accuracy(tmp_path, capsys):
     for band in ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv"):
         assert band in out
     assert (tmp_path / "demo" / "catalog" / "properties").exists()
+    # the demo keeps what its report needs (issue 16, finding 8): the report of its catalog
+    # says in one note that the recorded S3 endpoint has gone; with the kept field's
+    # config.toml it has every cutout
+    pytest.importorskip("matplotlib")
+    demo = tmp_path / "demo"
+    assert f"--config {demo / 'field' / 'config.toml'}" in out
+    assert main(["report", str(demo / "catalog"), "--out", str(tmp_path / "r1"),
+                 "--n-sources", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "storage.endpoint_url: cannot reach" in out and "--config" in out and not err
+    assert main(["report", str(demo / "catalog"), "--out", str(tmp_path / "r2"),
+                 "--n-sources", "1", "--config", str(demo / "field" / "config.toml")]) == 0
+    out, err = capsys.readouterr()
+    assert "note:" not in out and len(list((tmp_path / "r2" / "img").glob("cutouts_*"))) == 1
 
 
 def test_version(capsys):

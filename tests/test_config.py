@@ -276,8 +276,10 @@ def test_detect_toml_documents_every_key_of_the_model():
     from dask_phot.detect.config import (
         ApertureSettings,
         BackgroundSettings,
+        CosmicsSettings,
         DetectConfig,
         ReferenceSettings,
+        SurveyInputs,
     )
     from dask_phot.detect.extract import DetectionParams
 
@@ -285,14 +287,18 @@ def test_detect_toml_documents_every_key_of_the_model():
     documented = _documented(text)
     sections = {"detect": DetectConfig, "detect.params": DetectionParams,
                 "detect.background": BackgroundSettings, "detect.aperture": ApertureSettings,
-                "detect.reference": ReferenceSettings}
-    nested = {"params", "background", "aperture", "reference", "cluster", "storage"}
+                "detect.reference": ReferenceSettings, "detect.cosmics": CosmicsSettings,
+                "detect.surveys.<name>": SurveyInputs}
+    nested = {"params", "background", "aperture", "reference", "cosmics", "cluster", "storage",
+              "surveys"}
     expected = {name: set(section_keys(cls)) - nested for name, cls in sections.items()}
     assert {s: set(keys) for s, keys in documented.items()} == expected
     for section, keys in documented.items():
         assert all(commented for _, commented in keys.values()), section
     data = tomllib.loads(text)
     for name, cls in sections.items():
+        if "<name>" in name:  # a documented table without defaults
+            continue
         table = data
         for part in name.split("."):
             table = table[part]

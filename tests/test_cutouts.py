@@ -71,8 +71,66 @@ def test_cutouts_cli_and_off_field_source(three_bands, tmp_path, capsys):
     cat.to_parquet(tmp_path / "cat.parquet")
     assert main(["cutouts", str(tmp_path / "cat.parquet"), "--images",
                  f"r={out / 'r_sci.fits'}", f"g={out / 'g_sci.fits'}",
-                 "--out", str(tmp_path / "c")]) == 0
+                 "--out", str(tmp_path / "c"), "--in-process"]) == 0
     assert "2 FITS cutouts" in capsys.readouterr().out
     assert not (tmp_path / "c" / "999.fits").exists()
-    listed = pd.Series(sorted(p.name for p in (tmp_path / "c").iterdir()))
+    listed = pd.Series(sorted(p.name for p in (tmp_path / "c").glob("*.fits")))
     assert len(listed) == 2
+
+
+# ---------------------------------------------------------------------- colour
+def _blob(amplitudes, sigma=1.0, seed=0, size=61):
+    from dask_phot.testing import simulate_image
+
+    rng = np.random.default_rng(seed)
+    c = (size - 1) / 2
+    return [simulate_image((size, size), [c], [c], [a], gaussian_psf(3.0), seed=rng,
+                           sigma=sigma).data for a in amplitudes]
+
+
+def test_lupton_stretch_from_the_noise_and_q_from_the_peak():
+    from dask_phot.cutouts import composite
+    from dask_phot.cutouts.colour import robust_noise
+
+    bright, how_b = composite(_blob([2e4, 2e4, 2e4]), method="lupton")
+    mid, how_m = composite(_blob([800.0, 800.0, 800.0]), method="lupton")
+    faint, how_f = composite(_blob([60.0, 60.0, 60.0]), method="lupton")
+    sigma_i = np.sqrt(3.0) / 3.0  # three bands of unit noise
+    for how in (how_b, how_m):
+        assert how.stretch == pytest.approx(sigma_i / 0.04, rel=0.1)  # from the noise
+        assert how.noise_level == pytest.approx(0.04, rel=1e-6)
+    assert how_b.q > how_m.q > 1.0 and how_b.peak > how_m.peak  # Q from the brightness
+    for rgb in (bright, mid):
+        assert rgb[30, 30].max() >= 250  # the peak at full scale
+        # the background noise shows at noise_level of full scale
+        assert robust_noise(rgb[:10, :10, 0].astype(float))[1] / 255 < 0.1
+    # too faint for that: linear, the noise shown at most at max_noise_level
+    assert how_f.q < 1e-3 and how_f.noise_level == pytest.approx(0.1, rel=0.05)
+    assert faint[30, 30].min() > 120  # still shown bright
+    fixed = composite(_blob([800.0] * 3), method="lupton", stretch=50.0, q=3.0)[1]
+    assert (fixed.stretch, fixed.q) == (50.0, 3.0)
+    with pytest.raises(ValueError, match="unknown colour method"):
+        composite(_blob([1.0] * 3), method="hsv")
+
+
+def test_asinh_per_band_with_a_common_white_point():
+    from dask_phot.cutouts import ColourSpec, composite
+
+    grey, how = composite(_blob([3000.0, 3000.0, 3000.0]), method="asinh")
+    assert np.ptp(grey[30, 30].astype(int)) <= 8 and grey[30, 30].min() > 200  # white
+    red, how_r = composite(_blob([3000.0, 1000.0, 300.0]), method="asinh")
+    r, g, b = red[30, 30].astype(int)
+    assert r > g > b and r >= 250
+    assert how_r.white == pytest.approx(how_r.peak) and how_r.q == 0.0
+    assert how.noise_level == pytest.approx(0.04, rel=0.01)
+    with pytest.raises(ValueError, match="colour methods"):
+        ColourSpec(("r", "g", "b"), methods=("rainbow",))
+    with pytest.raises(ValueError, match="three bands"):
+        ColourSpec(("r", "g"))  # type: ignore[arg-type]
+
+
+def test_contact_sheet_needs_composites(tmp_path):
+    from dask_phot.cutouts import contact_sheet
+
+    with pytest.raises(ValueError, match="no colour composites"):
+        contact_sheet(pd.DataFrame({"source_id": [1], "png": [""]}), tmp_path / "s.html")

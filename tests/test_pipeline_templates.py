@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from dask_phot.config import ConfigError, load_config
 from dask_phot.pipeline import process_cell
-from dask_phot.pipeline.run import plan_cells
+from dask_phot.pipeline.plan import plan_cells
 from dask_phot.psf import OversampledPSF
 from dask_phot.schema import MODEL_CODES, Flag
 from dask_phot.templates import fit_templates
@@ -183,7 +183,7 @@ def test_report_draws_template_bands_with_templates(pair_dir) -> None:  # type: 
 
     from dask_phot.report.model_images import RunImages, band_cutout
 
-    sim, _, _, out = pair_dir
+    _, _, _, out = pair_dir
     cat, cfg = _run(out)
     run = RunImages.from_result(out, cfg)
     bright = cat[cat["model_irac1"] == MODEL_CODES["template"]].nlargest(1, "flux_irac1")

@@ -66,10 +66,13 @@ def test_missing_column_lists_available(raw, tmp_path):
     raw.to_parquet(tmp_path / "p.parquet")
     with pytest.raises(
         ValueError,
-        match=r"p\.parquet: no RA column 'ra'; available columns: "
-        r"objid, RA, DEC, flux_true_irac1, mag",
+        match=r"p\.parquet: no RA column 'alpha' \(ra_column; \[priors\] ra_column of a run "
+        r"configuration\); available columns: objid, RA, DEC, flux_true_irac1, mag",
     ):
-        read_priors(tmp_path / "p.parquet")
+        read_priors(tmp_path / "p.parquet", ra_column="alpha")
+    # RA and DEC headers are the default ra and dec, whatever their case
+    found = read_priors(tmp_path / "p.parquet", id_column="objid")
+    np.testing.assert_array_equal(found["ra"], raw["RA"])
     with pytest.raises(ValueError, match=r"no column 'nope'.*available columns: objid"):
         read_priors(raw, **{**KW, "columns": ["nope"]})
 

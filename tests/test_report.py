@@ -10,13 +10,9 @@ It skips, saying why, when chromium or websocket-client is missing
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +32,6 @@ from dask_phot.report import (
     write_report,
 )
 from dask_phot.testing import simulate_to_dir
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -131,109 +125,10 @@ def test_select_sources_by_id_and_unknown():
         select_sources(cat, ids=[7])
 
 
-# ---------------------------------------------------------------------- chromium
-class _DevTools:
-    """Minimal Chrome DevTools protocol client over one page's websocket."""
-
-    def __init__(self, url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(url, timeout=30)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_for(self, event: str, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while not any(e.get("method") == event for e in self.events):
-            if time.monotonic() > end:
-                raise TimeoutError(event)
-            self.events.append(json.loads(self.ws.recv()))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    pytest.importorskip("websocket", reason="websocket-client needed to drive chromium")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--remote-debugging-port={port}", "--window-size=1280,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import urllib.request
-
-        end = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
-                                            timeout=2) as r:
-                    pages = [t for t in json.load(r) if t["type"] == "page"]
-                if pages:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > end or proc.poll() is not None:
-                pytest.skip("chromium did not start a DevTools endpoint")
-            time.sleep(0.2)
-        tools = _DevTools(pages[0]["webSocketDebuggerUrl"])
-        yield tools
-        tools.ws.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-def _load(tools: _DevTools, page: Path) -> dict:
-    """Open a local page; return its problems, image states and a screenshot."""
-    for domain in ("Page", "Runtime", "Log", "Network"):
-        tools.call(f"{domain}.enable")
-    tools.events.clear()
-    tools.call("Page.navigate", url=page.resolve().as_uri())
-    tools.wait_for("Page.loadEventFired")
-    images = tools.call("Runtime.evaluate", returnByValue=True, expression=(
-        "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
-        "i.naturalWidth])"))["result"]["value"]
-    shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-    problems = []
-    for e in tools.events:
-        m, p = e.get("method"), e.get("params", {})
-        if m == "Runtime.exceptionThrown":
-            problems.append(f"exception: {p['exceptionDetails'].get('text')}")
-        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning"):
-            problems.append(f"console {p['type']}: {p.get('args')}")
-        elif m == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
-            problems.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
-        elif m == "Network.loadingFailed":
-            problems.append(f"load failed: {p.get('errorText')}")
-    import base64
-
-    return {"problems": problems, "images": images, "png": base64.b64decode(shot["data"])}
-
-
 def test_report_renders_in_headless_chromium(run_dir, tmp_path, browser):
     summary = write_report(run_dir, tmp_path / "rep", n_sources=2,
                            catalog=_with_xray(read_catalog(run_dir)), size_arcsec=20.0)
-    seen = _load(browser, summary.index)
+    seen = browser.load(summary.index)
     assert seen["problems"] == []
     assert len(seen["images"]) == 4 + 2 * 2
     assert all(done and width > 100 for _, done, width in seen["images"]), seen["images"]
@@ -248,7 +143,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, browser):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><img src='nope.png'><script>undefinedCall()</script>"
                    "</body></html>")
-    seen = _load(browser, bad)
+    seen = browser.load(bad)
     assert any("exception" in p for p in seen["problems"])
     assert any("nope.png" in p or "load failed" in p for p in seen["problems"])
     assert seen["images"] == [["nope.png", True, 0]]

@@ -92,6 +92,10 @@ def kron_photometry(
     (1.25, 7.0)
     >>> round(float(t["flux_auto"][0] / img.sum()), 3), int(t["flag_auto"][0])
     (0.997, 0)
+    >>> edge = kron_photometry(img, [32.0], [32.0], [2.0], [1.0], [np.float32(np.pi / 2)],
+    ...                        rms=1.0)                     # sep's float32 angle: accepted
+    >>> bool(np.isfinite(edge["flux_auto"][0]))
+    True
     """
     sep = require("sep")
     xa, ya = positions(x, y)
@@ -99,6 +103,11 @@ def kron_photometry(
                   for v in (a, b, theta))
     ok = np.isfinite(aa) & np.isfinite(ba) & (aa > 0) & (ba > 0)
     aa[~ok], ba[~ok], ta[~np.isfinite(ta)] = 1.0, 1.0, 0.0
+    # sep wants a >= b and |theta| <= pi/2 exactly; its own float32 angles can round to
+    # just beyond pi/2 (1.5707963705 > 1.5707963268): "invalid aperture parameters"
+    swap = ba > aa
+    aa[swap], ba[swap], ta[swap] = ba[swap], aa[swap], ta[swap] + np.pi / 2
+    ta = np.clip((ta + np.pi / 2) % np.pi - np.pi / 2, -np.pi / 2, np.pi / 2)
     prep = prepare(data, background=background, rms=rms, weight=weight, mask=mask)
     seg_kw: dict[str, Any] = {}
     if segmap is not None:

@@ -58,7 +58,7 @@ def galex_product(filename: str) -> tuple[str, str, str] | None:
     return m["tile"], band, m["kind"].lower()
 
 
-def _observations_class(mast_url: str):  # -> astroquery ObservationsClass
+def observations_class(mast_url: str):  # -> astroquery ObservationsClass
     from astroquery.mast import ObservationsClass
 
     obs = ObservationsClass()
@@ -79,7 +79,7 @@ def _query_observations(mast_url: str, region: SkyRegion) -> pd.DataFrame:
     from astropy.coordinates import SkyCoord
 
     ra, dec, radius = _cone(region)
-    obs = _observations_class(mast_url)
+    obs = observations_class(mast_url)
     try:
         table = obs.query_criteria(coordinates=SkyCoord(ra, dec, unit="deg"),
                                    radius=radius * u.deg, obs_collection="GALEX")
@@ -89,7 +89,7 @@ def _query_observations(mast_url: str, region: SkyRegion) -> pd.DataFrame:
 
 
 def _query_products(mast_url: str, obsids: Sequence[str]) -> pd.DataFrame:
-    obs = _observations_class(mast_url)
+    obs = observations_class(mast_url)
     try:
         return table_to_frame(obs.get_product_list(list(obsids)), lowercase=False)
     finally:

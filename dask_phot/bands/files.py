@@ -156,7 +156,7 @@ def load_band_psf(
             if arr.shape == (psf_size, psf_size):
                 return PixelPSF(arr, pixel_scale, normalize, name=label)
             return PixelPSF.from_array(arr, pixel_scale, size=psf_size, normalize=normalize,
-                                       name=label)
+                                       name=label, pixel_centred=True)
         return PixelPSF.from_oversampled(arr, psf_pixel_scale, pixel_scale, size=psf_size,
                                          normalize=normalize, name=label)
     center = psf_centroid(arr) if centre == "centroid" else crpix

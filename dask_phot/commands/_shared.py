@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from dask_phot.cluster import RunProgress, connect
 from dask_phot.config import ClusterConfig
 
 __all__ = ["ProgressPrinter", "add_cluster_options", "cluster_client"]
@@ -30,6 +29,8 @@ def add_cluster_options(parser: argparse.ArgumentParser, *, configured: bool = T
 @contextlib.contextmanager
 def cluster_client(cfg: ClusterConfig, scheduler: str | None) -> Iterator[Any]:
     """A Dask client for ``cfg`` (``scheduler`` overrides it); prints the dashboard link."""
+    from dask_phot.cluster import connect
+
     with connect(cfg, scheduler=scheduler) as client:
         print(f"Dask dashboard: {client.dashboard_link}", flush=True)
         yield client
@@ -44,6 +45,8 @@ class ProgressPrinter:
     """
 
     def __init__(self, stream: TextIO | None = None, *, every: float = 5.0) -> None:
+        from dask_phot.cluster import RunProgress
+
         self.stream = stream or sys.stderr
         self.every = every
         self.progress = RunProgress()

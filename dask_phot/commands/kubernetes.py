@@ -135,12 +135,34 @@ def _default_name() -> str:
     return "dask-phot-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
 
+def _without_credentials(text: str, label: str) -> str:
+    """The configuration's text without ``[storage]`` credentials (which never go into a
+    manifest: the pods get theirs from ``--s3-secret`` or a cloud role)."""
+    import tomllib
+
+    import tomli_w
+
+    from dask_phot.storage import redact
+
+    data = tomllib.loads(text)
+    storage = data.get("storage")
+    if not isinstance(storage, dict) or redact(storage) == storage:
+        return text
+    dropped = sorted(k for k in storage if redact({k: storage[k]}) != {k: storage[k]})
+    data["storage"] = redact(storage)
+    print(f"note: {label}: storage {', '.join(dropped)} left out of the job's ConfigMap "
+          "(credentials never go into manifests); the pods take theirs from --s3-secret "
+          "or their service account's cloud role", file=sys.stderr)
+    return tomli_w.dumps(data)
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from dask_phot.config import load_config
 
     with open(args.config, encoding="utf-8") as f:
         text = f.read()
     config = load_config(args.config, environ={})  # fail here, not in the pod
+    text = _without_credentials(text, args.config)
     local = local_paths(config, output=args.out)
     if local:
         raise DeployError("a job's pods cannot read this machine's files; use URLs "

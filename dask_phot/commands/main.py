@@ -22,8 +22,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: Modules that add subcommands, in the order ``dask-phot --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "dask_phot.commands.run", "dask_phot.commands.fetch", "dask_phot.commands.detect",
-    "dask_phot.commands.crossmatch", "dask_phot.commands.plot", "dask_phot.commands.report",
-    "dask_phot.commands.kubernetes",
+    "dask_phot.commands.cutouts", "dask_phot.commands.crossmatch", "dask_phot.commands.plot",
+    "dask_phot.commands.report", "dask_phot.commands.kubernetes",
 )
 
 
@@ -47,9 +47,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from dask_phot.bands import BandError
     from dask_phot.commands.kubernetes import DeployError
     from dask_phot.config import ConfigError
+    from dask_phot.images import MosaicError
+    from dask_phot.pipeline import IncompleteCatalogError, InputError
     from dask_phot.psf import PSFError
+    from dask_phot.storage import StorageError
 
-    return (ConfigError, BandError, PSFError, ArchiveError, DeployError, FileNotFoundError)
+    return (ConfigError, BandError, PSFError, ArchiveError, DeployError, FileNotFoundError,
+            InputError, StorageError, IncompleteCatalogError, MosaicError)
 
 
 def _configure_logging(verbose: int) -> None:
@@ -63,6 +67,11 @@ def _configure_logging(verbose: int) -> None:
                                  "tornado": "error"}})
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(quiet_libs.upper())
+    if verbose < 2:  # a closing LocalCluster kills its workers, saying so: not news
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+    # storage clients log request headers (signed with the credentials) at DEBUG
+    for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     summary = write_report(args.result, args.out, n_sources=args.n_sources,
                            source_ids=args.source, size_arcsec=args.size,
-                           config=args.config)
+                           config=args.config, partial=args.partial)
+    if args.partial:
+        print("note: the run of this catalogue has not finished: the report says so and "
+              "covers the cells written so far")
     print(f"wrote {summary.index} ({len(summary.sources)} sources, "
           f"{len(summary.images)} images)")
     for problem in summary.problems:
@@ -34,4 +37,7 @@ def register(subparsers: Any) -> None:
                    help="cutout side, arcsec (default: %(default)s)")
     p.add_argument("--config", help="config.toml locating the images (default: the run's "
                                     "recorded configuration)")
+    p.add_argument("--partial", action="store_true",
+                   help="report on a catalogue whose run has not finished (marked as such "
+                        "on the page); without it such a catalogue is refused")
     p.set_defaults(func=_cmd_report)

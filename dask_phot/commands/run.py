@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- run
-def _run(config: Any, *, scheduler: str | None, out: str | None, report: str | None,
+def _run(config: Any, plan: Any, *, scheduler: str | None, report: str | None,
          quiet: bool) -> Any:
     from distributed import performance_report
 
@@ -39,8 +40,12 @@ def _run(config: Any, *, scheduler: str | None, out: str | None, report: str | N
         ctx = performance_report(filename=target) if target else contextlib.nullcontext()
         progress = None if quiet else ProgressPrinter()
         with ctx:
-            summary = run_catalog(config, client=client, output=out, on_progress=progress)
+            summary = run_catalog(config, client=client, on_progress=progress, plan=plan)
     return summary
+
+
+def _why(reasons: dict[str, int]) -> str:
+    return f" ({', '.join(f'{n} {why}' for why, n in reasons.items())})" if reasons else ""
 
 
 def _print_summary(summary: Any) -> None:
@@ -49,20 +54,45 @@ def _print_summary(summary: Any) -> None:
     print(f"{summary.n_sources} sources x {len(summary.bands)} bands "
           f"({', '.join(summary.bands)}) in {summary.wall_seconds:.1f} s: "
           f"{summary.source_bands_per_second:,.0f} source-bands/s; "
-          f"{summary.n_cells} cells run, {summary.n_cells_skipped} already done")
+          f"{summary.n_cells} cells run{_why(summary.reasons)}, "
+          f"{summary.n_cells_skipped} already done")
     print("time in stages (summed over workers): " + ", ".join(
         f"{k} {v:.1f} s" for k, v in st.items()) + f"; {summary.bytes_read / 1e6:.1f} MB read")
+    if summary.n_removed:
+        print(f"removed {summary.n_removed} cell(s) of another catalog (--overwrite)")
+    for warning in summary.warnings:
+        print(f"warning: {warning}")
     if summary.failures:
         print("failures: " + ", ".join(f"{k}: {v}" for k, v in summary.failures.items()))
+        print("the failed cells' reports (OUT/cells/...json) hold each error and its "
+              "traceback; running again retries them")
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    words = ["dask-phot", "run", args.config]
+    if args.out:
+        words += ["--out", args.out]
+    return shlex.join(words)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dask_phot.config import load_config
+    from dask_phot.pipeline import RunInterrupted, prepare_run
 
     overrides = {"cluster.n_workers": args.workers} if args.workers else None
-    config = load_config(args.config, overrides=overrides)
-    summary = _run(config, scheduler=args.scheduler, out=args.out,
-                   report=args.performance_report, quiet=args.quiet)
+    try:
+        config = load_config(args.config, overrides=overrides)
+        plan = prepare_run(config, output=args.out, overwrite=args.overwrite)
+        summary = _run(config, plan, scheduler=args.scheduler, report=args.performance_report,
+                       quiet=args.quiet)
+    except RunInterrupted as exc:
+        print(f"dask-phot run: interrupted: {exc.kept} of {exc.total} cells kept in "
+              f"{exc.output}; resume with: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("dask-phot run: interrupted before any cell was computed; run again with: "
+              f"{_resume_command(args)}", file=sys.stderr)
+        return 130
     _print_summary(summary)
     return 1 if summary.failures else 0
 
@@ -70,36 +100,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dask_phot.config import load_config
-    from dask_phot.pipeline import read_catalog
+    from dask_phot.pipeline import prepare_run, read_catalog
     from dask_phot.s3server import LocalS3Server
     from dask_phot.testing import accuracy_table, simulate_to_dir
 
     out = Path(args.out)
     bucket = "dask-phot-demo"
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dask-phot-demo-") as tmp, LocalS3Server() as s3:
-        field, paths = simulate_to_dir(Path(tmp), area_arcmin2=args.area_arcmin2,
-                                       bands=NOTEBOOK_BANDS, seed=args.seed,
-                                       url_prefix=f"s3://{bucket}")
+    with LocalS3Server() as s3:
+        field, paths = simulate_to_dir(out / "field", area_arcmin2=args.area_arcmin2,
+                                       bands=NOTEBOOK_BANDS, seed=args.seed)
         s3.create_bucket(bucket, public=True)
-        for key, path in paths.items():
-            if key.endswith(("_sci", "_wht")):
-                s3.upload(path, bucket, path.name)
+        served = {key: s3.upload(path, bucket, path.name) for key, path in paths.items()
+                  if key.endswith(("_sci", "_wht"))}
         print(f"simulated {len(field.priors)} COSMOS-like sources over {args.area_arcmin2:g} "
               f"arcmin2 in {len(NOTEBOOK_BANDS)} bands ({time.perf_counter() - t0:.1f} s); "
               f"mosaics served from {s3.endpoint_url}/{bucket}")
-        config = load_config(paths["config"], overrides={
+        overrides: dict[str, Any] = {
             "output.path": str(out / "catalog"),
             "storage.endpoint_url": s3.endpoint_url, "storage.anon": True,
             "cluster.n_workers": args.workers,
             # a few cells per worker, so that the demo's small field keeps every worker busy
-            "cells.rows_per_partition": max(500, len(field.priors) // (2 * args.workers))})
-        summary = _run(config, scheduler=None, out=None, report=None, quiet=args.quiet)
-        (out / "priors.parquet").write_bytes(paths["priors"].read_bytes())
+            "cells.rows_per_partition": max(500, len(field.priors) // (2 * args.workers))}
+        for b in NOTEBOOK_BANDS:
+            overrides[f"bands.{b}.images"] = [served[f"{b}_sci"]]
+            overrides[f"bands.{b}.noise"] = [served[f"{b}_wht"]]
+        config = load_config(paths["config"], overrides=overrides)
+        plan = prepare_run(config, overwrite=True)
+        summary = _run(config, plan, scheduler=None, report=None, quiet=args.quiet)
     _print_summary(summary)
     cat = read_catalog(summary.output)
     print("accuracy against the simulated truth: pulls (flux - true) / flux_err by true S/N")
     print(accuracy_table(cat, NOTEBOOK_BANDS).to_string(index=False, float_format="%.3f"))
+    print(f"the field (mosaics, priors, config.toml) is kept in {out / 'field'}; the report: "
+          f"dask-phot report {out / 'catalog'} --out {out / 'report'} "
+          f"--config {paths['config']}")
     return 1 if summary.failures else 0
 
 
@@ -117,7 +152,11 @@ def register(subparsers: Any) -> None:
     s.set_defaults(func=_cmd_simulate)
     r = subparsers.add_parser("run", help="run forced photometry for a config.toml")
     r.add_argument("config", help="run configuration (TOML; keys: dask_phot/data/default.toml)")
-    r.add_argument("--out", help="output catalog directory (overrides [output] path)")
+    r.add_argument("--out", help="output catalog directory or s3:// URL (overrides [output] "
+                                 "path)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="remove cells of another catalog found in the output folder "
+                        "(without it, the run refuses to mix two catalogs)")
     add_cluster_options(r)
     r.add_argument("--performance-report", metavar="HTML",
                    help="write a Dask performance report to this file")

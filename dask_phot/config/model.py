@@ -256,7 +256,8 @@ class StorageConfig:
 class RunConfig:
     """A complete, validated run configuration (see :func:`dask_phot.config.load_config`).
 
-    ``source`` (the file, or ``"<dict>"``) is informative and not compared.
+    ``source`` (the file, or ``"<dict>"``) and ``base`` (the file's folder; ``""``
+    for a dict) are informative and not compared.
     """
 
     priors: PriorsConfig
@@ -268,6 +269,7 @@ class RunConfig:
     storage: dict[str, Any] = field(default_factory=dict)
     templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     source: str = field(default="<dict>", compare=False)
+    base: str = field(default="", compare=False)
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -314,11 +316,23 @@ class RunConfig:
                     for f in fields(obj)}
 
         out = {f.name: plain(getattr(self, f.name)) for f in fields(self)
-               if f.name not in ("bands", "source")}
+               if f.name not in ("bands", "source", "base")}
         out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
                                  "noise_kind": b.noise_kind, "sky": b.sky, "model": b.model,
                                  **b.band.as_config()} for b in self.bands}
         return {f.name: out[f.name] for f in fields(self) if f.name in out}
+
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without credentials: what outputs and logs may record.
+
+        ``[storage]`` loses its keys, secrets, tokens, profiles and passwords
+        (:func:`dask_phot.storage.redact`).
+        """
+        from dask_phot.storage import redact
+
+        out = self.to_dict()
+        out["storage"] = redact(out["storage"])
+        return out
 
     def config_hash(self) -> str:
         """SHA-256 (hex) of the sections that change results (:attr:`SCIENCE_SECTIONS`).

@@ -87,7 +87,7 @@ def check_storage(value: Any, origin: Provenance, *, anon_default: str | None) -
     return table
 
 
-def _run_config(d: Mapping[str, Any], origin: Provenance) -> RunConfig:
+def _run_config(d: Mapping[str, Any], origin: Provenance, base: str = "") -> RunConfig:
     origin.known("", d, RUN_SECTIONS, what="section")
     if "path" not in d.get("priors", {}):
         origin.fail("priors.path", "required (the priors catalog)", here=True)
@@ -104,7 +104,7 @@ def _run_config(d: Mapping[str, Any], origin: Provenance) -> RunConfig:
         if b.model == "template" and not sections["templates"].given:
             origin.fail(f"bands.{b.name}.model", "\"template\" needs [templates] image, "
                         "segmap and psf")
-    return RunConfig(bands=bands, storage=storage, source=origin.label, **sections)
+    return RunConfig(bands=bands, storage=storage, source=origin.label, base=base, **sections)
 
 
 def load_config(
@@ -157,4 +157,5 @@ def load_config(
     if not isinstance(bands, Mapping):
         raise ConfigError(f"{layers.origin.label}: bands: must be a table of [bands.<name>] "
                           "tables")
-    return _run_config(layers.merged, layers.origin)
+    base = "" if isinstance(path_or_dict, Mapping) else str(layers.base)
+    return _run_config(layers.merged, layers.origin, base)

@@ -11,8 +11,9 @@ The steps survey scripts repeat, done once and configurable:
   single-exposure sources, never to drop them;
 * :func:`match_reference`, :func:`shift_wcs`: matching to a reference catalog
   (Gaia or any table) and the median offset as a WCS shift;
-* :func:`run_detect` (``dask-phot detect CONFIG``): many mosaics on Dask, tiled,
-  one catalog per group and a merged catalog usable as ``[priors] path``.
+* :func:`run_detect` (``dask-phot detect CONFIG``): many mosaics of several surveys on
+  Dask, tiled, cosmic-ray masks in single-exposure areas, one catalog per group and a
+  merged catalog per survey (with the selection recorded) usable as ``[priors] path``.
 
 Aperture measurements are in :mod:`dask_phot.aperture`, cutouts in
 :mod:`dask_phot.cutouts`. Needs the ``detect`` extra (``sep``, ``astroscrappy``).
@@ -35,6 +36,7 @@ from dask_phot.detect.background import (
     noise_map,
     threshold_image,
 )
+from dask_phot.detect.catalogs import DetectSummary, deduplicate
 from dask_phot.detect.config import DetectConfig, load_detect_config
 from dask_phot.detect.cosmics import cosmic_ray_mask
 from dask_phot.detect.extract import (
@@ -47,7 +49,7 @@ from dask_phot.detect.extract import (
     read_conv_file,
 )
 from dask_phot.detect.match import MatchResult, match_reference, shift_wcs
-from dask_phot.detect.mosaics import DetectSummary, deduplicate, plan_tiles, run_detect
+from dask_phot.detect.mosaics import exposure_count, filter_name, plan_tiles, run_detect
 
 __all__ = [
     "COSMIC_RAY",
@@ -61,6 +63,8 @@ __all__ = [
     "cosmic_ray_mask",
     "deduplicate",
     "detect_sources",
+    "exposure_count",
+    "filter_name",
     "gaussian_kernel",
     "load_detect_config",
     "match_reference",

@@ -1,14 +1,20 @@
-"""Many mosaics on Dask: grouping, tiles with overlaps, per-tile detection and
-measurement, de-duplication, one catalog per group and a merged priors catalog.
+"""Many mosaics of several surveys on Dask: grouping, tiles with overlaps, per-tile
+detection (with cosmic-ray masks where one exposure covers the sky) and measurement.
 
 :func:`plan_tiles` cuts each mosaic into ``tile_size`` cores read with
 ``tile_overlap`` pixels around them; a detection is kept only by the tile whose
-core holds its centre, so tiles never double-count. Mosaics of one group that
-overlap (visits, pointings) and the groups among themselves (filters) are
-de-duplicated by position (:func:`deduplicate`), keeping the highest-S/N
-measurement. :func:`run_detect` runs the tiles on a Dask client (or in-process)
-and writes ``<output>/<group>.parquet`` and ``<output>/merged.parquet``, whose
-``source_id``, ``ra``, ``dec`` a forced-photometry run reads as its priors.
+core holds its centre, so tiles never double-count. :func:`run_detect` runs the
+tiles of every mosaic of every survey as one set of Dask tasks (or in-process),
+then :mod:`~dask_phot.detect.catalogs` de-duplicates overlapping mosaics of a
+group (filter) and merges the groups: ``<output>/<group>.parquet`` and
+``<output>/merged.parquet`` (with ``[detect.surveys.<name>]``: the same in
+``<output>/<name>/``, with ``selection.json``), whose ``source_id``, ``ra``,
+``dec`` a forced-photometry run reads as its priors.
+
+Coverage maps are exposure counts, or context images (JWST ``CON``, HST ``CTX``:
+a bit per input, :func:`exposure_count`). With ``[detect.cosmics] enabled``, each
+tile's single-exposure area is searched for cosmic rays (astroscrappy) and
+sources near one are flagged ``COSMIC_RAY``; none is dropped for it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -25,9 +30,12 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.config import storage_options
-from dask_phot.detect.config import DetectConfig
+from dask_phot.detect.catalogs import DetectSummary, assemble_catalogs
+from dask_phot.detect.config import DetectConfig, SurveyInputs
+from dask_phot.images import split_extension
 
-__all__ = ["DetectSummary", "Tile", "deduplicate", "group_of", "plan_tiles", "run_detect"]
+__all__ = ["MosaicJob", "Tile", "detect_tile", "exposure_count", "filter_name", "group_of",
+           "plan_tiles", "run_detect"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +49,6 @@ class Tile:
     core_y: tuple[int, int]
     box_x: tuple[int, int]
     box_y: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class DetectSummary:
-    """What :func:`run_detect` wrote."""
-
-    groups: dict[str, str]
-    merged: str
-    n_sources: int
-    n_tiles: int
-    offsets_arcsec: dict[str, tuple[float, float]]
 
 
 def plan_tiles(shape: tuple[int, int], tile_size: int, overlap: int,
@@ -87,13 +84,17 @@ def group_of(url: str, header: Any, cfg: DetectConfig) -> str:
     """
     if cfg.group_by == "none":
         return "all"
-    if cfg.group_by.startswith("header:"):
+    if cfg.group_by == "filter":
+        name = filter_name(header)
+        if not name:
+            raise ValueError(f"{url}: no FILTER, PUPIL, FILTER1 or FILTER2 keyword to group by")
+    elif cfg.group_by.startswith("header:"):
         key = cfg.group_by.split(":", 1)[1]
         if key not in header:
             raise ValueError(f"{url}: header has no {key!r} to group by")
         name = str(header[key]).strip()
     else:
-        stem = PurePosixPath(url).name
+        stem = PurePosixPath(split_extension(url)[0]).name
         stem = re.sub(r"\.(fits|fit|fts)(\.gz|\.fz)?$", "", stem, flags=re.IGNORECASE)
         match = re.match(cfg.group_pattern, stem)
         if not match:
@@ -103,45 +104,98 @@ def group_of(url: str, header: Any, cfg: DetectConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "group"
 
 
-def deduplicate(table: pd.DataFrame, radius_arcsec: float, *,
-                score: str = "snr") -> pd.DataFrame:
-    """Keep one row per position: the highest ``score`` within ``radius_arcsec``.
-
-    Adds ``n_dup``, how many rows each kept one stands for.
+def filter_name(header: Any) -> str:
+    """The filter of a mosaic from its header: FILTER/PUPIL (JWST) or FILTER1/FILTER2 (HST
+    ACS), elements named CLEAR left out; "" without any.
 
     Examples
     --------
-    >>> t = pd.DataFrame({"ra": [10.0, 10.0 + 0.1 / 3600, 10.1], "dec": [0.0, 0.0, 0.0],
-    ...                   "snr": [5.0, 9.0, 3.0]})
-    >>> deduplicate(t, 0.3)[["snr", "n_dup"]].values.tolist()
-    [[9.0, 2.0], [3.0, 1.0]]
+    >>> filter_name({"FILTER": "F200W", "PUPIL": "CLEAR"}), filter_name({"FILTER1": "CLEAR1L",
+    ...                                                                    "FILTER2": "F814W"})
+    ('f200w', 'f814w')
+    >>> filter_name({"FILTER": "F150W2", "PUPIL": "F162M"})
+    'f150w2-f162m'
     """
-    from scipy.spatial import cKDTree
+    values = [str(header.get(k, "")).strip() for k in ("FILTER", "PUPIL", "FILTER1", "FILTER2")]
+    useful = [v.lower() for v in values if v and not v.upper().startswith(("CLEAR", "N/A"))]
+    return "-".join(dict.fromkeys(useful))
 
-    if table.empty:
-        return table.assign(n_dup=np.zeros(0, np.int64))
-    ra, dec = np.radians(table["ra"].to_numpy()), np.radians(table["dec"].to_numpy())
-    xyz = np.c_[np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    order = np.argsort(-np.nan_to_num(table[score].to_numpy(dtype=float), nan=-np.inf),
-                       kind="stable")
-    tree = cKDTree(xyz)
-    taken = np.zeros(len(table), bool)
-    keep, count = [], []
-    for i in order:
-        if taken[i]:
+
+def exposure_count(coverage: np.ndarray, kind: str) -> np.ndarray:
+    """Exposures per pixel from a coverage map: counts as they are (NaN -> 0), or the set
+    bits of a context image (JWST ``CON``, HST ``CTX``, read as floats).
+
+    Examples
+    --------
+    >>> exposure_count(np.array([[5.0, -2147483648.0, np.nan]]), "context").tolist()
+    [[2, 1, 0]]
+    """
+    if kind == "count":
+        return np.nan_to_num(np.asarray(coverage, dtype=np.float64), nan=0.0)
+    bits = np.nan_to_num(np.asarray(coverage, dtype=np.float64), nan=0.0).astype(np.int64)
+    return np.bitwise_count(bits & 0xFFFFFFFF).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class MosaicJob:
+    """One mosaic of a run: its coverage, group, survey and flux conversion."""
+
+    mosaic: Any
+    coverage: Any
+    coverage_kind: str
+    group: str
+    survey: str
+    to_ujy: float | None
+
+
+def _cosmic_rays(data: np.ndarray, cov: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
+    """Cosmic-ray mask of the few-exposure areas of a tile (None: there are none).
+
+    Each connected area (the corners and edges a dither pattern leaves) is searched on
+    its own bounding box, so the masks cost what those areas cost.
+    """
+    from scipy import ndimage
+
+    from dask_phot.detect.cosmics import cosmic_ray_mask
+
+    c = cfg.cosmics
+    few = (cov > 0) & (cov <= c.max_exposures) & np.isfinite(data)
+    if few.sum() < 25:
+        return None
+    values = data[few]
+    rms = 1.4826 * float(np.median(np.abs(values - np.median(values)))) or float(np.std(values))
+    # in image units with no gain given: electrons such that the background RMS is 100 e-,
+    # read-noise dominated (sky-subtracted mosaics have no sky to make Poisson noise of)
+    gain = c.gain or cfg.gain or (100.0 / rms if rms > 0 else 1.0)
+    readnoise = c.readnoise or rms * gain
+    mask = np.zeros(data.shape, bool)
+    labels, _ = ndimage.label(ndimage.binary_dilation(few, iterations=8))
+    for box in ndimage.find_objects(labels):
+        area = few[box]
+        if area.sum() < 25:
             continue
-        near = [j for j in tree.query_ball_point(xyz[i], chord) if not taken[j]]
-        taken[near] = True
-        keep.append(i)
-        count.append(len(near))
-    out = table.iloc[keep].copy()
-    out["n_dup"] = np.asarray(count, dtype=np.int64)
-    return out.sort_values(["dec", "ra"], kind="stable").reset_index(drop=True)
+        mask[box] |= cosmic_ray_mask(
+            data[box], mask=~area, gain=gain, readnoise=readnoise, sigclip=c.sigclip,
+            sigfrac=c.sigfrac, objlim=c.objlim, niter=c.niter, grow=c.grow) & area
+    return mask
 
 
-def detect_tile(mosaic: Any, coverage: Any, tile: Tile, cfg: DetectConfig, psf: Any,
-                to_ujy: float | None, group: str) -> pd.DataFrame:
+def _tile_pixels(job: MosaicJob, tile: Tile, cfg: DetectConfig
+                 ) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+    """The tile's region, exposure count and cosmic-ray mask."""
+    from dask_phot.images import read_region
+
+    storage = storage_options(cfg)
+    region = read_region(job.mosaic, tile.box_x, tile.box_y, storage_options=storage)
+    if job.coverage is None:
+        return region, None, None
+    cov_region = read_region(job.coverage, tile.box_x, tile.box_y, storage_options=storage)
+    cov = exposure_count(cov_region.data, job.coverage_kind)
+    crs = _cosmic_rays(region.data, cov, cfg) if cfg.cosmics.enabled else None
+    return region, cov, crs
+
+
+def detect_tile(job: MosaicJob, tile: Tile, cfg: DetectConfig, psf: Any) -> pd.DataFrame:
     """Detect and measure the sources whose centres fall in one tile's core.
 
     A pure function of its arguments (reads the tile's pixels, returns a table),
@@ -149,22 +203,17 @@ def detect_tile(mosaic: Any, coverage: Any, tile: Tile, cfg: DetectConfig, psf: 
     """
     from dask_phot.aperture import measure_sources
     from dask_phot.detect.extract import detect_sources
-    from dask_phot.images import read_region
 
-    storage = storage_options(cfg)
-    region = read_region(mosaic, tile.box_x, tile.box_y, storage_options=storage)
-    cov = None
-    if coverage is not None:
-        cov_region = read_region(coverage, tile.box_x, tile.box_y, storage_options=storage)
-        cov = np.nan_to_num(cov_region.data, nan=0.0)
+    region, cov, crs = _tile_pixels(job, tile, cfg)
     if not np.isfinite(region.data).any():
         return pd.DataFrame()
     bk = cfg.background
     gain = cfg.gain or None
     det = detect_sources(region.data, params=cfg.params, weight=region.weight, coverage=cov,
-                         gain=gain, background_kwargs={"box_size": bk.box_size,
-                                                       "filter_size": bk.filter_size,
-                                                       "mask_sources": bk.mask_sources})
+                         cosmic_rays=crs, gain=gain,
+                         background_kwargs={"box_size": bk.box_size,
+                                            "filter_size": bk.filter_size,
+                                            "mask_sources": bk.mask_sources})
     t = det.table
     xm, ym = t["x"].to_numpy() + tile.box_x[0], t["y"].to_numpy() + tile.box_y[0]
     ix, iy = np.floor(xm + 0.5), np.floor(ym + 0.5)
@@ -177,90 +226,62 @@ def detect_tile(mosaic: Any, coverage: Any, tile: Tile, cfg: DetectConfig, psf: 
     meas = measure_sources(
         region.data, t["x"], t["y"], shape=(t["a"], t["b"], t["theta"]), segmap=det.segmap,
         seg_id=t["id"], background=det.background.back, rms=det.noise, gain=gain,
-        radii=ap.radii, annulus=tuple(ap.annulus) or None, psf=psf, to_ujy=to_ujy,
+        radii=ap.radii, annulus=tuple(ap.annulus) or None, psf=psf, to_ujy=job.to_ujy,
         kron_factor=ap.kron_factor, min_kron_radius=ap.min_kron_radius,
         min_diameter=ap.min_diameter)
     out = pd.concat([t.drop(columns=["x", "y"]).rename(columns={"flux": "flux_iso",
                                                               "id": "segment_id"}),
                      meas.drop(columns=["x", "y"])], axis=1)
-    out.insert(0, "x_mosaic", xm[own])
-    out.insert(1, "y_mosaic", ym[own])
-    ra, dec = mosaic.wcs.pixel_to_world_values(xm[own], ym[own])
+    return _finish(out, job, xm[own], ym[own])
+
+
+def _finish(out: pd.DataFrame, job: MosaicJob, xm: np.ndarray, ym: np.ndarray) -> pd.DataFrame:
+    out.insert(0, "x_mosaic", xm)
+    out.insert(1, "y_mosaic", ym)
+    ra, dec = job.mosaic.wcs.pixel_to_world_values(xm, ym)
     out.insert(0, "ra", np.mod(ra, 360.0))
     out.insert(1, "dec", dec)
-    scale = mosaic.pixel_scale_arcsec
+    scale = job.mosaic.pixel_scale_arcsec
     with np.errstate(divide="ignore", invalid="ignore"):
         out["snr"] = out["flux_auto"] / out["flux_err_auto"]
         # semi-major axis of the Kron aperture, and the segment's equivalent radius
         out["extent_arcsec"] = out["auto_radius"] * np.sqrt(out["a"] / out["b"]) * scale
     out["segment_radius_arcsec"] = np.sqrt(out["npix"] / np.pi) * scale
-    out["group"] = group
-    out["mosaic"] = mosaic.source_url
+    out["group"] = job.group
+    out["survey"] = job.survey
+    out["mosaic"] = job.mosaic.source_url
     return out
 
 
-def _read_reference(cfg: DetectConfig) -> pd.DataFrame | None:
-    from dask_phot.priors import read_priors
+def _index(name: str, spec: SurveyInputs, cfg: DetectConfig) -> list[MosaicJob]:
+    """A survey's mosaics (with their coverage maps on the same grids) as jobs."""
+    from dask_phot.images import build_index, companion
 
-    ref = cfg.reference
-    if not ref.path:
-        return None
-    return read_priors(ref.path, ra_column=ref.ra_column, dec_column=ref.dec_column,
-                       id_column="source_id", columns=list(ref.columns),
-                       storage_options=storage_options(cfg))
-
-
-def _align(table: pd.DataFrame, reference: pd.DataFrame | None,
-           cfg: DetectConfig) -> tuple[pd.DataFrame, tuple[float, float]]:
-    from dask_phot.detect.match import match_reference
-
-    if reference is None or table.empty:
-        return table, (math.nan, math.nan)
-    ref = cfg.reference
-    res = match_reference(table["ra"], table["dec"], reference, radius_arcsec=ref.radius_arcsec,
-                          columns=tuple(ref.columns))
-    out = pd.concat([table.reset_index(drop=True), res.table], axis=1)
-    if ref.apply_shift and res.n_matched:
-        cosd = np.cos(np.radians(out["dec"].to_numpy()))
-        out["ra"] = np.mod(out["ra"] + res.dra_arcsec / 3600.0 / cosd, 360.0)
-        out["dec"] = out["dec"] + res.ddec_arcsec / 3600.0
-    return out, (res.dra_arcsec, res.ddec_arcsec)
-
-
-def _write(table: pd.DataFrame, path: str, storage: dict[str, Any]) -> str:
-    import fsspec
-
-    fs, local = fsspec.core.url_to_fs(path, **(storage if "://" in path else {}))
-    fs.makedirs(str(PurePosixPath(local).parent), exist_ok=True)
-    with fs.open(local, "wb") as f:
-        table.to_parquet(f, index=False)
-    return path
-
-
-def _index(cfg: DetectConfig) -> tuple[list[Any], list[Any]]:
-    from dask_phot.images import build_index
-
-    kind = cfg.noise_kind if cfg.noise else "none"
-    mosaics = build_index(list(cfg.images), list(cfg.noise) or None, noise_kind=kind,  # type: ignore[arg-type]
-                          band="detect", storage_options=storage_options(cfg))
+    storage = storage_options(cfg)
+    kind = spec.noise_kind if spec.noise else "none"
+    mosaics = build_index(list(spec.images), list(spec.noise) or None,
+                          noise_kind=kind, band="detect",  # type: ignore[arg-type]
+                          storage_options=storage)
     coverage: list[Any] = [None] * len(mosaics)
-    if cfg.coverage:
-        coverage = build_index(list(cfg.coverage), band="coverage",
-                               storage_options=storage_options(cfg))
-        if len(coverage) != len(mosaics):
-            raise ValueError(f"coverage: {len(coverage)} maps for {len(mosaics)} images")
-    return mosaics, coverage
+    if spec.coverage:
+        from dask_phot.images import expand_urls
+
+        urls = expand_urls(list(spec.coverage), storage)
+        if len(urls) != len(mosaics):
+            raise ValueError(f"{name or 'detect'}: {len(urls)} coverage maps for "
+                             f"{len(mosaics)} images")
+        coverage = [companion(m, u, band="coverage", storage_options=storage)
+                    for m, u in zip(mosaics, urls, strict=True)]
+    return [MosaicJob(m, c, spec.coverage_kind, group_of(m.source_url, m.header, cfg), name,
+                      _to_ujy(cfg, m)) for m, c in zip(mosaics, coverage, strict=True)]
 
 
-def _to_ujy(cfg: DetectConfig, header: Any) -> float | None:
-    from dask_phot.aperture import flux_conversion
+def _to_ujy(cfg: DetectConfig, mosaic: Any) -> float | None:
+    from dask_phot.images import header_to_ujy
 
     if cfg.to_ujy:
         return cfg.to_ujy
-    try:
-        return flux_conversion(header)
-    except ValueError:
-        return None
+    return header_to_ujy(mosaic.header, url=mosaic.source_url)
 
 
 def run_detect(cfg: DetectConfig, *, client: Any = None) -> DetectSummary:
@@ -271,47 +292,36 @@ def run_detect(cfg: DetectConfig, *, client: Any = None) -> DetectSummary:
     cfg : DetectConfig
         See :mod:`dask_phot.detect.config`.
     client : distributed.Client, optional
-        Tiles run as tasks on it; without one they run here, one after another.
+        Tiles (of every survey) run as tasks on it; without one they run here,
+        one after another.
 
     Returns
     -------
     DetectSummary
+
+    Raises
+    ------
+    MosaicError
+        A mosaic that cannot be read as given (no such extension, a weight map
+        of another shape) or whose header units cannot be converted to
+        microjansky; raised before any tile runs.
     """
     from dask_phot.psf import PixelPSF
 
-    mosaics, coverage = _index(cfg)
+    jobs = [job for name, spec in cfg.inputs().items() for job in _index(name, spec, cfg)]
     psf = PixelPSF.from_fits(cfg.psf_file) if cfg.psf_file else None
-    jobs = []
-    for i, (m, c) in enumerate(zip(mosaics, coverage, strict=True)):
-        group = group_of(m.source_url, m.header, cfg)
-        for tile in plan_tiles(m.shape, cfg.tile_size, cfg.tile_overlap, i):
-            jobs.append((m, c, tile, cfg, psf, _to_ujy(cfg, m.header), group))
-    logger.info("detect: %d mosaic(s), %d tile(s)", len(mosaics), len(jobs))
+    tiles = [(job, tile) for i, job in enumerate(jobs)
+             for tile in plan_tiles(job.mosaic.shape, cfg.tile_size, cfg.tile_overlap, i)]
+    logger.info("detect: %d mosaic(s) of %d survey(s), %d tile(s)", len(jobs),
+                len(cfg.inputs()), len(tiles))
     if client is not None:
-        futures = [client.submit(detect_tile, *job, pure=False) for job in jobs]
+        futures = [client.submit(detect_tile, job, tile, cfg, psf, pure=False)
+                   for job, tile in tiles]
         tables = client.gather(futures)
     else:
-        tables = [detect_tile(*job) for job in jobs]
-    return _assemble([t for t in tables if not t.empty], cfg, len(jobs))
-
-
-def _assemble(tables: Sequence[pd.DataFrame], cfg: DetectConfig, n_tiles: int) -> DetectSummary:
-    reference = _read_reference(cfg)
-    all_rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        {"ra": [], "dec": [], "snr": [], "group": []})
-    written, offsets, per_group = {}, {}, []
-    for group, rows in all_rows.groupby("group", sort=True):
-        cat = deduplicate(rows, cfg.merge_radius_arcsec)
-        cat, offsets[str(group)] = _align(cat, reference, cfg)
-        cat.insert(0, "id", np.arange(1, len(cat) + 1, dtype=np.int64))
-        written[str(group)] = _write(cat, f"{cfg.output.rstrip('/')}/{group}.parquet",
-                                     storage_options(cfg))
-        per_group.append(cat)
-    merged = deduplicate(pd.concat(per_group, ignore_index=True) if per_group else all_rows,
-                         cfg.merge_radius_arcsec).rename(columns={"n_dup": "n_groups"})
-    merged = merged.drop(columns=["id"], errors="ignore")
-    merged.insert(0, "source_id", np.arange(1, len(merged) + 1, dtype=np.int64))
-    path = _write(merged, f"{cfg.output.rstrip('/')}/merged.parquet", storage_options(cfg))
-    logger.info("detect: %d source(s) in %d group(s) -> %s", len(merged), len(written), path)
-    return DetectSummary(groups=written, merged=path, n_sources=len(merged), n_tiles=n_tiles,
-                         offsets_arcsec=offsets)
+        tables = [detect_tile(job, tile, cfg, psf) for job, tile in tiles]
+    mosaics = [{"survey": j.survey, "group": j.group, "image": j.mosaic.source_url,
+                "noise": j.mosaic.noise_source_url, "to_ujy": j.to_ujy,
+                "coverage": None if j.coverage is None else j.coverage.source_url}
+               for j in jobs]
+    return assemble_catalogs(tables, mosaics, cfg, len(tiles))

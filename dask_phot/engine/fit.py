@@ -70,7 +70,11 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
                 prep, stamps, order=order, state=None if final_weight is not None else state,
                 **opts)
             prep = replace(prep, data=prep.data + np.where(weight > 0, light, 0.0))
-            extra = wing_image(psf, rendered, prep.x, prep.y, flux, prep.data.shape)
+            # the model the second fit fitted: its stamps plus the light subtracted
+            # before it (re-rendering the wings from the second fit's fluxes would
+            # spread the poorly measured fluxes of sources at a cell's edge, whose
+            # pixels the second fit mostly leaves out, over their neighbours)
+            extra = light
         tiling = state.tiling
         if opts["nsky"]:
             sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)

@@ -9,31 +9,61 @@ the cell needs, from local disk, S3 or HTTP:
 >>> xr, yr = sky_to_box(mosaic, ra, dec, margin_pix=20)              # doctest: +SKIP
 >>> region = read_region(mosaic, xr, yr)                             # doctest: +SKIP
 
+Multi-extension mosaics are read by extension name: ``x_i2d.fits[SCI]`` with
+``x_i2d.fits[WHT]`` as its weight (JWST), ``x_drz.fits[SCI]`` and ``x_drz.fits[WHT]``
+(HST); :func:`header_to_ujy` converts their pixel values to microjansky from the
+headers (MJy/sr and PIXAR_SR, PHOTFLAM and PHOTPLAM).
+
 Modules: :mod:`~dask_phot.images.index` (:class:`Mosaic`, :func:`build_index`,
 :func:`select_mosaic`, :func:`covering`), :mod:`~dask_phot.images.read`
-(:class:`Region`, :func:`read_region`, :func:`sky_to_box`), ``_fits`` (header scanning)
-and ``_io`` (URLs, fsspec, the gzip cache, byte ranges).
+(:class:`Region`, :func:`read_region`, :func:`sky_to_box`),
+:mod:`~dask_phot.images.frames` (:func:`icrs_to_pixel`, :func:`pixel_to_icrs`: ICRS
+positions on mosaics in any celestial frame), :mod:`~dask_phot.images.units`
+(:func:`header_to_ujy`), ``_fits`` (header scanning, extensions, :class:`MosaicError`)
+and ``_io`` (URLs, fsspec, the gzip cache, byte ranges, :func:`split_extension`).
 """
 
+from dask_phot.images._fits import ExtensionSpec, MosaicError
+from dask_phot.images._io import expand_urls, split_extension
+from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 from dask_phot.images.index import (
     Mosaic,
     NoiseKind,
     assign_mosaics,
     build_index,
+    companion,
     covering,
     select_mosaic,
 )
-from dask_phot.images.read import Region, noise_to_weight, read_region, sky_to_box
+from dask_phot.images.read import (
+    Region,
+    box_wcs,
+    noise_to_weight,
+    read_boxes,
+    read_region,
+    sky_to_box,
+)
+from dask_phot.images.units import header_to_ujy
 
 __all__ = [
+    "ExtensionSpec",
     "Mosaic",
+    "MosaicError",
     "NoiseKind",
     "Region",
     "assign_mosaics",
+    "box_wcs",
     "build_index",
+    "companion",
     "covering",
+    "expand_urls",
+    "header_to_ujy",
+    "icrs_to_pixel",
     "noise_to_weight",
+    "pixel_to_icrs",
+    "read_boxes",
     "read_region",
     "select_mosaic",
     "sky_to_box",
+    "split_extension",
 ]

@@ -1,7 +1,10 @@
 """How mosaic paths become filesystems, file lists, cached copies and byte ranges.
 
 This is the one module of :mod:`dask_phot.images` that knows about URLs: local paths,
-``s3://`` and ``http(s)://`` go through fsspec with explicit ``storage_options``.
+``s3://`` and ``http(s)://`` go through fsspec with explicit ``storage_options``. A
+FITS name may end with an extension in brackets, as in CFITSIO and DS9:
+``s3://bucket/jw01345-o001_t021_nircam_clear-f200w_i2d.fits[WHT]`` names the WHT
+extension of that file (:func:`split_extension`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -19,6 +23,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from dask_phot import storage
+
 __all__ = [
     "access_error",
     "cache_directory",
@@ -27,6 +33,7 @@ __all__ = [
     "fetch_ranges",
     "is_gzip_name",
     "open_fs",
+    "split_extension",
 ]
 
 log = logging.getLogger(__name__)
@@ -34,36 +41,38 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 _GLOB_CHARS = frozenset("*?[")
-_S3_PROTOCOLS = frozenset({"s3", "s3a"})
-_CREDENTIAL_KEYS = frozenset({"key", "secret", "token", "profile", "session"})
 _HTTP_PROTOCOLS = frozenset({"http", "https"})
+_EXTENSION_RE = re.compile(r"^(?P<path>.+\.(fits|fit|fts)(\.gz)?)\[(?P<ext>[A-Za-z0-9_-]+"
+                           r"(\s*,\s*\d+)?)\]$", re.IGNORECASE)
+
+
+def split_extension(url: str) -> tuple[str, str | None]:
+    """``(file, extension)`` of a URL that may end with ``[EXTNAME]``, ``[EXTNAME,VER]``
+    or ``[index]`` after a FITS name; ``extension`` is None without one.
+
+    Examples
+    --------
+    >>> split_extension("s3://stpubdata/jwst/x_i2d.fits[WHT]")
+    ('s3://stpubdata/jwst/x_i2d.fits', 'WHT')
+    >>> split_extension("mosaics/f[12]00w_sci.fits")
+    ('mosaics/f[12]00w_sci.fits', None)
+    """
+    match = _EXTENSION_RE.match(url)
+    if match is None:
+        return url, None
+    return match["path"], match["ext"].replace(" ", "")
 
 
 def _protocol(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
-def resolve_options(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options for one URL: anonymous S3 unless credentials are asked for.
-
-    For ``s3://`` URLs ``anon=True`` is the default, unless ``storage_options`` sets
-    ``anon`` itself or passes credentials (``key``, ``secret``, ``token``, ``profile``,
-    ``session``). Local paths take no options.
-    """
-    protocol = _protocol(url)
-    if protocol == "file":
-        return {}
-    options = dict(storage_options or {})
-    if protocol in _S3_PROTOCOLS and "anon" not in options:
-        options["anon"] = not (_CREDENTIAL_KEYS & options.keys())
-    return options
+    return storage.protocol(url)
 
 
 def open_fs(
     url: str, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(filesystem, path)`` of a URL, with :func:`resolve_options`."""
-    return fsspec.core.url_to_fs(url, **resolve_options(url, storage_options))
+    """``(filesystem, path)`` of a URL, with :func:`dask_phot.storage.resolve_options`
+    (anonymous S3 unless credentials are given; bounded timeouts and retries)."""
+    return storage.open_fs(url, storage_options)
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -117,7 +126,8 @@ def expand_urls(
     """Expand paths, globs and prefixes into file URLs.
 
     Each entry is expanded on its own (globs and prefixes sorted); the results are
-    concatenated in the order of the entries.
+    concatenated in the order of the entries. An extension suffix (``[SCI]``) is
+    kept on every file its entry expands to.
 
     Raises
     ------
@@ -128,7 +138,9 @@ def expand_urls(
         patterns = [patterns]
     urls: list[str] = []
     for pattern in patterns:
-        urls.extend(_expand_one(os.fspath(pattern), storage_options))
+        path, ext = split_extension(os.fspath(pattern))
+        suffix = f"[{ext}]" if ext else ""
+        urls.extend(u + suffix for u in _expand_one(path, storage_options))
     return urls
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,9 +16,18 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from dask_phot.images import _io
-from dask_phot.images._fits import BLOCK, FitsImageLayout, celestial_wcs, scan_image_hdu
+from dask_phot.images._fits import (
+    BLOCK,
+    ExtensionSpec,
+    FitsImageLayout,
+    MosaicError,
+    celestial_wcs,
+    scan_image_hdu,
+)
+from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 
-__all__ = ["Mosaic", "NoiseKind", "assign_mosaics", "build_index", "covering", "select_mosaic"]
+__all__ = ["Mosaic", "NoiseKind", "assign_mosaics", "build_index", "companion", "covering",
+           "select_mosaic"]
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +62,9 @@ class Mosaic:
     noise_bitpix, noise_bscale, noise_bzero, noise_blank, noise_data_offset
         Same for the noise map (None without one).
     center : tuple of float
-        ``(ra, dec)`` of the central pixel, degrees.
+        ICRS ``(ra, dec)`` of the central pixel, degrees (whatever the WCS's frame).
     footprint : tuple of (ra, dec)
-        The four outer pixel corners, degrees.
+        ICRS positions of the four outer pixel corners, degrees.
     source_url, noise_source_url : str or None
         The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
     header : astropy.io.fits.Header
@@ -137,32 +147,35 @@ class _RangeReader:
 def _read_layout(
     url: str, storage_options: Mapping[str, Any] | None, cache_dir: str | os.PathLike[str] | None
 ) -> tuple[str, FitsImageLayout]:
-    """``(url read from, layout)`` of a file; gzip files are indexed via a local copy."""
+    """``(file read from, layout)`` of a URL (``[EXT]`` suffix allowed); gzip files are
+    indexed via a local copy."""
+    given, ext = _io.split_extension(url)
+    extension = ExtensionSpec.parse(ext) if ext else None
+    path_url = given
     first = b""
-    if not _io.is_gzip_name(url):
-        fs, path = _io.open_fs(url, storage_options)
-        reader = _RangeReader(fs, path, url)
+    if not _io.is_gzip_name(path_url):
+        fs, path = _io.open_fs(path_url, storage_options)
+        reader = _RangeReader(fs, path, path_url)
         first = reader(0, _FIRST_READ)
-    source = url
-    if _io.is_gzip_name(url) or first[:2] == _io.GZIP_MAGIC:
-        url = _io.cached_copy(url, storage_options=storage_options, cache_dir=cache_dir)
-        fs, path = _io.open_fs(url, storage_options)
-        reader, first = _RangeReader(fs, path, url), b""
+    if _io.is_gzip_name(path_url) or first[:2] == _io.GZIP_MAGIC:
+        path_url = _io.cached_copy(given, storage_options=storage_options, cache_dir=cache_dir)
+        fs, path = _io.open_fs(path_url, storage_options)
+        reader, first = _RangeReader(fs, path, path_url), b""
     try:
-        layout, nbytes = scan_image_hdu(reader, url, first=first)
-    except ValueError as err:
-        if url == source:
+        layout, nbytes = scan_image_hdu(reader, path_url, first=first, extension=extension)
+    except MosaicError as err:
+        if path_url == given:
             raise
-        raise ValueError(f"{err} (decompressed copy of {source})") from err
+        raise MosaicError(f"{err} (decompressed copy of {given})") from err
     log.debug("indexed %s from %d header bytes (HDU %d)", url, nbytes, layout.hdu_index)
-    return url, layout
+    return path_url, layout
 
 
 def _corners(wcs: WCS, shape: tuple[int, int]) -> tuple[tuple[float, float], ...]:
     ny, nx = shape
     x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
     y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = wcs.pixel_to_world_values(x, y)
+    ra, dec = pixel_to_icrs(wcs, x, y)
     return tuple((float(r) % 360.0, float(d)) for r, d in zip(ra, dec, strict=True))
 
 
@@ -176,12 +189,12 @@ def _make_mosaic(
     sci, noise = layouts
     wcs = celestial_wcs(sci.header, urls[0])
     if noise is not None and noise.shape != sci.shape:
-        raise ValueError(
+        raise MosaicError(
             f"noise map {urls[1]!r} has shape {noise.shape}, "
             f"but its image {urls[0]!r} has shape {sci.shape}"
         )
     ny, nx = sci.shape
-    ra, dec = wcs.pixel_to_world_values((nx - 1) / 2.0, (ny - 1) / 2.0)
+    ra, dec = (float(v[0]) for v in pixel_to_icrs(wcs, (nx - 1) / 2.0, (ny - 1) / 2.0))
     return Mosaic(
         url=read[0],
         noise_url=read[1],
@@ -224,6 +237,18 @@ def _pair_noise(
     return list(noise), noise_kind  # type: ignore[return-value]
 
 
+def _named(url: str, func: Any, *args: Any) -> Any:
+    """``func(*args)``, its errors about the file's content re-raised naming ``url``."""
+    try:
+        return func(*args)
+    except MosaicError:  # names the file and its HDUs already
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        if url in str(err):
+            raise
+        raise ValueError(f"{url}: {type(err).__name__}: {err}") from err
+
+
 def build_index(
     images: PathList,
     noise: PathList | None = None,
@@ -239,9 +264,13 @@ def build_index(
     ----------
     images : path, URL, glob, prefix or list of them
         Local paths or globs, ``s3://bucket/prefix/`` prefixes or globs,
-        ``http(s)://`` URLs. Globs and prefixes expand in sorted order.
+        ``http(s)://`` URLs. Globs and prefixes expand in sorted order. A FITS
+        name may end with the extension to read, ``x_i2d.fits[SCI]`` (EXTNAME,
+        ``[SCI,2]`` with EXTVER, or ``[1]`` an HDU index); without one the first
+        2-D image HDU is read.
     noise : same as ``images``, optional
-        Noise maps, paired one to one with the expanded ``images``.
+        Noise maps, paired one to one with the expanded ``images``: other files,
+        or extensions of the same ones (``x_i2d.fits[WHT]``, ``x_i2d.fits[ERR]``).
     noise_kind : {"weight", "uncertainty", "variance", "none"}
         What the noise maps hold: inverse variance, standard deviation or variance.
         Without ``noise`` it is taken as "none".
@@ -263,9 +292,10 @@ def build_index(
     ------
     FileNotFoundError
         A path or pattern that matches nothing.
-    ValueError
-        Mismatched lists, a file that is not a FITS image, an image without a
-        celestial WCS, or a noise map whose shape differs from its image.
+    MosaicError
+        A file that is not a FITS image, without the extension asked for, an
+        image without a celestial WCS, or a noise map whose shape differs from
+        its image (a ``ValueError``, as are mismatched lists).
     """
     if not band:
         raise ValueError("band must be a non-empty string")
@@ -274,17 +304,54 @@ def build_index(
     paired, kind = _pair_noise(image_urls, noise_urls, noise_kind)
     index = []
     for url, noise_url in zip(image_urls, paired, strict=True):
-        read_url, layout = _read_layout(url, storage_options, cache_dir)
+        read_url, layout = _named(url, _read_layout, url, storage_options, cache_dir)
         noise_read, noise_layout = None, None
         if noise_url is not None:
-            noise_read, noise_layout = _read_layout(noise_url, storage_options, cache_dir)
-        index.append(
-            _make_mosaic(
-                (url, noise_url), (read_url, noise_read), (layout, noise_layout), kind, band
-            )
-        )
+            noise_read, noise_layout = _named(noise_url, _read_layout, noise_url,
+                                              storage_options, cache_dir)
+        index.append(_named(url, _make_mosaic, (url, noise_url), (read_url, noise_read),
+                            (layout, noise_layout), kind, band))
     log.info("indexed %d mosaic(s) of band %s", len(index), band)
     return index
+
+
+def companion(
+    mosaic: Mosaic,
+    url: str,
+    *,
+    band: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Mosaic:
+    """A map on ``mosaic``'s pixel grid (a coverage or context extension, which has no
+    WCS of its own in JWST and HST products) as a Mosaic with ``mosaic``'s WCS.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+        The science mosaic whose grid the map shares.
+    url : str
+        The map, e.g. ``x_i2d.fits[CON]`` or ``x_drz.fits[CTX]``.
+    band : str, optional
+        Band name of the result (default ``mosaic.band``).
+    storage_options, cache_dir
+        As for :func:`build_index`.
+
+    Raises
+    ------
+    MosaicError
+        The map cannot be read, or its shape differs from the mosaic's.
+    """
+    read_url, layout = _read_layout(url, storage_options, cache_dir)
+    if layout.shape != mosaic.shape:
+        raise MosaicError(f"{url} has shape {layout.shape}, but the mosaic "
+                          f"{mosaic.source_url} whose grid it should share has {mosaic.shape}")
+    return dataclasses.replace(
+        mosaic, url=read_url, noise_url=None, noise_kind="none", band=band or mosaic.band,
+        bitpix=layout.bitpix, bscale=layout.bscale, bzero=layout.bzero, blank=layout.blank,
+        data_offset=layout.data_offset, noise_bitpix=None, noise_bscale=None, noise_bzero=None,
+        noise_blank=None, noise_data_offset=None, source_url=url, noise_source_url=None,
+        header=layout.header)
 
 
 def _pixel_placement(
@@ -295,12 +362,14 @@ def _pixel_placement(
     Centrality is the distance from the mosaic's central pixel in units of its size,
     ``hypot(dx / nx, dy / ny)``, as in the COSMOS notebook; it is infinite for
     positions beyond the mosaic's radius (where a TAN projection can fold back onto
-    the pixel grid) or without finite pixel coordinates.
+    the pixel grid; their pixel positions are NaN) or without finite pixel
+    coordinates. Positions are ICRS whatever the mosaic's frame.
     """
     ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
     near = _separation_deg(mosaic.center[0], mosaic.center[1], ra, dec) <= (
         mosaic.radius_deg * 1.01)
-    x, y = (np.asarray(v, float) for v in mosaic.wcs.world_to_pixel_values(ra, dec))
+    x, y = np.full(ra.shape, np.nan), np.full(ra.shape, np.nan)
+    x[near], y[near] = icrs_to_pixel(mosaic.wcs, ra[near], dec[near])
     ny, nx = mosaic.shape
     centrality = np.hypot((x - (nx - 1) / 2) / nx, (y - (ny - 1) / 2) / ny)
     centrality[~(near & np.isfinite(x) & np.isfinite(y))] = np.inf

@@ -2,14 +2,18 @@
 
 :func:`fit_cell` is pure (arrays and config in, a table out); :func:`process_cell`
 adds the I/O: it picks each band's mosaic, reads only the cell's pixel box and
-calls :func:`fit_cell`. Failures of one band become flag bits and a status
-string for that band; the other bands and cells carry on.
+calls :func:`fit_cell`. A band whose data fail (:func:`data_errors`: the
+mosaic cannot be read, the fit's matrix is singular) gets flag bits, a status
+string and an error record (type, message, traceback) in the cell's report; the
+other bands and cells carry on. Any other exception is a bug of dask-phot and
+fails the cell, and the run, loudly.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +25,22 @@ from dask_phot.cells import CellSources, healpix_29
 from dask_phot.config import BandImages, EngineConfig, PriorsConfig, RunConfig, storage_options
 from dask_phot.engine import forced_photometry, robust_sigma
 from dask_phot.engine.result import PhotometryResult
-from dask_phot.images import Mosaic, Region, assign_mosaics, read_region, sky_to_box
+from dask_phot.images import (
+    Mosaic,
+    Region,
+    assign_mosaics,
+    icrs_to_pixel,
+    read_region,
+    sky_to_box,
+)
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
+from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
 
-__all__ = ["CellReport", "fit_band", "fit_cell", "process_cell", "source_shapes"]
+__all__ = ["CellReport", "data_errors", "error_record", "fit_band", "fit_cell", "process_cell",
+           "source_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,7 @@ class CellReport:
     seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "fit": 0.0,
                                                                "write": 0.0})
     bytes_read: int = 0
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def failures(self) -> dict[str, str]:
         """Band -> kind of failure (``"failed"``, ``"read failed"``) of the bands that failed.
@@ -57,6 +71,23 @@ class CellReport:
     def failed(self) -> bool:
         """True when any band of the cell failed."""
         return bool(self.failures())
+
+
+def data_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a band's data cannot be measured, not a bug.
+
+    I/O failures (:class:`OSError`: missing, truncated or unreadable files, timeouts,
+    network errors after the storage layer's retries; botocore's and aiohttp's own
+    errors) and singular fits (:class:`numpy.linalg.LinAlgError`).
+    """
+    return (OSError, np.linalg.LinAlgError, *network_errors())
+
+
+def error_record(exc: BaseException, stage: str) -> dict[str, str]:
+    """What a cell report keeps of a data failure: stage, type, message, traceback."""
+    kind = type(exc)
+    return {"stage": stage, "type": f"{kind.__module__}.{kind.__qualname__}",
+            "message": str(exc), "traceback": "".join(traceback.format_exception(exc))}
 
 
 def _sky_options(band: BandImages, region: Region) -> dict[str, Any]:
@@ -164,7 +195,7 @@ def fit_band(
         return band_table(len(sources), flags=Flag.NOT_COVERED)
     if targets is None:
         targets = sources["_primary"].to_numpy(dtype=bool)
-    x, y = region.wcs.all_world2pix(sources["ra"].to_numpy(), sources["dec"].to_numpy(), 0)
+    x, y = icrs_to_pixel(region.wcs, sources["ra"].to_numpy(), sources["dec"].to_numpy())
     kwargs = engine.forced_kwargs()
     kwargs.update(_sky_options(band, region))
     if kwargs["mode"] == "cutout":
@@ -271,14 +302,17 @@ def fit_cell(
     keep: Sequence[str] = (),
     margins: Mapping[str, float] | None = None,
     priors: PriorsConfig | None = None,
+    errors: dict[str, dict[str, str]] | None = None,
     templates: TemplateSetup | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
     ``regions[band]`` lists the pixel boxes of the band's mosaics with the sources
-    measured in each (a cell may straddle tiles). A band whose fit raises is
-    recorded as failed (its columns NaN, flag ``CELL_FAILED``, the reason in the
-    status); the other bands are unaffected.
+    measured in each (a cell may straddle tiles). A band whose data fail
+    (:func:`data_errors`) is recorded as failed (its columns NaN, flag
+    ``CELL_FAILED``, the reason in the status, and in ``errors`` when given its
+    :func:`error_record`); the other bands are unaffected. Other exceptions (bugs)
+    propagate.
     """
     primary = sources["_primary"].to_numpy(dtype=bool)
     ra = sources["ra"].to_numpy(np.float64)[primary]
@@ -294,9 +328,11 @@ def fit_cell(
             table = _fit_band_groups(sources, groups, band, engine, margin, priors, templates)
             covered = any(r is not None for _, r in groups)
             status[band.name] = "ok" if covered else "not covered"
-        except Exception as exc:  # recorded as data (status + CELL_FAILED), never swallowed
+        except data_errors() as exc:  # recorded as data (status, CELL_FAILED, error record)
             log.warning("cell band %s failed: %s", band.name, exc)
             status[band.name] = f"failed: {type(exc).__name__}: {exc}"
+            if errors is not None:
+                errors[band.name] = error_record(exc, "fit")
             table = band_table(len(sources), flags=Flag.CELL_FAILED)
         tables[band.name] = table[primary]
     out = cell_table(base, tables, {c: sources[c][primary] for c in keep})
@@ -351,14 +387,16 @@ def process_cell(
             regions[band.name] = _read_band(part, indexes[band.name], band, storage,
                                             config.cells.read_merge_gap, config.margin_arcsec)
             report.bytes_read += sum(r.bytes_read for _, r in regions[band.name] if r)
-        except Exception as exc:  # becomes this band's status and flags
+        except data_errors() as exc:  # becomes this band's status, flags and error record
             log.warning("cell %s band %s: read failed: %s", part.cell, band.name, exc)
             read_status[band.name] = f"read failed: {type(exc).__name__}: {exc}"
+            report.errors[band.name] = error_record(exc, "read")
     report.seconds["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.output_columns,
                              margins=config.band_margins(), priors=config.priors,
+                             errors=report.errors,
                              templates=TemplateSetup(config.templates, storage))
     for name, why in read_status.items():
         status[name] = why

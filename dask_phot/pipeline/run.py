@@ -1,7 +1,17 @@
-"""The run: priors -> sky cells -> (cell x band) fits on Dask -> HATS catalog."""
+"""The run: priors -> sky cells -> (cell x band) fits on Dask -> HATS catalog.
+
+:func:`run_catalog` takes a plan (:func:`~dask_phot.pipeline.plan.prepare_run`:
+inputs checked, cells keyed, made before any cluster starts), removes cells of
+another catalog when told to, computes the cells whose inputs changed (or that
+failed before) one by one in-process or on a Dask client, each written as soon
+as it is done, and writes the catalog's metadata at the end. A run that stops
+(Ctrl-C, a killed process) resumes where it stopped; a bug in dask-phot fails the
+run with its traceback.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,24 +22,48 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from dask_phot.cells import Cell, CellSources, choose_order, partition_priors
-from dask_phot.config import RunConfig, storage_options
-from dask_phot.images import Mosaic, build_index
+from dask_phot.cells import Cell, CellSources
+from dask_phot.config import RunConfig
+from dask_phot.images import Mosaic
 from dask_phot.pipeline.kernel import CellReport, process_cell
-from dask_phot.pipeline.output import cell_paths, done_cells, finalize_catalog, write_cell
-from dask_phot.priors import read_priors
-from dask_phot.schema import cell_meta, column_units
-from dask_phot.templates.cell import TemplateSetup, check_sharp
+from dask_phot.pipeline.output import CatalogStore, arrow_table
+from dask_phot.pipeline.plan import RunPlan, plan_cells, prepare_run
+from dask_phot.pipeline.resume import why_rerun
+from dask_phot.schema import cell_meta, column_info, column_units
+from dask_phot.storage import StorageError
 
-__all__ = ["RunSummary", "photometry_frame", "plan_cells", "run_catalog", "run_one_cell"]
+__all__ = ["RunInterrupted", "RunSummary", "photometry_frame", "read_catalog", "run_catalog",
+           "run_one_cell"]
 
 log = logging.getLogger(__name__)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C; what it kept stays and the next run resumes from it.
+
+    Attributes
+    ----------
+    kept, total : int
+        Cells written (of this run and earlier ones) and cells of the catalog.
+    output : str
+        The catalog's location.
+    """
+
+    def __init__(self, kept: int, total: int, output: str) -> None:
+        super().__init__(f"interrupted: {kept} of {total} cells kept in {output}")
+        self.kept, self.total, self.output = kept, total, output
+
+
 @dataclass
 class RunSummary:
-    """What a run did."""
+    """What a run did.
+
+    ``reasons`` counts why cells ran (``"new"``, ``"failed before"``, ``"priors rows
+    changed"``...); ``warnings`` are what the run noticed without failing (a band
+    that covers no source); ``n_removed`` cells of another catalog were removed.
+    """
 
     output: str
     n_cells: int
@@ -40,34 +74,14 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    n_removed: int = 0
 
     @property
     def source_bands_per_second(self) -> float:
         """Throughput over the whole run."""
         return self.n_sources * len(self.bands) / max(self.wall_seconds, 1e-9)
-
-
-def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mosaic]]]:
-    """Load the priors, partition them into cells and index every band's mosaics."""
-    storage = storage_options(config)
-    priors = read_priors(config.priors.path, storage_options=storage,
-                         **config.priors.read_kwargs())
-    order = config.cells.order
-    if order == "auto":
-        order = choose_order(priors["ra"].to_numpy(), priors["dec"].to_numpy(),
-                             config.cells.rows_per_partition)
-    if any(b.model == "template" for b in config.bands):  # bad [templates] files: now
-        check_sharp(TemplateSetup(config.templates, storage), priors["ra"].to_numpy(),
-                    priors["dec"].to_numpy())
-    parts = partition_priors(priors, order=int(order), margin_arcsec=config.margin_arcsec)
-    indexes = {
-        b.name: build_index(list(b.images), list(b.noise) or None, noise_kind=b.noise_kind,
-                            band=b.name, storage_options=storage)
-        for b in config.bands
-    }
-    log.info("%d priors in %d cells at HEALPix order %d; margin %.1f\"", len(priors),
-             len(parts), order, config.margin_arcsec)
-    return parts, indexes
 
 
 def _cell_table(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
@@ -96,23 +110,59 @@ def photometry_frame(config: RunConfig) -> Any:
                        enforce_metadata=True)
 
 
+def calibration(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Each band's calibration: units, conversion to uJy, aperture correction, PSF."""
+    return {b.name: b.band.calibration_record() for b in config.bands}
+
+
+def _schema_metadata(config: RunConfig) -> dict[str, str]:
+    """Schema metadata of every cell file: units, the configuration (no credentials)."""
+    return {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
+            "dask_phot_calibration": json.dumps(calibration(config)),
+            "dask_phot_config": json.dumps(config.public_dict(), default=str),
+            "dask_phot_config_hash": config.config_hash()}
+
+
 def run_one_cell(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
-                 config: RunConfig, out: str, config_hash: str,
-                 schema_meta: dict[str, str]) -> CellReport:
-    """Fit and write one cell (the unit of work sent to a Dask worker)."""
+                 config: RunConfig, store: CatalogStore, inputs: Mapping[str, Any]
+                 ) -> CellReport:
+    """Fit and write one cell (the unit of work sent to a Dask worker).
+
+    The report written beside the table records ``inputs`` (what the cell was
+    computed from), the per-band status and the error records of failed bands.
+    """
     table, report = process_cell(part, indexes, config)
     t0 = time.perf_counter()
-    write_cell(out, part.cell, table, report, config_hash, schema_meta)
+    arrow = arrow_table(table, column_info(list(config.band_names)), _schema_metadata(config))
+    try:
+        store.write_cell(part.cell, arrow, dataclasses.asdict(report) | {"inputs": dict(inputs)})
+    except OSError as exc:  # after the storage layer's retries
+        raise StorageError(f"{store.url}: cannot write cell {part.cell.order}/"
+                           f"{part.cell.pixel} ({type(exc).__name__}: {exc})") from exc
     report.seconds["write"] = time.perf_counter() - t0
     return report
 
 
-def _submit_all(client, todo, indexes, config, out, chash, meta):
-    idx = client.scatter(dict(indexes), broadcast=True)
-    return [client.submit(run_one_cell, part, idx, config, out, chash, meta,
-                          key=f"cell-{part.cell.order}-{part.cell.pixel}",
-                          retries=config.cluster.retries, pure=False)
-            for part in todo]
+def _run_cells(plan: RunPlan, client: Any, on_cell: Callable[[CellReport], None]) -> None:
+    todo, config = plan.todo, plan.config
+    args = [(p, plan.inputs[p.cell.order, p.cell.pixel].as_dict()) for p in todo]
+    if client is None:
+        for part, inputs in args:
+            on_cell(run_one_cell(part, plan.indexes, config, plan.store, inputs))
+        return
+    from distributed import as_completed
+
+    idx = client.scatter(dict(plan.indexes), broadcast=True)
+    futures = [client.submit(run_one_cell, part, idx, config, plan.store, inputs,
+                             key=f"cell-{part.cell.order}-{part.cell.pixel}",
+                             retries=config.cluster.retries, pure=False)
+               for part, inputs in args]
+    try:
+        for fut in as_completed(futures):
+            on_cell(fut.result())
+    except BaseException:
+        client.cancel(futures)
+        raise
 
 
 def run_catalog(
@@ -120,7 +170,9 @@ def run_catalog(
     *,
     client: Any = None,
     output: str | None = None,
+    overwrite: bool = False,
     on_progress: Callable[[CellReport, int, int], None] | None = None,
+    plan: RunPlan | None = None,
 ) -> RunSummary:
     """Run forced photometry for a configuration and write the HATS catalog.
 
@@ -131,68 +183,122 @@ def run_catalog(
     client : distributed.Client, optional
         Where to run the cells; in-process, one cell after another, when None.
     output : str, optional
-        Output directory (default ``config.output.path``).
+        Output folder or URL (default ``config.output.path``): local or ``s3://``.
+    overwrite : bool
+        Remove cells of another catalog found in the output folder (else refuse).
     on_progress : callable, optional
         Called as ``on_progress(report, n_done, n_total)`` after each cell.
+    plan : RunPlan, optional
+        From :func:`~dask_phot.pipeline.plan.prepare_run` (made here when None).
 
     Returns
     -------
     RunSummary
-        Counts, timings and failures. Cells already finished by an earlier run
-        with the same configuration are skipped, so re-running resumes.
+        Counts, timings, failures and why cells ran. Cells whose inputs are those
+        of a successful earlier cell are kept, so re-running resumes.
+
+    Raises
+    ------
+    InputError, StorageError, BandError
+        Unusable inputs (before anything is computed).
+    RunInterrupted
+        Ctrl-C: the cells written so far are kept.
+    StorageError
+        The output cannot be written (after the storage layer's retries).
     """
     t_start = time.perf_counter()
-    out = str(output or config.output.path)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    chash = config.config_hash()
-    parts, indexes = plan_cells(config)
-    finished = done_cells(out, chash)
-    todo = [p for p in parts if (p.cell.order, p.cell.pixel) not in finished]
-    log.info("%d cells to do, %d already finished", len(todo), len(parts) - len(todo))
-    calibration = {b.name: b.band.calibration_record() for b in config.bands}
-    meta = {"dask_phot_units": json.dumps(column_units(list(config.band_names))),
-            "dask_phot_calibration": json.dumps(calibration),
-            "dask_phot_config": json.dumps(config.to_dict(), default=str),
-            "dask_phot_config_hash": chash}
+    plan = plan or prepare_run(config, output=output, overwrite=overwrite)
+    todo = plan.todo
+    log.info("%d cells to do, %d already finished", len(todo), len(plan.parts) - len(todo))
+    record = _start(plan)
     reports: list[CellReport] = []
-    if client is None:
-        for part in todo:
-            reports.append(run_one_cell(part, indexes, config, out, chash, meta))
-            if on_progress:
-                on_progress(reports[-1], len(reports), len(todo))
-    else:
-        from distributed import as_completed
 
-        for fut in as_completed(_submit_all(client, todo, indexes, config, out, chash, meta)):
-            reports.append(fut.result())
-            if on_progress:
-                on_progress(reports[-1], len(reports), len(todo))
-    total = _count_rows(out, [p.cell for p in parts])
-    finalize_catalog(out, [p.cell for p in parts], name=config.output.catalog_name,
-                     bands=list(config.band_names), config=config.to_dict(), total_rows=total,
-                     calibration=calibration)
-    return _summary(out, parts, todo, reports, config, time.perf_counter() - t_start)
+    def on_cell(report: CellReport) -> None:
+        reports.append(report)
+        if on_progress:
+            on_progress(report, len(reports), len(todo))
 
-
-def _count_rows(out: str, cells: list[Cell]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(cell_paths(out, c)[0]).metadata.num_rows for c in cells)
+    try:
+        _run_cells(plan, client, on_cell)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_kept(plan), len(plan.parts), plan.store.url) from None
+    try:
+        plan.store.finish([p.cell for p in plan.parts], name=config.output.catalog_name,
+                          record=record)
+    except OSError as exc:
+        raise StorageError(f"{plan.store.url}: cannot write the catalog's metadata "
+                           f"({type(exc).__name__}: {exc}); run again to finish it") from exc
+    return _summary(plan, reports, time.perf_counter() - t_start)
 
 
-def _summary(out, parts, todo, reports, config, wall) -> RunSummary:
+def _start(plan: RunPlan) -> dict[str, Any]:
+    """Mark the catalog "running" (when anything changes), then remove stale cells."""
+    store, bands = plan.store, list(plan.config.band_names)
+    record = {"n_cells": len(plan.parts), "bands": bands, "units": column_units(bands),
+              "calibration": calibration(plan.config), "config": plan.config.public_dict()}
+    if plan.reasons or plan.stale or (store.record() or {}).get("status") != "finished":
+        store.begin(record)
+    if plan.stale:
+        log.warning("removing %d cell(s) of another catalog from %s", len(plan.stale),
+                    store.url)
+        store.remove_cells(plan.stale)
+    return record
+
+
+def _kept(plan: RunPlan) -> int:
+    """Cells of the plan the output holds, done from the plan's inputs (what a resume keeps)."""
+    reports = plan.store.reports()
+    return sum(why_rerun(reports.get(key), inputs) is None
+               for key, inputs in plan.inputs.items())
+
+
+def _summary(plan: RunPlan, reports: list[CellReport], wall: float) -> RunSummary:
     stages: Counter = Counter()
     failures: Counter = Counter()
     for r in reports:
         stages.update(r.seconds)
         failures.update(f"{band}: {kind}" for band, kind in r.failures().items())
-    return RunSummary(out, len(todo), len(parts) - len(todo),
-                      sum(p.n_primary for p in parts), list(config.band_names), wall,
-                      dict(stages), dict(failures), sum(r.bytes_read for r in reports))
+    n_todo = len(plan.reasons)
+    return RunSummary(plan.store.url, n_todo, len(plan.parts) - n_todo, plan.n_sources,
+                      list(plan.config.band_names), wall, dict(stages), dict(failures),
+                      sum(r.bytes_read for r in reports), dict(Counter(plan.reasons.values())),
+                      list(plan.warnings), len(plan.stale))
 
 
-def read_catalog(path: str | Path) -> pd.DataFrame:
-    """The whole output catalog as one pandas DataFrame, sorted by ``source_id``."""
-    df = pd.read_parquet(Path(path) / "dataset")
-    keep = [c for c in df.columns if c not in ("Norder", "Dir", "Npix")]
-    return df[keep].sort_values("source_id").reset_index(drop=True)
+def read_catalog(path: str | Path, *, storage_options: Mapping[str, Any] | None = None,
+                 partial: bool = False) -> pd.DataFrame:
+    """The whole output catalog as one pandas DataFrame, sorted by ``source_id``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The catalog's folder or URL (``s3://...``).
+    storage_options : mapping, optional
+        fsspec options for a URL (:func:`dask_phot.config.storage_options`).
+    partial : bool
+        Read a catalog whose run has not finished; the frame's
+        ``attrs["dask_phot_partial"]`` then says how much of it there is.
+
+    Raises
+    ------
+    IncompleteCatalogError
+        The run writing the catalog has not finished (and ``partial`` is False).
+    FileNotFoundError
+        No catalog there.
+    """
+    store = CatalogStore.open(path, storage_options)
+    record = store.check_finished(allow_partial=partial)
+    cells = sorted(store.written_cells())
+    files = [store.cell_paths(Cell(*c))[0] for c in cells]
+    if files:
+        df = pq.ParquetDataset(files, filesystem=store.fs, partitioning=None).read().to_pandas()
+    else:
+        df = pd.DataFrame(columns=["source_id"])
+    out = df.sort_values("source_id").reset_index(drop=True)
+    if record.get("status") != "finished":
+        planned = record.get("n_cells", "?")
+        out.attrs["dask_phot_partial"] = (f"run not finished: {len(cells)} of {planned} cells "
+                                          "written")
+        log.warning("%s: %s", store.url, out.attrs["dask_phot_partial"])
+    return out
+

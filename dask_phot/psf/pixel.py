@@ -170,15 +170,23 @@ class PixelPSF:
         normalize: Normalize = "sum",
         name: str = "psf",
         center_tolerance: float = 1.0,
+        pixel_centred: bool = False,
     ) -> PixelPSF:
         """Build a PSF from any array, trimming (around the peak) to ``size`` first.
 
         Even-sized arrays (GALEX's 120x120 PSFs, for instance) are accepted here
-        only when ``size`` is given: the odd-sized box is cut around the peak.
+        only when ``size`` is given: the odd-sized box is cut around the peak. With
+        ``pixel_centred`` (a PSF on a mosaic's pixel grid), the peak must then be
+        centred on its pixel: a PSF centred between pixels, as the even-sized image
+        of a symmetric PSF is, would be off by half a mosaic pixel and bias every
+        flux (:data:`EVEN_PSF_CENTRE_TOLERANCE`).
         """
         arr = as_psf_array(array, name)
         if size is not None:
+            shape = arr.shape
             arr = _trim_around_peak(arr, int(size), name)
+            if pixel_centred and (shape[0] % 2 == 0 or shape[1] % 2 == 0):
+                _check_peak_centred(arr, shape, name)
         return cls(arr, pixel_scale, normalize, name, center_tolerance)
 
     @classmethod
@@ -390,6 +398,29 @@ class PixelPSF:
         if k not in cache:
             cache[k] = pixel_transfer(self.array, k)
         return cache[k]
+
+
+#: Largest offset (pixels) of an even-sized PSF's peak (a parabola through the brightest
+#: pixel and its neighbours) from that pixel: beyond it the PSF is centred between pixels.
+EVEN_PSF_CENTRE_TOLERANCE = 0.25
+
+
+def _check_peak_centred(stamp: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    """An even-sized PSF cut around its peak is usable only when centred on that pixel."""
+    c = stamp.shape[0] // 2
+    row, col = stamp[c, c - 1:c + 2], stamp[c - 1:c + 2, c]
+
+    def vertex(v: np.ndarray) -> float:
+        curve = 2.0 * v[1] - v[0] - v[2]
+        return float((v[2] - v[0]) / (2.0 * curve)) if curve > 0 else 0.0
+
+    dx, dy = vertex(row), vertex(col)
+    if max(abs(dx), abs(dy)) > EVEN_PSF_CENTRE_TOLERANCE:
+        raise PSFError(
+            f"{name}: the PSF is {shape[0]}x{shape[1]} pixels and centred between pixels "
+            f"(its peak is {dx:+.2f}, {dy:+.2f} px from the brightest pixel): an even-sized "
+            "PSF on the mosaic grid has no central pixel; give an odd-sized PSF, or the "
+            "file's psf_pixel_scale if it is sampled finer than the mosaic")
 
 
 def _trim_around_peak(arr: np.ndarray, size: int, name: str) -> np.ndarray:

@@ -148,7 +148,8 @@ def _facts_table(catalog: pd.DataFrame, bands: Sequence[str]) -> str:
 
 def write_report(result: str | Path, out: str | Path, *, n_sources: int = 8,
                  source_ids: Sequence[Any] | None = None, size_arcsec: float = 30.0,
-                 catalog: pd.DataFrame | None = None, config: Any = None) -> ReportSummary:
+                 catalog: pd.DataFrame | None = None, config: Any = None,
+                 partial: bool = False) -> ReportSummary:
     """Write ``out/index.html`` and its PNGs for a run's catalogue.
 
     Parameters
@@ -166,6 +167,9 @@ def write_report(result: str | Path, out: str | Path, *, n_sources: int = 8,
         instead of reading ``result``'s.
     config : RunConfig or path, optional
         Where the images are, when not the run's recorded configuration.
+    partial : bool
+        Report on a catalogue whose run has not finished (the page says so at its
+        top); without it such a catalogue is refused.
 
     Returns
     -------
@@ -175,7 +179,7 @@ def write_report(result: str | Path, out: str | Path, *, n_sources: int = 8,
     from dask_phot.report.model_images import RunImages, cell_panels
 
     result, out = Path(result), Path(out)
-    catalog = read_table(result) if catalog is None else catalog
+    catalog = read_table(result, partial=partial) if catalog is None else catalog
     img = out / "img"
     summary = ReportSummary(out / "index.html")
     bands = band_names(catalog)
@@ -183,7 +187,8 @@ def write_report(result: str | Path, out: str | Path, *, n_sources: int = 8,
     try:
         run = RunImages.from_result(result, config) if result.is_dir() or config else None
     except (OSError, ValueError) as exc:
-        summary.problems.append(f"images: {exc}")
+        hint = "" if config else " (give --config with where the mosaics are now)"
+        summary.problems.append(f"images: {exc}{hint}")
 
     def cell_figure() -> Any:
         if run is None:
@@ -220,7 +225,8 @@ def _source_block(sid: Any, row: pd.Series, catalog: pd.DataFrame, bands: Sequen
         parts.append(f"<img src='img/{cut.name}' alt='cutouts of source {sid}' width='560'>")
     notes = [f"{b}: {why}" for b, why in panels.items() if isinstance(why, str)]
     if run is None:
-        notes.append("no images: cutouts need a dask-phot output directory")
+        notes.append("no cutouts: the mosaics could not be read (see the notes above); "
+                     "cutouts need a dask-phot output directory or --config")
     note_html = "".join(f"<div class='missing'>{html.escape(n)}</div>" for n in notes)
     return (f"<div class='source' id='source-{html.escape(str(sid))}'>"
             f"<h3>source {html.escape(str(sid))}</h3>"
@@ -231,6 +237,10 @@ def _source_block(sid: Any, row: pd.Series, catalog: pd.DataFrame, bands: Sequen
 def _page(result: Path, catalog: pd.DataFrame, bands: Sequence[str],
           plots: list[tuple[str, Path]], blocks: list[str], problems: list[str]) -> str:
     title = f"dask-phot report: {html.escape(result.name or str(result))}"
+    unfinished = catalog.attrs.get("dask_phot_partial")
+    banner = (f"<p class='missing'><strong>PARTIAL CATALOGUE: {html.escape(unfinished)}"
+              "; the numbers below cover only the cells written so far.</strong></p>"
+              if unfinished else "")
     plot_html = "".join(f"<figure><img src='img/{p.name}' alt='{html.escape(t)}'>"
                         f"<figcaption>{html.escape(t)}</figcaption></figure>"
                         for t, p in plots)
@@ -238,7 +248,7 @@ def _page(result: Path, catalog: pd.DataFrame, bands: Sequence[str],
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{title}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{title}</h1><p>{len(catalog)} sources, bands: "
+        f"<h1>{title}</h1>{banner}<p>{len(catalog)} sources, bands: "
         f"{html.escape(', '.join(bands))}</p>{_facts_table(catalog, bands)}"
         + (f"<ul>{problem_html}</ul>" if problems else "")
         + f"<h2>Summary plots</h2><div class='plots'>{plot_html}</div>"

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.engine.wings import model_image
+from dask_phot.images import icrs_to_pixel
 from dask_phot.models.shapes import Shapes
 from dask_phot.pipeline.kernel import source_shapes
 from dask_phot.plots.images import BandPanel
@@ -58,6 +59,7 @@ class RunImages:
         """
         from dask_phot.config import load_config, storage_options
         from dask_phot.images import build_index
+        from dask_phot.storage import check_endpoint
 
         if config is None:
             record = Path(result) / "dask_phot_run.json"
@@ -67,6 +69,7 @@ class RunImages:
         elif not hasattr(config, "bands"):
             config = load_config(config)
         storage = storage_options(config)
+        check_endpoint(storage, [u for b in config.bands for u in b.images])
         indexes = {b.name: build_index(list(b.images), list(b.noise) or None,
                                        noise_kind=b.noise_kind, band=b.name,
                                        storage_options=storage)
@@ -99,7 +102,7 @@ def _panel(run: RunImages, catalog: pd.DataFrame, band: str, region: Any,
     spec = run.config.band(band)
     psf = spec.band.load_psf()
     ra, dec = catalog["ra"].to_numpy(float), catalog["dec"].to_numpy(float)
-    x, y = region.wcs.world_to_pixel_values(ra, dec)
+    x, y = icrs_to_pixel(region.wcs, ra, dec)
     half = int(getattr(psf, "wing_size", psf.size)) // 2 + 1
     ny, nx = region.shape
     near = (x > -half) & (x < nx + half) & (y > -half) & (y < ny + half)
@@ -161,7 +164,7 @@ def band_cutout(run: RunImages, catalog: pd.DataFrame, band: str, ra: float, dec
                        size_arcsec / 2 / _pixel_scale(run, band))
     marks = np.zeros(len(catalog), dtype=bool)
     panel = _panel(run, catalog, band, region, marks, np.zeros(0))
-    cx, cy = region.wcs.world_to_pixel_values(ra, dec)
+    cx, cy = (float(v[0]) for v in icrs_to_pixel(region.wcs, ra, dec))
     panel.x, panel.y = np.atleast_1d(cx), np.atleast_1d(cy)
     return panel
 

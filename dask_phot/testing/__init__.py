@@ -12,7 +12,8 @@ A simulation has three layers, each usable alone:
 
 :func:`simulate_to_dir` writes a field in preset bands with a ready run
 configuration (the demo's), and :func:`accuracy_table` measures a catalogue
-against the truth.
+against the truth. :class:`FaultyProxy` puts dropped connections, 503s, stalled
+replies and cut bodies between a client and a local S3 endpoint.
 
 The truth is rendered with a bicubic spline through the PSF (or exact ``erf``
 integrals for Gaussian PSFs), not with the engine's Lanczos stamps, so tests
@@ -29,6 +30,7 @@ Examples
 """
 
 from dask_phot.testing.demo import accuracy_table, simulate_to_dir
+from dask_phot.testing.faults import FaultyProxy
 from dask_phot.testing.field import (
     SimBand,
     SimulatedField,
@@ -45,6 +47,7 @@ from dask_phot.testing.sources import Colour, colour_for_band, simulate_sources
 
 __all__ = [
     "Colour",
+    "FaultyProxy",
     "GaussianPRF",
     "SimBand",
     "SimulatedField",
