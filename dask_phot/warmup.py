@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SEED_ENV", "CacheStats", "WarmUp", "cache_stats", "dask_setup", "engine_variants",
-           "seed_cache", "warm_s3", "warm_up"]
+           "psf_grid_fits", "seed_cache", "warm_s3", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,29 @@ def _cells(user: Mapping[str, Any], every_option: bool) -> Iterator[tuple[dict[s
         yield overrides, process_cell(part, indexes, cfg)[1]
 
 
+def psf_grid_fits(field: Any) -> int:
+    """Fit the simulated field with a :class:`~dask_phot.psf.PSFGrid` in each engine mode.
+
+    A grid interpolates pixel-grid PSFs (:class:`~dask_phot.psf.PixelPSF`): the notebook
+    preset's PRF at three corners. Returns the number of fits.
+    """
+    from dask_phot.bands import get_band
+    from dask_phot.config import EngineConfig
+    from dask_phot.engine import forced_photometry
+    from dask_phot.psf import PSFGrid
+
+    image = field.images[BAND]
+    psf = get_band(f"{BAND}_notebook").load_psf()
+    ny, nx = image.data.shape
+    grid = PSFGrid([psf, psf, psf], [0.0, nx - 1.0, 0.0], [0.0, 0.0, ny - 1.0])
+    for mode in ("scene", "cutout"):
+        kwargs = EngineConfig(mode=mode).forced_kwargs()
+        if mode == "cutout":
+            kwargs.update(fit_sky=False, cutout_width=psf.size)
+        forced_photometry(image.data, grid, image.x, image.y, weight=image.weight, **kwargs)
+    return 2
+
+
 def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
     """Compile (or load from numba's cache) every kernel a run uses, on a tiny field.
 
@@ -230,9 +253,6 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
         If a fit fails: the kernels are broken, and a run would fail the same way.
     """
     from dask_phot.bands import PRESETS
-    from dask_phot.config import EngineConfig
-    from dask_phot.engine import forced_photometry
-    from dask_phot.psf import PSFGrid
 
     t0 = time.perf_counter()
     for band in PRESETS.values():  # each band's PSF is read once per process (cached)
@@ -246,16 +266,7 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
                                    f"{report.status}")
             cells += 1
     if every_option:  # the library's other PSF model, not used by the pipeline
-        image = field.images[BAND]
-        psf = field.bands[BAND].psf
-        ny, nx = image.data.shape
-        grid = PSFGrid([psf, psf, psf], [0.0, nx - 1.0, 0.0], [0.0, 0.0, ny - 1.0])
-        for mode in ("scene", "cutout"):
-            kwargs = EngineConfig(mode=mode).forced_kwargs()
-            if mode == "cutout":
-                kwargs.update(fit_sky=False, cutout_width=psf.size)
-            forced_photometry(image.data, grid, image.x, image.y, weight=image.weight, **kwargs)
-            fits += 1
+        fits += psf_grid_fits(field)
     done = WarmUp(cells, fits, len(field.priors), time.perf_counter() - t0)
     log.info("warm-up: %d cells and %d fits of %d sources in %.1f s", done.cells, done.fits,
              done.sources, done.seconds)

@@ -130,6 +130,7 @@ def test_image_built_and_run_as_kubernetes_would(tmp_path):
     if out.returncode == 77:
         pytest.skip(out.stdout.strip().splitlines()[-1])
     assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-5000:]
+    assert (tmp_path / "result.json").is_file(), out.stdout[-3000:] + out.stderr[-5000:]
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["kernels"]["compiled"] == 0, result["kernels"]  # read-only root, fresh
     assert result["kernels"]["cache_hits"] > 0

@@ -102,3 +102,9 @@ def test_compiled_once_then_loaded_in_a_fresh_process(tmp_path):
     assert {p.name for p in (tmp_path / "tmp").rglob("*")} <= \
         {p.name for p in (tmp_path / "image").rglob("*")}
 
+
+
+def test_psf_grid_fits_on_the_warm_up_field(tmp_path):
+    """The image build's PSF-grid fits run (a grid of the notebook preset's PRFs)."""
+    _, field = warmup._field(tmp_path, 7)
+    assert warmup.psf_grid_fits(field) == 2
