@@ -43,6 +43,7 @@ __all__ = [
     "PriorsConfig",
     "RunConfig",
     "StorageConfig",
+    "TemplatesConfig",
     "storage_options",
 ]
 
@@ -87,8 +88,8 @@ class BandFiles:
     noise_kind: NoiseKind = setting("weight", check=one_of("weight", "uncertainty", "variance",
                                                            "none"))
     sky: str | float = setting("fit", check=sky_value)
-    model: Literal["auto", "point", "choose"] = setting(
-        "auto", check=one_of("auto", "point", "choose"))
+    model: Literal["auto", "point", "choose", "template"] = setting(
+        "auto", check=one_of("auto", "point", "choose", "template"))
     psf: Literal["file", "empirical"] = setting("file", check=one_of("file", "empirical"))
     psf_fallback: Literal["none", "preset"] = setting("none", check=one_of("none", "preset"))
     psf_stars: str = ""
@@ -104,7 +105,9 @@ class BandImages:
     ``model`` is ``"auto"`` (Sersic models where the priors give shapes, point
     sources elsewhere), ``"point"`` (every source a point source) or ``"choose"``
     (as ``"auto"``, and a source without a shape becomes a round galaxy where its
-    fit prefers one: :mod:`dask_phot.engine.choice`).
+    fit prefers one: :mod:`dask_phot.engine.choice`) or ``"template"`` (each
+    source's light in the sharp mosaic of ``[templates]``, :mod:`dask_phot.templates`;
+    sources without a segment as with ``"auto"``).
 
     ``psf`` is ``"file"`` (the band's ``psf_file``) or ``"empirical"``: an effective
     PSF built from each mosaic's stars before the cells run
@@ -206,6 +209,38 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TemplatesConfig:
+    """``[templates]``: the sharp mosaic whose light models the bands with
+    ``model = "template"`` (see :mod:`dask_phot.templates` and
+    :func:`dask_phot.templates.cell.fit_band_templates`).
+
+    ``segmap`` labels each sharp pixel with the priors ``id_column`` of the
+    source that owns it (0: none); ``psf`` is the sharp image's PSF (FITS),
+    sampled at ``psf_pixel_scale`` arcsec (0: the mosaic's own scale).
+    """
+
+    image: str = ""
+    segmap: str = ""
+    psf: str = ""
+    psf_pixel_scale: float = setting(0.0, check=number(0))
+    grow: float = setting(0.0, check=number(0))
+    hires_background: Literal["local", "none"] = setting(
+        "local", check=one_of("local", "none"))
+    register: bool = True
+    margin_arcsec: float | Literal["auto"] = setting("auto", check=number(0, auto=True))
+
+    @property
+    def given(self) -> bool:
+        """The three files are named."""
+        return bool(self.image and self.segmap and self.psf)
+
+    def fit_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`dask_phot.templates.fit_templates`."""
+        return {"grow": self.grow, "hires_background": self.hires_background,
+                "register": self.register}
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """``[output]``: where the HATS catalog is written."""
 
@@ -249,6 +284,7 @@ class RunConfig:
     output: OutputConfig
     cluster: ClusterConfig
     storage: dict[str, Any] = field(default_factory=dict)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     source: str = field(default="<dict>", compare=False)
     base: str = field(default="", compare=False)
 
@@ -281,7 +317,8 @@ class RunConfig:
         return {b.name: b.margin_arcsec for b in self.bands}
 
     #: The sections that change results: :meth:`config_hash` covers them.
-    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine")
+    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine",
+                                                   "templates")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML/JSON-serialisable dict; ``load_config(cfg.to_dict()) == cfg``.
