@@ -92,7 +92,8 @@ def _report(label: str, summary, served: int, requests: int) -> None:
     print(f"  per band cutout: {summary.bytes_read / per:,.0f} bytes read, "
           f"{summary.box_bytes / per:,.0f} bytes in its box "
           f"({summary.read_ratio:.2f} x); S3 served {served / per:,.0f} bytes and "
-          f"{requests / summary.n_done:.1f} requests per source (all bands)")
+          f"{requests / summary.n_done:.3f} requests per source (all bands; {requests:,} "
+          f"requests)")
 
 
 def main(argv=None) -> None:

@@ -75,7 +75,8 @@ def test_every_option_of_every_command_has_help():
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     assert set(sub.choices) == {"simulate", "run", "demo", "fetch", "detect", "cutouts",
-                                "crossmatch", "plot", "report", "submit", "status", "logs"}
+                                "crossmatch", "plot", "psf", "report", "submit", "status",
+                                "logs"}
     missing = [f"{name} {a.dest}" for name, p in sub.choices.items() for a in p._actions
                if not a.help or a.help == argparse.SUPPRESS]
     assert not missing, f"options without help: {missing}"

@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: tuple[str, ...] = (
     "dask_phot.commands.run", "dask_phot.commands.fetch", "dask_phot.commands.detect",
     "dask_phot.commands.cutouts", "dask_phot.commands.crossmatch", "dask_phot.commands.plot",
-    "dask_phot.commands.report", "dask_phot.commands.kubernetes",
+    "dask_phot.commands.psf", "dask_phot.commands.report", "dask_phot.commands.kubernetes",
 )
 
 

@@ -138,4 +138,5 @@ def band_images(name: str, value: Any, defaults: BandFiles, origin: Provenance) 
         band = band_from_config(name, definition, origin=origin)
     return BandImages(name=name, band=band, images=files.images, noise=files.noise,
                       noise_kind=files.noise_kind if files.noise else "none", sky=files.sky,
-                      model=files.model)
+                      model=files.model, psf=files.psf, psf_fallback=files.psf_fallback,
+                      psf_stars=files.psf_stars, epsf=dict(files.epsf))

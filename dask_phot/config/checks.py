@@ -33,6 +33,7 @@ __all__ = [
     "NAME",
     "Check",
     "Invalid",
+    "epsf_options",
     "for_hint",
     "memory_size",
     "number",
@@ -160,6 +161,42 @@ def shape_columns(v: Any) -> dict[str, str]:
         if not isinstance(name, str) or not name:
             raise Invalid(f"{key} must be a column name, got {name!r}")
     return cols
+
+
+#: Wing models of a pipeline ePSF besides :class:`~dask_phot.psf.empirical.EPSFOptions`' own:
+#: ``"band"``, the band's PSF file.
+EPSF_WINGS = ("band", "moffat", "none")
+
+
+def epsf_options(v: Any) -> dict[str, Any]:
+    """A band's ``epsf`` table: options of :class:`dask_phot.psf.empirical.EPSFOptions`.
+
+    ``wings`` is ``"band"`` (the band's PSF file), ``"moffat"`` or ``"none"``;
+    ``grid`` ``"auto"``, ``"none"`` or ``[ny, nx]``.
+
+    Examples
+    --------
+    >>> epsf_options({"min_stars": 20, "grid": [1, 2]})
+    {'min_stars': 20, 'grid': (1, 2)}
+    >>> epsf_options({"oversample": 4})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    dask_phot.config.checks.Invalid: epsf: unknown option(s) ['oversample']; known: [...]
+    """
+    from dask_phot.psf import PSFError
+    from dask_phot.psf.empirical import EPSFOptions
+
+    opts = table(v)
+    if isinstance(opts.get("grid"), list | tuple):
+        opts["grid"] = tuple(opts["grid"])
+    wings = opts.get("wings", "band")
+    if wings not in EPSF_WINGS:
+        raise Invalid(f"wings must be one of {', '.join(EPSF_WINGS)}, got {wings!r}")
+    try:
+        EPSFOptions.from_mapping({k: val for k, val in opts.items() if k != "wings"})
+    except (PSFError, TypeError) as exc:
+        raise Invalid(str(exc)) from None
+    return opts
 
 
 def sky_value(v: Any) -> str | float:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from dask_phot.config.checks import (
     NAME,
+    epsf_options,
     memory_size,
     number,
     one_of,
@@ -42,6 +43,7 @@ __all__ = [
     "PriorsConfig",
     "RunConfig",
     "StorageConfig",
+    "TemplatesConfig",
     "storage_options",
 ]
 
@@ -86,8 +88,12 @@ class BandFiles:
     noise_kind: NoiseKind = setting("weight", check=one_of("weight", "uncertainty", "variance",
                                                            "none"))
     sky: str | float = setting("fit", check=sky_value)
-    model: Literal["auto", "point", "choose"] = setting(
-        "auto", check=one_of("auto", "point", "choose"))
+    model: Literal["auto", "point", "choose", "template"] = setting(
+        "auto", check=one_of("auto", "point", "choose", "template"))
+    psf: Literal["file", "empirical"] = setting("file", check=one_of("file", "empirical"))
+    psf_fallback: Literal["none", "preset"] = setting("none", check=one_of("none", "preset"))
+    psf_stars: str = ""
+    epsf: dict[str, Any] = setting(factory=dict, check=epsf_options)
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,16 @@ class BandImages:
     ``model`` is ``"auto"`` (Sersic models where the priors give shapes, point
     sources elsewhere), ``"point"`` (every source a point source) or ``"choose"``
     (as ``"auto"``, and a source without a shape becomes a round galaxy where its
-    fit prefers one: :mod:`dask_phot.engine.choice`).
+    fit prefers one: :mod:`dask_phot.engine.choice`) or ``"template"`` (each
+    source's light in the sharp mosaic of ``[templates]``, :mod:`dask_phot.templates`;
+    sources without a segment as with ``"auto"``).
+
+    ``psf`` is ``"file"`` (the band's ``psf_file``) or ``"empirical"``: an effective
+    PSF built from each mosaic's stars before the cells run
+    (:mod:`dask_phot.pipeline.psfs`), with ``epsf`` the options of
+    :class:`~dask_phot.psf.empirical.EPSFOptions`, ``psf_stars`` a reference star catalog ("":
+    the priors) and ``psf_fallback`` what to do where it cannot be built.
+    ``mosaic_psfs`` holds the ePSFs once built (one per mosaic; not configuration).
     """
 
     name: str
@@ -109,6 +124,11 @@ class BandImages:
     noise_kind: NoiseKind = "none"
     sky: str | float = "fit"
     model: str = "auto"
+    psf: str = "file"
+    psf_fallback: str = "none"
+    psf_stars: str = ""
+    epsf: dict[str, Any] = field(default_factory=dict)
+    mosaic_psfs: tuple[Any, ...] = field(default=(), compare=False)
 
     def _radii(self) -> tuple[float, float, float]:
         """``(h, w, allowance)`` in arcsec: the fitted stamp's and the wings' half-diagonals
@@ -211,6 +231,38 @@ class EngineConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TemplatesConfig:
+    """``[templates]``: the sharp mosaic whose light models the bands with
+    ``model = "template"`` (see :mod:`dask_phot.templates` and
+    :func:`dask_phot.templates.cell.fit_band_templates`).
+
+    ``segmap`` labels each sharp pixel with the priors ``id_column`` of the
+    source that owns it (0: none); ``psf`` is the sharp image's PSF (FITS),
+    sampled at ``psf_pixel_scale`` arcsec (0: the mosaic's own scale).
+    """
+
+    image: str = ""
+    segmap: str = ""
+    psf: str = ""
+    psf_pixel_scale: float = setting(0.0, check=number(0))
+    grow: float = setting(0.0, check=number(0))
+    hires_background: Literal["local", "none"] = setting(
+        "local", check=one_of("local", "none"))
+    register: bool = True
+    margin_arcsec: float | Literal["auto"] = setting("auto", check=number(0, auto=True))
+
+    @property
+    def given(self) -> bool:
+        """The three files are named."""
+        return bool(self.image and self.segmap and self.psf)
+
+    def fit_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`dask_phot.templates.fit_templates`."""
+        return {"grow": self.grow, "hires_background": self.hires_background,
+                "register": self.register}
+
+
+@dataclass(frozen=True, kw_only=True)
 class OutputConfig:
     """``[output]``: where the HATS catalog is written."""
 
@@ -254,6 +306,7 @@ class RunConfig:
     output: OutputConfig
     cluster: ClusterConfig
     storage: dict[str, Any] = field(default_factory=dict)
+    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
     source: str = field(default="<dict>", compare=False)
     base: str = field(default="", compare=False)
 
@@ -286,7 +339,8 @@ class RunConfig:
         return {b.name: b.margin_arcsec for b in self.bands}
 
     #: The sections that change results: :meth:`config_hash` covers them.
-    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine")
+    SCIENCE_SECTIONS: ClassVar[tuple[str, ...]] = ("priors", "bands", "cells", "engine",
+                                                   "templates")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML/JSON-serialisable dict; ``load_config(cfg.to_dict()) == cfg``.
@@ -304,7 +358,7 @@ class RunConfig:
                if f.name not in ("bands", "source", "base")}
         out["bands"] = {b.name: {"images": list(b.images), "noise": list(b.noise),
                                  "noise_kind": b.noise_kind, "sky": b.sky, "model": b.model,
-                                 **b.band.as_config()} for b in self.bands}
+                                 **_psf_keys(b), **b.band.as_config()} for b in self.bands}
         return {f.name: out[f.name] for f in fields(self) if f.name in out}
 
     def public_dict(self) -> dict[str, Any]:
@@ -329,6 +383,16 @@ class RunConfig:
         science = {k: d[k] for k in self.SCIENCE_SECTIONS}
         blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _psf_keys(band: BandImages) -> dict[str, Any]:
+    """A band's PSF keys for :meth:`RunConfig.to_dict`: none with the band's own PSF file
+    (so that configurations without ePSFs keep their hash)."""
+    if band.psf == "file" and not band.psf_stars and not band.epsf \
+            and band.psf_fallback == "none":
+        return {}
+    return {"psf": band.psf, "psf_fallback": band.psf_fallback, "psf_stars": band.psf_stars,
+            "epsf": copy.deepcopy(band.epsf)}
 
 
 def storage_options(cfg: RunConfig | Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dask_phot.config.model import (
     PriorsConfig,
     RunConfig,
     StorageConfig,
+    TemplatesConfig,
 )
 from dask_phot.config.sections import ConfigError, Provenance, build_section
 
@@ -37,10 +38,11 @@ logger = logging.getLogger(__name__)
 RUN_SECTIONS: Mapping[str, type | None] = {
     "priors": PriorsConfig, "bands": None, "band_defaults": BandFiles, "cells": CellsConfig,
     "engine": EngineConfig, "output": OutputConfig, "cluster": ClusterConfig,
-    "storage": StorageConfig}
+    "storage": StorageConfig, "templates": TemplatesConfig}
 #: Path-valued keys, taken from the configuration file's directory.
 RUN_PATHS = ("priors.path", "output.path", "cluster.performance_report", "bands.*.images",
-             "bands.*.noise", "bands.*.psf_file")
+             "bands.*.noise", "bands.*.psf_file", "bands.*.psf_stars", "templates.image",
+             "templates.segmap", "templates.psf")
 _CREDENTIAL_KEYS = ("key", "secret", "token", "profile")
 _DEFAULTS = "default"
 
@@ -98,6 +100,10 @@ def _run_config(d: Mapping[str, Any], origin: Provenance, base: str = "") -> Run
                   for name, table in origin.table("bands", d["bands"]).items())
     storage = check_storage(d.get("storage", {}), origin,
                             anon_default=packaged_defaults(_DEFAULTS)[1])
+    for b in bands:
+        if b.model == "template" and not sections["templates"].given:
+            origin.fail(f"bands.{b.name}.model", "\"template\" needs [templates] image, "
+                        "segmap and psf")
     return RunConfig(bands=bands, storage=storage, source=origin.label, base=base, **sections)
 
 

@@ -42,8 +42,10 @@ from dask_phot.images import (
 )
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
+from dask_phot.pipeline.psfs import band_psf
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
+from dask_phot.templates.cell import TemplateSetup, fit_band_templates
 
 __all__ = ["CellReport", "data_errors", "error_record", "fit_band", "fit_cell", "process_cell",
            "read_cell", "source_shapes"]
@@ -191,7 +193,7 @@ def source_shapes(sources: pd.DataFrame, region: Region, x: np.ndarray, y: np.nd
 def fit_band(
     sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
     *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
-    priors: PriorsConfig | None = None,
+    priors: PriorsConfig | None = None, templates: TemplateSetup | None = None,
 ) -> pd.DataFrame:
     """Forced photometry of a cell's sources (primary and margin) in one band.
 
@@ -216,6 +218,8 @@ def fit_band(
     priors : PriorsConfig, optional
         With ``shape_columns``, sources with shapes are fitted as Sersic galaxies
         (unless the band's ``model`` is ``"point"``).
+    templates : TemplateSetup, optional
+        ``[templates]`` (the sharp mosaic), for a band whose ``model`` is ``"template"``.
 
     Returns
     -------
@@ -232,21 +236,32 @@ def fit_band(
     if kwargs["mode"] == "cutout":
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
-    psf = band.band.load_psf()
+    psf, correction = band_psf(band, region)
     # the sources this band models: within its margin of the targets (all without one)
     use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
         _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
     sub = sources[use]
     noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
-    shapes = (source_shapes(sub, region, x[use], y[use], priors)
-              if priors is not None and band.model != "point" else None)
-    choose = band.model == "choose" and kwargs["mode"] == "scene"
-    res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise, **kwargs,
-                            choose_models=choose)
-    model = _model_codes(res, shapes)
-    to_ujy = band.band.to_ujy * band.band.flux_correction()
-    part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
-                      chi2=res.chi2, mismatch=res.mismatch, model=model, flags=res.flags)
+    to_ujy = band.band.to_ujy * correction
+    t = None
+    if band.model == "template":  # the sharp mosaic's light: dask_phot.templates.cell
+        if templates is None:
+            raise ValueError(f"bands.{band.name}: model \"template\" needs [templates]")
+        t = fit_band_templates(sub, region, psf, templates, weight=noise.get("weight"),
+                               engine=engine, priors=priors)
+    if t is not None:
+        part = band_table(len(sub), flux=t["flux"] * to_ujy, flux_err=t["flux_err"] * to_ujy,
+                          chi2=t["chi2"], mismatch=t["mismatch"], model=t["model"],
+                          flags=t["flags"])
+    else:
+        shapes = (source_shapes(sub, region, x[use], y[use], priors)
+                  if priors is not None and band.model != "point" else None)
+        choose = band.model == "choose" and kwargs["mode"] == "scene"
+        res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise,
+                                **kwargs, choose_models=choose)
+        part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
+                          chi2=res.chi2, mismatch=res.mismatch, model=_model_codes(res, shapes),
+                          flags=res.flags)
     if use.all():
         return part
     table = band_table(len(sources), flags=Flag.NOT_COVERED)
@@ -303,11 +318,12 @@ BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
 
 def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
                      engine: EngineConfig, margin_arcsec: float | None,
-                     priors: PriorsConfig | None) -> pd.DataFrame:
+                     priors: PriorsConfig | None, templates: TemplateSetup | None
+                     ) -> pd.DataFrame:
     table = band_table(len(sources), flags=Flag.NOT_COVERED)
     for targets, region in groups:
         part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
-                        targets=targets, priors=priors)
+                        targets=targets, priors=priors, templates=templates)
         table.loc[targets, :] = part.loc[targets, :].to_numpy()
     return table.astype({"flags": np.int32, "model": np.int8})
 
@@ -322,6 +338,7 @@ def fit_cell(
     margins: Mapping[str, float] | None = None,
     priors: PriorsConfig | None = None,
     errors: dict[str, dict[str, str]] | None = None,
+    templates: TemplateSetup | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
@@ -343,7 +360,7 @@ def fit_cell(
         groups = regions.get(band.name, ())
         try:
             margin = None if margins is None else margins[band.name]
-            table = _fit_band_groups(sources, groups, band, engine, margin, priors)
+            table = _fit_band_groups(sources, groups, band, engine, margin, priors, templates)
             covered = any(r is not None for _, r in groups)
             status[band.name] = "ok" if covered else "not covered"
         except data_errors() as exc:  # recorded as data (status, CELL_FAILED, error record)
@@ -436,7 +453,8 @@ def process_cell(
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.output_columns,
                              margins=config.band_margins(), priors=config.priors,
-                             errors=report.errors)
+                             errors=report.errors,
+                             templates=TemplateSetup(config.templates, storage))
     for name, why in read_status.items():
         status[name] = why
         table[f"flags_{name}"] = np.int32(Flag.CELL_FAILED)

@@ -40,6 +40,7 @@ from dask_phot.pipeline.resume import (
 )
 from dask_phot.priors import read_priors
 from dask_phot.storage import StorageError, check_endpoint, network_errors
+from dask_phot.templates.cell import TemplateSetup, check_sharp
 
 __all__ = ["PIXEL_SCALE_TOLERANCE", "InputError", "RunPlan", "plan_cells", "prepare_run"]
 
@@ -158,8 +159,9 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
 
     Raises
     ------
-    InputError, StorageError, BandError
-        One line naming the file, column or key.
+    InputError, StorageError, BandError, ConfigError
+        One line naming the file, column or key (ConfigError: a ``[templates]``
+        file, :func:`dask_phot.templates.cell.check_sharp`).
     """
     storage = storage_options(config)
     urls = [config.priors.path, *(u for b in config.bands for u in (*b.images, *b.noise))]
@@ -169,6 +171,9 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
     if order == "auto":
         order = choose_order(priors["ra"].to_numpy(), priors["dec"].to_numpy(),
                              config.cells.rows_per_partition)
+    if any(b.model == "template" for b in config.bands):  # bad [templates] files: now
+        check_sharp(TemplateSetup(config.templates, storage), priors["ra"].to_numpy(),
+                    priors["dec"].to_numpy())
     parts = partition_priors(priors, order=int(order), margin_arcsec=config.margin_arcsec)
     indexes = _index_bands(config, storage)
     _check_bands(config, indexes)
@@ -210,8 +215,9 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
 
     Raises
     ------
-    InputError, StorageError, BandError
-        One line naming the file, column or key.
+    InputError, StorageError, BandError, ConfigError
+        One line naming the file, column or key (ConfigError: a ``[templates]``
+        file, :func:`dask_phot.templates.cell.check_sharp`).
     """
     storage = storage_options(config)
     out = os.fspath(output or config.output.path)

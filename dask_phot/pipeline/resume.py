@@ -79,7 +79,7 @@ def config_digest(config: RunConfig) -> str:
     science = {k: d[k] for k in config.SCIENCE_SECTIONS}
     science["priors"] = {k: v for k, v in science["priors"].items() if k != "path"}
     for band in science["bands"].values():
-        for key in ("images", "noise", "psf_file"):
+        for key in ("images", "noise", "psf_file", "psf_stars"):
             if key in band:
                 value = band[key]
                 band[key] = ([_where(v, config.base) for v in value] if isinstance(value, list)

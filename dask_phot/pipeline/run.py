@@ -30,6 +30,7 @@ from dask_phot.images import Mosaic
 from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import CatalogStore, arrow_table
 from dask_phot.pipeline.plan import RunPlan, plan_cells, prepare_run
+from dask_phot.pipeline.psfs import prepare_psfs, psf_records
 from dask_phot.pipeline.resume import why_rerun
 from dask_phot.schema import cell_meta, column_info, column_units
 from dask_phot.storage import StorageError
@@ -107,6 +108,7 @@ def photometry_frame(config: RunConfig) -> Any:
     import dask.dataframe as dd
 
     parts, indexes = plan_cells(config)
+    config = prepare_psfs(config, parts, indexes, str(config.output.path))
     cols = config.priors.output_columns
     keep = {c: str(parts[0].sources[c].dtype) for c in cols} if parts else {}
     meta = cell_meta(list(config.band_names), keep)
@@ -115,8 +117,10 @@ def photometry_frame(config: RunConfig) -> Any:
 
 
 def calibration(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Each band's calibration: units, conversion to uJy, aperture correction, PSF."""
-    return {b.name: b.band.calibration_record() for b in config.bands}
+    """Each band's calibration: units, conversion to uJy, aperture correction, PSF
+    (with ePSFs, each mosaic's: :func:`~dask_phot.pipeline.psfs.psf_records`)."""
+    psfs = psf_records(config)
+    return {b.name: b.band.calibration_record() | psfs[b.name] for b in config.bands}
 
 
 def _schema_metadata(config: RunConfig) -> dict[str, str]:
@@ -212,6 +216,8 @@ def run_catalog(
     """
     t_start = time.perf_counter()
     plan = plan or prepare_run(config, output=output, overwrite=overwrite)
+    plan.config = prepare_psfs(plan.config, plan.parts, plan.indexes, plan.store.url,
+                               client=client)
     todo = plan.todo
     log.info("%d cells to do, %d already finished", len(todo), len(plan.parts) - len(todo))
     record = _start(plan)

@@ -5,7 +5,8 @@ recorded (``RESULT/dask_phot_run.json``). The *model* of a cutout is the
 catalogue itself: every catalogue source on the cutout rendered with its model
 (point or Sersic galaxy, from the shape columns the catalogue carries) through the
 band's PSF, wings included, at its measured flux (uJy converted back to image
-units), plus a constant sky,
+units; a band with ``model = "template"``: each source's template from the
+sharp mosaic of ``[templates]``), plus a constant sky,
 the median of data minus sources. The residual is what the catalogue does not
 explain, in units of the pixel noise from the weight map.
 """
@@ -107,11 +108,22 @@ def _panel(run: RunImages, catalog: pd.DataFrame, band: str, region: Any,
     near = (x > -half) & (x < nx + half) & (y > -half) & (y < ny + half)
     flux = catalog[f"flux_{band}"].to_numpy(float)[near] / (
         spec.band.to_ujy * spec.band.flux_correction())
-    shapes = None
-    if spec.model == "auto" and set(run.config.priors.shape_columns.values()) <= set(catalog):
-        found = source_shapes(catalog[near], region, x[near], y[near], run.config.priors)
-        shapes = None if found is None else Shapes.from_mapping(found, int(near.sum()))
-    sources = model_image(region.shape, psf, x[near], y[near], flux, shapes)
+    sources = None
+    if spec.model == "template":  # the catalogue's fluxes drawn with their templates
+        from dask_phot.config import storage_options
+        from dask_phot.templates.cell import TemplateSetup
+        from dask_phot.templates.cell import model_image as template_image
+
+        sources = template_image(
+            catalog["source_id"].to_numpy()[near], ra[near], dec[near], flux, region, psf,
+            TemplateSetup(run.config.templates, storage_options(run.config)))
+    if sources is None:
+        shapes = None
+        if spec.model == "auto" and set(run.config.priors.shape_columns.values()) <= set(
+                catalog):
+            found = source_shapes(catalog[near], region, x[near], y[near], run.config.priors)
+            shapes = None if found is None else Shapes.from_mapping(found, int(near.sum()))
+        sources = model_image(region.shape, psf, x[near], y[near], flux, shapes)
     data = region.data
     rest = data - sources
     sky = float(np.nanmedian(rest)) if np.isfinite(rest).any() else 0.0

@@ -66,7 +66,7 @@ class FineKernel:
         from dask_phot.psf import OversampledPSF, PixelPSF
 
         if isinstance(psf, OversampledPSF) and psf.oversampling >= 3:
-            arr = _centred(psf.array, psf.center)
+            arr = centred(psf.array, psf.center)
             f = psf.oversampling
             b = min((d for d in range(1, f + 1) if f % d == 0 and f // d <= (max_s or f)),
                     default=1)
@@ -77,7 +77,7 @@ class FineKernel:
             if psf.oversampling != 1 or not psf.integrated:
                 raise ValueError("FineKernel: an oversampled PSF needs >= 3 fine pixels per "
                                  "image pixel, or must be a pixel-grid PRF")
-            psf = PixelPSF(_centred(psf.array, psf.center), psf.pixel_scale, name=psf.name)
+            psf = PixelPSF(centred(psf.array, psf.center), psf.pixel_scale, name=psf.name)
         if isinstance(psf, PixelPSF):
             from dask_phot.testing.render import SplinePRF
 
@@ -102,7 +102,7 @@ def _decimated(arr: np.ndarray, b: int) -> np.ndarray:
     return out / out.sum()
 
 
-def _centred(arr: np.ndarray, center: tuple[float, float]) -> np.ndarray:
+def centred(arr: np.ndarray, center: tuple[float, float]) -> np.ndarray:
     """The array shifted (Fourier, exact for band-limited data) so that ``center`` is
     its middle pixel, trimmed to an odd square."""
     n = max(arr.shape)

@@ -1,0 +1,264 @@
+"""Templates: each source's sharp light, convolved and resampled onto the blurred grid.
+
+Source ``i``'s template is built on a *lattice* ``1/m`` of a blurred pixel
+apart that holds the blurred pixel centres of its stamp (``k x k`` pixels,
+``N = m k`` lattice points a side):
+
+1. every finite pixel of its segment is mapped through the local affine map
+   of the two WCSs (:mod:`.geometry`; rotation, pixel scales, sub-pixel
+   offsets and any registration shift) and its value split bilinearly between
+   the four lattice points around it;
+2. that is convolved (FFT, periodic over the lattice) with the matching
+   kernel (:class:`~dask_phot.templates.kernel.TemplateKernel`), which turns
+   the sharp PSF, as deposited, into the band's pixel response, and the same
+   light as a sharp *point source* at the reference position (the sharp PSF
+   deposited and convolved: :meth:`~.kernel.TemplateKernel.point_spectrum`)
+   is taken away, so what is left has no net light;
+3. the lattice is sampled at the pixel centres and divided by the segment's
+   light, then the band's own point-source stamp at the reference position is
+   added back (rendered exactly by the PSF, with its wings).
+
+The point taken away must be a sharp point source, not a lattice delta: the
+kernel turns the sharp PSF into the band's, but a delta into the band's PSF
+*without* the sharp PSF's wings (an HST PSF holds a few percent of its light
+beyond 0.5"), and the difference would stay in every template, making it
+more peaked than the data and its flux ~1.5% too high.
+
+Splitting off the point part this way is what the galaxy renderer does
+(:mod:`dask_phot.models.render`): the FFT only carries the difference between
+the source and a point, which has the source's extent, so little light wraps
+around the lattice, and the PSF's far wings come from the PSF itself. A
+template is flux-conserving: it sums to the point stamp's enclosed light
+(the PSF beyond the stamp is the engine's wing pass), so its fitted amplitude
+is the source's total flux in the blurred image's units.
+
+Derivatives with respect to position (for registration, :mod:`.register`)
+come from the same spectra (a Fourier derivative on the lattice) and from
+finite differences of the point stamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.fft
+
+from dask_phot.models.stamps import Stamps
+from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
+
+__all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
+
+#: Extra half-widths (blurred pixels) stamps grow by, so few sizes are used.
+_LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+
+
+@dataclass
+class TemplateStamps:
+    """Unit-flux models of sources (input order) and, optionally, their gradients.
+
+    Attributes
+    ----------
+    stamps : Stamps
+        The models.
+    grad_x, grad_y : Stamps or None
+        ``d model / d X`` and ``d model / d Y`` (blurred-image pixel axes), same
+        layout as ``stamps``.
+    sides : ndarray of int
+        Stamp side per source.
+    capped : ndarray of bool
+        The segment did not fit in the largest allowed stamp (light cut).
+    """
+
+    stamps: Stamps
+    grad_x: Stamps | None
+    grad_y: Stamps | None
+    sides: np.ndarray
+    capped: np.ndarray
+
+
+def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Stamp side for sources whose light reaches ``extent`` blurred pixels from
+    their reference position: the PSF's stamp plus that on each side, on a ladder
+    of sizes; capped at ``max_size`` (returned as a flag)."""
+    # light within half a pixel of the centre stays in the PSF's own box; beyond it the
+    # model's extension (source minus point, convolved) needs that much more room
+    need = np.maximum(np.ceil(np.nan_to_num(extent, nan=0.0) - 0.5), 0).astype(np.int64)
+    j = np.searchsorted(_LADDER, need)
+    grow = np.where(j < _LADDER.size, _LADDER[np.minimum(j, _LADDER.size - 1)], need)
+    k = psf_size + 2 * grow
+    capped = k > max_size
+    return np.minimum(k, max(max_size | 1, psf_size)), capped
+
+
+@numba.njit(cache=True)
+def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarray,
+             bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
+             cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
+             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray) -> None:
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel); its light
+    goes in ``total[i]``.
+
+    Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
+    (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
+    """
+    for i in range(label.shape[0]):
+        o = out[i]
+        tot = 0.0
+        j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
+        for r in range(by0[i], by1[i] + 1):
+            dy = r - cy[i]
+            for c in range(bx0[i], bx1[i] + 1):
+                if seg[r, c] != label[i]:
+                    continue
+                v = img[r, c] - bkg[i]
+                if not np.isfinite(v):
+                    continue
+                dx = c - cx[i]
+                fx = fx0[i] + m * (j00 * dx + j01 * dy)
+                fy = fy0[i] + m * (j10 * dx + j11 * dy)
+                splat(o, fx, fy, v)
+                tot += v
+        total[i] = tot
+
+
+def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
+             ay0: np.ndarray) -> np.ndarray:
+    """Stamps moved (by whole pixels, zero fill) to corners ``(ax0, ay0)``."""
+    dx, dy = x0 - ax0, y0 - ay0
+    if not (dx.any() or dy.any()):
+        return st
+    out = np.zeros_like(st)
+    k = st.shape[1]
+    for i in np.flatnonzero((dx != 0) | (dy != 0)):
+        sx, sy = int(dx[i]), int(dy[i])
+        src = st[i, max(-sy, 0):k - max(sy, 0), max(-sx, 0):k - max(sx, 0)]
+        out[i, max(sy, 0):max(sy, 0) + src.shape[0], max(sx, 0):max(sx, 0) + src.shape[1]] \
+            = src
+    keep = (dx == 0) & (dy == 0)
+    out[keep] = st[keep]
+    return out
+
+
+def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.ndarray,
+                    y0: np.ndarray, h: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """``d/dX`` and ``d/dY`` of point stamps (image axes) by central differences."""
+    grads = []
+    for ex, ey in ((h, 0.0), (0.0, h)):
+        sp, px0, py0 = point_stamps(psf, x + ex, y + ey, k)
+        sm, mx0, my0 = point_stamps(psf, x - ex, y - ey, k)
+        diff = _aligned(sp, px0, py0, x0, y0) - _aligned(sm, mx0, my0, x0, y0)
+        grads.append(-diff / (2 * h))
+    return grads[0], grads[1]
+
+
+def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
+           x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
+           kernel: TemplateKernel, k: int, gradients: bool) -> tuple[np.ndarray, ...]:
+    """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
+    m = kernel.m
+    n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
+    xs, ys = x[rows], y[rows]
+    ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
+    ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
+    lat = np.zeros((rows.size, n, n))
+    total = np.zeros(rows.size)
+    _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
+             seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
+             seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
+             m * (xs - ax0), m * (ys - ay0), m, lat, total)
+    # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
+    spec = scipy.fft.rfft2(lat.astype(np.float32), axes=(1, 2), workers=1)
+    spec *= kernel.spectrum(n).astype(np.complex64)[None]
+    # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
+    # not a lattice delta: then the band's point stamp added back replaces it exactly
+    fy = scipy.fft.fftfreq(n)[None, :, None]
+    fx = scipy.fft.rfftfreq(n)[None, None, :]
+    cx, cy = (m * (xs - ax0))[:, None, None], (m * (ys - ay0))[:, None, None]
+    ramp = np.exp(-2j * np.pi * (fx * cx + fy * cy)) * total[:, None, None]
+    spec -= (ramp * kernel.point_spectrum(n)[None]).astype(np.complex64)
+    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
+    scale = scale.astype(np.float32)
+    ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale
+    point, _, _ = point_stamps(psf, xs, ys, k)
+    model = point + ext.astype(np.float64)
+    if not gradients:
+        return model, ax0, ay0, None, None
+    fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
+    fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
+    cut = (slice(None), slice(0, m * k, m), slice(0, m * k, m))
+    gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
+    gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
+    pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
+    return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
+
+
+def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
+                    y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
+                    kernel: TemplateKernel, *, gradients: bool = False,
+                    max_size: int = 255, batch: int = 256) -> TemplateStamps:
+    """Build the templates of the segments in ``seg`` (see the module docstring).
+
+    Parameters
+    ----------
+    hires, segmap : ndarray
+        The sharp image (background subtracted) and its segmentation map.
+    seg : dict of ndarray
+        Per source: ``id``, centroid ``x, y`` and bounding box ``xmin, xmax,
+        ymin, ymax`` on the sharp image (:class:`~.segments.SegmentTable` rows),
+        optionally ``bkg``, a background per pixel to subtract.
+    x, y : ndarray
+        Each source's reference position (its centroid mapped, plus any
+        registration shift) on the blurred image.
+    jac : ndarray, shape (n, 2, 2)
+        Blurred pixels per sharp pixel around each source.
+    extent : ndarray
+        How far (blurred pixels) each segment reaches from its centroid.
+    psf : PSF
+        The band's PSF.
+    kernel : TemplateKernel
+        Matching kernel on the lattice.
+    gradients : bool
+        Also return the templates' derivatives.
+    max_size : int
+        Largest stamp side; larger segments are cut (``capped``).
+    batch : int
+        Sources transformed at once.
+
+    Returns
+    -------
+    TemplateStamps
+    """
+    nsrc = x.shape[0]
+    sides, capped = stamp_sides(extent, int(psf.size), max_size)  # type: ignore[attr-defined]
+    out = Stamps.empty(nsrc, sides)
+    gx = Stamps.empty(nsrc, sides) if gradients else None
+    gy = Stamps.empty(nsrc, sides) if gradients else None
+    for k in np.unique(sides):
+        idx = np.flatnonzero(sides == k)
+        for start in range(0, idx.size, batch):
+            rows = idx[start:start + batch]
+            model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
+                                               kernel, int(k), gradients)
+            out.put(rows, model, ax0, ay0)
+            if gx is not None and gy is not None:
+                gx.put(rows, ggx, ax0, ay0)
+                gy.put(rows, ggy, ax0, ay0)
+    return TemplateStamps(out, gx, gy, sides, capped)
+
+
+def segment_extent(seg: dict, jac: np.ndarray) -> np.ndarray:
+    """How far (blurred pixels, along either axis) each segment's bounding box reaches
+    from its centroid."""
+    best = np.zeros(seg["x"].shape[0])
+    for cx, cy in ((seg["xmin"] - 0.5, seg["ymin"] - 0.5), (seg["xmax"] + 0.5,
+                                                            seg["ymin"] - 0.5),
+                   (seg["xmin"] - 0.5, seg["ymax"] + 0.5), (seg["xmax"] + 0.5,
+                                                            seg["ymax"] + 0.5)):
+        dx, dy = cx - seg["x"], cy - seg["y"]
+        ex = np.abs(jac[:, 0, 0] * dx + jac[:, 0, 1] * dy)
+        ey = np.abs(jac[:, 1, 0] * dx + jac[:, 1, 1] * dy)
+        best = np.maximum(best, np.maximum(ex, ey))
+    return best

@@ -1,0 +1,219 @@
+"""Which model each source gets, and all models as one set of stamps.
+
+A segment's source is fitted with its template, unless it is unresolved on
+the sharp image (its concentration is a point source's) or its segment holds
+no positive light: then with the band's point-source model, which is exact
+for it and noiseless. Sources absent from the sharp image (``extra``) are
+point sources or, with shapes, Sersic galaxies rendered by
+:func:`dask_phot.models.render.render_sources`: the galaxies issue's models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from astropy.coordinates import SkyCoord
+
+from dask_phot.models.render import render_sources
+from dask_phot.models.shapes import Shapes, sky_to_pixel, wcs_jacobian
+from dask_phot.models.stamps import Stamps
+from dask_phot.schema import Flag
+from dask_phot.templates.build import TemplateStamps, build_templates, point_gradients
+from dask_phot.templates.kernel import TemplateKernel, point_stamps
+from dask_phot.templates.segments import SegmentTable
+
+__all__ = ["Models", "assemble_models", "merge_stamps"]
+
+
+@dataclass
+class Models:
+    """The fitted sources (in output order) and how to render each.
+
+    ``x, y`` are positions on the blurred image before registration; ``tpl``,
+    ``pts``, ``gal`` index the template, point and Sersic sources; ``seg``,
+    ``jac``, ``extent`` are the templates' segment rows, Jacobians and reach;
+    ``shapes`` the Sersic sources' pixel shapes; ``off`` the rows of sources off
+    the image (not fitted).
+    """
+
+    ids: np.ndarray
+    kinds: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    hires_flux: np.ndarray
+    edge: np.ndarray
+    tpl: np.ndarray
+    pts: np.ndarray
+    gal: np.ndarray
+    seg: dict
+    jac: np.ndarray
+    extent: np.ndarray
+    shapes: Shapes | None
+    off: pd.DataFrame
+
+    def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
+              gradients: bool, max_size: int, rows: np.ndarray | None = None
+              ) -> TemplateStamps:
+        """Unit-flux stamps (and gradients) of sources ``rows`` (default all, in that
+        order), shifted by ``(dx, dy)`` (arrays over all sources)."""
+        psf = inp.psf  # type: ignore[attr-defined]
+        rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
+        x, y = (self.x + dx)[rows], (self.y + dy)[rows]
+        kinds = self.kinds[rows]
+        parts: list[tuple[np.ndarray, TemplateStamps]] = []
+        t = np.flatnonzero(kinds == "template")
+        if t.size:
+            k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
+            seg = {key: v[k] for key, v in self.seg.items()}
+            parts.append((t, build_templates(
+                inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
+                self.extent[k], psf, kernel, gradients=gradients, max_size=max_size)))
+        gal = np.flatnonzero(rows >= self.gal[0]) if self.gal.size else np.zeros(0, int)
+        pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
+        if pts.size:
+            parts.append((pts, _points(psf, x[pts], y[pts], gradients)))
+        if gal.size:
+            shapes = self.shapes
+            sub = Shapes(*(getattr(shapes, f)[rows[gal] - self.gal[0]]  # type: ignore
+                           for f in ("r_e", "q", "theta", "n")))
+            parts.append((gal, _galaxies(psf, x[gal], y[gal], sub, gradients)))
+        n = rows.size
+        capped = np.zeros(n, dtype=bool)
+        for r, p in parts:
+            capped[r] = p.capped
+        st = merge_stamps(n, [(r, p.stamps) for r, p in parts])
+        gx = merge_stamps(n, [(r, p.grad_x) for r, p in parts]) if gradients else None
+        gy = merge_stamps(n, [(r, p.grad_y) for r, p in parts]) if gradients else None
+        return TemplateStamps(st, gx, gy, np.maximum(st.w, st.h), capped)
+
+
+def _points(psf: object, x: np.ndarray, y: np.ndarray, gradients: bool) -> TemplateStamps:
+    k = int(psf.size)  # type: ignore[attr-defined]
+    st, x0, y0 = point_stamps(psf, x, y, k)
+    out = Stamps.from_square(st, x0, y0)
+    gx = gy = None
+    if gradients:
+        a, b = point_gradients(psf, x, y, k, x0, y0)
+        gx, gy = Stamps.from_square(a, x0, y0), Stamps.from_square(b, x0, y0)
+    return TemplateStamps(out, gx, gy, np.full(x.size, k), np.zeros(x.size, bool))
+
+
+def _galaxies(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | None,
+              gradients: bool, h: float = 0.05) -> TemplateStamps:
+    rend = render_sources(psf, x, y, shapes)
+    st = rend.stamps
+    gx = gy = None
+    if gradients:
+        grads = []
+        for ex, ey in ((h, 0.0), (0.0, h)):
+            plus = render_sources(psf, x + ex, y + ey, shapes).stamps
+            minus = render_sources(psf, x - ex, y - ey, shapes).stamps
+            grads.append(_difference(plus, minus, st, h))
+        gx, gy = grads
+    return TemplateStamps(st, gx, gy, np.maximum(st.w, st.h), rend.capped)
+
+
+def _difference(plus: Stamps, minus: Stamps, ref: Stamps, h: float) -> Stamps:
+    """``-(plus - minus) / 2h`` on ``ref``'s boxes (image-axis gradient)."""
+    out = Stamps(np.zeros_like(ref.data), ref.ptr, ref.w, ref.h, ref.x0, ref.y0)
+    for i in range(len(ref)):
+        acc = out.stamp(i)
+        for s, sign in ((plus, -1.0), (minus, 1.0)):
+            a = s.stamp(i)
+            ox, oy = int(s.x0[i] - ref.x0[i]), int(s.y0[i] - ref.y0[i])
+            ys, xs = max(oy, 0), max(ox, 0)
+            ye = min(oy + a.shape[0], acc.shape[0])
+            xe = min(ox + a.shape[1], acc.shape[1])
+            acc[ys:ye, xs:xe] += sign * a[ys - oy:ye - oy, xs - ox:xe - ox] / (2 * h)
+    return out
+
+
+def merge_stamps(n: int, parts: list[tuple[np.ndarray, Stamps]]) -> Stamps:
+    """One ragged Stamps of ``n`` sources from parts (``rows``, their stamps in order).
+
+    Examples
+    --------
+    >>> a = Stamps.from_square(np.ones((1, 3, 3)), np.array([0]), np.array([0]))
+    >>> b = Stamps.from_square(np.zeros((1, 5, 5)), np.array([9]), np.array([9]))
+    >>> m = merge_stamps(2, [(np.array([1]), a), (np.array([0]), b)])
+    >>> m.w.tolist(), m.x0.tolist(), float(m.stamp(1).sum())
+    ([5, 3], [9, 0], 9.0)
+    """
+    w = np.zeros(n, dtype=np.int64)
+    h = np.zeros(n, dtype=np.int64)
+    x0 = np.zeros(n, dtype=np.int64)
+    y0 = np.zeros(n, dtype=np.int64)
+    for rows, st in parts:
+        w[rows], h[rows], x0[rows], y0[rows] = st.w, st.h, st.x0, st.y0
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(w * h, out=ptr[1:])
+    data = np.zeros(int(ptr[-1]))
+    for rows, st in parts:
+        # each part's stamps are contiguous in its buffer: copy per run of rows
+        for k, r in enumerate(rows):
+            data[ptr[r]:ptr[r + 1]] = st.data[st.ptr[k]:st.ptr[k + 1]]
+    return Stamps(data, ptr, w, h, x0, y0)
+
+
+def assemble_models(seg: SegmentTable, segd: dict, sx: np.ndarray, sy: np.ndarray,
+                    jac: np.ndarray, extent: np.ndarray, point: np.ndarray,
+                    flux: np.ndarray, extra: pd.DataFrame | None, inp: object) -> Models:
+    """Choose every source's model and gather what rendering it needs."""
+    ny, nx = inp.image.shape  # type: ignore[attr-defined]
+    inside = (sx > -0.5) & (sx < nx - 0.5) & (sy > -0.5) & (sy < ny - 0.5)
+    sky = inp.hires_wcs.pixel_to_world(seg.x, seg.y).icrs  # type: ignore[attr-defined]
+    ra, dec = sky.ra.deg, sky.dec.deg
+    off = pd.DataFrame({"id": seg.id[~inside], "flux": np.nan, "flux_err": np.nan,
+                        "chi2": np.nan, "flags": int(Flag.OFF_IMAGE),
+                        "model": np.where(point[~inside], "point", "template"),
+                        "x": sx[~inside], "y": sy[~inside], "ra": ra[~inside],
+                        "dec": dec[~inside], "hires_flux": flux[~inside]})
+    rows = np.flatnonzero(inside)
+    kinds = np.where(point[rows], "point", "template").astype(object)
+    ids, x, y = seg.id[rows], sx[rows], sy[rows]
+    eras, edecs, shapes_px = np.zeros(0), np.zeros(0), None
+    if extra is not None and len(extra):
+        ex_ids, ex, ey, eras, edecs, shapes_px = _extra(extra, inp, set(seg.id.tolist()))
+        ids = np.concatenate([ids, ex_ids])
+        x, y = np.concatenate([x, ex]), np.concatenate([y, ey])
+        kinds = np.concatenate([kinds, np.where(shapes_px.extended, "sersic", "point")])
+    nseg = rows.size
+    tpl = np.flatnonzero(kinds[:nseg] == "template")
+    sub = {k: v[rows[tpl]] for k, v in segd.items()}
+    return Models(
+        ids=ids, kinds=kinds, x=x, y=y, ra=np.concatenate([ra[rows], eras]),
+        dec=np.concatenate([dec[rows], edecs]),
+        hires_flux=np.concatenate([flux[rows], np.full(x.size - nseg, np.nan)]),
+        edge=np.concatenate([seg.edge[rows], np.zeros(x.size - nseg, bool)]), tpl=tpl,
+        pts=np.flatnonzero(kinds[:nseg] == "point"), gal=np.arange(nseg, x.size),
+        seg=sub, jac=jac[rows[tpl]], extent=extent[rows[tpl]], shapes=shapes_px, off=off)
+
+
+def _extra(extra: pd.DataFrame, inp: object, labels: set[int]) -> tuple:
+    """Positions and pixel shapes of the sources absent from the sharp image."""
+    for col in ("id", "ra", "dec"):
+        if col not in extra.columns:
+            raise ValueError(f"extra: column {col!r} is required (id, ra, dec; optional "
+                             "r_e, q, pa, n)")
+    ids = extra["id"].to_numpy().astype(np.int64)
+    clash = sorted(set(ids.tolist()) & labels)
+    if clash:
+        raise ValueError(f"extra: id {clash[0]} is also a segment label; ids must differ")
+    coord = SkyCoord(extra["ra"].to_numpy(), extra["dec"].to_numpy(), unit="deg")
+    x, y = inp.wcs.world_to_pixel(coord)  # type: ignore[attr-defined]
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n = ids.size
+    r_arc = extra["r_e"].to_numpy(float) if "r_e" in extra else np.zeros(n)
+    q = extra["q"].to_numpy(float) if "q" in extra else np.ones(n)
+    pa = extra["pa"].to_numpy(float) if "pa" in extra else np.zeros(n)
+    sersic_n = extra["n"].to_numpy(float) if "n" in extra else np.ones(n)
+    r_px, q_px, theta = sky_to_pixel(wcs_jacobian(inp.wcs, x, y),  # type: ignore[attr-defined]
+                                     np.nan_to_num(r_arc), np.nan_to_num(q, nan=1.0),
+                                     np.nan_to_num(pa))
+    shapes = Shapes.from_mapping({"r_e": r_px, "q": np.clip(q_px, 1e-3, 1.0), "theta": theta,
+                                  "n": sersic_n}, n)
+    return ids, x, y, extra["ra"].to_numpy(float), extra["dec"].to_numpy(float), shapes

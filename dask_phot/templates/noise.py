@@ -1,0 +1,299 @@
+"""The sharp image's noise in the templates, propagated to the fitted fluxes.
+
+A template is made from the sharp image's pixels, noise included, and is
+normalised by their sum ``S``. Noise ``n_p`` in sharp pixel ``p`` of source
+``j``'s segment changes that template's normalisation and shape, and through
+the joint fit every flux it is blended with. To first order the fitted
+fluxes ``A = C M^T W d`` (``M`` the unit-flux templates, ``W`` the weights,
+``C = (M^T W M)^-1``) change by
+
+    dA_i = sum_j (A_j / S_j) sum_{p in segment j} n_p (delta_ij - g_i(p)),
+
+    g_i(p) = <G_i, K_p>,   G_i = sum_k C_ik W M_k,
+
+where ``K_p`` is the blurred image of a unit point at ``p`` (the band's PSF
+there) and ``G_i`` the image whose product with the data is ``A_i``. Noise
+at a source's centre only rescales its template (``g ~ 1``: a point's
+template is the same whatever its noise); noise far out in its segment adds
+light the fit cannot see (``g ~ 0``); noise in a neighbour's segment where
+the two overlap moves flux between them. For white sharp-image noise
+``sigma_h`` per pixel and segments that do not overlap,
+
+    var(A_i) = sigma_h^2 sum_j (A_j / S_j)^2 sum_{p in segment j} (delta_ij - g_i(p))^2.
+
+:func:`template_variance` evaluates it with ``C`` restricted to each source
+and the sources whose stamps overlap its stamp (their blend; the sky terms
+are left out), ``g`` on the blurred pixel grid (it is as smooth as the PSF)
+and each segment's pixels counted per blurred pixel they fall in; the blend
+holds the neighbours whose models overlap the source's by more than 1% (their
+normalised product), the PSF in ``g`` its central 9 x 9 pixels, evaluated
+only where a segment's pixels fall. The fit
+adds it to the flux's variance (``flux_err``; the part is ``template_err``).
+It matters for segments grown into their surroundings (``grow``) and for
+sharp images that are shallow compared with the blurred one; a drizzled
+image's correlated noise makes the pixel RMS too small (give ``hires_sigma``
+measured in apertures).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from scipy.spatial import cKDTree
+
+from dask_phot.models.stamps import Stamps
+
+__all__ = ["hires_rms", "segment_cells", "template_variance"]
+
+
+def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 1_000_000
+              ) -> float:
+    """Robust RMS (1.4826 MAD) of the unlabelled finite sharp pixels (a regular
+    subsample of at most ``max_pixels``)."""
+    step = max(1, int(np.sqrt(image.size / max_pixels)))
+    img, seg = image[::step, ::step], segmap[::step, ::step]
+    v = img[(seg == 0) & np.isfinite(img)]
+    if v.size < 16:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+
+
+@numba.njit(cache=True)
+def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
+           bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
+           cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+           ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
+           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray
+           ) -> np.ndarray:
+    used = np.zeros(label.shape[0], dtype=np.int64)
+    for i in range(label.shape[0]):
+        cnt = np.zeros((uh[i], uw[i]))
+        j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
+        for r in range(by0[i], by1[i] + 1):
+            dy = r - cy[i]
+            for c in range(bx0[i], bx1[i] + 1):
+                if seg[r, c] != label[i] or not np.isfinite(img[r, c]):
+                    continue
+                dx = c - cx[i]
+                u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
+                v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
+                if 0 <= u < uw[i] and 0 <= v < uh[i]:
+                    cnt[v, u] += 1.0
+        k = ptr[i]
+        for v in range(uh[i]):
+            for u in range(uw[i]):
+                if cnt[v, u] > 0:
+                    out_x[k], out_y[k], out_n[k] = ux0[i] + u, uy0[i] + v, cnt[v, u]
+                    k += 1
+        used[i] = k - ptr[i]
+    return used
+
+
+def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
+                  x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each segment's pixels counted per blurred pixel they fall in.
+
+    ``seg`` holds ``id, x, y, xmin, xmax, ymin, ymax`` per segment, ``jac`` its
+    sharp-to-blurred pixel Jacobian and ``x, y`` where its ``(x, y)`` lands on
+    the blurred image. Returns ragged ``(ptr, bx, by, count)``: segment ``i``'s
+    blurred pixels are ``bx[ptr[i]:ptr[i+1]]``, ``by[...]``.
+    """
+    n = len(seg["id"])
+    corners = []
+    for cxs, cys in (("xmin", "ymin"), ("xmax", "ymin"), ("xmin", "ymax"), ("xmax", "ymax")):
+        dx, dy = seg[cxs] - seg["x"], seg[cys] - seg["y"]
+        corners.append((x + jac[:, 0, 0] * dx + jac[:, 0, 1] * dy,
+                        y + jac[:, 1, 0] * dx + jac[:, 1, 1] * dy))
+    ux = np.array([c[0] for c in corners])
+    uy = np.array([c[1] for c in corners])
+    ux0 = np.floor(ux.min(axis=0) + 0.5).astype(np.int64) - 1
+    uy0 = np.floor(uy.min(axis=0) + 0.5).astype(np.int64) - 1
+    uw = np.floor(ux.max(axis=0) + 0.5).astype(np.int64) + 2 - ux0
+    uh = np.floor(uy.max(axis=0) + 0.5).astype(np.int64) + 2 - uy0
+    cap = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(uw * uh, out=cap[1:])
+    bx = np.zeros(int(cap[-1]), dtype=np.int64)
+    by = np.zeros_like(bx)
+    cnt = np.zeros(int(cap[-1]))
+    used = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
+                  *(np.asarray(seg[k], dtype=np.int64) for k in ("xmin", "xmax", "ymin",
+                                                                   "ymax")),
+                  np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
+                  np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
+                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt)
+    keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
+        if n else np.zeros(0, dtype=np.int64)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(used, out=ptr[1:])
+    return ptr, bx[keep], by[keep], cnt[keep]
+
+
+def _psf_core(psf: object, core: int = 9) -> np.ndarray:
+    """The band PSF's central ``core x core`` pixels (a point at a pixel centre)."""
+    from dask_phot.templates.kernel import point_stamps
+
+    return np.ascontiguousarray(point_stamps(psf, np.zeros(1), np.zeros(1), core)[0][0],
+                                dtype=np.float64)
+
+
+@numba.njit(cache=True)
+def _correlation_at(k: int, ux: int, uy: int, data: np.ndarray, ptr: np.ndarray,
+                    w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                    weight: np.ndarray, pc: np.ndarray) -> float:
+    """``((W M_k) * P)(ux, uy)``: stamp ``k`` times the weights, correlated with the
+    PSF core, at image pixel ``(ux, uy)``."""
+    ny, nx = weight.shape
+    hc = pc.shape[0] // 2
+    acc = 0.0
+    for a in range(-hc, hc + 1):
+        yy = uy + a
+        r = yy - y0[k]
+        if r < 0 or r >= h[k] or yy < 0 or yy >= ny:
+            continue
+        for b in range(-hc, hc + 1):
+            xx = ux + b
+            c = xx - x0[k]
+            if 0 <= c < w[k] and 0 <= xx < nx:
+                acc += weight[yy, xx] * data[ptr[k] + r * w[k] + c] * pc[a + hc, b + hc]
+    return acc
+
+
+@numba.njit(cache=True)
+def _pair_products(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                   x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, a: np.ndarray,
+                   b: np.ndarray) -> np.ndarray:
+    """``<M_a, M_b>_W`` over the image for each pair (``a == b``: the squared norm)."""
+    ny, nx = weight.shape
+    out = np.zeros(a.shape[0])
+    for t in range(a.shape[0]):
+        i, k = a[t], b[t]
+        xs, xe = max(x0[i], x0[k], 0), min(x0[i] + w[i], x0[k] + w[k], nx)
+        ys, ye = max(y0[i], y0[k], 0), min(y0[i] + h[i], y0[k] + h[k], ny)
+        acc = 0.0
+        for yy in range(ys, ye):
+            for xx in range(xs, xe):
+                acc += (weight[yy, xx] * data[ptr[i] + (yy - y0[i]) * w[i] + xx - x0[i]]
+                        * data[ptr[k] + (yy - y0[k]) * w[k] + xx - x0[k]])
+        out[t] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.ndarray,
+               data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+               x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, pc: np.ndarray,
+               tpl_of: np.ndarray, cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray,
+               ccnt: np.ndarray, amp: np.ndarray) -> np.ndarray:
+    n = diag.shape[0]
+    out = np.zeros(n)
+    corr = np.full(data.shape[0], np.nan)  # (W M_k) * P, computed where needed
+    for i in range(n):
+        if not diag[i] > 0:
+            continue
+        grp = np.empty(nptr[i + 1] - nptr[i] + 1, dtype=np.int64)
+        grp[0] = i
+        grp[1:] = nbr[nptr[i]:nptr[i + 1]]
+        m = grp.shape[0]
+        mat = np.zeros((m, m))
+        for a in range(m):
+            mat[a, a] = diag[grp[a]]
+        for a in range(1, m):  # i's pairs are in nval; neighbours' pairs among themselves
+            mat[0, a] = mat[a, 0] = nval[nptr[i] + a - 1]
+        for a in range(1, m):
+            ka = grp[a]
+            for t in range(nptr[ka], nptr[ka + 1]):
+                for bb in range(1, m):
+                    if nbr[t] == grp[bb]:
+                        mat[a, bb] = nval[t]
+        ridge = 1e-10 * np.trace(mat) / m
+        for a in range(m):
+            mat[a, a] += ridge
+        e = np.zeros(m)
+        e[0] = 1.0
+        c = np.linalg.solve(mat, e)
+        acc = 0.0
+        for a in range(m):
+            j = grp[a]
+            tj = tpl_of[j]
+            if tj < 0 or amp[j] == 0.0:
+                continue
+            part = 0.0
+            for q in range(cptr[tj], cptr[tj + 1]):
+                ux, uy = cbx[q], cby[q]
+                g = 0.0
+                for bb in range(m):
+                    k = grp[bb]
+                    if x0[k] <= ux < x0[k] + w[k] and y0[k] <= uy < y0[k] + h[k]:
+                        at = ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]
+                        if np.isnan(corr[at]):
+                            corr[at] = _correlation_at(k, ux, uy, data, ptr, w, h, x0, y0,
+                                                       weight, pc)
+                        g += c[bb] * corr[at]
+                d = (1.0 if a == 0 else 0.0) - g
+                part += ccnt[q] * d * d
+            acc += amp[j] * amp[j] * part
+        out[i] = acc
+    return out
+
+
+def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.ndarray,
+                      tpl: np.ndarray, hires_flux: np.ndarray, cells: tuple[np.ndarray, ...],
+                      sigma: float, min_correlation: float = 0.01) -> np.ndarray:
+    """Variance of every fitted flux from the sharp noise in the templates (see the
+    module docstring).
+
+    Parameters
+    ----------
+    stamps : Stamps
+        Every fitted source's unit-flux model (templates and others), fit order.
+    weight : ndarray
+        The blurred image's inverse-variance weights.
+    psf : PSF
+        The band's PSF.
+    flux : ndarray
+        The fitted fluxes.
+    tpl : ndarray of int
+        The rows that are templates; ``hires_flux`` their segments' light and
+        ``cells`` their pixels per blurred pixel (:func:`segment_cells`), in
+        that order.
+    sigma : float
+        The sharp image's noise per pixel.
+    min_correlation : float
+        Neighbours whose models' normalised overlap with the source's is smaller
+        are left out of its blend.
+    """
+    n = len(stamps)
+    if n == 0 or tpl.size == 0 or not sigma > 0:
+        return np.zeros(n)
+    cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
+    reach = float(np.max(np.maximum(stamps.w, stamps.h)))
+    pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
+    a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
+    over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
+            & (np.abs(cy[a] - cy[b]) * 2 < stamps.h[a] + stamps.h[b]))
+    a, b = a[over].astype(np.int64), b[over].astype(np.int64)
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    arrays = stamps.arrays
+    vals = _pair_products(*arrays, weight, a, b)
+    diag = _pair_products(*arrays, weight, np.arange(n), np.arange(n))
+    # the blend: neighbours whose models are correlated with the source's by > 1%
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.abs(vals) / np.sqrt(diag[a] * diag[b])
+    keep = rho > min_correlation
+    a, b, vals = a[keep], b[keep], vals[keep]
+    # neighbour lists (CSR), both directions
+    src = np.concatenate([a, b])
+    dst = np.concatenate([b, a])
+    val = np.concatenate([vals, vals])
+    order = np.lexsort((dst, src))
+    nptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n), out=nptr[1:])
+    tpl_of = np.full(n, -1, dtype=np.int64)
+    tpl_of[tpl] = np.arange(tpl.size)
+    amp = np.zeros(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        amp[tpl] = np.nan_to_num(np.maximum(flux[tpl], 0.0) / hires_flux, nan=0.0,
+                                 posinf=0.0)
+    var = _variances(nptr, dst[order], val[order], diag, *arrays, weight, _psf_core(psf),
+                     tpl_of, *cells, amp)
+    return sigma ** 2 * var
