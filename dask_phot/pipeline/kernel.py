@@ -454,7 +454,8 @@ def process_cell(
                              keep=config.priors.output_columns,
                              margins=config.band_margins(), priors=config.priors,
                              errors=report.errors,
-                             templates=TemplateSetup(config.templates, storage))
+                             templates=TemplateSetup(config.templates,
+                                                     storage_options(config)))
     for name, why in read_status.items():
         status[name] = why
         table[f"flags_{name}"] = np.int32(Flag.CELL_FAILED)
