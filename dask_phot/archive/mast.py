@@ -88,7 +88,8 @@ def _query_observations(mast_url: str, region: SkyRegion) -> pd.DataFrame:
     return table_to_frame(table, lowercase=False)
 
 
-def _query_products(mast_url: str, obsids: Sequence[str]) -> pd.DataFrame:
+def query_products(mast_url: str, obsids: Sequence[str]) -> pd.DataFrame:
+    """MAST's product list of the observations ``obsids`` (astroquery), as a frame."""
     obs = observations_class(mast_url)
     try:
         return table_to_frame(obs.get_product_list(list(obsids)), lowercase=False)
@@ -96,7 +97,8 @@ def _query_products(mast_url: str, obsids: Sequence[str]) -> pd.DataFrame:
         obs._session.close()
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str], query: Query) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], query: Query) -> None:
+    """One :class:`ArchiveError` line naming the reply's missing and present columns."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ArchiveError(f"{query.describe()}: the reply has no column "
@@ -198,7 +200,7 @@ def galex_images(
     obs = cache.get(q_obs, fetch_obs)
     if obs.empty:
         raise ArchiveError(f"{q_obs.describe()}: no GALEX observations")
-    _require(obs, _OBS_COLUMNS, q_obs)
+    require_columns(obs, _OBS_COLUMNS, q_obs)
     deep = _select(obs, bands, min_exptime, deepest_only, q_obs)
     obsids = sorted(set(deep["obsid"].astype(str)))
     q_prod = Query(service_name, mast_url, {"service": "Mast.Caom.Products",
@@ -206,10 +208,10 @@ def galex_images(
 
     def fetch_products() -> pd.DataFrame:
         with calling(q_prod):
-            return _query_products(mast_url, obsids)
+            return query_products(mast_url, obsids)
 
     products = cache.get(q_prod, fetch_products)
-    _require(products, _PRODUCT_COLUMNS, q_prod)
+    require_columns(products, _PRODUCT_COLUMNS, q_prod)
     out: dict[str, ImageSet] = {}
     for band in bands:
         images, skybg = _pairs(products, deep, band, mast_url)

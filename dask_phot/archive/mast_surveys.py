@@ -41,7 +41,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from dask_phot.archive._cache import ArchiveCache, ArchiveError, Query, calling, table_to_frame
-from dask_phot.archive.mast import MAST_URL, observations_class
+from dask_phot.archive.mast import MAST_URL, observations_class, query_products, require_columns
 from dask_phot.archive.sia import ImageSet
 
 __all__ = ["MAST_BUCKET", "SurveyImages", "SurveySpec", "band_of", "mosaic_kind",
@@ -159,7 +159,7 @@ def _observations(spec: SurveySpec, hlsp: bool, mast_url: str, cache: ArchiveCac
 
     frame = cache.get(query, fetch)
     if len(frame):
-        _require(frame, ("obsid", "filters", "calib_level"), query)
+        require_columns(frame, ("obsid", "filters", "calib_level"), query)
     return frame.assign(kind="hlsp" if hlsp else "level3")
 
 
@@ -170,23 +170,11 @@ def _products(obsids: Sequence[str], mast_url: str, cache: ArchiveCache,
 
     def fetch() -> pd.DataFrame:
         with calling(query):
-            obs = observations_class(mast_url)
-            try:
-                return table_to_frame(obs.get_product_list(list(obsids)), lowercase=False)
-            finally:
-                obs._session.close()
+            return query_products(mast_url, obsids)
 
     frame = cache.get(query, fetch)
-    _require(frame, ("obsID", "productFilename", "dataURI"), query)
+    require_columns(frame, ("obsID", "productFilename", "dataURI"), query)
     return frame
-
-
-def _require(frame: pd.DataFrame, columns: Sequence[str], query: Query) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ArchiveError(f"{query.describe()}: the reply has no column "
-                           f"{', '.join(map(repr, missing))}; it has: "
-                           f"{', '.join(map(str, frame.columns))}")
 
 
 def _path_lookup(uris: Sequence[str], mast_url: str, cache: ArchiveCache,
