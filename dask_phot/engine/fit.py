@@ -183,15 +183,7 @@ def _assemble(
     ``pos[i]``; the per-source inputs and outputs are in input order). ``extra`` is
     the rest of the model: fitted sky and the light beyond the stamps."""
     flags = prep.flags
-    fitted = prep.fit
-    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
-    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
-    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
-    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
-    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
-    flux = np.where(ok, flux, np.nan)
-    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
-    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
+    flux, err, ok = settle_fits(prep, flux, var, status, hasdeg)
     sflux = np.empty_like(flux)
     sflux[pos] = flux
     model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
@@ -200,20 +192,48 @@ def _assemble(
     resid = prep.data - model
     chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
                               resid)[pos]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
-    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
-    mism = np.where(ok, mismatch_significance(stamps, prep.weight, resid)[pos], np.nan)
-    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
+    chi2, mism = quality_flags(flags, ok, chisum, nuse,
+                               mismatch_significance(stamps, prep.weight, resid)[pos],
+                               high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
     out_model = model + prep.sky if return_model else None
-    sky_vals = local_sky + _fixed_sky_at(prep)
+    sky_vals = local_sky + fixed_sky_at(prep)
     known = prep.x > -1e8
     return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
                             np.where(known, prep.x, np.nan), np.where(known, prep.y, np.nan),
                             sky_vals, nuse, out_model, info, mism)
 
 
-def _fixed_sky_at(prep: Prepared) -> np.ndarray:
+def settle_fits(prep: Prepared, flux: np.ndarray, var: np.ndarray, status: np.ndarray,
+                hasdeg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flag a solve's outcome in ``prep.flags`` (degenerate, failed, negative flux);
+    return ``(flux, err, ok)`` with NaN where no flux was measured."""
+    flags, fitted = prep.flags, prep.fit
+    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
+    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
+    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
+    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
+    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
+    flux = np.where(ok, flux, np.nan)
+    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
+    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
+    return flux, err, ok
+
+
+def quality_flags(flags: np.ndarray, ok: np.ndarray, chisum: np.ndarray, nuse: np.ndarray,
+                  mismatch: np.ndarray, *, high_chi2: float, mismatch_sigma: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced chi2 and model mismatch of the measured sources (NaN elsewhere), with
+    ``HIGH_CHI2`` and ``MODEL_MISMATCH`` set in ``flags`` beyond their thresholds."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
+    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
+    mism = np.where(ok, mismatch, np.nan)
+    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
+    return chi2, mism
+
+
+def fixed_sky_at(prep: Prepared) -> np.ndarray:
+    """The given (not fitted) sky at each source's nearest pixel."""
     ny, nx = prep.sky.shape
     cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
     cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)

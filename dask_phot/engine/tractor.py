@@ -41,6 +41,7 @@ from dask_phot.engine._tractor_normal import (
     newton_step,
     normal_matrix,
 )
+from dask_phot.engine.fit import fixed_sky_at, quality_flags, settle_fits
 from dask_phot.engine.mismatch import mismatch_significance
 from dask_phot.engine.prepare import Prepared, blend_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
@@ -548,31 +549,18 @@ def _assemble(prep: Prepared, foot: np.ndarray, nuse: np.ndarray, flux: np.ndarr
               sky_fit: float, info: dict, patches: list, *, high_chi2: float,
               mismatch_sigma: float, return_model: bool) -> PhotometryResult:
     """Flags, errors and chi2 as the default engine assembles them."""
-    flags, fitted = prep.flags, prep.fit
-    flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
-    flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
-    flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
-    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
-    flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
-    flux = np.where(ok, flux, np.nan)
-    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
-    flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
+    flags = prep.flags
+    flux, err, ok = settle_fits(prep, flux, var, status, hasdeg)
     resid = prep.data - model
-    chisum = box_sums(prep.weight * resid**2, foot)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chi2 = np.where(ok, chisum / np.maximum(nuse - 1, 1), np.nan)
-    flags[ok & (chi2 > high_chi2)] |= int(Flag.HIGH_CHI2)
-    mism = np.where(ok, mismatch_significance(_patch_stamps(patches), prep.weight, resid),
-                    np.nan)
-    flags[ok & (np.abs(mism) > mismatch_sigma)] |= int(Flag.MODEL_MISMATCH)
-    ny, nx = prep.sky.shape
-    cx = np.clip(np.floor(prep.x + 0.5).astype(np.int64), 0, nx - 1)
-    cy = np.clip(np.floor(prep.y + 0.5).astype(np.int64), 0, ny - 1)
+    chi2, mism = quality_flags(
+        flags, ok, box_sums(prep.weight * resid**2, foot), nuse,
+        mismatch_significance(_patch_stamps(patches), prep.weight, resid),
+        high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
     known = prep.x > -1e8
     on_image = (flags & int(Flag.OFF_IMAGE)) == 0
     return PhotometryResult(
         flux, err, chi2, flags.astype(np.int32), np.where(known, prep.x, np.nan),
-        np.where(known, prep.y, np.nan), np.where(on_image, sky_fit, 0.0) + prep.sky[cy, cx],
+        np.where(known, prep.y, np.nan), np.where(on_image, sky_fit, 0.0) + fixed_sky_at(prep),
         nuse, model + prep.sky if return_model else None, info, mism)
 
 
