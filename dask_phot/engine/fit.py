@@ -232,6 +232,12 @@ def quality_flags(flags: np.ndarray, ok: np.ndarray, chisum: np.ndarray, nuse: n
     return chi2, mism
 
 
+def scatter_stamps(stamps: Stamps, amp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sum of ``amp[i]`` times stamp ``i`` on an image of ``shape`` (clipped at its edges;
+    non-finite amplitudes left out)."""
+    return K.scatter_model(*stamps.arrays, np.asarray(amp, dtype=np.float64), shape)
+
+
 def fixed_sky_at(prep: Prepared) -> np.ndarray:
     """The given (not fitted) sky at each source's nearest pixel."""
     ny, nx = prep.sky.shape

@@ -309,8 +309,8 @@ def model_image(ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, flux: np.ndarr
     ``ids`` are the sources' segment labels; sources without a segment are drawn
     as point sources; segments without a catalogue row are left out.
     """
+    from dask_phot.engine.fit import scatter_stamps
     from dask_phot.templates.fit import template_stamps
-    from dask_phot.templates.register import scatter_stamps
 
     sharp = setup.open()
     if not covers(sharp, region):

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy import ndimage
 
+from dask_phot.engine.fit import scatter_stamps
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["ShiftMap", "estimate_shifts", "gradient_images", "scatter_stamps"]
+__all__ = ["ShiftMap", "estimate_shifts", "gradient_images"]
 
 
 @dataclass(frozen=True)
@@ -137,28 +137,3 @@ def _solve2(axx, axy, ayy, bx, by):  # type: ignore[no-untyped-def]
         err = np.where(good, np.sqrt(tr / 2 + disc), np.inf)
     return dx, dy, err
 
-
-def scatter_stamps(stamps: Stamps, amp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Sum of ``amp[i]`` times stamp ``i`` on an image of ``shape`` (clipped at its edges;
-    non-finite amplitudes left out)."""
-    out = np.zeros(shape)
-    _scatter_into(out, *stamps.arrays, np.asarray(amp, dtype=np.float64))
-    return out
-
-
-@numba.njit(cache=True)
-def _scatter_into(out: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
-                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, amp: np.ndarray) -> None:
-    ny, nx = out.shape
-    for i in range(w.shape[0]):
-        a = amp[i]
-        if not np.isfinite(a) or a == 0.0:
-            continue
-        for r in range(h[i]):
-            yy = y0[i] + r
-            if yy < 0 or yy >= ny:
-                continue
-            for c in range(w[i]):
-                xx = x0[i] + c
-                if 0 <= xx < nx:
-                    out[yy, xx] += a * data[ptr[i] + r * w[i] + c]
