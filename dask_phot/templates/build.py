@@ -47,8 +47,12 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
+from dask_phot.templates.share import weight_at
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
+
+#: The smooth models' parameters (:mod:`.share`), in :func:`.share.weight_at`'s order.
+_SMOOTH = ("pcx", "pcy", "a00", "a01", "a11", "norm")
 
 #: Extra half-widths (blurred pixels) stamps grow by, so few sizes are used.
 _LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
@@ -97,13 +101,17 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
 def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarray,
              bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
              cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
-             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray) -> None:
-    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel); its light
-    goes in ``total[i]``.
+             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
+             denom: np.ndarray, smooth: tuple) -> None:
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) and, when
+    ``denom`` has the image's shape, its shares of the unlabelled pixels in its box
+    (:mod:`.share`; ``smooth`` the models' parameters); its light goes in ``total[i]``.
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
     """
+    shared = denom.shape == seg.shape
+    pcx, pcy, a00, a01, a11, norm = smooth
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
@@ -111,9 +119,14 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
             for c in range(bx0[i], bx1[i] + 1):
-                if seg[r, c] != label[i]:
-                    continue
-                v = img[r, c] - bkg[i]
+                lab = seg[r, c]
+                w = 1.0
+                if lab != label[i]:
+                    if not shared or lab != 0 or not denom[r, c] > 0:
+                        continue
+                    w = min(weight_at(i, r, c, pcx, pcy, a00, a01, a11, norm)
+                            / denom[r, c], 1.0)
+                v = (img[r, c] - bkg[i]) * w
                 if not np.isfinite(v):
                     continue
                 dx = c - cx[i]
@@ -156,7 +169,8 @@ def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.nd
 
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
-           kernel: TemplateKernel, k: int, gradients: bool) -> tuple[np.ndarray, ...]:
+           kernel: TemplateKernel, k: int, gradients: bool, share: np.ndarray | None
+           ) -> tuple[np.ndarray, ...]:
     """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
     m = kernel.m
     n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
@@ -168,7 +182,10 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
              seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
              seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
-             m * (xs - ax0), m * (ys - ay0), m, lat, total)
+             m * (xs - ax0), m * (ys - ay0), m, lat, total,
+             share if share is not None else np.zeros((1, 1), np.float32),
+             tuple(np.asarray(seg[k][rows] if k in seg else np.zeros(rows.size), np.float64)
+                   for k in _SMOOTH))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat.astype(np.float32), axes=(1, 2), workers=1)
     spec *= kernel.spectrum(n).astype(np.complex64)[None]
@@ -198,7 +215,8 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
 def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
                     kernel: TemplateKernel, *, gradients: bool = False,
-                    max_size: int = 255, batch: int = 256) -> TemplateStamps:
+                    max_size: int = 255, batch: int = 256,
+                    share: np.ndarray | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
     Parameters
@@ -208,7 +226,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     seg : dict of ndarray
         Per source: ``id``, centroid ``x, y`` and bounding box ``xmin, xmax,
         ymin, ymax`` on the sharp image (:class:`~.segments.SegmentTable` rows),
-        optionally ``bkg``, a background per pixel to subtract.
+        optionally ``bkg``, a background per pixel to subtract, and the smooth
+        models' ``pcx, pcy, a00, a01, a11, norm`` (:mod:`.share`).
     x, y : ndarray
         Each source's reference position (its centroid mapped, plus any
         registration shift) on the blurred image.
@@ -226,6 +245,9 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         Largest stamp side; larger segments are cut (``capped``).
     batch : int
         Sources transformed at once.
+    share : ndarray, optional
+        :attr:`.share.Shares.denom`: the unlabelled pixels in each source's box
+        are shared (:mod:`.share`; the boxes are then the sharing boxes).
 
     Returns
     -------
@@ -241,7 +263,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
             model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
-                                               kernel, int(k), gradients)
+                                               kernel, int(k), gradients, share)
             out.put(rows, model, ax0, ay0)
             if gx is not None and gy is not None:
                 gx.put(rows, ggx, ax0, ay0)

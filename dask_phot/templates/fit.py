@@ -44,6 +44,7 @@ from dask_phot.templates.segments import (
     measure_segments,
     psf_concentration,
 )
+from dask_phot.templates.share import share_outskirts
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates",
            "template_stamps"]
@@ -63,6 +64,7 @@ class TemplateOptions:
     oversample: int | None = None
     unresolved: float = 0.9
     grow: float = 0.0
+    outskirts: str = "shared"
     hires_background: str = "local"
     max_size: int = 255
     window: tuple[float, float] = (0.7, 1.0)
@@ -79,6 +81,8 @@ class TemplateOptions:
         if not (isinstance(self.register_iterations, int) and self.register_iterations >= 1):
             raise ValueError(f"register_iterations: must be an integer >= 1, got "
                              f"{self.register_iterations!r}")
+        if self.outskirts not in ("shared", "grown"):
+            raise ValueError(f"outskirts: must be 'shared' or 'grown', got {self.outskirts!r}")
         if self.hires_background not in ("local", "none"):
             raise ValueError(f"hires_background: must be 'local' or 'none', got "
                              f"{self.hires_background!r}")
@@ -272,8 +276,9 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
                   hires_name=inp.hires_name, name=inp.image_name)
     sharp = sharp_psf_array(inp.hires_psf, hscale)
     _check_widths(sharp, hscale, inp.psf, scale)
-    if opts.grow > 0:
-        inp.segmap = grow_segments(inp.segmap, round(opts.grow / hscale))
+    reach = round(opts.grow / hscale)
+    if reach > 0 and opts.outskirts == "grown":
+        inp.segmap = grow_segments(inp.segmap, reach)
     seg = measure_segments(inp.hires, inp.segmap)
     sx, sy, jac = map_sources(inp.hires_wcs, inp.wcs, seg.x, seg.y)
     m = opts.oversample or _default_oversample(inp.psf, scale, hscale)
@@ -285,9 +290,23 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     if opts.hires_background == "local":
         segd["bkg"] = local_background(inp.hires, inp.segmap, seg,
                                        gap=round(0.3 / hscale), width=round(0.3 / hscale))
-    flux = seg.flux - segd["bkg"] * (seg.npix - seg.nbad)
+    npix = (seg.npix - seg.nbad).astype(np.float64)
+    flux = seg.flux.copy()
+    segd["amb"] = np.zeros(len(seg))
+    if reach > 0 and opts.outskirts == "shared":
+        shares = share_outskirts(inp.hires, inp.segmap, seg, reach)
+        inp.share = shares.denom
+        segd.update({k: shares.params[k] for k in ("pcx", "pcy", "a00", "a01", "a11",
+                                                    "norm")})
+        for key, box in (("xmin", "sx0"), ("xmax", "sx1"), ("ymin", "sy0"), ("ymax", "sy1")):
+            segd[key] = shares.params[box]
+        flux += shares.light
+        npix += shares.wsum
+        segd["amb"] = shares.ambiguity
+    flux -= segd["bkg"] * npix
     with np.errstate(divide="ignore", invalid="ignore"):
-        conc = (seg.peak3 - 9.0 * segd["bkg"]) / flux / psf_concentration(sharp, seg.npix)
+        conc = (seg.peak3 - 9.0 * segd["bkg"]) / flux / psf_concentration(
+            sharp, np.round(npix).astype(np.int64))
     point = ~(flux > 0) | (conc >= opts.unresolved)
     models = assemble_models(seg, segd, sx, sy, jac, segment_extent(segd, jac), point, flux,
                              extra, inp)
@@ -363,7 +382,7 @@ def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
                                                                           inp.segmap)
     t = models.tpl
     cells = segment_cells(inp.hires, inp.segmap, models.seg, models.jac,
-                          (models.x + dx)[t], (models.y + dy)[t])
+                          (models.x + dx)[t], (models.y + dy)[t], inp.share)
     weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
                             weight=inp.weight, sky=None).weight
     return template_variance(built.stamps, weight, inp.psf, res.flux, t,

@@ -31,6 +31,7 @@ class Inputs:
     image_name: str
     hires_name: str
     segmap_name: str
+    share: np.ndarray | None = None
 
 
 def _read(value: object, arg: str) -> tuple[np.ndarray, str]:

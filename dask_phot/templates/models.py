@@ -71,7 +71,8 @@ class Models:
             seg = {key: v[k] for key, v in self.seg.items()}
             parts.append((t, build_templates(
                 inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
-                self.extent[k], psf, kernel, gradients=gradients, max_size=max_size)))
+                self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
+                share=inp.share)))  # type: ignore[attr-defined]
         gal = np.flatnonzero(rows >= self.gal[0]) if self.gal.size else np.zeros(0, int)
         pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
         if pts.size:

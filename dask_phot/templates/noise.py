@@ -42,6 +42,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
+from dask_phot.templates.share import weight_at
 
 __all__ = ["hires_rms", "segment_cells", "template_variance"]
 
@@ -63,22 +64,30 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
-           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray
-           ) -> np.ndarray:
+           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
+           denom: np.ndarray, smooth: tuple) -> np.ndarray:
     used = np.zeros(label.shape[0], dtype=np.int64)
+    shared = denom.shape == seg.shape
+    pcx, pcy, a00, a01, a11, norm = smooth
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
             for c in range(bx0[i], bx1[i] + 1):
-                if seg[r, c] != label[i] or not np.isfinite(img[r, c]):
+                if not np.isfinite(img[r, c]):
                     continue
+                w = 1.0
+                if seg[r, c] != label[i]:
+                    if not shared or seg[r, c] != 0 or not denom[r, c] > 0:
+                        continue
+                    w = min(weight_at(i, r, c, pcx, pcy, a00, a01, a11, norm)
+                            / denom[r, c], 1.0)
                 dx = c - cx[i]
                 u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
                 v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
                 if 0 <= u < uw[i] and 0 <= v < uh[i]:
-                    cnt[v, u] += 1.0
+                    cnt[v, u] += w * w
         k = ptr[i]
         for v in range(uh[i]):
             for u in range(uw[i]):
@@ -90,8 +99,13 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
-                  x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+                  x: np.ndarray, y: np.ndarray, share: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, ...]:
     """Each segment's pixels counted per blurred pixel they fall in.
+
+    With ``share`` (:attr:`.share.Shares.denom`; ``seg`` then holds the smooth
+    models), a shared pixel counts as its share squared (the share of its noise
+    in the template, in variance).
 
     ``seg`` holds ``id, x, y, xmin, xmax, ymin, ymax`` per segment, ``jac`` its
     sharp-to-blurred pixel Jacobian and ``x, y`` where its ``(x, y)`` lands on
@@ -120,7 +134,10 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
                                                                    "ymax")),
                   np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
                   np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
-                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt)
+                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt,
+                  share if share is not None else np.zeros((1, 1), np.float32),
+                  tuple(np.asarray(seg[k] if k in seg else np.zeros(n), np.float64)
+                        for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")))
     keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
         if n else np.zeros(0, dtype=np.int64)
     ptr = np.zeros(n + 1, dtype=np.int64)

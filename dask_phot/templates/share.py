@@ -1,0 +1,199 @@
+"""Soft segment boundaries: the sharp light outside every segment shared between sources.
+
+A detection threshold leaves a galaxy's faint outskirts (a diffuse disc, the
+sharp PSF's wings) outside its segment. Growing segments by a fixed distance
+(:func:`~.segments.grow_segments`, as T-PHOT and golfir do) gives those
+pixels back, but draws a hard line half way between neighbours: a bright
+neighbour's outskirts on the near side of the line land in the faint
+source's template (its flux comes out high by that light), and a disc that
+reaches past the line is cut (its flux comes out low). Deblenders
+(SExtractor's, scarlet) share a pixel between the sources that overlap it
+instead, in proportion to their models. Here:
+
+* a pixel inside a segment is its source's alone (a detection without
+  deblending has already merged sources that overlap above the threshold);
+* a pixel outside every segment, within ``reach`` sharp pixels of the
+  bounding boxes of one or more segments, is shared between those sources
+  in proportion to a smooth model of each, ``s_i(p)``: an elliptical
+  exponential with the segment's light, centroid and second moments (a
+  floor of one pixel squared added), so its share falls off with distance
+  in units of the source's own size and in proportion to its light;
+  a pixel beyond every source's reach is nobody's.
+
+Source ``i``'s template is then ``sum_p w_i(p) I(p)`` with ``w_i = s_i / sum_j
+s_j`` (1 inside its segment): the shares of a pixel add up to one, so no
+light is counted twice, and the template's total (the ``hires_flux``) is the
+light it holds. :func:`share_outskirts` measures the models, the sum of all
+of them (one image) and each source's shared light; the template deposit
+(:mod:`.build`) and the noise propagation (:mod:`.noise`) apply the same
+weights through :func:`weight_at`.
+
+How the shared light is split is itself uncertain (the smooth models are
+extrapolations): ``ambiguity`` holds, per source, ``sum_p |I(p)| w_i (1 - w_i)``,
+the change of its template's light if every shared pixel's ratio ``s_i/s_j``
+were off by a factor ``e``; :mod:`.fit` adds that change, scaled to the
+fitted flux, to the flux error (``segment_err``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from dask_phot.templates.segments import SegmentTable
+
+__all__ = ["Shares", "share_outskirts", "weight_at"]
+
+
+@dataclass
+class Shares:
+    """Smooth models of the segments and their sum outside every segment.
+
+    Attributes
+    ----------
+    reach : int
+        Sharp pixels beyond a segment's bounding box its source can share.
+    denom : ndarray (float32, the sharp image's shape)
+        ``sum_j s_j(p)`` at unlabelled pixels within some source's reach, else 0.
+    params : dict of ndarray
+        Per segment (rows of the :class:`~.segments.SegmentTable`): the model's
+        centre ``pcx, pcy``, quadratic form ``a00, a01, a11`` and amplitude
+        ``norm``; and the sharing box ``sx0, sx1, sy0, sy1``.
+    light, wsum, ambiguity : ndarray
+        Per segment: light of the shared pixels given to it (background not
+        subtracted), the sum of its shares, and the ambiguity (module docstring).
+    """
+
+    reach: int
+    denom: np.ndarray
+    params: dict
+    light: np.ndarray
+    wsum: np.ndarray
+    ambiguity: np.ndarray
+
+
+@numba.njit(cache=True)
+def _moments(img: np.ndarray, seg: np.ndarray, nl: int) -> np.ndarray:
+    """Per label: positive light and its first and second raw moments."""
+    out = np.zeros((nl + 1, 6))
+    ny, nx = img.shape
+    for r in range(ny):
+        for c in range(nx):
+            lab = seg[r, c]
+            if lab <= 0:
+                continue
+            v = img[r, c]
+            if not v > 0:  # also skips NaN
+                continue
+            o = out[lab]
+            o[0] += v
+            o[1] += v * c
+            o[2] += v * r
+            o[3] += v * c * c
+            o[4] += v * c * r
+            o[5] += v * r * r
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def weight_at(i: int, r: int, c: int, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
+              a01: np.ndarray, a11: np.ndarray, norm: np.ndarray) -> float:
+    """Source ``i``'s smooth model at sharp pixel ``(c, r)``."""
+    dx, dy = c - cx[i], r - cy[i]
+    q = a00[i] * dx * dx + 2.0 * a01[i] * dx * dy + a11[i] * dy * dy
+    return norm[i] * math.exp(-math.sqrt(max(q, 0.0)))
+
+
+@numba.njit(cache=True)
+def _denominator(seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
+                 y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
+                 a01: np.ndarray, a11: np.ndarray, norm: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x0.shape[0]):
+        if not norm[i] > 0:
+            continue
+        for r in range(y0[i], y1[i] + 1):
+            for c in range(x0[i], x1[i] + 1):
+                if seg[r, c] == 0:
+                    out[r, c] += weight_at(i, r, c, cx, cy, a00, a01, a11, norm)
+
+
+@numba.njit(cache=True)
+def _sums(img: np.ndarray, seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
+          y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray, a01: np.ndarray,
+          a11: np.ndarray, norm: np.ndarray, denom: np.ndarray) -> np.ndarray:
+    out = np.zeros((x0.shape[0], 3))
+    for i in range(x0.shape[0]):
+        if not norm[i] > 0:
+            continue
+        for r in range(y0[i], y1[i] + 1):
+            for c in range(x0[i], x1[i] + 1):
+                d = denom[r, c]
+                v = img[r, c]
+                if seg[r, c] != 0 or not d > 0 or not np.isfinite(v):
+                    continue
+                w = min(weight_at(i, r, c, cx, cy, a00, a01, a11, norm) / d, 1.0)
+                out[i, 0] += w * v
+                out[i, 1] += w
+                out[i, 2] += abs(v) * w * (1.0 - w)
+    return out
+
+
+def _models(img: np.ndarray, seg: np.ndarray, table: SegmentTable) -> dict:
+    """Each segment's smooth model: light, centroid and second moments (+1 px^2)."""
+    nl = int(table.id.max(initial=0))
+    mom = _moments(img, seg, nl)[table.id]
+    light = mom[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        safe = np.where(light > 0, light, 1.0)
+        cx = np.where(light > 0, mom[:, 1] / safe, table.x)
+        cy = np.where(light > 0, mom[:, 2] / safe, table.y)
+        cxx = np.where(light > 0, mom[:, 3] / safe - cx * cx, 0.0) + 1.0
+        cxy = np.where(light > 0, mom[:, 4] / safe - cx * cy, 0.0)
+        cyy = np.where(light > 0, mom[:, 5] / safe - cy * cy, 0.0) + 1.0
+    cxx, cyy = np.maximum(cxx, 1.0), np.maximum(cyy, 1.0)
+    det = np.maximum(cxx * cyy - cxy * cxy, 1e-6)
+    # an exponential of covariance C is exp(-sqrt(d^T A d)) with A = 3 C^-1
+    a00, a01, a11 = 3.0 * cyy / det, -3.0 * cxy / det, 3.0 * cxx / det
+    det_a = np.maximum(a00 * a11 - a01 * a01, 1e-12)
+    norm = np.maximum(light, 0.0) * np.sqrt(det_a) / (2.0 * np.pi)
+    return {"pcx": cx, "pcy": cy, "a00": a00, "a01": a01, "a11": a11, "norm": norm}
+
+
+def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
+                    reach: int) -> Shares:
+    """Smooth models, their sum and each source's shared light (module docstring).
+
+    Examples
+    --------
+    Two sources 1 and 2; the gap pixel between them is shared, nearer the
+    brighter one's share:
+
+    >>> img = np.zeros((1, 9)); img[0, :3] = 4.0; img[0, 4] = 1.0; img[0, 6:] = 1.0
+    >>> seg = np.zeros((1, 9), dtype=np.int32); seg[0, :3] = 1; seg[0, 6:] = 2
+    >>> from dask_phot.templates.segments import measure_segments
+    >>> sh = share_outskirts(img, seg, measure_segments(img, seg), reach=3)
+    >>> bool(sh.light[0] > sh.light[1]), round(float(sh.light.sum()), 6)
+    (True, 1.0)
+    """
+    if not (isinstance(reach, int | np.integer) and reach >= 0):
+        raise ValueError(f"grow: must be an integer >= 0 (pixels), got {reach!r}")
+    img = np.ascontiguousarray(image)
+    seg = np.ascontiguousarray(segmap)
+    params = _models(img, seg, table)
+    ny, nx = seg.shape
+    params["sx0"] = np.maximum(table.xmin - reach, 0)
+    params["sx1"] = np.minimum(table.xmax + reach, nx - 1)
+    params["sy0"] = np.maximum(table.ymin - reach, 0)
+    params["sy1"] = np.minimum(table.ymax + reach, ny - 1)
+    denom = np.zeros(seg.shape, dtype=np.float32)
+    model = [params[k] for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")]
+    box = [params[k] for k in ("sx0", "sx1", "sy0", "sy1")]
+    if len(table) and reach > 0:
+        _denominator(seg, *box, *model, denom)
+        sums = _sums(img, seg, *box, *model, denom)
+    else:
+        sums = np.zeros((len(table), 3))
+    return Shares(int(reach), denom, params, sums[:, 0], sums[:, 1], sums[:, 2])
