@@ -36,7 +36,12 @@ from dask_phot.templates.geometry import (
 from dask_phot.templates.inputs import Inputs, load_inputs
 from dask_phot.templates.kernel import TemplateKernel, sharp_psf_array
 from dask_phot.templates.models import Models, assemble_models
-from dask_phot.templates.noise import hires_rms, segment_cells, template_variance
+from dask_phot.templates.noise import (
+    confusion,
+    hires_rms,
+    segment_cells,
+    template_variance,
+)
 from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
 from dask_phot.templates.segments import (
     grow_segments,
@@ -382,11 +387,20 @@ def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
                                                                           inp.segmap)
     t = models.tpl
     cells = segment_cells(inp.hires, inp.segmap, models.seg, models.jac,
-                          (models.x + dx)[t], (models.y + dy)[t], inp.share)
+                          (models.x + dx)[t], (models.y + dy)[t], inp.share,
+                          _confusion(inp, sig) if inp.share is not None else 0.0)
     weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
                             weight=inp.weight, sky=None).weight
     return template_variance(built.stamps, weight, inp.psf, res.flux, t,
                              models.hires_flux[t], cells, sig)
+
+
+def _confusion(inp: Inputs, sigma: float) -> float:
+    """:func:`.noise.confusion` on blocks of a blurred pixel, over the pixel variance."""
+    if not sigma > 0:
+        return 0.0
+    block = round(pixel_scale(inp.wcs, "wcs") / pixel_scale(inp.hires_wcs, "hires_wcs"))
+    return confusion(inp.hires, inp.segmap, block, sigma) / sigma ** 2
 
 
 def _table(models: Models, res: PhotometryResult, dx: np.ndarray, dy: np.ndarray,

@@ -44,10 +44,10 @@ from scipy.spatial import cKDTree
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.share import weight_at
 
-__all__ = ["hires_rms", "segment_cells", "template_variance"]
+__all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
 
-def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 1_000_000
+def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 250_000
               ) -> float:
     """Robust RMS (1.4826 MAD) of the unlabelled finite sharp pixels (a regular
     subsample of at most ``max_pixels``)."""
@@ -60,17 +60,63 @@ def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 1_000_000
 
 
 @numba.njit(cache=True)
+def _block_means(img: np.ndarray, seg: np.ndarray, block: int, step: int) -> np.ndarray:
+    """Means of the unlabelled finite pixels of every ``step``-th block row and column
+    (``block`` pixels a side) that has at least 80% of them; with their counts."""
+    ny, nx = img.shape
+    nb = (ny // block + step - 1) // step * ((nx // block + step - 1) // step)
+    out = np.zeros((nb, 2))
+    k = 0
+    for br in range(0, ny // block, step):
+        for bc in range(0, nx // block, step):
+            tot, n = 0.0, 0
+            for r in range(br * block, (br + 1) * block):
+                for c in range(bc * block, (bc + 1) * block):
+                    v = img[r, c]
+                    if seg[r, c] == 0 and np.isfinite(v):
+                        tot += v
+                        n += 1
+            if n >= 0.8 * block * block:
+                out[k, 0], out[k, 1] = tot / n, n
+                k += 1
+    return out[:k]
+
+
+def confusion(image: np.ndarray, segmap: np.ndarray, block: int, sigma: float,
+              max_blocks: int = 20000) -> float:
+    """Variance per pixel of the unlabelled light, smoothed over ``block`` pixels,
+    beyond the noise (``sigma`` per pixel): the light of sources too faint to be
+    segmented, which varies from place to place.
+
+    Over blocks of ``block x block`` pixels (a blurred pixel) nearly free of
+    segments (a regular subsample of at most ``max_blocks``), the variance of
+    their means less the noise's share (``sigma^2 / n``); never negative. A
+    shared pixel of a template holds that light as it holds the noise, but
+    correlated over the block: see :func:`segment_cells`.
+    """
+    block = max(int(block), 1)
+    nblocks = (image.shape[0] // block) * (image.shape[1] // block)
+    step = max(1, int(np.sqrt(nblocks / max_blocks)))
+    means = _block_means(image, segmap, block, step)
+    if means.shape[0] < 16:
+        return 0.0
+    excess = np.var(means[:, 0]) - sigma ** 2 * np.mean(1.0 / means[:, 1])
+    return float(max(excess, 0.0))
+
+
+@numba.njit(cache=True)
 def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
            ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
-           denom: np.ndarray, smooth: tuple) -> np.ndarray:
+           denom: np.ndarray, smooth: tuple, conf: float) -> np.ndarray:
     used = np.zeros(label.shape[0], dtype=np.int64)
     shared = denom.shape == seg.shape
     pcx, pcy, a00, a01, a11, norm = smooth
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
+        shared_w = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
@@ -88,24 +134,30 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
                 v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
                 if 0 <= u < uw[i] and 0 <= v < uh[i]:
                     cnt[v, u] += w * w
+                    if seg[r, c] == 0:
+                        shared_w[v, u] += w
         k = ptr[i]
         for v in range(uh[i]):
             for u in range(uw[i]):
                 if cnt[v, u] > 0:
-                    out_x[k], out_y[k], out_n[k] = ux0[i] + u, uy0[i] + v, cnt[v, u]
+                    out_x[k], out_y[k] = ux0[i] + u, uy0[i] + v
+                    out_n[k] = cnt[v, u] + conf * shared_w[v, u] ** 2
                     k += 1
         used[i] = k - ptr[i]
     return used
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
-                  x: np.ndarray, y: np.ndarray, share: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, ...]:
+                  x: np.ndarray, y: np.ndarray, share: np.ndarray | None = None,
+                  confusion: float = 0.0) -> tuple[np.ndarray, ...]:
     """Each segment's pixels counted per blurred pixel they fall in.
 
     With ``share`` (:attr:`.share.Shares.denom`; ``seg`` then holds the smooth
     models), a shared pixel counts as its share squared (the share of its noise
-    in the template, in variance).
+    in the template, in variance). ``confusion`` (:func:`confusion`, over the
+    pixel variance) adds, per blurred pixel, its square times the shares summed
+    there: the light of sources too faint to have a segment, which the shared
+    pixels hold as they hold the noise.
 
     ``seg`` holds ``id, x, y, xmin, xmax, ymin, ymax`` per segment, ``jac`` its
     sharp-to-blurred pixel Jacobian and ``x, y`` where its ``(x, y)`` lands on
@@ -137,7 +189,8 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
                   np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt,
                   share if share is not None else np.zeros((1, 1), np.float32),
                   tuple(np.asarray(seg[k] if k in seg else np.zeros(n), np.float64)
-                        for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")))
+                        for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")),
+                  float(confusion))
     keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
         if n else np.zeros(0, dtype=np.int64)
     ptr = np.zeros(n + 1, dtype=np.int64)
