@@ -177,7 +177,7 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
-    lat = np.zeros((rows.size, n, n))
+    lat = np.zeros((rows.size, n, n), dtype=np.float32)
     total = np.zeros(rows.size)
     _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
              seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
@@ -187,15 +187,16 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              tuple(np.asarray(seg[k][rows] if k in seg else np.zeros(rows.size), np.float64)
                    for k in _SMOOTH))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
-    spec = scipy.fft.rfft2(lat.astype(np.float32), axes=(1, 2), workers=1)
+    spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
     spec *= kernel.spectrum(n).astype(np.complex64)[None]
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
-    # not a lattice delta: then the band's point stamp added back replaces it exactly
-    fy = scipy.fft.fftfreq(n)[None, :, None]
-    fx = scipy.fft.rfftfreq(n)[None, None, :]
-    cx, cy = (m * (xs - ax0))[:, None, None], (m * (ys - ay0))[:, None, None]
-    ramp = np.exp(-2j * np.pi * (fx * cx + fy * cy)) * total[:, None, None]
-    spec -= (ramp * kernel.point_spectrum(n)[None]).astype(np.complex64)
+    # not a lattice delta: then the band's point stamp added back replaces it exactly;
+    # its phase ramp is separable, an outer product of one ramp per axis
+    cx, cy = m * (xs - ax0), m * (ys - ay0)
+    rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) * total[:, None]
+    ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
+    spec -= (ry.astype(np.complex64)[:, :, None] * rx.astype(np.complex64)[:, None, :]
+             * kernel.point_spectrum(n).astype(np.complex64)[None])
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
     scale = scale.astype(np.float32)
     ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale

@@ -45,7 +45,7 @@ import numpy as np
 
 from dask_phot.templates.segments import SegmentTable
 
-__all__ = ["Shares", "share_outskirts", "weight_at"]
+__all__ = ["Shares", "share_outskirts", "shared_light", "weight_at"]
 
 
 @dataclass
@@ -157,8 +157,11 @@ def _models(img: np.ndarray, seg: np.ndarray, table: SegmentTable) -> dict:
     det = np.maximum(cxx * cyy - cxy * cxy, 1e-6)
     # an exponential of covariance C is exp(-sqrt(d^T A d)) with A = 3 C^-1
     a00, a01, a11 = 3.0 * cyy / det, -3.0 * cxy / det, 3.0 * cxx / det
-    det_a = np.maximum(a00 * a11 - a01 * a01, 1e-12)
-    norm = np.maximum(light, 0.0) * np.sqrt(det_a) / (2.0 * np.pi)
+    # every segment ends at the detection isophote: each model is 1 at its segment's
+    # edge (the ellipse of the segment's area, in scale lengths) and falls off beyond
+    # it with the source's own scale length
+    edge = np.sqrt(3.0 * table.npix / (np.pi * np.sqrt(det)))
+    norm = np.where(light > 0, np.exp(np.minimum(edge, 600.0)), 0.0)
     return {"pcx": cx, "pcy": cy, "a00": a00, "a01": a01, "a11": a11, "norm": norm}
 
 
@@ -197,3 +200,15 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
     else:
         sums = np.zeros((len(table), 3))
     return Shares(int(reach), denom, params, sums[:, 0], sums[:, 1], sums[:, 2])
+
+
+def shared_light(image: np.ndarray, segmap: np.ndarray, shares: Shares) -> np.ndarray:
+    """The light of another image (for example one source's, or a model) that the
+    same shares give each source, from the pixels outside every segment."""
+    p = shares.params
+    if not p["norm"].size or shares.reach == 0:
+        return np.zeros(p["norm"].shape[0])
+    box = [p[k] for k in ("sx0", "sx1", "sy0", "sy1")]
+    model = [p[k] for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")]
+    return _sums(np.ascontiguousarray(image, dtype=np.float64), np.ascontiguousarray(segmap),
+                 *box, *model, shares.denom)[:, 0]
