@@ -324,25 +324,11 @@ def test_errors_name_the_argument(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ simulated pair
 def _pair_stats(sim, tab: pd.DataFrame, segmap: np.ndarray) -> dict:  # type: ignore[no-untyped-def]
-    """Bias and pulls at S/N 5-100 over segments owned by one source (>= 95% of the
-    segment's light from it, >= 95% of its segmented light in it)."""
-    share = sim.segment_truth(segmap)
-    truth = sim.truth
-    share["F"] = truth.flux.to_numpy()[share.source.to_numpy()] * share.share
-    lab = share[share.label > 0]
-    inseg = lab.groupby("source").share.sum()
-    own = lab.sort_values("F").groupby("label").tail(1).set_index("label")
-    own = own[(own.F / lab.groupby("label").F.sum().loc[own.index] > 0.95)
-              & (own.share / inseg.loc[own.source].to_numpy() > 0.95)]
-    m = tab.set_index("id").join(own, how="inner")
-    tflux = truth.flux.to_numpy()[m.source.to_numpy()]
-    snr = tflux / m.flux_err.to_numpy()
-    sel = (snr >= 5) & (snr < 100)
-    pull = ((m.flux.to_numpy() - tflux) / m.flux_err.to_numpy())[sel]
-    return {"n": int(sel.sum()),
-            "bias": float(np.median(m.flux.to_numpy()[sel] / tflux[sel] - 1)),
-            "std": float(np.std(pull)),
-            "mad": float(1.4826 * np.median(np.abs(pull - np.median(pull))))}
+    """Bias and pulls at S/N 5-100 over segments owned by one source."""
+    from dask_phot.testing.pairs import pair_statistics
+
+    row = pair_statistics(sim, tab, segmap).loc["all"]
+    return {"n": int(row.n), "bias": row.bias, "std": row["std"], "mad": row.mad_std}
 
 
 def _detect(sim):  # type: ignore[no-untyped-def]

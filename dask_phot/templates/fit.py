@@ -44,8 +44,8 @@ from dask_phot.templates.noise import (
 )
 from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
 from dask_phot.templates.segments import (
+    background_mesh,
     grow_segments,
-    local_background,
     measure_segments,
     psf_concentration,
 )
@@ -53,6 +53,10 @@ from dask_phot.templates.share import share_outskirts
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates",
            "template_stamps"]
+
+
+#: Box side (arcsec) of the sharp image's background map (``hires_background="local"``).
+_MESH = 4.0
 
 
 @dataclass(frozen=True)
@@ -171,13 +175,16 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         ``register_snr`` (sources at this S/N or more carry the registration, 10),
         ``region_size`` (arcsec, 60), ``max_shift`` (arcsec, 1.0),
         ``oversample`` (lattice points per blurred pixel; default from the PSF's
-        FWHM), ``grow`` (arcsec, default 0: segments are grown by this into
-        unlabelled pixels, so templates hold the faint outskirts a detection
-        threshold leaves out; worth it on a deep sharp image, it adds noise on a
-        shallow one), ``hires_background`` ("local", the default: a background
-        per source, the median of unlabelled pixels in a frame 0.3" to 0.6"
-        outside its segment's box, is subtracted from its pixels; "none": the
-        sharp image is taken as background subtracted), ``unresolved`` (a
+        FWHM), ``grow`` (arcsec, default 0: the unlabelled pixels within this of
+        a segment's box join templates, so they hold the faint outskirts a
+        detection threshold leaves out; worth it on a deep sharp image, it adds noise
+        on a shallow one), ``outskirts`` ("shared", the default: those pixels are
+        shared between neighbours in proportion to smooth models of them,
+        :mod:`.share`; "grown": segments grown by ``grow`` into unlabelled pixels,
+        meeting half way), ``hires_background`` ("local", the default: a background
+        map, the median of unlabelled pixels in 4" boxes, is interpolated at each
+        segment and subtracted from its pixels; "none": the sharp image is taken as
+        background subtracted), ``unresolved`` (a
         segment whose concentration reaches this fraction of an unresolved
         source's is a point source; 0.9; > 1 keeps every template),
         ``max_size`` (largest stamp, pixels), ``window`` and ``regularization``
@@ -293,8 +300,8 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     segd = {k: getattr(seg, k) for k in ("id", "x", "y", "xmin", "xmax", "ymin", "ymax")}
     segd["bkg"] = np.zeros(len(seg))
     if opts.hires_background == "local":
-        segd["bkg"] = local_background(inp.hires, inp.segmap, seg,
-                                       gap=round(0.3 / hscale), width=round(0.3 / hscale))
+        segd["bkg"] = background_mesh(inp.hires, inp.segmap, seg,
+                                      box=max(round(_MESH / hscale), 8))
     npix = (seg.npix - seg.nbad).astype(np.float64)
     flux = seg.flux.copy()
     segd["amb"] = np.zeros(len(seg))

@@ -18,6 +18,7 @@ truth, to test registration. Needs GalSim (the ``test`` extra).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from dask_phot.models.shapes import wcs_jacobian
 from dask_phot.psf import OversampledPSF, PixelPSF
 from dask_phot.testing.sources import COSMOS_CENTER, COSMOS_DENSITY
 
-__all__ = ["SimulatedPair", "simulate_pair", "tan_wcs"]
+__all__ = ["SimulatedPair", "pair_statistics", "simulate_pair", "tan_wcs"]
 
 
 @dataclass
@@ -76,6 +77,45 @@ class SimulatedPair:
             for label in np.flatnonzero(sums):
                 rows.append((i, int(label), float(sums[label] / tot)))
         return pd.DataFrame(rows, columns=["source", "label", "share"])
+
+
+def pair_statistics(sim: SimulatedPair, table: pd.DataFrame, segmap: np.ndarray,
+                    snr_bins: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0, 100.0)
+                    ) -> pd.DataFrame:
+    """Flux bias and pulls of a fit (``table``: ``id``, ``flux``, ``flux_err``) against
+    the truth, over segments owned by one source.
+
+    A segment is owned when >= 95% of the (noiseless, sharp) light in it is one
+    source's and >= 95% of that source's segmented light is in it (needs
+    ``keep_stamps``). Rows: the S/N bins (truth flux over ``flux_err``) and
+    ``"all"`` (S/N from the first to the last edge); columns ``n``, ``bias``
+    (median of flux / truth - 1), ``std`` and ``mad_std`` (1.4826 MAD) of the pulls.
+    """
+    share = sim.segment_truth(segmap)
+    truth = sim.truth
+    share["F"] = truth.flux.to_numpy()[share.source.to_numpy()] * share.share
+    lab = share[share.label > 0]
+    inseg = lab.groupby("source").share.sum()
+    own = lab.sort_values("F").groupby("label").tail(1).set_index("label")
+    own = own[(own.F / lab.groupby("label").F.sum().loc[own.index] > 0.95)
+              & (own.share / inseg.loc[own.source].to_numpy() > 0.95)]
+    m = table.set_index("id").join(own, how="inner")
+    tflux = truth.flux.to_numpy()[m.source.to_numpy()]
+    snr = tflux / m.flux_err.to_numpy()
+    pull = (m.flux.to_numpy() - tflux) / m.flux_err.to_numpy()
+    ratio = m.flux.to_numpy() / tflux - 1
+    edges = list(snr_bins)
+    rows = {}
+    for name, lo, hi in ([(f"{a:g}-{b:g}", a, b) for a, b in itertools.pairwise(edges)]
+                         + [("all", edges[0], edges[-1])]):
+        sel = (snr >= lo) & (snr < hi)
+        p = pull[sel]
+        rows[name] = {"n": int(sel.sum()),
+                      "bias": float(np.median(ratio[sel])) if sel.any() else np.nan,
+                      "std": float(np.std(p)) if sel.any() else np.nan,
+                      "mad_std": float(1.4826 * np.median(np.abs(p - np.median(p))))
+                      if sel.any() else np.nan}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def tan_wcs(scale: float, shape: tuple[int, int], center: tuple[float, float], *,
