@@ -12,8 +12,9 @@ rebuilds the templates and fits again.
 * :func:`fit_templates` (a table) and :func:`run_templates` (with the model
   image and shift map): the entry points;
 * :mod:`~dask_phot.templates.kernel`: matching kernels (:func:`matching_kernel`);
-* :mod:`~dask_phot.templates.segments`, :mod:`~dask_phot.templates.geometry`,
-  :mod:`~dask_phot.templates.build`: segments, WCS maps, templates;
+* :mod:`~dask_phot.templates.segments`, :mod:`~dask_phot.templates.share`,
+  :mod:`~dask_phot.templates.geometry`, :mod:`~dask_phot.templates.build`:
+  segments, their shared outskirts, WCS maps, templates;
 * :mod:`~dask_phot.templates.register`: registration shifts per region;
 * :mod:`~dask_phot.templates.models`: the choice of model per source (template,
   point, Sersic); :mod:`~dask_phot.templates.noise`: the sharp image's noise in

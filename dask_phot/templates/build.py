@@ -4,7 +4,8 @@ Source ``i``'s template is built on a *lattice* ``1/m`` of a blurred pixel
 apart that holds the blurred pixel centres of its stamp (``k x k`` pixels,
 ``N = m k`` lattice points a side):
 
-1. every finite pixel of its segment is mapped through the local affine map
+1. every finite pixel of its segment (and, with shared outskirts, its share
+   of each unlabelled pixel around it: :mod:`.share`) is mapped through the local affine map
    of the two WCSs (:mod:`.geometry`; rotation, pixel scales, sub-pixel
    offsets and any registration shift) and its value split bilinearly between
    the four lattice points around it;

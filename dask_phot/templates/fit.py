@@ -1,7 +1,8 @@
 """Template fitting: :func:`fit_templates`, the entry point, and :func:`run_templates`.
 
 Steps (see the package docstring): validate the inputs; measure every
-segment on the sharp image (:mod:`.segments`); map the sources onto the
+segment on the sharp image (:mod:`.segments`) and share the unlabelled pixels
+around them (:mod:`.share`); map the sources onto the
 blurred image through both WCSs (:mod:`.geometry`); choose each source's
 model (its template, or a point source when it is unresolved on the sharp
 image or its segment holds no positive light; sources absent from the sharp
