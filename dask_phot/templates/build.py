@@ -48,7 +48,7 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
-from dask_phot.templates.share import weight_at
+from dask_phot.templates.share import share_of
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
 
@@ -123,10 +123,11 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
                 lab = seg[r, c]
                 w = 1.0
                 if lab != label[i]:
-                    if not shared or lab != 0 or not denom[r, c] > 0:
+                    if not shared or lab != 0:
                         continue
-                    w = min(weight_at(i, r, c, pcx, pcy, a00, a01, a11, norm)
-                            / denom[r, c], 1.0)
+                    w = share_of(i, r, c, denom[r, c], pcx, pcy, a00, a01, a11, norm)
+                    if w <= 0.0:
+                        continue
                 v = (img[r, c] - bkg[i]) * w
                 if not np.isfinite(v):
                     continue

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
-from dask_phot.templates.share import weight_at
+from dask_phot.templates.share import share_of
 
 __all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
@@ -125,10 +125,11 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
                     continue
                 w = 1.0
                 if seg[r, c] != label[i]:
-                    if not shared or seg[r, c] != 0 or not denom[r, c] > 0:
+                    if not shared or seg[r, c] != 0:
                         continue
-                    w = min(weight_at(i, r, c, pcx, pcy, a00, a01, a11, norm)
-                            / denom[r, c], 1.0)
+                    w = share_of(i, r, c, denom[r, c], pcx, pcy, a00, a01, a11, norm)
+                    if w <= 0.0:
+                        continue
                 dx = c - cx[i]
                 u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
                 v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]

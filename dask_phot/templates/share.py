@@ -26,7 +26,7 @@ light is counted twice, and the template's total (the ``hires_flux``) is the
 light it holds. :func:`share_outskirts` measures the models, the sum of all
 of them (one image) and each source's shared light; the template deposit
 (:mod:`.build`) and the noise propagation (:mod:`.noise`) apply the same
-weights through :func:`weight_at`.
+weights through :func:`share_of`.
 
 How the shared light is split is itself uncertain (the smooth models are
 extrapolations): ``ambiguity`` holds, per source, ``sum_p |I(p)| w_i (1 - w_i)``,
@@ -45,7 +45,7 @@ import numpy as np
 
 from dask_phot.templates.segments import SegmentTable
 
-__all__ = ["Shares", "share_outskirts", "shared_light", "weight_at"]
+__all__ = ["Shares", "share_of", "share_outskirts", "shared_light", "weight_at"]
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Shares:
     reach : int
         Sharp pixels beyond a segment's bounding box its source can share.
     denom : ndarray (float32, the sharp image's shape)
-        ``sum_j s_j(p)`` at unlabelled pixels within some source's reach, else 0.
+        ``sum_j s_j(p)`` at unlabelled pixels within two or more sources' reach,
+        -1 within one's (all its: no model evaluated), else 0 (:func:`share_of`).
     params : dict of ndarray
         Per segment (rows of the :class:`~.segments.SegmentTable`): the model's
         centre ``pcx, pcy``, quadratic form ``a00, a01, a11`` and amplitude
@@ -107,16 +108,38 @@ def weight_at(i: int, r: int, c: int, cx: np.ndarray, cy: np.ndarray, a00: np.nd
     return norm[i] * math.exp(-math.sqrt(max(q, 0.0)))
 
 
+@numba.njit(cache=True, inline="always")
+def share_of(i: int, r: int, c: int, d: float, cx: np.ndarray, cy: np.ndarray,
+             a00: np.ndarray, a01: np.ndarray, a11: np.ndarray, norm: np.ndarray) -> float:
+    """Source ``i``'s share of unlabelled pixel ``(c, r)`` whose :attr:`Shares.denom`
+    is ``d`` (0: nobody's; negative: within one source's reach only, all its)."""
+    if d == 0.0:
+        return 0.0
+    if d < 0.0:
+        return 1.0
+    return min(weight_at(i, r, c, cx, cy, a00, a01, a11, norm) / d, 1.0)
+
+
 @numba.njit(cache=True)
 def _denominator(seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
                  y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
                  a01: np.ndarray, a11: np.ndarray, norm: np.ndarray, out: np.ndarray) -> None:
-    for i in range(x0.shape[0]):
+    """The models' sum where two or more sources reach, -1 where one does."""
+    for i in range(x0.shape[0]):  # count the sources reaching each pixel (as -1, -2, ...)
         if not norm[i] > 0:
             continue
         for r in range(y0[i], y1[i] + 1):
             for c in range(x0[i], x1[i] + 1):
                 if seg[r, c] == 0:
+                    out[r, c] -= 1.0
+    for i in range(x0.shape[0]):  # the models, where several reach (no exp elsewhere)
+        if not norm[i] > 0:
+            continue
+        for r in range(y0[i], y1[i] + 1):
+            for c in range(x0[i], x1[i] + 1):
+                if seg[r, c] == 0 and out[r, c] != -1.0:
+                    if out[r, c] < 0.0:
+                        out[r, c] = 0.0
                     out[r, c] += weight_at(i, r, c, cx, cy, a00, a01, a11, norm)
 
 
@@ -130,11 +153,12 @@ def _sums(img: np.ndarray, seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: 
             continue
         for r in range(y0[i], y1[i] + 1):
             for c in range(x0[i], x1[i] + 1):
-                d = denom[r, c]
                 v = img[r, c]
-                if seg[r, c] != 0 or not d > 0 or not np.isfinite(v):
+                if seg[r, c] != 0 or not np.isfinite(v):
                     continue
-                w = min(weight_at(i, r, c, cx, cy, a00, a01, a11, norm) / d, 1.0)
+                w = share_of(i, r, c, denom[r, c], cx, cy, a00, a01, a11, norm)
+                if w <= 0.0:
+                    continue
                 out[i, 0] += w * v
                 out[i, 1] += w
                 out[i, 2] += abs(v) * w * (1.0 - w)
