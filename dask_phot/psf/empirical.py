@@ -39,14 +39,8 @@ from scipy.special import erf
 
 from dask_phot.psf._epsf_render import coefficients, node_values
 from dask_phot.psf._epsf_stack import cut_stars
-from dask_phot.psf.epsf_build import (
-    BuildState,
-    finished,
-    iterate_epsf,
-    phase_normalised,
-    star_residuals,
-)
-from dask_phot.psf.epsf_error import bootstrap_flux_error
+from dask_phot.psf.epsf_build import BuildState, iterate_epsf, phase_normalised, star_residuals
+from dask_phot.psf.epsf_error import epsf_flux_error
 from dask_phot.psf.epsf_result import EmpiricalPSF
 from dask_phot.psf.pixel import PixelPSF, PSFError
 from dask_phot.psf.stars import StarSelection, select_stars
@@ -514,18 +508,10 @@ def build_epsf(image: np.ndarray, *, wcs: object = None, weight: np.ndarray | No
     if state.selection.n_kept < opts.min_stars:
         raise _too_few(state.selection, opts.min_stars, name)
     result = _result(state, opts, size, name)
-    result.flux_error = _flux_error(state, opts)
+    result.flux_error = epsf_flux_error(state, opts)
     _grid(result, state, opts, name)
     return result
 
-
-def _flux_error(state: BuildState, opts: EPSFOptions) -> float:
-    """The ePSF's fractional flux error from a bootstrap of its stars (0 if not asked)."""
-    if opts.error_samples < 2:
-        return 0.0
-    err, _ = bootstrap_flux_error(state, opts, lambda core: finished(state, opts, core),
-                                  samples=opts.error_samples)
-    return err
 
 
 def _result(state: BuildState, opts: EPSFOptions, size: int, name: str) -> EmpiricalPSF:
@@ -594,7 +580,7 @@ def _grid(result: EmpiricalPSF, state: BuildState, opts: EPSFOptions, name: str)
         cxs.append((k % gx + 0.5) * nx_img / gx - 0.5)
         cys.append((k // gx + 0.5) * ny_img / gy - 0.5)
         counts.append(int(sub.used.sum()))
-        errors.append(_flux_error(sub, opts))
+        errors.append(epsf_flux_error(sub, opts))
     result.stars["cell"] = cell
     result.cell_flux_error = np.array(errors)
     result.mode = "grid"

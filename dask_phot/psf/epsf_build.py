@@ -31,8 +31,8 @@ from dask_phot.psf.wings import WingMatch, complete_wings, node_radii
 if TYPE_CHECKING:
     from dask_phot.psf.empirical import EPSFOptions
 
-__all__ = ["BuildState", "finished", "iterate_epsf", "phase_normalised", "star_residuals",
-           "wing_radii"]
+__all__ = ["BuildState", "finished", "iterate_epsf", "phase_normalised", "sky_basis",
+           "star_residuals", "wing_radii"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _ring_level(state: BuildState) -> float:
     return float(e[0][ring].mean())
 
 
-def _sky_basis(state: BuildState, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sky_basis(state: BuildState, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Sky terms (1, x, y) at the stars, x and y scaled to [-1, 1] over the image."""
     ny, nx = state.image.shape
     return np.column_stack([np.ones_like(x), 2 * x / max(nx - 1, 1) - 1,
@@ -113,7 +113,7 @@ def _sky_basis(state: BuildState, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _sky(state: BuildState, opts: EPSFOptions) -> np.ndarray:
     if state.sky_coef is not None:
-        return _sky_basis(state, state.x_cat, state.y_cat) @ state.sky_coef
+        return sky_basis(state, state.x_cat, state.y_cat) @ state.sky_coef
     m = state.boxes.data.shape[1]
     g = np.arange(m) - m // 2
     ring = np.maximum(np.abs(g)[:, None], np.abs(g)[None, :]) > state.half
@@ -313,7 +313,7 @@ def iterate_epsf(state: BuildState, opts: EPSFOptions, iterations: int, name: st
             break
         sfit = StarFit(fit.flux[sub], fit.x[sub], fit.y[sub], fit.sky[sub], fit.chi2[sub],
                        fit.ok[sub])
-        basis = _sky_basis(state, state.x_cat, state.y_cat)
+        basis = sky_basis(state, state.x_cat, state.y_cat)
         stack = stack_stars(state.boxes.subset(sub), sfit, o, state.half,
                             model_coef=state.coef if it else None, smoothing=opts.smoothing,
                             error_floor=opts.error_floor, sky_basis=basis[sub],

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from dask_phot.psf.empirical import EPSFOptions
     from dask_phot.psf.epsf_build import BuildState
 
-__all__ = ["bootstrap_flux_error", "flux_ratios"]
+__all__ = ["bootstrap_flux_error", "epsf_flux_error", "flux_ratios"]
 
 
 def flux_ratios(values: np.ndarray, reference: np.ndarray, oversampling: int, size: int,
@@ -122,6 +122,18 @@ def bootstrap_flux_error(state: BuildState, opts: EPSFOptions, complete, *, samp
 
 
 def _basis(state: BuildState) -> np.ndarray:
-    from dask_phot.psf.epsf_build import _sky_basis
+    from dask_phot.psf.epsf_build import sky_basis
 
-    return _sky_basis(state, state.x_cat, state.y_cat)
+    return sky_basis(state, state.x_cat, state.y_cat)
+
+
+def epsf_flux_error(state: BuildState, opts: EPSFOptions) -> float:
+    """The fractional flux error of a finished build's ePSF (0 unless ``error_samples``
+    is at least 2): :func:`bootstrap_flux_error` with the build's own finishing."""
+    from dask_phot.psf.epsf_build import finished
+
+    if opts.error_samples < 2:
+        return 0.0
+    err, _ = bootstrap_flux_error(state, opts, lambda core: finished(state, opts, core),
+                                  samples=opts.error_samples)
+    return err
