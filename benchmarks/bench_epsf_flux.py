@@ -11,7 +11,9 @@ an :class:`~dask_phot.psf.OversampledPSF` with 21-pixel stamps, wings subtracted
 divided by the ePSF's flux in its box), the ``irac1`` preset (golfir with wings, what a
 band uses by default), the ``irac1_notebook`` preset (17x17 PRF) and the golfir PSF
 binned to 0.6". Prints one table: per PSF and S/N range, the median flux ratio - 1 and
-the pulls' mean and standard deviation (N(0, 1) when the PSF is right).
+the pulls' mean and standard deviation (N(0, 1) when the PSF is right). The ePSF's
+flux errors include its own fractional error (``EmpiricalPSF.flux_error``, a bootstrap
+of its stars) in quadrature, as the pipeline adds it; a row without it shows its effect.
 Run: ``python benchmarks/bench_epsf_flux.py``.
 """
 
@@ -59,17 +61,23 @@ def truth_nodes(prf: LatticePRF, over: int, half: int) -> np.ndarray:
     return out
 
 
-def rows_for(label, psf, im, sky, factor=1.0):
+def rows_for(label, psf, im, sky, factor=1.0, psf_error=0.0):
     res = forced_photometry(im.data, psf, im.x, im.y, sigma=im.sigma, sky=sky)
     res.flux *= factor
-    res.flux_err *= factor
-    snr = im.flux / res.flux_err  # selected on the true S/N: no selection bias
+    # the ePSF's own fractional flux error (a bootstrap of its stars) in quadrature,
+    # as the pipeline adds it
+    # binned on the true flux over the statistical error (no selection bias; the same
+    # bins with and without the PSF error)
+    snr = im.flux / (res.flux_err * factor)
+    res.flux_err = np.hypot(res.flux_err, psf_error * res.flux) * factor
     out = []
     for lo, hi in BINS:
         s = (snr > lo) & (snr <= hi) & np.isfinite(res.flux)
+        if not s.any():
+            continue
         ratio = np.median(res.flux[s] / im.flux[s]) - 1
         pull = (res.flux[s] - im.flux[s]) / res.flux_err[s]
-        out.append(f"{label:<26} {lo:>4}-{hi:<5} {int(s.sum()):>5} {100 * ratio:+8.2f}% "
+        out.append(f"{label:<32} {lo:>4}-{hi:<5} {int(s.sum()):>5} {100 * ratio:+8.2f}% "
                    f"{np.mean(pull):+7.2f} {np.std(pull):7.2f}")
     return out
 
@@ -88,7 +96,7 @@ def main(argv=None):
                                 to_ujy=8.4616, sky=0.05, density_per_deg2=args.density)
     priors = im.meta["priors"][["ra", "dec"]]
     print(f"field: {im.shape[1]}x{im.shape[0]} px at 0.6\", {len(im.x)} sources, sky 0.05")
-    table = [f"{'PSF':<26} {'S/N':<10} {'n':>5} {'flux-1':>9} {'pull':>7} {'sd':>7}"]
+    table = [f"{'PSF':<32} {'S/N':<10} {'n':>5} {'flux-1':>9} {'pull':>7} {'sd':>7}"]
     table += rows_for("true ePSF (floor)", EPSFStamps([truth_nodes(prf, 4, 27)], 4, 0.6), im,
                       0.05)
     for label, wings in (("ePSF + golfir wings", WingModel("psf", golfir, 0.1, label="golfir")),
@@ -98,10 +106,12 @@ def main(argv=None):
                          options=EPSFOptions(wings=wings, grid="none", size=55))
         dt = time.perf_counter() - t0
         print(f"{label}: {res.n_stars} stars ({res.selection.summary()}), FWHM "
-              f"{res.fwhm:.2f} px, box flux {res.flux_in_box:.4f}, built in {dt:.1f} s")
-        table += rows_for(label, res.psf_model(), im, 0.05)
+              f"{res.fwhm:.2f} px, box flux {res.flux_in_box:.4f}, flux error "
+              f"{100 * res.flux_error:.3f}% (bootstrap), built in {dt:.1f} s")
+        table += rows_for(label + ", no PSF err", res.psf_model(), im, 0.05)
+        table += rows_for(label, res.psf_model(), im, 0.05, psf_error=res.flux_error)
         table += rows_for("  as the pipeline fits it", res.to_oversampled(size=21), im, 0.05,
-                          1.0 / res.flux_in_box)
+                          1.0 / res.flux_in_box, psf_error=res.flux_error)
     for preset in ("irac1", "irac1_notebook"):
         band = get_band(preset)
         table += rows_for(f"preset {preset}", band.load_psf(), im, 0.05,

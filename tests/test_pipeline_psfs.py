@@ -79,12 +79,35 @@ def test_empirical_band_is_built_cached_recorded_and_right(mosaic, tmp_path) -> 
     # wings is noisy (+2%); with 64 stars (bench_epsf_flux.py) fluxes are within 0.2%
     ratio = bright_ratio(read_catalog(out))
     assert abs(ratio - 1) < 0.03
+    # the ePSF's own flux error (a bootstrap of its stars) is recorded and in every error
+    assert 0 < m["flux_error"] < 0.05
+    cat = read_catalog(out)
+    ok = np.isfinite(cat["flux_irac1"]) & np.isfinite(cat["flux_err_irac1"])
+    assert ok.sum() > 20
+    floor = m["flux_error"] * cat.loc[ok, "flux_irac1"].abs()
+    assert np.all(cat.loc[ok, "flux_err_irac1"] >= 0.999 * floor)
     # a second run reuses the file
     stamp = os.stat(files[0]).st_mtime_ns
     run_catalog(cfg)
     record = json.loads((out / "dask_phot_run.json").read_text())["calibration"]["irac1"]
     assert record["mosaics"][0]["status"] == "cached"
     assert os.stat(files[0]).st_mtime_ns == stamp
+    # the cells are keyed on their mosaic's ePSF: kept while it stands, fitted again
+    # when it would be rebuilt (other priors on the mosaic, say)
+    from dask_phot.pipeline import plan as plan_module
+
+    assert not plan_module.prepare_run(cfg).todo
+    real = plan_module.epsf_keys
+
+    def rebuilt(*args):
+        return {b: [k[::-1] for k in keys] for b, keys in real(*args).items()}
+
+    plan_module.epsf_keys = rebuilt
+    try:
+        again = plan_module.prepare_run(cfg)
+    finally:
+        plan_module.epsf_keys = real
+    assert again.todo and set(again.reasons.values()) == {"mosaic irac1 changed"}
     # the preset is wrong for this mosaic
     preset = bright_ratio(read_catalog(run_catalog(config(mosaic, tmp_path / "p")).output))
     assert preset < 0.9

@@ -42,7 +42,7 @@ from dask_phot.images import (
 )
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
-from dask_phot.pipeline.psfs import band_psf
+from dask_phot.pipeline.psfs import band_psf, band_psf_error
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
@@ -237,6 +237,7 @@ def fit_band(
         kwargs["fit_sky"] = False
         kwargs["cutout_width"] = round(band.band.cutout_width / band.band.pixel_scale) | 1
     psf, correction = band_psf(band, region)
+    psf_error = band_psf_error(band, region)  # an ePSF's own, in quadrature (0 for a file)
     # the sources this band models: within its margin of the targets (all without one)
     use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
         _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
@@ -250,7 +251,8 @@ def fit_band(
         t = fit_band_templates(sub, region, psf, templates, weight=noise.get("weight"),
                                engine=engine, priors=priors)
     if t is not None:
-        part = band_table(len(sub), flux=t["flux"] * to_ujy, flux_err=t["flux_err"] * to_ujy,
+        part = band_table(len(sub), flux=t["flux"] * to_ujy,
+                          flux_err=np.hypot(t["flux_err"], psf_error * t["flux"]) * to_ujy,
                           chi2=t["chi2"], mismatch=t["mismatch"], model=t["model"],
                           flags=t["flags"])
     else:
@@ -259,7 +261,8 @@ def fit_band(
         choose = band.model == "choose" and kwargs["mode"] == "scene"
         res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise,
                                 **kwargs, choose_models=choose)
-        part = band_table(len(sub), flux=res.flux * to_ujy, flux_err=res.flux_err * to_ujy,
+        part = band_table(len(sub), flux=res.flux * to_ujy,
+                          flux_err=np.hypot(res.flux_err, psf_error * res.flux) * to_ujy,
                           chi2=res.chi2, mismatch=res.mismatch, model=_model_codes(res, shapes),
                           flags=res.flags)
     if use.all():

@@ -30,6 +30,7 @@ from dask_phot.cells import CellSources, choose_order, partition_priors
 from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
 from dask_phot.pipeline.output import CatalogStore
+from dask_phot.pipeline.psfs import epsf_keys
 from dask_phot.pipeline.resume import (
     CellInputs,
     cell_inputs,
@@ -232,6 +233,9 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
         raise InputError(f"{exc}: a mosaic disappeared while the run was planned") from None
     except network_errors() as exc:
         raise _unreachable("mosaics", exc) from None
+    # a band's ePSF (psf = "empirical") is an input of its cells too
+    for band, keys in epsf_keys(config, parts, indexes).items():
+        identities[band] = [f"{i} epsf={k}" for i, k in zip(identities[band], keys, strict=True)]
     digest = config_digest(config)
     inputs = {key: cell_inputs(p, digest, owner[key], identities)
               for p in parts for key in [(p.cell.order, p.cell.pixel)]}

@@ -20,6 +20,8 @@ per mosaic, measured from the mosaic's own stars by :func:`dask_phot.psf.empiric
   wing model). With a grid of ePSFs, a cell's box is fitted with the grid's ePSF at
   the box's centre (:meth:`~dask_phot.psf.PSFGrid.weights`: blended between the
   cells of a 2-D grid, the nearest cell's in a single row or column).
+  :func:`band_psf_error` is the ePSF's fractional flux error (a bootstrap of its
+  stars), which the cells add in quadrature to every flux error.
 * :func:`psf_records` is what the catalog records of each band's PSF (Parquet
   metadata ``dask_phot_calibration`` and ``dask_phot_run.json``).
 """
@@ -48,8 +50,8 @@ from dask_phot.psf.empirical import EmpiricalPSFError, EPSFOptions
 if TYPE_CHECKING:
     from dask_phot.bands import Band
 
-__all__ = ["MosaicPSF", "band_psf", "band_wings", "epsf_options", "prepare_psfs",
-           "psf_records"]
+__all__ = ["MosaicPSF", "band_psf", "band_psf_error", "band_wings", "epsf_keys",
+           "epsf_options", "prepare_psfs", "psf_records"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,7 @@ def _write_epsf(result: EmpiricalPSF, path: str, storage: Mapping[str, Any]) -> 
 def _summary(result: EmpiricalPSF) -> dict[str, Any]:
     return {"n_stars": result.n_stars, "mode": result.mode, "grid": result.grid_note,
             "fwhm_arcsec": round(result.fwhm * result.pixel_scale, 4),
+            "flux_error": round(result.flux_error, 6),
             "flux_in_box": round(result.flux_in_box, 6), "stamp": result.size,
             "oversampling": result.oversampling, "wings": result.wings.model,
             "stars": result.selection.summary()}
@@ -258,21 +261,17 @@ def prepare_psfs(config: RunConfig, parts: Sequence[CellSources],
     bands = [b for b in config.bands if b.psf == "empirical"]
     if not bands:
         return config
-    everyone = _stage_priors(parts)
     jobs: dict[tuple[str, int], tuple] = {}
     done: dict[tuple[str, int], MosaicPSF] = {}
-    for b in bands:
-        stars = _reference_stars(b, storage) if b.psf_stars else None
-        for k, m in enumerate(indexes[b.name]):
-            priors = _on_mosaic(everyone, m)
-            path = _psf_path(out, b.name, m, _mosaic_key(m, b, priors, stars, storage))
-            if _fs(path, storage).exists(path):
-                log.info("bands.%s: %s: reusing the ePSF %s", b.name, m.source_url, path)
-                rec = {"status": "cached", "file": path,
-                       **_summary(_read_epsf(path, json.dumps(storage, sort_keys=True)))}
-                done[b.name, k] = MosaicPSF(m.source_url or m.url, m.wcs, path, rec, storage)
-            else:
-                jobs[b.name, k] = (m, b, priors, stars, path, storage)
+    for (name, k), (m, key, priors, stars) in _mosaic_inputs(config, parts, indexes).items():
+        path = _psf_path(out, name, m, key)
+        if _fs(path, storage).exists(path):
+            log.info("bands.%s: %s: reusing the ePSF %s", name, m.source_url, path)
+            rec = {"status": "cached", "file": path,
+                   **_summary(_read_epsf(path, json.dumps(storage, sort_keys=True)))}
+            done[name, k] = MosaicPSF(m.source_url or m.url, m.wcs, path, rec, storage)
+        else:
+            jobs[name, k] = (m, config.band(name), priors, stars, path, storage)
     records = _run_builds(jobs, client)
     for (name, k), rec in records.items():
         m = jobs[name, k][0]
@@ -281,6 +280,38 @@ def prepare_psfs(config: RunConfig, parts: Sequence[CellSources],
         done[b.name, k] for k in range(len(indexes[b.name])))) if b.psf == "empirical" else b
         for b in config.bands)
     return dataclasses.replace(config, bands=new)
+
+
+def _mosaic_inputs(config: RunConfig, parts: Sequence[CellSources],
+                   indexes: Mapping[str, Sequence[Mosaic]]
+                   ) -> dict[tuple[str, int], tuple[Mosaic, str, pd.DataFrame, Any]]:
+    """Per (band, mosaic number) of the empirical bands: the mosaic, its ePSF's key, the
+    priors on it and the reference stars."""
+    storage = storage_options(config)
+    everyone = _stage_priors(parts)
+    out: dict[tuple[str, int], tuple[Mosaic, str, pd.DataFrame, Any]] = {}
+    for b in (b for b in config.bands if b.psf == "empirical"):
+        stars = _reference_stars(b, storage) if b.psf_stars else None
+        for k, m in enumerate(indexes[b.name]):
+            priors = _on_mosaic(everyone, m)
+            out[b.name, k] = (m, _mosaic_key(m, b, priors, stars, storage), priors, stars)
+    return out
+
+
+def epsf_keys(config: RunConfig, parts: Sequence[CellSources],
+              indexes: Mapping[str, Sequence[Mosaic]]) -> dict[str, list[str]]:
+    """Per empirical band, the key of each mosaic's ePSF (in index order).
+
+    The ePSF of a mosaic is a digest of what it is built from (the mosaic, its
+    priors and stars, the band's options): a cell kept from an earlier run whose
+    mosaic's ePSF has changed since (other priors on the mosaic, other options)
+    must be fitted again, so the run plan adds these keys to the cells' mosaic
+    identities (:func:`dask_phot.pipeline.plan.prepare_run`).
+    """
+    out: dict[str, list[str]] = {}
+    for (name, _), (_, key, _, _) in _mosaic_inputs(config, parts, indexes).items():
+        out.setdefault(name, []).append(key[:16])
+    return out
 
 
 def _reference_stars(band: BandImages, storage: Mapping[str, Any]) -> pd.DataFrame:
@@ -349,21 +380,45 @@ def band_psf(band: BandImages, region: Region) -> tuple[Any, float]:
     """
     if band.psf != "empirical":
         return band.band.load_psf(), band.band.flux_correction()
+    box = _box_epsf(band, region)
+    if box is None:
+        return band.band.load_psf(), band.band.flux_correction()
+    array, _, result = box
+    return _oversampled(array, result, band.band.psf_size), _correction(band, array, result)
+
+
+def band_psf_error(band: BandImages, region: Region) -> float:
+    """Fractional flux error of the PSF a cell's box of this band is fitted with.
+
+    The ePSF's own (``PSFERR``: a bootstrap of its stars,
+    :func:`~dask_phot.psf.epsf_error.bootstrap_flux_error`; with a grid, the cells'
+    blended at the box's centre), added in quadrature to each flux error by the cells'
+    kernel; 0 for a band fitted with a PSF file.
+    """
+    box = _box_epsf(band, region) if band.psf == "empirical" else None
+    return 0.0 if box is None else box[1]
+
+
+def _box_epsf(band: BandImages, region: Region
+              ) -> tuple[np.ndarray, float, EmpiricalPSF] | None:
+    """The ePSF array and its flux error at a box's centre, or None (the band's file)."""
     if not band.mosaic_psfs:
         raise RuntimeError(f"bands.{band.name}: psf = \"empirical\" but its ePSFs were not "
                            "prepared (dask_phot.pipeline.psfs.prepare_psfs)")
     entry = _mosaic_of(band, region)
     if not entry.path:
-        return band.band.load_psf(), band.band.flux_correction()
+        return None
     result = _read_epsf(entry.path, json.dumps(entry.storage, sort_keys=True))
-    array = result.array
+    array, error = result.array, result.flux_error
     if result.mode == "grid" and result.cells is not None:
         ny, nx = region.shape
         idx, w = result.psf_grid().weights(np.array([region.x0 + (nx - 1) / 2.0]),
                                            np.array([region.y0 + (ny - 1) / 2.0]))
         w = w[0] / w[0].sum()
         array = np.tensordot(w, result.cells[idx[0]], axes=1)
-    return _oversampled(array, result, band.band.psf_size), _correction(band, array, result)
+        if result.cell_flux_error is not None:
+            error = float(np.dot(w, result.cell_flux_error[idx[0]]))
+    return array, float(error), result
 
 
 def _oversampled(array: np.ndarray, result: EmpiricalPSF, psf_size: int) -> OversampledPSF:
@@ -393,6 +448,7 @@ def psf_records(config: RunConfig) -> dict[str, dict[str, Any]]:
             if e.path:
                 res = _read_epsf(e.path, json.dumps(e.storage, sort_keys=True))
                 rec["aperture_correction"] = _correction(b, res.array, res)
+                rec["flux_error"] = res.flux_error
             else:
                 rec["aperture_correction"] = b.band.flux_correction()
             mosaics.append(rec)

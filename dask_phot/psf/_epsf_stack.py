@@ -89,7 +89,8 @@ class StarFit:
 
 def fit_stars(coef: np.ndarray, oversampling: int, boxes: StarBoxes, x: np.ndarray,
               y: np.ndarray, sky: np.ndarray, *, radius: float, iterations: int = 4,
-              fit_position: bool = True, max_step: float = 0.3) -> StarFit:
+              fit_position: bool = True, max_step: float = 0.3,
+              error_floor: float = 0.0) -> StarFit:
     """Fit flux and (optionally) position of each star with the ePSF, its sky fixed.
 
     Parameters
@@ -112,6 +113,10 @@ def fit_stars(coef: np.ndarray, oversampling: int, boxes: StarBoxes, x: np.ndarr
         Fit the position too (else the flux alone, a linear fit).
     max_step : float
         Largest position change per step, pixels.
+    error_floor : float
+        Fractional model error added in quadrature to each pixel's noise in the
+        reduced chi-square (as in :func:`stack_stars`): without it the brightest stars,
+        whose pixels show the current ePSF's small errors, look like the poorest fits.
 
     Returns
     -------
@@ -139,7 +144,8 @@ def fit_stars(coef: np.ndarray, oversampling: int, boxes: StarBoxes, x: np.ndarr
         res = d - flux[:, None, None] * e
         a = np.einsum("npij,nqij->npq", jac * w[:, None], jac)
         b = np.einsum("npij,nij->np", jac * w[:, None], res)
-        a += np.eye(3)[None] * 1e-12 * np.trace(a, axis1=1, axis2=2)[:, None, None]
+        # (a star whose fit pixels are all masked has a = 0: no step, and it fails `ok`)
+        a += np.eye(3)[None] * (1e-12 * np.trace(a, axis1=1, axis2=2)[:, None, None] + 1e-300)
         step = np.linalg.solve(a, b[:, :, None])[:, :, 0]
         x += np.clip(step[:, 1], -max_step, max_step)
         y += np.clip(step[:, 2], -max_step, max_step)
@@ -149,6 +155,9 @@ def fit_stars(coef: np.ndarray, oversampling: int, boxes: StarBoxes, x: np.ndarr
                                                             - dy[:, None, None]) ** 2
     w = np.where(rr <= radius**2, boxes.weight, 0.0)
     res = d - flux[:, None, None] * e
+    if error_floor > 0:
+        var = 1.0 / np.where(w > 0, w, np.inf) + (error_floor * flux[:, None, None] * e) ** 2
+        w = np.divide(1.0, var, out=np.zeros_like(var), where=(w > 0) & (var > 0))
     npix = np.count_nonzero(w, axis=(1, 2))
     chi2 = np.einsum("nij,nij->n", w * res, res) / np.maximum(npix - 3, 1)
     ok = np.isfinite(flux) & (flux > 0) & (npix > 3)

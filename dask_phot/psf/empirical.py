@@ -40,6 +40,7 @@ from scipy.special import erf
 from dask_phot.psf._epsf_render import coefficients, node_values
 from dask_phot.psf._epsf_stack import cut_stars
 from dask_phot.psf.epsf_build import BuildState, iterate_epsf, phase_normalised, star_residuals
+from dask_phot.psf.epsf_error import epsf_flux_error
 from dask_phot.psf.epsf_result import EmpiricalPSF
 from dask_phot.psf.pixel import PixelPSF, PSFError
 from dask_phot.psf.stars import StarSelection, select_stars
@@ -131,6 +132,9 @@ class EPSFOptions:
         Radius of a star's fit, pixels; default ``max(2, 1.5 FWHM)``.
     max_shift : float
         Stars that move further than this from their catalog position are dropped, pixels.
+    error_samples : int
+        Bootstrap replicas of the stars that measure the ePSF's fractional flux error
+        (:mod:`~dask_phot.psf.epsf_error`); 0 skips it (error 0).
     """
 
     oversampling: int = 4
@@ -154,6 +158,7 @@ class EPSFOptions:
     clip: float = 0.0
     fit_radius: float | None = None
     max_shift: float = 1.0
+    error_samples: int = 16
 
     def __post_init__(self) -> None:
         if not (isinstance(self.oversampling, int) and 1 <= self.oversampling <= 16):
@@ -174,6 +179,9 @@ class EPSFOptions:
             value = getattr(self, key)
             if not (value >= 0 and math.isfinite(value)):
                 raise PSFError(f"epsf: {key} must be >= 0, got {value!r}")
+        if not (isinstance(self.error_samples, int) and self.error_samples >= 0):
+            raise PSFError(f"epsf: error_samples must be an integer >= 0, "
+                           f"got {self.error_samples!r}")
         for key in ("min_stars", "max_stars", "min_stars_per_cell", "iterations"):
             if int(getattr(self, key)) < 1:
                 raise PSFError(f"epsf: {key} must be >= 1, got {getattr(self, key)!r}")
@@ -500,8 +508,10 @@ def build_epsf(image: np.ndarray, *, wcs: object = None, weight: np.ndarray | No
     if state.selection.n_kept < opts.min_stars:
         raise _too_few(state.selection, opts.min_stars, name)
     result = _result(state, opts, size, name)
+    result.flux_error = epsf_flux_error(state, opts)
     _grid(result, state, opts, name)
     return result
+
 
 
 def _result(state: BuildState, opts: EPSFOptions, size: int, name: str) -> EmpiricalPSF:
@@ -555,7 +565,7 @@ def _grid(result: EmpiricalPSF, state: BuildState, opts: EPSFOptions, name: str)
         return
     cell = cells_of(shape)
     gy, gx = shape
-    arrays, cxs, cys, counts = [], [], [], []
+    arrays, cxs, cys, counts, errors = [], [], [], [], []
     for k in range(gy * gx):
         members = used[cell == k]
         if members.size < max(3, opts.min_stars // 2):
@@ -570,7 +580,9 @@ def _grid(result: EmpiricalPSF, state: BuildState, opts: EPSFOptions, name: str)
         cxs.append((k % gx + 0.5) * nx_img / gx - 0.5)
         cys.append((k // gx + 0.5) * ny_img / gy - 0.5)
         counts.append(int(sub.used.sum()))
+        errors.append(epsf_flux_error(sub, opts))
     result.stars["cell"] = cell
+    result.cell_flux_error = np.array(errors)
     result.mode = "grid"
     result.cells = np.stack(arrays)
     result.cell_x, result.cell_y = np.array(cxs), np.array(cys)

@@ -21,6 +21,8 @@ NORM      ``TOTAL``: ``sum(array) / OVERSAMP**2`` is the flux inside the box,
 FLUXBOX   flux inside the array's box
 STAMP     odd stamp side in mosaic pixels
 FWHM      FWHM, mosaic pixels
+PSFERR    fractional flux error of a point source fitted with the ePSF, from a
+          bootstrap of its stars (added in quadrature to flux errors)
 NSTARS    stars in the global ePSF; NCAND candidates; NREJ_<reason> rejections
 PSFMODE   ``GLOBAL`` or ``GRID``; GRIDNX, GRIDNY the grid
 WINGMOD   wing model; WINGR1, WINGR2 matching annulus (pixels); WINGSCL scale
@@ -83,6 +85,11 @@ class EmpiricalPSF:
         Mean position of the stars in the mosaic minus their catalog positions, pixels.
     residuals : ndarray
         ``(k, m, m)`` residuals / sigma of up to 25 stars after subtracting the ePSF.
+    flux_error : float
+        Fractional flux error of a point source fitted with the global ePSF, from a
+        bootstrap of its stars (:func:`~dask_phot.psf.epsf_error.bootstrap_flux_error`).
+    cell_flux_error : ndarray, optional
+        The same for each grid cell.
     includes_pixel_response : bool
         Always True for an ePSF.
     name : str
@@ -109,6 +116,8 @@ class EmpiricalPSF:
     includes_pixel_response: bool = True
     name: str = "mosaic"
     iterations: int = 0
+    flux_error: float = 0.0
+    cell_flux_error: np.ndarray | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -187,6 +196,7 @@ class EmpiricalPSF:
             ("FLUXBOX", round(self.flux_in_box, 6), "flux inside the box"),
             ("STAMP", int(self.size), "stamp side, mosaic pixels"),
             ("FWHM", round(self.fwhm, 4), "[pix] FWHM of the global ePSF"),
+            ("PSFERR", float(self.flux_error), "fractional flux error (bootstrap of stars)"),
             ("NSTARS", self.n_stars, "stars in the global ePSF"),
             ("NCAND", int(self.selection.n_candidates), "star candidates"),
         ]
@@ -223,7 +233,10 @@ class EmpiricalPSF:
             cube = fits.ImageHDU(self.cells.astype(np.float64), name="EPSF_GRID")
             cube.header["OVERSAMP"] = int(self.oversampling)
             hdus.append(cube)
-            pos = pd.DataFrame({"x": self.cell_x, "y": self.cell_y, "n_stars": self.cell_stars})
+            err = (self.cell_flux_error if self.cell_flux_error is not None
+                   else np.full(len(self.cells), self.flux_error))
+            pos = pd.DataFrame({"x": self.cell_x, "y": self.cell_y, "n_stars": self.cell_stars,
+                                "flux_error": err})
             hdus.append(fits.BinTableHDU.from_columns(
                 fits.ColDefs([fits.Column(c, "D" if c != "n_stars" else "K", array=pos[c])
                               for c in pos.columns]), name="GRID_POS"))
@@ -260,12 +273,15 @@ class EmpiricalPSF:
                       float(h["PIXSCALE"]), int(h["STAMP"]), StarSelection(table), stars, wings,
                       mode=h["PSFMODE"].lower(), center=h["CENTER"].lower(),
                       offset=(float(h["OFFSETX"]), float(h["OFFSETY"])),
-                      includes_pixel_response=bool(h["PIXRESP"]), name=h["EPSFNAME"])
+                      includes_pixel_response=bool(h["PIXRESP"]), name=h["EPSFNAME"],
+                      flux_error=float(h.get("PSFERR", 0.0)))
             if out.mode == "grid":
                 out.cells = np.array(hdul["EPSF_GRID"].data, dtype=np.float64)
                 pos = hdul["GRID_POS"].data
                 out.cell_x = np.asarray(pos["x"], float)
                 out.cell_y = np.asarray(pos["y"], float)
                 out.cell_stars = np.asarray(pos["n_stars"], np.int64)
+                if "flux_error" in pos.names:
+                    out.cell_flux_error = np.asarray(pos["flux_error"], float)
                 out.grid_shape = (int(h["GRIDNY"]), int(h["GRIDNX"]))
         return out
