@@ -328,6 +328,32 @@ def test_second_pass_reuses_the_tiles_for_new_data(psf, nsky):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("tiling", [None, (5, 3)])  # (5, 3): narrow blocks, direct build
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_second_pass_with_kept_factors_equals_a_fresh_fit(psf, nsky, tiling):
+    """The wing pass's second fit substitutes new data into the first fit's kept tile
+    factorisations: the same fluxes, variances, status and sky as factoring again."""
+    img, weight, x, y = field(psf, seed=15)
+    other = img - np.random.default_rng(16).normal(0, 2.0, img.shape)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st = stamps_of(psf, prep.x, prep.y, 15)
+    footprint_flags(prep, *boxes(st))
+    t, g = tiling or default_tiling(psf.size, psf.fwhm)
+    opts = dict(nsky=nsky, tile_size=t, margin=g, tol=1e-7)
+    first = solve_scene(prep, st, keep_factors=True, **opts)
+    assert first[5].factors is not None and first[5].factors[0].size > 0
+    prep2 = prepare_inputs(other, psf, x, y, sigma=None, weight=weight, sky=None)
+    prep2.fit[:] = prep.fit
+    fresh = solve_scene(prep2, st, **opts)
+    again = solve_scene(prep2, st, state=first[5], **opts)
+    assert not np.allclose(np.nan_to_num(again[0]), np.nan_to_num(first[0]))
+    for a, b in zip(again[:5], fresh[:5], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(first[5].tiling.sky, fresh[5].tiling.sky, rtol=1e-10,
+                               atol=1e-12)
+
+
 def test_stamps_from_square_and_put_round_trip(psf):
     rng = np.random.default_rng(12)
     sq = rng.normal(size=(5, 7, 7))

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["footprint_chi2", "footprint_counts", "footprint_stats", "scatter_model"]
+__all__ = ["fill_sky", "footprint_chi2", "footprint_counts", "footprint_stats", "scatter_model"]
 
 
 @numba.njit(cache=True)
@@ -156,3 +156,26 @@ def footprint_stats(
                 else:
                     nmask[i] += 1
     return nuse, nmask, nout, chi
+
+
+@numba.njit(cache=True)
+def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
+             shape: tuple) -> np.ndarray:
+    """Image of tile skies: ``sky[p, 0]`` (plus the plane ``sky[p, 1:3]`` about the centre
+    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere)."""
+    ny, nx = shape
+    out = _zeros_image(ny, nx)
+    for p in range(cores.shape[0]):
+        x0, x1, y0, y1 = cores[p, 0], cores[p, 1], cores[p, 2], cores[p, 3]
+        if nsky == 1:
+            out[y0:y1, x0:x1] = sky[p, 0]
+            continue
+        rx0, rx1, ry0, ry1 = regions[p, 0], regions[p, 1], regions[p, 2], regions[p, 3]
+        xc = 0.5 * (rx0 + rx1 - 1)
+        yc = 0.5 * (ry0 + ry1 - 1)
+        half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                out[yy, xx] = sky[p, 0] + (sky[p, 1] * (xx - xc) / half
+                                           + sky[p, 2] * (yy - yc) / half)
+    return out
