@@ -14,6 +14,7 @@ and :mod:`~dask_phot.engine._image` (model image, footprint statistics).
 """
 
 from dask_phot.engine._image import (
+    add_kernel,
     fill_sky,
     footprint_chi2,
     footprint_counts,
@@ -39,6 +40,7 @@ __all__ = [
     "ST_DEGENERATE",
     "ST_FAILED",
     "ST_OK",
+    "add_kernel",
     "block_lines",
     "build_normal",
     "build_normal_tile",
