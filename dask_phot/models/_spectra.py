@@ -77,7 +77,10 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
 
     The frequencies are ``(fx, fy)`` (signed indices as floats; ``ix, iy`` the same
     offset by ``n // 2``), each folding onto bin ``flat`` of the flattened ``k x (k // 2
-    + 1)`` half spectrum ``out[g]``; ``rhat[b]`` is basis ``b``'s transfer there.
+    + 1)`` half spectrum ``out[g]``; ``rhat[b]`` is basis ``b``'s transfer there. Per
+    galaxy, the transform's radii, their logarithms (:func:`fast_ln`, on whole arrays
+    so that the loops vectorise) and the table's values are computed first, then
+    accumulated.
     """
     npts = fx.shape[0]
     nt = table.shape[1]
@@ -86,10 +89,11 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
     px = np.empty(n, dtype=np.complex128)
     py = np.empty(n, dtype=np.complex128)
     r = np.empty(npts, dtype=np.complex128)
+    t2 = np.empty(npts)
+    bits = t2.view(np.int64)
+    g1 = np.empty(npts)
     tiny = math.exp(2.0 * lt0)
     inv = 1.0 / dlt
-    fbuf = np.empty(1)
-    ibuf = fbuf.view(np.int64)
     lnt, invm = _LN_TABLE, _INV_TABLE
     for g in range(dx.shape[0]):
         _phases(dx[g], k, n, px)
@@ -109,26 +113,36 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
         row0 = table[nidx[g]]
         row1 = table[nidx[g] + 1]
         wn = nw[g]
-        spec = out[g].reshape(k * hw)
         for p in range(npts):
             x = fx[p]
             y = fy[p]
-            t2 = a * x * x + b * x * y + cc * y * y
-            if t2 <= tiny:
-                if point == 1.0:
-                    continue
-                g1 = 1.0 - point
-            else:
-                fj = (0.5 * fast_ln(t2, fbuf, ibuf, lnt, invm) - lt0) * inv
-                j = int(fj)
-                if j >= nt - 1:
-                    g1 = -point
-                else:
-                    wt = fj - j
-                    f0 = row0[j] + wt * (row0[j + 1] - row0[j])
-                    f1 = row1[j] + wt * (row1[j + 1] - row1[j])
-                    g1 = f0 + wn * (f1 - f0) - point
-            spec[flat[p]] += g1 * r[p] * px[ix[p]] * py[iy[p]]
+            t2[p] = a * x * x + b * x * y + cc * y * y
+        for p in range(npts):
+            # t below the table (the centre): F = 1; above it: F = 0
+            small = t2[p] <= tiny
+            if small:
+                t2[p] = tiny
+            # ln t2 as in fast_ln, through the array's own bits
+            bt = bits[p]
+            e = (bt >> 52) - 1023
+            i = (bt >> (52 - _LN_BITS)) & (2**_LN_BITS - 1)
+            bits[p] = (bt & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000
+            d = (t2[p] - (1.0 + i / 2**_LN_BITS)) * invm[i]
+            fj = (0.5 * (e * _LN2 + lnt[i] + d * (1.0 - d * (0.5 - d / 3.0))) - lt0) * inv
+            j = min(max(int(fj), 0), nt - 2)
+            wt = fj - j
+            f0 = row0[j] + wt * (row0[j + 1] - row0[j])
+            f1 = row1[j] + wt * (row1[j + 1] - row1[j])
+            gv = f0 + wn * (f1 - f0) - point
+            if fj >= nt - 1:
+                gv = -point
+            if small:
+                gv = 1.0 - point
+            g1[p] = gv
+        spec = out[g].reshape(k * hw)
+        for p in range(npts):
+            if g1[p] != 0.0:
+                spec[flat[p]] += g1[p] * r[p] * px[ix[p]] * py[iy[p]]
 
 
 @numba.njit(cache=True)
