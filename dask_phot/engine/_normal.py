@@ -391,8 +391,11 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
               h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
               weight: np.ndarray, region: np.ndarray, nsky: int, table: tuple,
               xb: np.ndarray, yb: np.ndarray, blocks: bool) -> np.ndarray:
-    """The right-hand side of a tile's normal equations, computed as :func:`build_normal`
-    (or, from block sums, :func:`build_normal_tile`) computes it."""
+    """The right-hand side of a tile's normal equations, computed as
+    :func:`build_normal_tile` computes it (tiles without blocks, rare: by
+    :func:`build_normal` itself)."""
+    if not blocks:
+        return build_normal(members, data, ptr, w, h, x0, y0, image, weight, region, nsky)[1]
     scell, svals = table[4], table[5]
     m = members.shape[0]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
@@ -403,18 +406,8 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
     rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
     for a in range(m):
         i = members[a]
-        if blocks:
-            if scell[i, 1] > 0:
-                rhs[a] = cells_in(scell[i], svals, 3, 1, rbx0, rbx1, rby0, rby1)
-            continue
-        for yy in range(max(y0[i], ry0), min(y0[i] + h[i], ry1)):
-            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
-            for xx in range(max(x0[i], rx0), min(x0[i] + w[i], rx1)):
-                wv = weight[yy, xx]
-                if wv <= 0.0:
-                    continue
-                sv = data[ri + xx] * wv
-                rhs[a] += sv * image[yy, xx]
+        if scell[i, 1] > 0:
+            rhs[a] = cells_in(scell[i], svals, 3, 1, rbx0, rbx1, rby0, rby1)
     if nsky > 0:
         xc = 0.5 * (rx0 + rx1 - 1)
         yc = 0.5 * (ry0 + ry1 - 1)

@@ -39,6 +39,21 @@ ST_FAILED = 2
 
 
 @numba.njit(cache=True)
+def _jacobi(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Jacobi scales ``1 / sqrt(N_aa)`` and the initial status (a zero diagonal is
+    degenerate)."""
+    p = nmat.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    return scale, status
+
+
+@numba.njit(cache=True)
 def solve_normal(
     nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,13 +74,7 @@ def solve_normal(
         Per-column status code.
     """
     p = rhs.shape[0]
-    status = np.zeros(p, dtype=np.int64)
-    scale = np.zeros(p)
-    for a in range(p):
-        if nmat[a, a] > 0.0:
-            scale[a] = 1.0 / math.sqrt(nmat[a, a])
-        else:
-            status[a] = ST_DEGENERATE
+    scale, status = _jacobi(nmat)
     low = np.zeros((p, p))
     for a in range(p):
         if status[a] != ST_OK:
@@ -136,13 +145,7 @@ def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.
     that vectorise and that skip the zero entries of sparse normal matrices.
     """
     p = nmat.shape[0]
-    status = np.zeros(p, dtype=np.int64)
-    scale = np.zeros(p)
-    for a in range(p):
-        if nmat[a, a] > 0.0:
-            scale[a] = 1.0 / math.sqrt(nmat[a, a])
-        else:
-            status[a] = ST_DEGENERATE
+    scale, status = _jacobi(nmat)
     up = np.zeros((p, p))
     for c in range(p):
         if status[c] != ST_OK:
