@@ -319,13 +319,19 @@ def solve_tiles(
             if st[a] == ST_OK:
                 flux[i] = sol[a]
                 var[i] = v[a]
-                # an earlier-listed degenerate partner merged into this source?
-                for bb in range(a + 1, m):
-                    if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
-                        c = nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb])
-                        if c > 0.999:
-                            hasdeg[i] = True
+                hasdeg[i] = _merged_partner(nmat, st, a, m)
     return flux, var, status, hasdeg, sky, factors
+
+
+@numba.njit(cache=True)
+def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
+    """Whether a later-listed source (of the ``m``), found degenerate, is (almost) the
+    same column as source ``a``: its flux merged into ``a``'s."""
+    for bb in range(a + 1, m):
+        if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
+            if nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb]) > 0.999:
+                return True
+    return False
 
 
 @numba.njit(cache=True)

@@ -83,7 +83,6 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
     accumulated.
     """
     npts = fx.shape[0]
-    nt = table.shape[1]
     nb = rhat.shape[0]
     hw = k // 2 + 1
     px = np.empty(n, dtype=np.complex128)
@@ -94,7 +93,6 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
     g1 = np.empty(npts)
     tiny = math.exp(2.0 * lt0)
     inv = 1.0 / dlt
-    lnt, invm = _LN_TABLE, _INV_TABLE
     for g in range(dx.shape[0]):
         _phases(dx[g], k, n, px)
         _phases(dy[g], k, n, py)
@@ -112,37 +110,48 @@ def extension_spectra(fx: np.ndarray, fy: np.ndarray, ix: np.ndarray, iy: np.nda
         cc = r2 * (s * s + q2 * c * c)
         row0 = table[nidx[g]]
         row1 = table[nidx[g] + 1]
-        wn = nw[g]
         for p in range(npts):
             x = fx[p]
             y = fy[p]
             t2[p] = a * x * x + b * x * y + cc * y * y
-        for p in range(npts):
-            # t below the table (the centre): F = 1; above it: F = 0
-            small = t2[p] <= tiny
-            if small:
-                t2[p] = tiny
-            # ln t2 as in fast_ln, through the array's own bits
-            bt = bits[p]
-            e = (bt >> 52) - 1023
-            i = (bt >> (52 - _LN_BITS)) & (2**_LN_BITS - 1)
-            bits[p] = (bt & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000
-            d = (t2[p] - (1.0 + i / 2**_LN_BITS)) * invm[i]
-            fj = (0.5 * (e * _LN2 + lnt[i] + d * (1.0 - d * (0.5 - d / 3.0))) - lt0) * inv
-            j = min(max(int(fj), 0), nt - 2)
-            wt = fj - j
-            f0 = row0[j] + wt * (row0[j + 1] - row0[j])
-            f1 = row1[j] + wt * (row1[j + 1] - row1[j])
-            gv = f0 + wn * (f1 - f0) - point
-            if fj >= nt - 1:
-                gv = -point
-            if small:
-                gv = 1.0 - point
-            g1[p] = gv
+        _profile_values(t2, bits, row0, row1, nw[g], tiny, lt0, inv, point, g1)
         spec = out[g].reshape(k * hw)
         for p in range(npts):
             if g1[p] != 0.0:
                 spec[flat[p]] += g1[p] * r[p] * px[ix[p]] * py[iy[p]]
+
+
+@numba.njit(cache=True)
+def _profile_values(t2: np.ndarray, bits: np.ndarray, row0: np.ndarray, row1: np.ndarray,
+                    wn: float, tiny: float, lt0: float, inv: float, point: float,
+                    g1: np.ndarray) -> None:
+    """``g1 = F_n(t) - point`` at every ``t2 = t^2`` (overwritten; ``bits`` its int64
+    view), ``F_n`` interpolated linearly in ``ln t`` along the table rows ``row0, row1``
+    of the indices about ``n`` and with weight ``wn`` between them; ``F = 1`` below the
+    table's first ``t`` (``t2 <= tiny``), 0 beyond its last."""
+    nt = row0.shape[0]
+    lnt, invm = _LN_TABLE, _INV_TABLE
+    for p in range(t2.shape[0]):
+        small = t2[p] <= tiny
+        if small:
+            t2[p] = tiny
+        # ln t2 as in fast_ln, through the array's own bits
+        bt = bits[p]
+        e = (bt >> 52) - 1023
+        i = (bt >> (52 - _LN_BITS)) & (2**_LN_BITS - 1)
+        bits[p] = (bt & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000
+        d = (t2[p] - (1.0 + i / 2**_LN_BITS)) * invm[i]
+        fj = (0.5 * (e * _LN2 + lnt[i] + d * (1.0 - d * (0.5 - d / 3.0))) - lt0) * inv
+        j = min(max(int(fj), 0), nt - 2)
+        wt = fj - j
+        f0 = row0[j] + wt * (row0[j + 1] - row0[j])
+        f1 = row1[j] + wt * (row1[j + 1] - row1[j])
+        gv = f0 + wn * (f1 - f0) - point
+        if fj >= nt - 1:
+            gv = -point
+        if small:
+            gv = 1.0 - point
+        g1[p] = gv
 
 
 @numba.njit(cache=True)
