@@ -15,7 +15,14 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["footprint_chi2", "footprint_counts", "footprint_stats", "scatter_model"]
+__all__ = [
+    "add_kernel",
+    "fill_sky",
+    "footprint_chi2",
+    "footprint_counts",
+    "footprint_stats",
+    "scatter_model",
+]
 
 
 @numba.njit(cache=True)
@@ -156,3 +163,49 @@ def footprint_stats(
                 else:
                     nmask[i] += 1
     return nuse, nmask, nout, chi
+
+
+@numba.njit(cache=True)
+def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
+             shape: tuple) -> np.ndarray:
+    """Image of tile skies: ``sky[p, 0]`` (plus the plane ``sky[p, 1:3]`` about the centre
+    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere)."""
+    ny, nx = shape
+    out = _zeros_image(ny, nx)
+    for p in range(cores.shape[0]):
+        x0, x1, y0, y1 = cores[p, 0], cores[p, 1], cores[p, 2], cores[p, 3]
+        if nsky == 1:
+            out[y0:y1, x0:x1] = sky[p, 0]
+            continue
+        rx0, rx1, ry0, ry1 = regions[p, 0], regions[p, 1], regions[p, 2], regions[p, 3]
+        xc = 0.5 * (rx0 + rx1 - 1)
+        yc = 0.5 * (ry0 + ry1 - 1)
+        half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+        for yy in range(y0, y1):
+            for xx in range(x0, x1):
+                out[yy, xx] = sky[p, 0] + (sky[p, 1] * (xx - xc) / half
+                                           + sky[p, 2] * (yy - yc) / half)
+    return out
+
+
+@numba.njit(cache=True)
+def add_kernel(kernel: np.ndarray, cx: np.ndarray, cy: np.ndarray, flux: np.ndarray,
+               out: np.ndarray) -> None:
+    """Add ``flux[i]`` times the odd square ``kernel`` centred on pixel ``(cx[i], cy[i])``
+    to the image ``out`` (clipped at its edges; zero and non-finite fluxes add nothing)."""
+    ny, nx = out.shape
+    k = kernel.shape[0]
+    h = k // 2
+    for i in range(cx.shape[0]):
+        f = flux[i]
+        if f == 0.0 or not math.isfinite(f):
+            continue
+        x0, y0 = cx[i] - h, cy[i] - h
+        cs, ce = max(0, -x0), min(k, nx - x0)
+        if cs >= ce:
+            continue
+        for r in range(max(0, -y0), min(k, ny - y0)):
+            orow = out[y0 + r, x0 + cs:x0 + ce]
+            krow = kernel[r, cs:ce]
+            for c in range(ce - cs):
+                orow[c] += f * krow[c]

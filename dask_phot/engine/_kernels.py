@@ -7,12 +7,15 @@ and row ``y0[i]``; kernels take the six arrays ``data, ptr, w, h, x0, y0``
 (``Stamps.arrays``). A *region* is a half-open pixel box ``(rx0, rx1, ry0, ry1)``.
 
 This module gathers the kernels the engine uses (imported as ``K``); they live
-in :mod:`~dask_phot.engine._normal` (normal equations, solvers, status codes),
+in :mod:`~dask_phot.engine._normal` (normal equations, tile solves),
+:mod:`~dask_phot.engine._solve` (the solvers and their status codes),
 :mod:`~dask_phot.engine._pairs` (overlapping stamp pairs, block partial sums)
 and :mod:`~dask_phot.engine._image` (model image, footprint statistics).
 """
 
 from dask_phot.engine._image import (
+    add_kernel,
+    fill_sky,
     footprint_chi2,
     footprint_counts,
     footprint_stats,
@@ -25,6 +28,7 @@ from dask_phot.engine._normal import (
     build_normal,
     build_normal_tile,
     refresh_data_sums,
+    resolve_tiles,
     solve_normal,
     solve_normal_rl,
     solve_tiles,
@@ -36,14 +40,17 @@ __all__ = [
     "ST_DEGENERATE",
     "ST_FAILED",
     "ST_OK",
+    "add_kernel",
     "block_lines",
     "build_normal",
     "build_normal_tile",
+    "fill_sky",
     "footprint_chi2",
     "footprint_counts",
     "footprint_stats",
     "pair_table",
     "refresh_data_sums",
+    "resolve_tiles",
     "scatter_model",
     "solve_normal",
     "solve_normal_rl",

@@ -3,8 +3,8 @@
 :func:`solve_tiles` builds each tile's weighted normal equations (directly with
 :func:`build_normal`, or from the block partial sums of
 :func:`dask_phot.engine._pairs.pair_table` with :func:`build_normal_tile`) and
-solves them with :func:`solve_normal_rl` (:func:`solve_normal` is the
-reference, left-looking form).
+solves them right-looking (:mod:`dask_phot.engine._solve`), keeping the factors
+when asked; :func:`resolve_tiles` solves the same tiles for new data from them.
 
 All functions here are pure numba functions of arrays. Stamps are ragged
 (:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
@@ -20,6 +20,18 @@ import numba
 import numpy as np
 
 from dask_phot.engine._pairs import block_lines, cells_in, pair_table
+from dask_phot.engine._solve import (
+    ST_DEGENERATE,
+    ST_FAILED,
+    ST_OK,
+    factor_rl,
+    pack_factor,
+    packed_size,
+    solve_normal,
+    solve_normal_rl,
+    substitute_packed,
+    variances_packed,
+)
 
 __all__ = [
     "ST_DEGENERATE",
@@ -28,17 +40,12 @@ __all__ = [
     "build_normal",
     "build_normal_tile",
     "refresh_data_sums",
+    "resolve_tiles",
     "solve_normal",
     "solve_normal_rl",
     "solve_tiles",
     "tile_table",
 ]
-
-# status codes written by the solvers (mapped to Flag bits by the callers)
-ST_OK = 0
-ST_DEGENERATE = 1
-ST_FAILED = 2
-
 
 @numba.njit(cache=True)
 def build_normal(
@@ -209,195 +216,6 @@ def _sky_block(
 
 
 @numba.njit(cache=True)
-def solve_normal(
-    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Solve ``N f = b`` by Jacobi-scaled Cholesky with degeneracy detection.
-
-    A column whose Cholesky pivot (after unit-diagonal scaling) falls below
-    ``tol`` is linearly dependent on earlier columns: it is removed from the
-    solve and reported ``ST_DEGENERATE`` (so the first of two identical
-    sources is kept). A zero diagonal is degenerate too.
-
-    Returns
-    -------
-    sol : ndarray
-        Parameters (0 for removed columns).
-    var : ndarray
-        Marginal variances ``(N^-1)_ii`` for the columns with ``want_var``.
-    status : ndarray of int
-        Per-column status code.
-    """
-    p = rhs.shape[0]
-    status = np.zeros(p, dtype=np.int64)
-    scale = np.zeros(p)
-    for a in range(p):
-        if nmat[a, a] > 0.0:
-            scale[a] = 1.0 / math.sqrt(nmat[a, a])
-        else:
-            status[a] = ST_DEGENERATE
-    low = np.zeros((p, p))
-    for a in range(p):
-        if status[a] != ST_OK:
-            continue
-        for bb in range(a + 1):
-            if status[bb] != ST_OK:
-                continue
-            acc = nmat[a, bb] * scale[a] * scale[bb]
-            for c in range(bb):
-                acc -= low[a, c] * low[bb, c]
-            if a == bb:
-                if acc <= tol:
-                    status[a] = ST_DEGENERATE
-                    for c in range(a):
-                        low[a, c] = 0.0
-                else:
-                    low[a, a] = math.sqrt(acc)
-            else:
-                low[a, bb] = acc / low[bb, bb]
-    # forward / back substitution on the scaled system
-    z = np.zeros(p)
-    for a in range(p):
-        if status[a] != ST_OK:
-            continue
-        acc = rhs[a] * scale[a]
-        for c in range(a):
-            acc -= low[a, c] * z[c]
-        z[a] = acc / low[a, a]
-    sol = np.zeros(p)
-    for a in range(p - 1, -1, -1):
-        if status[a] != ST_OK:
-            continue
-        acc = z[a]
-        for c in range(a + 1, p):
-            acc -= low[c, a] * sol[c]
-        sol[a] = acc / low[a, a]
-    var = np.full(p, np.nan)
-    u = np.zeros(p)
-    for a in range(p):
-        sol[a] *= scale[a]
-        if not want_var[a] or status[a] != ST_OK:
-            continue
-        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
-        for c in range(p):
-            u[c] = 0.0
-        u[a] = 1.0 / low[a, a]
-        acc = u[a] * u[a]
-        for r in range(a + 1, p):
-            if status[r] != ST_OK:
-                continue
-            t = 0.0
-            for c in range(a, r):
-                t -= low[r, c] * u[c]
-            u[r] = t / low[r, r]
-            acc += u[r] * u[r]
-        var[a] = acc * scale[a] * scale[a]
-    return sol, var, status
-
-
-@numba.njit(cache=True)
-def solve_normal_rl(
-    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`solve_normal`, computed right-looking on the upper factor ``U = L^T``.
-
-    The same operations in the same order as :func:`solve_normal` (each entry
-    of the factor subtracts the products of the earlier kept columns in
-    increasing order), arranged as updates of contiguous rows that vectorise
-    and that skip the zero entries of sparse normal matrices; the results are
-    identical.
-    """
-    p = rhs.shape[0]
-    status = np.zeros(p, dtype=np.int64)
-    scale = np.zeros(p)
-    for a in range(p):
-        if nmat[a, a] > 0.0:
-            scale[a] = 1.0 / math.sqrt(nmat[a, a])
-        else:
-            status[a] = ST_DEGENERATE
-    # up[c, r] (r >= c): scaled N, then the factor U (up[c, r] = L[r, c])
-    up = np.zeros((p, p))
-    for c in range(p):
-        if status[c] != ST_OK:
-            continue
-        for r in range(c, p):
-            if status[r] == ST_OK:
-                up[c, r] = nmat[r, c] * scale[r] * scale[c]
-    for c in range(p):
-        if status[c] != ST_OK:
-            continue
-        piv = up[c, c]
-        if piv <= tol:
-            status[c] = ST_DEGENERATE
-            continue
-        d = math.sqrt(piv)
-        up[c, c] = d
-        # (loops over slices from 0 so that the indices are known non-negative
-        # and the compiler vectorises them)
-        row = up[c, c + 1 :]
-        for q in range(p - c - 1):
-            row[q] = row[q] / d
-        for r in range(c + 1, p):
-            f = up[c, r]
-            if f == 0.0 or status[r] != ST_OK:
-                continue
-            src = up[c, r:]
-            dst = up[r, r:]
-            for q in range(p - r):
-                dst[q] -= f * src[q]
-    # forward substitution (column-oriented), then back substitution
-    b = np.zeros(p)
-    for a in range(p):
-        if status[a] == ST_OK:
-            b[a] = rhs[a] * scale[a]
-    z = np.zeros(p)
-    for c in range(p):
-        if status[c] != ST_OK:
-            continue
-        zc = b[c] / up[c, c]
-        z[c] = zc
-        if zc == 0.0:
-            continue
-        row = up[c, c + 1 :]
-        dst = b[c + 1 :]
-        for q in range(p - c - 1):
-            dst[q] -= row[q] * zc
-    sol = np.zeros(p)
-    for a in range(p - 1, -1, -1):
-        if status[a] != ST_OK:
-            continue
-        acc = z[a]
-        row = up[a, a + 1 :]
-        src = sol[a + 1 :]
-        for q in range(p - a - 1):
-            acc -= row[q] * src[q]
-        sol[a] = acc / up[a, a]
-    var = np.full(p, np.nan)
-    t = np.zeros(p)
-    for a in range(p):
-        sol[a] *= scale[a]
-        if not want_var[a] or status[a] != ST_OK:
-            continue
-        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
-        for c in range(a, p):
-            t[c] = 0.0
-        acc = 0.0
-        for c in range(a, p):
-            if status[c] != ST_OK:
-                continue
-            uc = (1.0 if c == a else t[c]) / up[c, c]
-            acc += uc * uc
-            if uc == 0.0:
-                continue
-            row = up[c, c + 1 :]
-            dst = t[c + 1 :]
-            for q in range(p - c - 1):
-                dst[q] -= row[q] * uc
-        var[a] = acc * scale[a] * scale[a]
-    return sol, var, status
-
-
-@numba.njit(cache=True)
 def tile_table(
     tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
     w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
@@ -447,15 +265,18 @@ def solve_tiles(
     tol: float,
     prepared: tuple,
     variances: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    keep: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
     """Solve every tile's sub-problem; keep the results of its primary sources.
 
     ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
     ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
     tile ``t`` reports; ``prepared`` is :func:`tile_table`'s result for these
     tiles and this ``image``. Returns ``flux, var, status, has_degenerate`` per
-    source and the sky parameters ``(ntiles, 3)`` of each tile (without
-    ``variances``, ``var`` is NaN: a quicker first pass).
+    source, the sky parameters ``(ntiles, 3)`` of each tile (without
+    ``variances``, ``var`` is NaN: a quicker first pass) and, with ``keep``, every
+    tile's factorisation ``(packed, packed_offsets, scale, status, column_offsets)``
+    for :func:`resolve_tiles` (empty arrays without).
     """
     table, _, xb, yb, blocks = prepared
     n = w.shape[0]
@@ -466,6 +287,7 @@ def solve_tiles(
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
     loc = np.full(n, -1, dtype=np.int64)
+    factors = _factor_store(tile_ptr, nsky, keep)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
@@ -479,7 +301,14 @@ def solve_tiles(
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
-        sol, v, st = solve_normal_rl(nmat, rhs, want, tol)
+        up, scale, st = factor_rl(nmat, tol)
+        packed = _packed_slot(factors, t, m + nsky, keep)
+        pack_factor(up, packed)
+        if keep:
+            factors[2][factors[4][t]:factors[4][t + 1]] = scale
+            factors[3][factors[4][t]:factors[4][t + 1]] = st
+        sol = substitute_packed(packed, scale, st, rhs)
+        v = variances_packed(packed, scale, st, want)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
         for a in range(m):
@@ -490,13 +319,115 @@ def solve_tiles(
             if st[a] == ST_OK:
                 flux[i] = sol[a]
                 var[i] = v[a]
-                # an earlier-listed degenerate partner merged into this source?
-                for bb in range(a + 1, m):
-                    if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
-                        c = nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb])
-                        if c > 0.999:
-                            hasdeg[i] = True
-    return flux, var, status, hasdeg, sky
+                hasdeg[i] = _merged_partner(nmat, st, a, m)
+    return flux, var, status, hasdeg, sky, factors
+
+
+@numba.njit(cache=True)
+def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
+    """Whether a later-listed source (of the ``m``), found degenerate, is (almost) the
+    same column as source ``a``: its flux merged into ``a``'s."""
+    for bb in range(a + 1, m):
+        if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
+            if nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb]) > 0.999:
+                return True
+    return False
+
+
+@numba.njit(cache=True)
+def _factor_store(tile_ptr: np.ndarray, nsky: int, keep: bool) -> tuple:
+    """Empty buffers for every tile's packed factor, scales and column status."""
+    ntiles = tile_ptr.shape[0] - 1
+    poff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
+    coff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
+    if keep:
+        for t in range(ntiles):
+            p = tile_ptr[t + 1] - tile_ptr[t] + nsky
+            poff[t + 1] = poff[t] + packed_size(p)
+            coff[t + 1] = coff[t] + p
+    with numba.objmode(packed="float64[::1]"):
+        packed = np.empty(int(poff[-1]))
+    return packed, poff, np.empty(coff[-1]), np.empty(coff[-1], dtype=np.int64), coff
+
+
+@numba.njit(cache=True)
+def _packed_slot(factors: tuple, t: int, p: int, keep: bool) -> np.ndarray:
+    """Where tile ``t``'s packed factor goes: its slot in the store, or a scratch array."""
+    if keep:
+        return factors[0][factors[1][t]:factors[1][t + 1]]
+    return np.empty(packed_size(p))
+
+
+@numba.njit(cache=True)
+def resolve_tiles(
+    tile_ptr: np.ndarray, tile_members: np.ndarray, tile_primary: np.ndarray,
+    regions: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+    x0: np.ndarray, y0: np.ndarray, image: np.ndarray, weight: np.ndarray, nsky: int,
+    prepared: tuple, factors: tuple,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`solve_tiles`'s fluxes and sky for new ``image`` data, from the kept
+    factorisations of a fit with the same stamps, weights and tiles (``prepared`` with
+    its data sums refreshed for ``image``: :func:`refresh_data_sums`). The variances,
+    status and degeneracies are those of that fit. Returns ``flux, sky``."""
+    table, _, xb, yb, blocks = prepared
+    packed, poff, scale, colstat, coff = factors
+    n = w.shape[0]
+    ntiles = tile_ptr.shape[0] - 1
+    flux = np.full(n, np.nan)
+    sky = np.zeros((ntiles, 3))
+    for t in range(ntiles):
+        lo, hi = tile_ptr[t], tile_ptr[t + 1]
+        members = tile_members[lo:hi]
+        m = hi - lo
+        rhs = _tile_rhs(members, data, ptr, w, h, x0, y0, image, weight, regions[t], nsky,
+                        table, xb, yb, blocks)
+        st = colstat[coff[t]:coff[t + 1]]
+        sol = substitute_packed(packed[poff[t]:poff[t + 1]], scale[coff[t]:coff[t + 1]], st,
+                                rhs)
+        for s in range(nsky):
+            sky[t, s] = sol[m + s]
+        for a in range(m):
+            if tile_primary[lo + a] and st[a] == ST_OK:
+                flux[members[a]] = sol[a]
+    return flux, sky
+
+
+@numba.njit(cache=True)
+def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+              h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
+              weight: np.ndarray, region: np.ndarray, nsky: int, table: tuple,
+              xb: np.ndarray, yb: np.ndarray, blocks: bool) -> np.ndarray:
+    """The right-hand side of a tile's normal equations, computed as
+    :func:`build_normal_tile` computes it (tiles without blocks, rare: by
+    :func:`build_normal` itself)."""
+    if not blocks:
+        return build_normal(members, data, ptr, w, h, x0, y0, image, weight, region, nsky)[1]
+    scell, svals = table[4], table[5]
+    m = members.shape[0]
+    rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
+    rhs = np.zeros(m + nsky)
+    if rx0 >= rx1 or ry0 >= ry1:
+        return rhs
+    rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
+    rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
+    for a in range(m):
+        i = members[a]
+        if scell[i, 1] > 0:
+            rhs[a] = cells_in(scell[i], svals, 3, 1, rbx0, rbx1, rby0, rby1)
+    if nsky > 0:
+        xc = 0.5 * (rx0 + rx1 - 1)
+        yc = 0.5 * (ry0 + ry1 - 1)
+        half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+        for yy in range(ry0, ry1):
+            for xx in range(rx0, rx1):
+                wv = weight[yy, xx]
+                if wv <= 0.0:
+                    continue
+                rhs[m] += wv * image[yy, xx]
+                if nsky > 1:
+                    rhs[m + 1] += wv * ((xx - xc) / half) * image[yy, xx]
+                    rhs[m + 2] += wv * ((yy - yc) / half) * image[yy, xx]
+    return rhs
 
 
 @numba.njit(cache=True)

@@ -55,8 +55,10 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
         info = {"mode": "cutout", "cutout_width": cutout_width, "wings": False}
     else:
         wings = has_wings(psf, rendered)
+        # a second fit with the same weights only substitutes new data into the first's
+        # factorisations
         flux, var, status, hasdeg, local_sky, state = solve_scene(
-            prep, stamps, order=order, **opts)
+            prep, stamps, order=order, keep_factors=wings and final_weight is None, **opts)
         if wings:
             # only fluxes measured at S/N > 2 light the wings: a source whose stamp is
             # nearly all masked (at a cell's edge, say) has no flux to spread

@@ -142,34 +142,25 @@ def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
 
     The values of :func:`sky_at` at every pixel, filled tile core by tile core.
     """
-    out = np.zeros(shape)
     if nsky == 0 or tiling.tile_ids.size == 0:
-        return out
-    for p in range(tiling.tile_ids.size):
-        x0, x1, y0, y1 = (int(v) for v in tiling.cores[p])
-        if nsky == 1:
-            out[y0:y1, x0:x1] = sky[p, 0]
-            continue
-        reg = tiling.regions[p]
-        xc = 0.5 * (reg[0] + reg[1] - 1)
-        yc = 0.5 * (reg[2] + reg[3] - 1)
-        half = max(0.5 * (reg[1] - reg[0]), 0.5 * (reg[3] - reg[2]), 1.0)
-        cx = np.arange(x0, x1, dtype=np.int64)[None, :]
-        cy = np.arange(y0, y1, dtype=np.float64)[:, None]
-        out[y0:y1, x0:x1] = sky[p, 0] + (sky[p, 1] * (cx - xc) / half
-                                         + sky[p, 2] * (cy - yc) / half)
-    return out
+        return np.zeros(shape)
+    return K.fill_sky(tiling.cores, tiling.regions, sky, nsky, shape)
 
 
 @dataclass
 class SceneState:
     """What a scene fit of given stamps can reuse for another image (the tiling and the
-    pair table; only the data sums change)."""
+    pair table; only the data sums change) and, when kept, every tile's factorisation
+    with the fit's variances, status and degeneracies (the new fit then only
+    substitutes its right-hand sides)."""
 
     tiling: Tiling
     pos: np.ndarray
     members: np.ndarray
     prepared: tuple
+    factors: tuple | None = None
+    settled: tuple | None = None  # (var, status, hasdeg) of the fit that kept the factors
+    has_variances: bool = False  # whether that fit computed the variances
 
 
 def solve_scene(
@@ -183,6 +174,7 @@ def solve_scene(
     order: np.ndarray | None = None,
     state: SceneState | None = None,
     variances: bool = True,
+    keep_factors: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, SceneState]:
     """Joint fit of all sources marked ``prep.fit``.
 
@@ -191,8 +183,9 @@ def solve_scene(
     stamps close in memory). Returns ``flux, var, status, has_degenerate,
     sky_at_sources`` in input order and the :class:`SceneState`, whose tiling
     holds the tile sky parameters (``tiling.sky``). Given the ``state`` of a fit
-    of the same stamps and weights, only the data sums are recomputed; without
-    ``variances`` they are not computed (NaN).
+    of the same stamps and weights, only the data sums are recomputed, and with
+    that fit's factors (``keep_factors``) the tiles' matrices are not factored
+    again; without ``variances`` they are not computed (NaN).
     """
     if state is None:
         n = prep.x.shape[0]
@@ -208,10 +201,21 @@ def solve_scene(
     else:
         K.refresh_data_sums(state.prepared, *stamps.arrays, prep.data, prep.weight)
     tiling, pos = state.tiling, state.pos
-    flux, var, status, hasdeg, sky = K.solve_tiles(
-        tiling.ptr, state.members, tiling.primary, tiling.regions, *stamps.arrays,
-        prep.data, prep.weight, nsky, tol, state.prepared, variances,
-    )
+    if state.factors is not None and (state.has_variances or not variances):
+        flux, sky = K.resolve_tiles(tiling.ptr, state.members, tiling.primary, tiling.regions,
+                                    *stamps.arrays, prep.data, prep.weight, nsky,
+                                    state.prepared, state.factors)
+        var, status, hasdeg = state.settled  # type: ignore[misc]
+        if not variances:
+            var = np.full(var.shape, np.nan)
+    else:
+        flux, var, status, hasdeg, sky, factors = K.solve_tiles(
+            tiling.ptr, state.members, tiling.primary, tiling.regions, *stamps.arrays,
+            prep.data, prep.weight, nsky, tol, state.prepared, variances, keep_factors,
+        )
+        if keep_factors:
+            state.factors, state.settled = factors, (var, status, hasdeg)
+            state.has_variances = variances
     flux, var, status, hasdeg = flux[pos], var[pos], status[pos], hasdeg[pos]
     tiling.sky = sky  # type: ignore[attr-defined]
     local_sky = sky_at(tiling, sky, nsky, prep.x, prep.y)

@@ -6,7 +6,8 @@ extended wings (IRAC's hold ~7% of the light beyond a 21-pixel box) would then
 leave that light unmodelled: it lands in the neighbours' stamps and in the
 fitted sky. :func:`wing_image` renders it instead, from fluxes of a first fit:
 each source's wings (its PSF out to ``psf.wing_size``, minus the box its own
-stamp covers) and the outskirts of galaxies whose models were cut to the core.
+stamp covers, placed at its nearest pixel: the wings are smooth on the scale of a
+pixel) and the outskirts of galaxies whose models were cut to the core.
 The engine subtracts that image and fits again, so every pixel of every
 stamp is modelled. The first fit's errors enter the wings only at a few per
 cent of their size: one iteration is enough.
@@ -15,12 +16,10 @@ cent of their size: one iteration is enough.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 from dask_phot.engine import _kernels as K
 from dask_phot.models.render import Rendered, render_sources
 from dask_phot.models.shapes import Shapes
-from dask_phot.models.stamps import Stamps
 
 __all__ = ["has_wings", "model_image", "wing_image"]
 
@@ -48,41 +47,15 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
         return out
     inner = rendered.sides
     core = int(psf.size)  # type: ignore[attr-defined]
-    sel = (inner == core) & (f != 0)
-    if sel.any():  # most sources: one FFT convolution
-        out += _convolved(psf.wing_kernel(core), x[sel], y[sel], f[sel], shape)  # type: ignore
-    for k in np.unique(inner[(inner > core) & (inner < wing)]):  # large galaxies: few
+    # point sources and galaxies within the core: the core's wing kernel; larger galaxies
+    # (few): the wings beyond their own stamps
+    for k in np.unique(inner[(inner >= core) & (inner < wing)]):
         sel = (inner == k) & (f != 0)
         if sel.any():
-            out += _placed(psf.wing_kernel(int(k)), x[sel], y[sel], f[sel],  # type: ignore
-                           shape)
+            cx = np.floor(x[sel] + 0.5).astype(np.int64)
+            cy = np.floor(y[sel] + 0.5).astype(np.int64)
+            K.add_kernel(psf.wing_kernel(int(k)), cx, cy, f[sel], out)  # type: ignore
     return out
-
-
-def _convolved(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
-               shape: tuple[int, int]) -> np.ndarray:
-    """``kernel`` placed at each source's nearest pixel, scaled by its flux (one FFT
-    convolution of the flux map; the wings are smooth on the scale of a pixel)."""
-    ny, nx = shape
-    h = kernel.shape[0] // 2
-    cx = np.floor(x + 0.5).astype(np.int64) + h
-    cy = np.floor(y + 0.5).astype(np.int64) + h
-    inside = (cx >= 0) & (cx < nx + 2 * h) & (cy >= 0) & (cy < ny + 2 * h)
-    fmap = np.zeros((ny + 2 * h, nx + 2 * h))
-    np.add.at(fmap, (cy[inside], cx[inside]), flux[inside])
-    conv = signal.fftconvolve(fmap, kernel, mode="same")
-    return conv[h:h + ny, h:h + nx]
-
-
-def _placed(kernel: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
-            shape: tuple[int, int]) -> np.ndarray:
-    """``kernel`` placed at each source's nearest pixel, scaled by its flux (directly)."""
-    k = kernel.shape[0]
-    m = x.size
-    x0 = np.floor(x + 0.5).astype(np.int64) - k // 2
-    y0 = np.floor(y + 0.5).astype(np.int64) - k // 2
-    st = Stamps.from_square(np.broadcast_to(kernel, (m, k, k)), x0, y0)
-    return K.scatter_model(*st.arrays, flux, shape)
 
 
 def model_image(shape: tuple[int, int], psf: object, x: np.ndarray, y: np.ndarray,

@@ -22,13 +22,12 @@ Fluxes are the profiles' *total* fluxes: stamps are not renormalised.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.fft
 
+from dask_phot.models._spectra import extension_spectra, place_stamps
 from dask_phot.models.sersic import SersicTable, fourier_table, radius_fraction
 from dask_phot.models.shapes import Shapes
 from dask_phot.models.stamps import Stamps
@@ -142,23 +141,28 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
     outer = Stamps.empty(cut.size, sides[cut])
     for k in np.unique(sides[ext]):
         grp = np.flatnonzero(ext & (sides == k))
-        st, x0, y0 = _galaxy_stamps(psf, x[grp], y[grp], shapes, grp, int(k))
+        spec, point, x0, y0 = _galaxy_parts(psf, x[grp], y[grp], shapes, grp, int(k))
         kc = int(fit_sides[grp[0]])
-        if kc == k:
-            out.put(pos[grp], st, x0, y0)
-            continue
-        o = (k - kc) // 2
-        out.put(pos[grp], np.ascontiguousarray(st[:, o:o + kc, o:o + kc]), x0 + o, y0 + o)
-        st[:, o:o + kc, o:o + kc] = 0.0
-        outer.put(np.searchsorted(cut, grp), st, x0, y0)
+        o = (int(k) - kc) // 2
+        rows = pos[grp]
+        orows = np.searchsorted(cut, grp) if kc < k else np.zeros(grp.size, dtype=np.int64)
+        ext_img = scipy.fft.irfft2(spec, s=(int(k), int(k)), axes=(1, 2), overwrite_x=True)
+        place_stamps(ext_img, point, rows, kc, out.data, out.ptr, orows, outer.data,
+                     outer.ptr if kc < k else out.ptr)
+        out.x0[rows], out.y0[rows] = x0 + o, y0 + o
+        if kc < k:
+            outer.x0[orows], outer.y0[orows] = x0, y0
     return Rendered(out, sides, outer, cut, capped)
 
 
-def _galaxy_stamps(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
-                   rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Galaxies sharing stamp side ``k``: for an oversampled PSF, its exact point stamp
-    plus the Fourier-rendered extension; for a PSF on the image grid (whose continuous
-    form is its band-limited interpolation), the whole model from its transform."""
+def _galaxy_parts(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
+                  rows: np.ndarray, k: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Galaxies sharing stamp side ``k``: the half spectra (single precision) of their
+    Fourier-rendered part, the point stamps to add to it, and the stamps' corners. For
+    an oversampled PSF the model is its exact point stamp plus the extension; for a PSF
+    on the image grid (whose continuous form is its band-limited interpolation), the
+    whole model comes from its transform (the point part is zero)."""
     m = x.shape[0]
     cx = np.floor(x + 0.5)
     cy = np.floor(y + 0.5)
@@ -166,36 +170,19 @@ def _galaxy_stamps(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
     # the PSF's light out to the galaxy's stamp edge (an oversampled PSF's wings are known)
     point = psf.stamps(x, y, size=k)[0] if fine else np.zeros((m, 1, 1))
     tr = psf.transfer(k).half()  # type: ignore[attr-defined]
+    srt = np.lexsort((tr.jx, tr.jy))  # bins in memory order
+    ux, uy = tr.ux[srt], tr.uy[srt]
     bidx, bw = _basis_weights(psf, x, y)
     table = fourier_table()
     nidx, nw = _n_weights(table, shapes.n[rows])
-    spec = np.zeros((m, k, k // 2 + 1), dtype=np.complex128)
-    _extension_spectra(tr.ux, tr.uy, tr.jx, tr.jy, tr.rhat, k, tr.n, x - cx, y - cy,
-                       shapes.r_e[rows], shapes.q[rows], np.deg2rad(shapes.theta[rows]),
-                       nidx, nw, bidx, bw, table.values, table.lt0, table.dlt,
-                       1.0 if fine else 0.0, spec)
-    ext = scipy.fft.irfft2(spec, s=(k, k), axes=(1, 2), overwrite_x=True)
-    st = _centre_and_add(ext, point)
-    return st, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
-
-
-@numba.njit(cache=True)
-def _centre_and_add(ext: np.ndarray, point: np.ndarray) -> np.ndarray:
-    """Roll the DFT's offsets (0 first) to the stamp centre and add the point stamps."""
-    m, k = ext.shape[0], ext.shape[1]
-    kp = point.shape[1]
-    h = k // 2
-    o = h - kp // 2
-    out = np.empty((m, k, k))
-    for g in range(m):
-        for r in range(k):
-            rr = (r - h) % k
-            for c in range(k):
-                out[g, r, c] = ext[g, rr, (c - h) % k]
-        for r in range(kp):
-            for c in range(kp):
-                out[g, r + o, c + o] += point[g, r, c]
-    return out
+    spec = np.zeros((m, k, k // 2 + 1), dtype=np.complex64)
+    extension_spectra(ux.astype(np.float64), uy.astype(np.float64), ux + tr.n // 2,
+                      uy + tr.n // 2, tr.jy[srt] * (k // 2 + 1) + tr.jx[srt],
+                      np.ascontiguousarray(tr.rhat[:, srt]), k, tr.n, x - cx, y - cy,
+                      shapes.r_e[rows], shapes.q[rows], np.deg2rad(shapes.theta[rows]),
+                      nidx, nw, bidx, bw, table.values, table.lt0, table.dlt,
+                      1.0 if fine else 0.0, spec)
+    return spec, point, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
 
 
 def _basis_weights(psf: object, x: np.ndarray, y: np.ndarray
@@ -214,72 +201,3 @@ def _n_weights(table: SersicTable, n: np.ndarray) -> tuple[np.ndarray, np.ndarra
     f = (n - table.n0) / table.dn
     i = np.clip(np.floor(f).astype(np.int64), 0, table.values.shape[0] - 2)
     return i, np.clip(f - i, 0.0, 1.0)
-
-
-@numba.njit(cache=True)
-def _phases(d: float, k: int, n: int, out: np.ndarray) -> None:
-    """``out[u + n // 2] = exp(-2 pi i u d / k)`` for ``u = -n // 2 .. n - n // 2 - 1``."""
-    step = complex(math.cos(2.0 * math.pi * d / k), -math.sin(2.0 * math.pi * d / k))
-    u0 = -(n // 2)
-    ang = -2.0 * math.pi * u0 * d / k
-    val = complex(math.cos(ang), math.sin(ang))
-    for t in range(n):
-        out[t] = val
-        val *= step
-        if t % 64 == 63:  # re-anchor to keep the recurrence exact to rounding
-            ang = -2.0 * math.pi * (u0 + t + 1) * d / k
-            val = complex(math.cos(ang), math.sin(ang))
-
-
-@numba.njit(cache=True)
-def _extension_spectra(ux: np.ndarray, uy: np.ndarray, jx: np.ndarray, jy: np.ndarray,
-                       rhat: np.ndarray, k: int, n: int, dx: np.ndarray, dy: np.ndarray,
-                       r_e: np.ndarray, q: np.ndarray, theta: np.ndarray, nidx: np.ndarray,
-                       nw: np.ndarray, bidx: np.ndarray, bw: np.ndarray, table: np.ndarray,
-                       lt0: float, dlt: float, point: float, out: np.ndarray) -> None:
-    """Accumulate ``(F_n(t) - point) R^ exp(-2 pi i nu.d)`` of each galaxy onto its stamp
-    bins (``point`` 1: the extension beyond a point source; 0: the whole model)."""
-    npts = ux.shape[0]
-    nt = table.shape[1]
-    nb = rhat.shape[0]
-    px = np.empty(n, dtype=np.complex128)
-    py = np.empty(n, dtype=np.complex128)
-    off = n // 2
-    tiny = math.exp(2.0 * lt0)
-    for g in range(dx.shape[0]):
-        _phases(dx[g], k, n, px)
-        _phases(dy[g], k, n, py)
-        c, s = math.cos(theta[g]), math.sin(theta[g])
-        r2 = (r_e[g] / k) ** 2
-        q2 = q[g] * q[g]
-        a = r2 * (c * c + q2 * s * s)
-        b = r2 * c * s * (1.0 - q2)
-        cc = r2 * (s * s + q2 * c * c)
-        row0 = table[nidx[g]]
-        row1 = table[nidx[g] + 1]
-        wn = nw[g]
-        spec = out[g]
-        for p in range(npts):
-            fx = float(ux[p])
-            fy = float(uy[p])
-            t2 = a * fx * fx + 2.0 * b * fx * fy + cc * fy * fy
-            if t2 <= tiny:
-                if point == 1.0:
-                    continue
-                g1 = 1.0 - point
-            else:
-                fj = (0.5 * math.log(t2) - lt0) / dlt
-                j = int(fj)
-                if j >= nt - 1:
-                    g1 = -point
-                else:
-                    wt = fj - j
-                    f0 = row0[j] + wt * (row0[j + 1] - row0[j])
-                    f1 = row1[j] + wt * (row1[j + 1] - row1[j])
-                    g1 = f0 + wn * (f1 - f0) - point
-            if nb == 1:
-                r = rhat[0, p]
-            else:
-                r = (bw[g, 0] * rhat[bidx[g, 0], p] + bw[g, 1] * rhat[bidx[g, 1], p]
-                     + bw[g, 2] * rhat[bidx[g, 2], p])
-            spec[jy[p], jx[p]] += g1 * r * px[ux[p] + off] * py[uy[p] + off]

@@ -1,0 +1,284 @@
+"""Compiled solvers of the engine's normal equations ``N f = b``.
+
+:func:`solve_normal` is the reference (left-looking Jacobi-scaled Cholesky with
+degeneracy detection); :func:`solve_normal_rl` computes the same thing right-looking,
+in three parts that can be used apart: :func:`factor_rl` (the scaled upper factor,
+stored packed by :func:`pack_factor`), :func:`substitute_packed` (the solution for
+any right-hand side) and :func:`variances_packed` (marginal variances). A scene's
+second fit of new data with the same matrices (after the PSF wings are subtracted)
+only substitutes its new right-hand sides into the first fit's factors.
+
+A packed factor of ``p`` columns holds row ``c`` of the upper factor, ``U[c, c:p]``,
+at ``packed[c p - c (c - 1) / 2:]``: every row the substitutions read is contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = [
+    "ST_DEGENERATE",
+    "ST_FAILED",
+    "ST_OK",
+    "factor_rl",
+    "pack_factor",
+    "packed_size",
+    "solve_normal",
+    "solve_normal_rl",
+    "substitute_packed",
+    "variances_packed",
+]
+
+# status codes written by the solvers (mapped to Flag bits by the callers)
+ST_OK = 0
+ST_DEGENERATE = 1
+ST_FAILED = 2
+
+
+@numba.njit(cache=True)
+def _jacobi(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Jacobi scales ``1 / sqrt(N_aa)`` and the initial status (a zero diagonal is
+    degenerate)."""
+    p = nmat.shape[0]
+    status = np.zeros(p, dtype=np.int64)
+    scale = np.zeros(p)
+    for a in range(p):
+        if nmat[a, a] > 0.0:
+            scale[a] = 1.0 / math.sqrt(nmat[a, a])
+        else:
+            status[a] = ST_DEGENERATE
+    return scale, status
+
+
+@numba.njit(cache=True)
+def solve_normal(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve ``N f = b`` by Jacobi-scaled Cholesky with degeneracy detection.
+
+    A column whose Cholesky pivot (after unit-diagonal scaling) falls below
+    ``tol`` is linearly dependent on earlier columns: it is removed from the
+    solve and reported ``ST_DEGENERATE`` (so the first of two identical
+    sources is kept). A zero diagonal is degenerate too.
+
+    Returns
+    -------
+    sol : ndarray
+        Parameters (0 for removed columns).
+    var : ndarray
+        Marginal variances ``(N^-1)_ii`` for the columns with ``want_var``.
+    status : ndarray of int
+        Per-column status code.
+    """
+    p = rhs.shape[0]
+    scale, status = _jacobi(nmat)
+    low = np.zeros((p, p))
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        for bb in range(a + 1):
+            if status[bb] != ST_OK:
+                continue
+            acc = nmat[a, bb] * scale[a] * scale[bb]
+            for c in range(bb):
+                acc -= low[a, c] * low[bb, c]
+            if a == bb:
+                if acc <= tol:
+                    status[a] = ST_DEGENERATE
+                    for c in range(a):
+                        low[a, c] = 0.0
+                else:
+                    low[a, a] = math.sqrt(acc)
+            else:
+                low[a, bb] = acc / low[bb, bb]
+    # forward / back substitution on the scaled system
+    z = np.zeros(p)
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        acc = rhs[a] * scale[a]
+        for c in range(a):
+            acc -= low[a, c] * z[c]
+        z[a] = acc / low[a, a]
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        acc = z[a]
+        for c in range(a + 1, p):
+            acc -= low[c, a] * sol[c]
+        sol[a] = acc / low[a, a]
+    var = np.full(p, np.nan)
+    u = np.zeros(p)
+    for a in range(p):
+        sol[a] *= scale[a]
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(p):
+            u[c] = 0.0
+        u[a] = 1.0 / low[a, a]
+        acc = u[a] * u[a]
+        for r in range(a + 1, p):
+            if status[r] != ST_OK:
+                continue
+            t = 0.0
+            for c in range(a, r):
+                t -= low[r, c] * u[c]
+            u[r] = t / low[r, r]
+            acc += u[r] * u[r]
+        var[a] = acc * scale[a] * scale[a]
+    return sol, var, status
+
+
+@numba.njit(cache=True)
+def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Jacobi-scaled upper Cholesky factor of ``N``, computed right-looking.
+
+    Returns ``up, scale, status``: ``up[c, r]`` (``r >= c``) is ``U = L^T`` of the
+    scaled matrix ``diag(scale) N diag(scale)`` over the kept columns, ``status``
+    the per-column codes of :func:`solve_normal`. The operations are those of
+    :func:`solve_normal`, in the same order, arranged as updates of contiguous rows
+    that vectorise and that skip the zero entries of sparse normal matrices.
+    """
+    p = nmat.shape[0]
+    scale, status = _jacobi(nmat)
+    up = np.zeros((p, p))
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        for r in range(c, p):
+            if status[r] == ST_OK:
+                up[c, r] = nmat[r, c] * scale[r] * scale[c]
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        piv = up[c, c]
+        if piv <= tol:
+            status[c] = ST_DEGENERATE
+            continue
+        d = math.sqrt(piv)
+        up[c, c] = d
+        # (loops over slices from 0 so that the indices are known non-negative
+        # and the compiler vectorises them)
+        row = up[c, c + 1 :]
+        for q in range(p - c - 1):
+            row[q] = row[q] / d
+        for r in range(c + 1, p):
+            f = up[c, r]
+            if f == 0.0 or status[r] != ST_OK:
+                continue
+            src = up[c, r:]
+            dst = up[r, r:]
+            for q in range(p - r):
+                dst[q] -= f * src[q]
+    return up, scale, status
+
+
+@numba.njit(cache=True)
+def packed_size(p: int) -> int:
+    """Length of a packed factor of ``p`` columns."""
+    return p * (p + 1) // 2
+
+
+@numba.njit(cache=True, inline="always")
+def _row(c: int, p: int) -> int:
+    """Offset of row ``c`` (its diagonal entry) in a packed factor of ``p`` columns."""
+    return c * p - c * (c - 1) // 2
+
+
+@numba.njit(cache=True)
+def pack_factor(up: np.ndarray, out: np.ndarray) -> None:
+    """Store the upper triangle of ``up`` (``p x p``) packed by rows into ``out``."""
+    p = up.shape[0]
+    for c in range(p):
+        o = _row(c, p)
+        for q in range(p - c):
+            out[o + q] = up[c, c + q]
+
+
+@numba.njit(cache=True)
+def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
+                      rhs: np.ndarray) -> np.ndarray:
+    """The solution of ``N f = rhs`` from the packed factor of :func:`factor_rl`
+    (0 for the columns not kept)."""
+    p = rhs.shape[0]
+    b = np.zeros(p)
+    for a in range(p):
+        if status[a] == ST_OK:
+            b[a] = rhs[a] * scale[a]
+    # forward substitution (column-oriented), then back substitution
+    z = np.zeros(p)
+    for c in range(p):
+        if status[c] != ST_OK:
+            continue
+        o = _row(c, p)
+        zc = b[c] / packed[o]
+        z[c] = zc
+        if zc == 0.0:
+            continue
+        row = packed[o + 1 : o + p - c]
+        dst = b[c + 1 :]
+        for q in range(p - c - 1):
+            dst[q] -= row[q] * zc
+    sol = np.zeros(p)
+    for a in range(p - 1, -1, -1):
+        if status[a] != ST_OK:
+            continue
+        o = _row(a, p)
+        acc = z[a]
+        row = packed[o + 1 : o + p - a]
+        src = sol[a + 1 :]
+        for q in range(p - a - 1):
+            acc -= row[q] * src[q]
+        sol[a] = acc / packed[o]
+    for a in range(p):
+        sol[a] *= scale[a]
+    return sol
+
+
+@numba.njit(cache=True)
+def variances_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
+                     want_var: np.ndarray) -> np.ndarray:
+    """Marginal variances ``(N^-1)_aa`` of the kept columns with ``want_var`` (NaN
+    elsewhere), from the packed factor of :func:`factor_rl`."""
+    p = scale.shape[0]
+    var = np.full(p, np.nan)
+    t = np.zeros(p)
+    for a in range(p):
+        if not want_var[a] or status[a] != ST_OK:
+            continue
+        # (N'^-1)_aa = || L^-1 e_a ||^2, forward substitution from row a on
+        for c in range(a, p):
+            t[c] = 0.0
+        acc = 0.0
+        for c in range(a, p):
+            if status[c] != ST_OK:
+                continue
+            o = _row(c, p)
+            uc = (1.0 if c == a else t[c]) / packed[o]
+            acc += uc * uc
+            if uc == 0.0:
+                continue
+            row = packed[o + 1 : o + p - c]
+            dst = t[c + 1 :]
+            for q in range(p - c - 1):
+                dst[q] -= row[q] * uc
+        var[a] = acc * scale[a] * scale[a]
+    return var
+
+
+@numba.njit(cache=True)
+def solve_normal_rl(
+    nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`solve_normal` computed right-looking (:func:`factor_rl`,
+    :func:`substitute_packed`, :func:`variances_packed`); the results are identical."""
+    up, scale, status = factor_rl(nmat, tol)
+    packed = np.empty(packed_size(rhs.shape[0]))
+    pack_factor(up, packed)
+    sol = substitute_packed(packed, scale, status, rhs)
+    return sol, variances_packed(packed, scale, status, want_var), status
