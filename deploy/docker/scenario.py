@@ -323,7 +323,13 @@ def run_all(workdir: Path, *, image: str, chart: bool, catalog_to_s3: bool = CAT
             pod.started = []
         result["reference"] = reference_run(tables, workdir)
     for label, path in catalogs.items():
-        result["scenarios"][label]["catalog"] = compare(path, Path(result["reference"]["catalog"]))
+        run = result["scenarios"][label]
+        if run["runner_exit"] != 0:  # nothing finished to compare: say why instead
+            run["catalog"] = {"identical": False,
+                              "error": f"runner exited {run['runner_exit']}; its output: "
+                                       f"{run['runner_output']}"}
+            continue
+        run["catalog"] = compare(path, Path(result["reference"]["catalog"]))
     result["passed"] = _passed(result)
     return result
 
