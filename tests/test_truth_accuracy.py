@@ -46,7 +46,7 @@ def test_image_grid_prf_is_shifted_band_limited():
                          center=(k // 2 + c0[0], k // 2 + c0[1]))
     rng = np.random.default_rng(1)
     fx, fy = rng.uniform(-0.5, 0.5, 12), rng.uniform(-0.5, 0.5, 12)
-    exact = np.array([_moffat_prf(27, a, b) for a, b in zip(fx, fy)]) / base.sum()
+    exact = np.array([_moffat_prf(27, a, b) for a, b in zip(fx, fy, strict=True)]) / base.sum()
     engine = psf.stamps(fx, fy, size=27)[0]
     truth = FinePRF(psf).stamps(fx, fy)[:, 17:44, 17:44]
     assert np.abs(_amplitude(exact, engine) - 1).max() < 1e-4
