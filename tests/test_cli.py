@@ -41,6 +41,7 @@ def test_demo_serves_from_local_s3_and_reports_accuracy(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mosaics served from http://127.0.0.1:" in out
     assert "accuracy against the simulated truth" in out and "std 5-100" in out
+    assert "(flags & UNRELIABLE_FLAGS) == 0" in out and "n flagged" in out
     for band in ("irac1", "irac2", "irac3", "irac4", "nuv", "fuv"):
         assert band in out
     assert (tmp_path / "demo" / "catalog" / "properties").exists()

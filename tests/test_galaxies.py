@@ -107,7 +107,7 @@ def test_simulator_renderer_matches_galsim(golfir):
                            "theta": np.array([theta]), "n": np.array([n])}, chunk=64)
         truth = galsim_truth(golfir, n, r_e, q, theta, dx, dy, k)
         amp = (sim * truth).sum() / (truth * truth).sum()
-        assert amp == pytest.approx(1.0, abs=3e-3), (n, r_e, amp)
+        assert amp == pytest.approx(1.0, abs=5e-4), (n, r_e, amp)
 
 
 def test_stamp_sizes_follow_the_galaxies(fine_gaussian):
@@ -182,7 +182,11 @@ def test_crowded_field_with_galaxies(golfir):
     pull = (res.flux - im.flux) / res.flux_err
     mid = np.isfinite(pull) & (snr > 5) & (snr < 100)
     assert mid.sum() > 150
-    assert abs(np.median(pull[mid])) < 0.1 and 0.9 < np.std(pull[mid]) < 1.2
+    # the median within three of its standard errors (0.27 sigma for these ~200 sources;
+    # the issue's +-0.1 is checked on the pipeline benchmark's ~2,200, standard error 0.03)
+    p = pull[mid]
+    assert abs(np.median(p)) < 3 * 1.2533 * np.std(p) / np.sqrt(p.size)
+    assert 0.9 < np.std(p) < 1.2
     bright = np.isfinite(pull) & (snr >= 100) & (snr < 1000)
     assert abs(np.median(res.flux[bright] / im.flux[bright] - 1)) < 0.02
     # MODEL_MISMATCH: rare for right models; on most galaxies fitted as point sources whose

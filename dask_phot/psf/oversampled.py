@@ -14,7 +14,11 @@ a source's stamp from it at the source's exact phase:
   already includes the pixel response and is sampled directly.
 
 Sampling between fine pixels uses a Lanczos interpolant on the fine grid,
-which is far better sampled than the image. Stamps are the PSF restricted to
+which is far better sampled than the image. A PSF given on the image's own grid
+(``oversampling`` 1, GALEX's PRFs) has no finer samples: it is shifted by its
+band-limited (Fourier) interpolation, which for a GALEX-like PRF (FWHM 3.4
+pixels) is within 1e-5 of the pixel integral of a smooth PSF in fitted flux,
+where Lanczos-3 loses 0.2-0.3% (0.4-0.6% at FWHM 2-2.5 pixels). Stamps are the PSF restricted to
 the ``size x size`` box, *not* renormalised: a stamp sums to the fraction of
 the light inside it, so fitted amplitudes are total fluxes.
 
@@ -226,8 +230,11 @@ class OversampledPSF:
         cache = self._tables  # type: ignore[attr-defined]
         if k not in cache:
             pcx, pcy = self._pcenter  # type: ignore[attr-defined]
-            cache[k] = _phase_grid(self.prf, pcx, pcy, self.oversampling, k,
-                                   int(self.interp_order))
+            if self.oversampling == 1:  # no finer samples: band-limited interpolation
+                cache[k] = _fourier_phase_grid(self.prf, pcx, pcy, k)
+            else:
+                cache[k] = _phase_grid(self.prf, pcx, pcy, self.oversampling, k,
+                                       int(self.interp_order))
         return cache[k]
 
     def wing_kernel(self, inner: int) -> np.ndarray:
@@ -404,6 +411,32 @@ def _phase_grid(prf: np.ndarray, pcx: float, pcy: float, s: int, k: int, a: int)
     dy, dx = np.meshgrid(ph, ph, indexing="ij")
     st = _lanczos_stamps(table, off, fcx, fcy, s, dx.ravel(), dy.ravel(), a)
     return st.reshape(_PHASES + 1, _PHASES + 1, k, k)
+
+
+def _fourier_phase_grid(prf: np.ndarray, pcx: float, pcy: float, k: int) -> np.ndarray:
+    """:func:`_phase_grid` for a PSF sampled on the image grid: each stamp is the PSF's
+    band-limited (periodic sinc) interpolation at the stamp pixels' offsets from the
+    source, separable in x and y (``grid[jy, jx] = Wy[jy] @ prf @ Wx[jx].T``)."""
+    ph = np.arange(_PHASES + 1) / _PHASES - 0.5
+    offs = np.arange(k) - k // 2
+    ny, nx = prf.shape
+    big = np.zeros((ny + 1 - ny % 2, nx + 1 - nx % 2))  # odd sides: a real, symmetric kernel
+    big[:ny, :nx] = prf
+    wy = _dirichlet(pcy + offs[None, :] - ph[:, None], big.shape[0])
+    wx = _dirichlet(pcx + offs[None, :] - ph[:, None], big.shape[1])
+    rows = np.einsum("prj,jc->prc", wy, big)  # (phase y, k, nx)
+    return np.ascontiguousarray(np.einsum("prc,qsc->pqrs", rows, wx))
+
+
+def _dirichlet(t: np.ndarray, n: int) -> np.ndarray:
+    """Weights ``w[..., j]`` of the samples ``j = 0 .. n-1`` (``n`` odd) of a periodic
+    band-limited signal at positions ``t``: ``sin(pi d) / (n sin(pi d / n))``, ``d = t - j``."""
+    d = t[..., None] - np.arange(n)
+    num = np.sin(np.pi * d)
+    den = n * np.sin(np.pi * d / n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = num / den
+    return np.where(np.abs(den) < 1e-12, 1.0, w)  # d a multiple of n (odd): the limit is 1
 
 
 @numba.njit(cache=True)

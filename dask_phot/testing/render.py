@@ -30,6 +30,7 @@ from scipy.interpolate import BSpline, RectBivariateSpline
 from scipy.special import erf
 
 from dask_phot.psf import OversampledPSF, PixelPSF, gaussian_psf
+from dask_phot.testing.galaxies import upsampled_prf
 
 __all__ = [
     "FinePRF",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 Renderer = Literal["auto", "spline", "gaussian"]
+
+#: Fine pixels per image pixel of the band-limited form of a PRF on the image grid.
+_UPSAMPLE = 5
 
 _GAUSSIAN_NAME = re.compile(r"^gaussian\(fwhm=([0-9.eE+\-]+)\)$")
 
@@ -163,9 +167,12 @@ class FinePRF:
     The engine renders an :class:`~dask_phot.psf.OversampledPSF` from its
     pixel response built in Fourier space and tabulated by phase; here the
     response is summed directly over the ``s x s`` fine pixels an image pixel
-    covers (optical PSFs; an effective PRF is taken as it is) and the cubic
-    B-spline through those sums (:func:`scipy.ndimage.map_coordinates`) is
-    evaluated at each image pixel's offset from the source. The stamps cover
+    covers (optical PSFs; an effective PRF is taken as it is; a PRF on the
+    image's own grid is first interpolated onto a 5 times finer grid by
+    zero-padding its spectrum, :func:`~dask_phot.testing.galaxies.upsampled_prf`)
+    and the cubic B-spline through those sums
+    (:func:`scipy.ndimage.map_coordinates`) is evaluated at each image pixel's
+    offset from the source. The stamps cover
     ``size`` pixels (the PSF's wings included) and are not renormalised.
 
     Parameters
@@ -181,6 +188,11 @@ class FinePRF:
 
         s = psf.oversampling
         arr = np.asarray(psf.array, dtype=np.float64)
+        centre = psf.center
+        if s == 1 and psf.integrated:  # no finer samples: the PRF's band-limited form
+            s = _UPSAMPLE
+            arr = upsampled_prf(arr, centre, s) / s**2
+            centre = ((arr.shape[1] - 1) / 2.0, (arr.shape[0] - 1) / 2.0)
         if psf.integrated:
             resp, start = arr * s**2, 0.0
         else:  # the sum of fine pixels j .. j + s - 1, centred at j + (s - 1) / 2
@@ -190,8 +202,8 @@ class FinePRF:
         pad = 4
         self._coef = spline_filter(np.pad(resp, pad), order=3, mode="constant")
         # fine grid index of the source's centre in the padded response
-        self._cx = psf.center[0] - start + pad
-        self._cy = psf.center[1] - start + pad
+        self._cx = centre[0] - start + pad
+        self._cy = centre[1] - start + pad
         self._s = s
         self._size = int(psf.wing_size if size is None else size)
 

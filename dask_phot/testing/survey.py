@@ -32,10 +32,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.ndimage import map_coordinates
 
-from dask_phot.models.sersic import radius_fraction
 from dask_phot.psf import OversampledPSF, PixelPSF
 from dask_phot.testing._seeding import IMAGE, child_rng, root_entropy
 from dask_phot.testing.field import field_wcs, pixel_shapes
+from dask_phot.testing.galaxies import layout_radius
 from dask_phot.testing.image import simulate_image
 from dask_phot.testing.noise import depth_map, pixel_sigma
 from dask_phot.testing.sources import COSMOS_CENTER, simulate_sources
@@ -89,8 +89,7 @@ def _reach(psf: PixelPSF | OversampledPSF, shapes: dict[str, np.ndarray] | None,
     reach = np.full(n, stamp // 2 + 2.0)
     if shapes is not None:
         ext = shapes["r_e"] > 0
-        reach[ext] += shapes["r_e"][ext] * radius_fraction(
-            np.clip(shapes["n"][ext], 0.5, 6.0), 0.999) + 4.0
+        reach[ext] += layout_radius(shapes["r_e"][ext], shapes["n"][ext]) + 4.0
     return reach
 
 
