@@ -125,11 +125,11 @@ def join_bands(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult
     return table, report
 
 
-def _submit(client: Any, part: CellSources, indexes: Any, config: RunConfig,
-            write: Callable[..., CellReport], extra: Sequence[Any]) -> Any:
+def _submit(client: Any, part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
+            config: RunConfig, write: Callable[..., CellReport], extra: Sequence[Any]) -> Any:
     """One cell's band tasks and its write task; the write task's future."""
     cell, retries = part.cell, config.cluster.retries
-    bands = [client.submit(fit_band_task, part, indexes, config, b,
+    bands = [client.submit(fit_band_task, part, {b: indexes[b]}, config, b,
                            key=band_key(b, cell.order, cell.pixel), retries=retries,
                            pure=False)
              for b in config.band_names]
@@ -150,7 +150,8 @@ def run_cells(client: Any, parts: Sequence[CellSources], indexes: Mapping[str, A
     parts : sequence of CellSources
         The cells, in the order to submit them (:func:`~dask_phot.pipeline.run.run_order`).
     indexes : mapping
-        Band -> mosaics (scattered once to every worker here).
+        Band -> mosaics. Each band task carries its band's (a few kB per mosaic: headers
+        and WCS), so that a worker that dies loses nothing a retry cannot rebuild.
     config : RunConfig
     write : callable
         ``write(cell, counts, results, config, *extra[i])`` joins
@@ -170,13 +171,12 @@ def run_cells(client: Any, parts: Sequence[CellSources], indexes: Mapping[str, A
 
     if window is None:
         window = max(8, 4 * sum(client.nthreads().values()))
-    idx = client.scatter(dict(indexes), broadcast=True)
     todo = list(zip(parts, extra, strict=True))[::-1]
     running, flying = as_completed(), set()
 
     def submit_next() -> None:
         part, more = todo.pop()
-        fut = _submit(client, part, idx, config, write, more)
+        fut = _submit(client, part, indexes, config, write, more)
         flying.add(fut)
         running.add(fut)
 
