@@ -273,8 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     from dask_phot.pipeline import read_catalog
     from dask_phot.testing.survey import cut_priors, write_survey
 
-    dask.config.set({"logging": {"distributed": "error", "distributed.nanny": "warning",
-                                 "distributed.scheduler": "warning"}})
+    dask.config.set({"logging": {"distributed": "warning"},
+                     # a shared machine's load stalls processes for minutes: patience
+                     "distributed.comm.timeouts.connect": "300s",
+                     "distributed.comm.timeouts.tcp": "900s",
+                     "distributed.scheduler.worker-ttl": "1h"})
     folder = args.cache / f"cosmos-a{args.area:g}-g{args.galaxies:g}-s{args.seed}"
     t0 = time.perf_counter()
     manifest = write_survey(folder, area_arcmin2=args.area, bands=NOTEBOOK_BANDS,

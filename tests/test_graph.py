@@ -43,7 +43,7 @@ def test_band_tasks_named_per_cell_and_band_on_a_local_cluster(small_field, tmp_
     cfg = _config(small_field, tmp_path / "dask")
     parts, _ = plan_cells(cfg)
     assert len(parts) >= 3
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         with get_task_stream(client) as stream:
             summary = run_catalog(cfg, client=client)

@@ -43,9 +43,10 @@ def test_split_cell_is_the_partition_at_the_next_order():
             pd.testing.assert_frame_equal(kid.sources, want)
 
 
+@pytest.mark.slow
 def test_cells_above_the_budget_are_split_and_measure_the_same(irac_field, tmp_path):
-    """With a budget below the one cell's estimate, the plan splits it into children
-    (each within the budget) and the catalog holds every source once, measured as in
+    """With a budget below the one cell's estimate but above its children's, the plan
+    splits it into those children and the catalog holds every source once, measured as in
     the unsplit cell: the margins make each cell's fit the whole mosaic's (99% of
     fluxes within 0.02 sigma, all within 0.1, as in
     ``test_cells_with_margins_give_the_whole_mosaic_fit``)."""
@@ -53,12 +54,19 @@ def test_cells_above_the_budget_are_split_and_measure_the_same(irac_field, tmp_p
     parts, indexes = plan_cells(whole)
     assert len(parts) == 1
     need = cell_memory(parts[0], indexes, whole)["irac1"]
-    budget = need // 3
+    kids = split_cell(parts[0], whole.margin_arcsec)
+    while len(kids) == 1:  # the field lies in one child: the plan splits it again
+        kids = split_cell(kids[0], whole.margin_arcsec)
+    budget = max(cell_memory(k, indexes, whole)["irac1"] for k in kids)
+    assert len(kids) >= 2 and budget < need
     split = _config(irac_field, tmp_path / "split", int(budget))
     small, _ = plan_cells(split)
-    assert len(small) >= 4 and all(p.cell.order > parts[0].cell.order for p in small)
+    assert [p.cell for p in small] == [k.cell for k in kids]
     assert all(cell_memory(p, indexes, split)["irac1"] <= budget for p in small)
     assert sum(p.n_primary for p in small) == parts[0].n_primary
+    # a budget below what any child needs splits them again (or keeps single sources)
+    deeper, _ = plan_cells(_config(irac_field, tmp_path / "deeper", int(budget) - 1))
+    assert len(deeper) > len(small)
     run_catalog(whole)
     run_catalog(split)
     a, b = read_catalog(tmp_path / "whole"), read_catalog(tmp_path / "split")
