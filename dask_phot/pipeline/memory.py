@@ -77,31 +77,40 @@ def cell_memory(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
             for b in config.bands}
 
 
+def _need(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
+          config: RunConfig) -> int:
+    return max(cell_memory(part, indexes, config).values(), default=0)
+
+
 def split_cells(parts: Sequence[CellSources], indexes: Mapping[str, Sequence[Mosaic]],
                 config: RunConfig) -> list[CellSources]:
     """The cells, those whose largest band task would exceed ``[cells] memory_budget``
     replaced by their HEALPix children (split again while a child exceeds it).
 
-    A cell of one source, or at the deepest order, is kept whatever its estimate
-    (with a log line): a single band task cannot be cut further.
+    A cell is kept whatever its estimate (with a log line) when it holds one source, is
+    at the deepest order, or when its children would need as much (their margins, which
+    every child carries, dominate: a cell not much wider than the margin).
     """
     budget = config.cells.memory_budget_bytes()
     out: list[CellSources] = []
-    todo = list(parts)[::-1]
+    todo = [(p, _need(p, indexes, config)) for p in parts][::-1]
     n_split = 0
     while todo:
-        part = todo.pop()
-        need = max(cell_memory(part, indexes, config).values(), default=0)
+        part, need = todo.pop()
         if need <= budget:
             out.append(part)
-        elif part.n_primary <= 1 or part.cell.order >= MAX_ORDER:
-            log.warning("cell %s: its band tasks need ~%.1f GiB, above [cells] memory_budget "
-                        "(%.1f GiB), and it cannot be split", part.cell, need / 2**30,
-                        budget / 2**30)
+            continue
+        kids = ([] if part.n_primary <= 1 or part.cell.order >= MAX_ORDER
+                else split_cell(part, config.margin_arcsec))
+        kids_need = [_need(k, indexes, config) for k in kids]
+        if not kids or (len(kids) > 1 and max(kids_need) >= need):
+            log.warning("cell %s: its band tasks need ~%.2f GiB, above [cells] memory_budget "
+                        "(%.2f GiB), and its children would need as much (its margin "
+                        "dominates): kept whole", part.cell, need / 2**30, budget / 2**30)
             out.append(part)
-        else:
-            n_split += 1
-            todo.extend(split_cell(part, config.margin_arcsec)[::-1])
+            continue
+        n_split += 1
+        todo.extend(list(zip(kids, kids_need, strict=True))[::-1])
     if n_split:
         log.info("%d cell(s) split to keep each band task within %.2f GiB: %d cells",
                  n_split, budget / 2**30, len(out))
