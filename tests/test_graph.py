@@ -34,6 +34,7 @@ def _config(paths, out):
     })
 
 
+@pytest.mark.slow
 def test_band_tasks_named_per_cell_and_band_on_a_local_cluster(small_field, tmp_path):
     """Every cell runs as one task per band (``fit_<band>-<order>-<pixel>``) and a write
     task; Dask groups them by band (the dashboard's progress bars and task stream), and
