@@ -51,6 +51,7 @@ __all__ = [
     "healpix_29",
     "margin_sources",
     "partition_priors",
+    "split_cell",
     "to_dask",
 ]
 
@@ -452,6 +453,53 @@ def partition_priors(
     logger.debug("partitioned %d sources into %d order-%d cells (%d margin rows)",
                  len(df), len(cells), order, int(edges[-1]) - len(df))
     return parts
+
+
+def split_cell(part: CellSources, margin_arcsec: float) -> list[CellSources]:
+    """A cell's four HEALPix children (those holding sources), each with its margin.
+
+    A child's margin lies within its parent's cell and margin, so the parent's rows
+    hold every source of it: the children are what :func:`partition_priors` makes of
+    the whole catalog at the next order, for the parent's primary sources.
+
+    Parameters
+    ----------
+    part : CellSources
+        From :func:`partition_priors` (or an earlier split), with the margin
+        ``margin_arcsec``.
+    margin_arcsec : float
+        The margin the cell was cut with.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(2)
+    >>> df = pd.DataFrame({"source_id": np.arange(400), "ra": 150 + rng.random(400) * 0.4,
+    ...                    "dec": 2 + rng.random(400) * 0.4})
+    >>> big = max(partition_priors(df, order=7, margin_arcsec=20.0), key=lambda p: p.n_primary)
+    >>> kids = split_cell(big, 20.0)
+    >>> direct = {p.cell: p for p in partition_priors(df, order=8, margin_arcsec=20.0)}
+    >>> all(sorted(k.sources["source_id"]) == sorted(direct[k.cell].sources["source_id"])
+    ...     for k in kids), sum(k.n_primary for k in kids) == big.n_primary
+    (True, True)
+    """
+    cell = part.cell
+    if cell.order >= MAX_ORDER:
+        raise ValueError(f"cannot split cell {cell}: already at order {MAX_ORDER}")
+    margin = _check_margin(margin_arcsec) * _ARCSEC
+    src = part.sources.drop(columns=PRIMARY_COLUMN)
+    ra, dec = _coords(src)
+    h29 = src[HEALPIX_COLUMN].to_numpy(np.int64)
+    order = cell.order + 1
+    pix = h29 >> (2 * (MAX_ORDER - order))
+    cell_pix, rows, sizes = _cell_rows(ra, dec, h29, pix, order, margin)
+    kids = []
+    for pixel, idx, (n_own, n_margin) in zip(cell_pix, rows, sizes, strict=True):
+        if int(pixel) >> 2 != cell.pixel:  # a margin source's own cell: not a child
+            continue
+        taken = src.take(idx)
+        taken[PRIMARY_COLUMN] = np.r_[np.ones(n_own, bool), np.zeros(n_margin, bool)]
+        kids.append(CellSources(Cell(order, int(pixel)), taken))
+    return kids
 
 
 def _partition_frame(part: pd.DataFrame) -> pd.DataFrame:

@@ -99,15 +99,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dask_phot.config import load_config
-    from dask_phot.pipeline import prepare_run, read_catalog
+    from dask_phot.config import ClusterConfig, load_config
+    from dask_phot.pipeline import prepare_run, read_catalog, run_catalog
     from dask_phot.s3server import LocalS3Server
     from dask_phot.testing import accuracy_table, simulate_to_dir
 
     out = Path(args.out)
     bucket = "dask-phot-demo"
-    t0 = time.perf_counter()
-    with LocalS3Server() as s3:
+    with LocalS3Server() as s3, \
+            cluster_client(ClusterConfig(n_workers=args.workers), None) as client:
+        warm = _warm_kernels(client)
+        t0 = time.perf_counter()
         field, paths = simulate_to_dir(out / "field", area_arcmin2=args.area_arcmin2,
                                        bands=NOTEBOOK_BANDS, seed=args.seed)
         s3.create_bucket(bucket, public=True)
@@ -127,7 +129,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             overrides[f"bands.{b}.noise"] = [served[f"{b}_wht"]]
         config = load_config(paths["config"], overrides=overrides)
         plan = prepare_run(config, overwrite=True)
-        summary = _run(config, plan, scheduler=None, report=None, quiet=args.quiet)
+        warm.result()
+        summary = run_catalog(config, client=client, plan=plan,
+                              on_progress=None if args.quiet else ProgressPrinter())
     _print_summary(summary)
     cat = read_catalog(summary.output)
     print("accuracy against the simulated truth: pulls (flux - true) / flux_err by true S/N")
@@ -139,6 +143,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"dask-phot report {out / 'catalog'} --out {out / 'report'} "
           f"--config {paths['config']}")
     return 1 if summary.failures else 0
+
+
+def _warm_kernels(client: Any) -> Any:
+    """Start compiling the engine's kernels (:func:`dask_phot.warmup.warm_up`) in one
+    worker, while this process simulates the field: a fresh install's first demo compiles
+    them once, there, into numba's cache, from which the other workers load them
+    (instead of each worker compiling them on its first cell, after the simulation)."""
+    from dask_phot.warmup import warm_up
+
+    first = sorted(client.scheduler_info()["workers"])[0]
+    return client.submit(warm_up, every_option=False, workers=[first], pure=False,
+                         key="warm-up")
 
 
 # ---------------------------------------------------------------------- parser

@@ -182,6 +182,7 @@ class CellsConfig:
     read_max_overread: float = setting(1.5, check=number(1))
     read_latency: float = setting(0.03, check=number(0))
     read_row_cache: str | int = setting("768MiB", check=memory_size)
+    memory_budget: str | int = setting("1GiB", check=memory_size)
 
     def read_costs(self) -> Any:
         """The :class:`~dask_phot.images.ReadCosts` of ``read_max_overread`` and
@@ -195,6 +196,13 @@ class CellsConfig:
         from dask.utils import parse_bytes
 
         value = "768MiB" if self.read_row_cache == "auto" else self.read_row_cache
+        return int(value) if isinstance(value, int) else int(parse_bytes(value))
+
+    def memory_budget_bytes(self) -> int:
+        """``memory_budget`` in bytes (``"auto"``: 1 GiB)."""
+        from dask.utils import parse_bytes
+
+        value = "1GiB" if self.memory_budget == "auto" else self.memory_budget
         return int(value) if isinstance(value, int) else int(parse_bytes(value))
 
     def merge_gap(self) -> int | None:

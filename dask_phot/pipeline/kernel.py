@@ -55,7 +55,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CellReport:
-    """What happened in one cell: counts, timings, bytes and per-band status."""
+    """What happened in one cell: counts, timings, bytes and per-band status.
+
+    ``cpu_seconds`` is the CPU time of the threads that computed the cell (on Dask:
+    its band tasks, :mod:`dask_phot.pipeline.graph`), whatever else shared the machine.
+    """
 
     order: int
     pixel: int
@@ -68,6 +72,7 @@ class CellReport:
     box_bytes: int = 0
     requests: int = 0
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
 
     def failures(self) -> dict[str, str]:
         """Band -> kind of failure (``"failed"``, ``"read failed"``) of the bands that failed.

@@ -29,6 +29,7 @@ import pandas as pd
 from dask_phot.cells import CellSources, choose_order, partition_priors
 from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
+from dask_phot.pipeline.memory import split_cells
 from dask_phot.pipeline.output import CatalogStore
 from dask_phot.pipeline.psfs import epsf_keys
 from dask_phot.pipeline.resume import (
@@ -178,8 +179,9 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
     parts = partition_priors(priors, order=int(order), margin_arcsec=config.margin_arcsec)
     indexes = _index_bands(config, storage)
     _check_bands(config, indexes)
-    log.info("%d priors in %d cells at HEALPix order %d; margin %.1f\"", len(priors),
-             len(parts), order, config.margin_arcsec)
+    parts = split_cells(parts, indexes, config)
+    log.info("%d priors in %d cells at HEALPix order %d (or deeper: split to the memory "
+             "budget); margin %.1f\"", len(priors), len(parts), order, config.margin_arcsec)
     return parts, indexes
 
 

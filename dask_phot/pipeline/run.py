@@ -1,5 +1,8 @@
 """The run: priors -> sky cells -> (cell x band) fits on Dask -> HATS catalog.
 
+On Dask each band of a cell is a task, then the cell's write
+(:mod:`dask_phot.pipeline.graph`); in-process, each cell in turn (:func:`run_one_cell`).
+
 :func:`run_catalog` takes a plan (:func:`~dask_phot.pipeline.plan.prepare_run`:
 inputs checked, cells keyed, made before any cluster starts), removes cells of
 another catalog when told to, computes the cells whose inputs changed (or that
@@ -27,6 +30,7 @@ import pyarrow.parquet as pq
 from dask_phot.cells import Cell, CellSources
 from dask_phot.config import RunConfig
 from dask_phot.images import Mosaic
+from dask_phot.pipeline.graph import BandResult, join_bands, run_cells
 from dask_phot.pipeline.kernel import CellReport, process_cell
 from dask_phot.pipeline.output import CatalogStore, arrow_table
 from dask_phot.pipeline.plan import RunPlan, plan_cells, prepare_run
@@ -65,7 +69,9 @@ class RunSummary:
     changed"``...); ``warnings`` are what the run noticed without failing (a band
     that covers no source); ``n_removed`` cells of another catalog were removed.
     ``bytes_read`` is what the cells fetched, ``box_bytes`` the bytes of their pixel
-    boxes (image and noise map) and ``requests`` the ranged requests they made.
+    boxes (image and noise map) and ``requests`` the ranged requests they made;
+    ``cpu_seconds`` the CPU time of the threads that computed them (a measure of work
+    that, unlike the wall time, does not grow when others share the machine).
     """
 
     output: str
@@ -82,6 +88,7 @@ class RunSummary:
     n_removed: int = 0
     box_bytes: int = 0
     requests: int = 0
+    cpu_seconds: float = 0.0
 
     @property
     def source_bands_per_second(self) -> float:
@@ -134,21 +141,41 @@ def _schema_metadata(config: RunConfig) -> dict[str, str]:
 def run_one_cell(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
                  config: RunConfig, store: CatalogStore, inputs: Mapping[str, Any]
                  ) -> CellReport:
-    """Fit and write one cell (the unit of work sent to a Dask worker).
+    """Fit and write one cell (a run without a Dask client, cell after cell).
 
     The report written beside the table records ``inputs`` (what the cell was
     computed from), the per-band status and the error records of failed bands.
     """
+    cpu0 = time.thread_time()
     table, report = process_cell(part, indexes, config)
+    report.cpu_seconds = time.thread_time() - cpu0
+    _write(part.cell, table, report, config, store, inputs)
+    return report
+
+
+def write_cell_task(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult],
+                    config: RunConfig, store: CatalogStore, inputs: Mapping[str, Any]
+                    ) -> CellReport:
+    """Join a cell's bands (:func:`~dask_phot.pipeline.graph.join_bands`) and write it:
+    the cell's last task on Dask, after its band tasks."""
+    cpu0 = time.thread_time()
+    table, report = join_bands(cell, counts, results, config)
+    _write(cell, table, report, config, store, inputs)
+    report.cpu_seconds += time.thread_time() - cpu0
+    return report
+
+
+def _write(cell: Cell, table: pd.DataFrame, report: CellReport, config: RunConfig,
+           store: CatalogStore, inputs: Mapping[str, Any]) -> None:
+    """Write a cell's table and its report (the write time recorded in the report)."""
     t0 = time.perf_counter()
     arrow = arrow_table(table, column_info(list(config.band_names)), _schema_metadata(config))
     try:
-        store.write_cell(part.cell, arrow, dataclasses.asdict(report) | {"inputs": dict(inputs)})
+        store.write_cell(cell, arrow, dataclasses.asdict(report) | {"inputs": dict(inputs)})
     except OSError as exc:  # after the storage layer's retries
-        raise StorageError(f"{store.url}: cannot write cell {part.cell.order}/"
-                           f"{part.cell.pixel} ({type(exc).__name__}: {exc})") from exc
+        raise StorageError(f"{store.url}: cannot write cell {cell.order}/"
+                           f"{cell.pixel} ({type(exc).__name__}: {exc})") from exc
     report.seconds["write"] = time.perf_counter() - t0
-    return report
 
 
 def _run_cells(plan: RunPlan, client: Any, on_cell: Callable[[CellReport], None]) -> None:
@@ -158,19 +185,8 @@ def _run_cells(plan: RunPlan, client: Any, on_cell: Callable[[CellReport], None]
         for part, inputs in args:
             on_cell(run_one_cell(part, plan.indexes, config, plan.store, inputs))
         return
-    from distributed import as_completed
-
-    idx = client.scatter(dict(plan.indexes), broadcast=True)
-    futures = [client.submit(run_one_cell, part, idx, config, plan.store, inputs,
-                             key=f"cell-{part.cell.order}-{part.cell.pixel}",
-                             retries=config.cluster.retries, pure=False)
-               for part, inputs in args]
-    try:
-        for fut in as_completed(futures):
-            on_cell(fut.result())
-    except BaseException:
-        client.cancel(futures)
-        raise
+    run_cells(client, [p for p, _ in args], plan.indexes, config, write_cell_task,
+              [(plan.store, inputs) for _, inputs in args], on_cell)
 
 
 def run_catalog(
@@ -273,7 +289,8 @@ def _summary(plan: RunPlan, reports: list[CellReport], wall: float) -> RunSummar
                       list(plan.config.band_names), wall, dict(stages), dict(failures),
                       sum(r.bytes_read for r in reports), dict(Counter(plan.reasons.values())),
                       list(plan.warnings), len(plan.stale),
-                      sum(r.box_bytes for r in reports), sum(r.requests for r in reports))
+                      sum(r.box_bytes for r in reports), sum(r.requests for r in reports),
+                      sum(r.cpu_seconds for r in reports))
 
 
 def run_order(parts: Sequence[CellSources]) -> list[CellSources]:

@@ -1,0 +1,193 @@
+"""The run's task graph on Dask: one task per cell and band, then one that writes the cell.
+
+Each band of a cell is its own task, keyed ``fit_<band>-<order>-<pixel>`` (the band's
+pixel box read and fitted: :func:`fit_band_task`), and each cell has a task keyed
+``write-<order>-<pixel>`` that joins its bands' tables and writes the cell
+(:func:`write_cell_task`). Dask names a task group by the key's first word
+(:func:`dask.utils.key_split` stops at a word holding digits, so ``fit-irac1-...``
+would be grouped as ``fit``): the dashboard's progress bars and task stream then show
+each band's fits apart (``fit_irac1``, ``fit_nuv``...) and the writes (``write``).
+
+A band's task holds only that band's pixels, so the largest task of a run is a band of
+a cell, not the cell, and the bands of one cell run at the same time on different
+workers. The tables are those of :func:`~dask_phot.pipeline.kernel.process_cell` (the
+bands of a cell are fitted independently): the graph changes where work runs, not its
+results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from dask_phot.cells import Cell, CellSources
+from dask_phot.config import RunConfig
+from dask_phot.images import Mosaic
+from dask_phot.pipeline.kernel import CellReport, process_cell
+from dask_phot.schema import cell_meta
+
+__all__ = ["BandResult", "band_key", "fit_band_task", "join_bands", "run_cells", "write_key"]
+
+
+@dataclass
+class BandResult:
+    """One band of one cell, fitted: what :func:`write_cell_task` joins.
+
+    ``table`` holds the cell's primary rows with the base columns, the kept input
+    columns and the band's columns; ``cpu_seconds`` is the thread CPU time of the task.
+    """
+
+    band: str
+    table: pd.DataFrame
+    status: str
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    bytes_read: int = 0
+    box_bytes: int = 0
+    requests: int = 0
+    cpu_seconds: float = 0.0
+
+
+def _word(band: str) -> str:
+    """A band name as one word of a task key (no ``-``: it separates the key's words)."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", band)
+
+
+def band_key(band: str, order: int, pixel: int) -> str:
+    """The key of a cell's band task: ``fit_<band>-<order>-<pixel>``.
+
+    Examples
+    --------
+    >>> band_key("irac1", 8, 1234)
+    'fit_irac1-8-1234'
+    >>> from dask.utils import key_split
+    >>> key_split(band_key("irac1", 8, 1234)), key_split(band_key("w-1", 8, 1234))
+    ('fit_irac1', 'fit_w_1')
+    """
+    return f"fit_{_word(band)}-{order}-{pixel}"
+
+
+def write_key(order: int, pixel: int) -> str:
+    """The key of a cell's write task: ``write-<order>-<pixel>``."""
+    return f"write-{order}-{pixel}"
+
+
+def fit_band_task(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
+                  config: RunConfig, band: str) -> BandResult:
+    """Read and fit one band of a cell (a Dask task: :func:`band_key`).
+
+    :func:`~dask_phot.pipeline.kernel.process_cell` with the configuration cut to the
+    band: the band's own margin, pixel box and fit, exactly as in a whole-cell call.
+    """
+    cpu0 = time.thread_time()
+    one = dataclasses.replace(config, bands=(config.band(band),))
+    table, report = process_cell(part, {band: indexes[band]}, one)
+    return BandResult(band, table, report.status[band], report.errors, report.seconds,
+                      report.bytes_read, report.box_bytes, report.requests,
+                      time.thread_time() - cpu0)
+
+
+def join_bands(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult],
+               config: RunConfig) -> tuple[pd.DataFrame, CellReport]:
+    """The cell's table and report from its bands' results (in any order).
+
+    ``counts`` are the cell's primary and modelled sources. The columns and dtypes are
+    :func:`~dask_phot.schema.cell_meta`'s, in the configuration's band order; the
+    report sums the bands' bytes, requests, times and CPU time.
+    """
+    by_band = {r.band: r for r in results}
+    missing = [b for b in config.band_names if b not in by_band]
+    if missing:
+        raise ValueError(f"cell {cell}: no result for band(s) {', '.join(missing)}")
+    first = by_band[config.band_names[0]].table
+    joined = pd.concat([first, *(by_band[b].table.drop(columns=first.columns.intersection(
+        by_band[b].table.columns)) for b in config.band_names[1:])], axis=1)
+    keep = {c: str(first[c].dtype) for c in config.priors.output_columns}
+    meta = cell_meta(list(config.band_names), keep)
+    table = joined[list(meta.columns)].astype(meta.dtypes.to_dict())
+    report = CellReport(cell.order, cell.pixel, *counts)
+    for b in config.band_names:
+        r = by_band[b]
+        report.status[b] = r.status
+        report.errors.update(r.errors)
+        for stage, sec in r.seconds.items():
+            report.seconds[stage] = report.seconds.get(stage, 0.0) + sec
+        report.bytes_read += r.bytes_read
+        report.box_bytes += r.box_bytes
+        report.requests += r.requests
+        report.cpu_seconds += r.cpu_seconds
+    return table, report
+
+
+def _submit(client: Any, part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
+            config: RunConfig, write: Callable[..., CellReport], extra: Sequence[Any]) -> Any:
+    """One cell's band tasks and its write task; the write task's future."""
+    cell, retries = part.cell, config.cluster.retries
+    bands = [client.submit(fit_band_task, part, {b: indexes[b]}, config, b,
+                           key=band_key(b, cell.order, cell.pixel), retries=retries,
+                           pure=False)
+             for b in config.band_names]
+    return client.submit(write, cell, (part.n_primary, len(part.sources)), bands, config,
+                         *extra, key=write_key(cell.order, cell.pixel), retries=retries,
+                         pure=False)
+
+
+def run_cells(client: Any, parts: Sequence[CellSources], indexes: Mapping[str, Any],
+              config: RunConfig, write: Callable[..., CellReport],
+              extra: Sequence[Sequence[Any]], on_cell: Callable[[CellReport], None],
+              *, window: int | None = None) -> None:
+    """Run cells on a Dask client: each band's task, then the cell's write task.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    parts : sequence of CellSources
+        The cells, in the order to submit them (:func:`~dask_phot.pipeline.run.run_order`).
+    indexes : mapping
+        Band -> mosaics. Each band task carries its band's (a few kB per mosaic: headers
+        and WCS), so that a worker that dies loses nothing a retry cannot rebuild.
+    config : RunConfig
+    write : callable
+        ``write(cell, counts, results, config, *extra[i])`` joins
+        (:func:`join_bands`) and writes cell ``i``, and returns its report.
+    extra : sequence
+        Per cell, the further arguments of ``write``.
+    on_cell : callable
+        Called with each cell's report as it is written.
+    window : int, optional
+        Cells in flight at most (default: four per worker thread, at least 8). Each
+        band task carries its cell's sources; submitting cells as others finish keeps
+        the scheduler's and the workers' memory independent of the field's size.
+
+    Cells still running are cancelled when this raises (a failed cell, Ctrl-C).
+    """
+    from distributed import as_completed
+
+    if window is None:
+        window = max(8, 4 * sum(client.nthreads().values()))
+    todo = list(zip(parts, extra, strict=True))[::-1]
+    running, flying = as_completed(), set()
+
+    def submit_next() -> None:
+        part, more = todo.pop()
+        fut = _submit(client, part, indexes, config, write, more)
+        flying.add(fut)
+        running.add(fut)
+
+    try:
+        while todo and len(flying) < window:
+            submit_next()
+        for fut in running:
+            flying.discard(fut)
+            on_cell(fut.result())
+            if todo:
+                submit_next()
+    except BaseException:
+        client.cancel(list(flying))
+        raise
