@@ -1,6 +1,6 @@
 """Compile the numba kernels before the first cell: at image build and in fresh workers.
 
-Every ``@numba.njit(cache=True)`` kernel of dask-phot compiles on its first call (about
+Every cached ``numba.njit`` kernel of dask-phot compiles on its first call (about
 20 s for one pipeline cell's kernels on one core) and numba keeps the machine code in its
 cache, from which later processes only load it. :func:`warm_up` makes those first calls
 on a tiny simulated field: one cell through the pipeline with the packaged defaults, the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,10 +152,9 @@ def test_to_dask(field):
     assert ddf._meta.dtypes.to_dict() == parts[0].sources.dtypes.to_dict()
 
 
-def test_partition_speed():
+def test_partition_of_a_15_arcmin_field_counts_every_prior():
+    """A COSMOS-density 15'x15' catalog: the cells' primaries add up to the whole catalog (its
+    speed is measured by benchmarks/bench_cosmos.py, not here)."""
     df = _catalog(37_000, 150.1, 2.2, 1.4, seed=2)
-    partition_priors(df.iloc[:100], order=10, margin_arcsec=5.0)  # warm imports
-    start = time.perf_counter()
     parts = partition_priors(df, order=10, margin_arcsec=5.0)
-    assert time.perf_counter() - start < 2.0
     assert sum(p.n_primary for p in parts) == len(df)
