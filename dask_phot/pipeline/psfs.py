@@ -46,6 +46,7 @@ from dask_phot.config import BandImages, RunConfig, storage_options
 from dask_phot.images import Mosaic, Region, read_region
 from dask_phot.psf import EmpiricalPSF, OversampledPSF, WingModel
 from dask_phot.psf.empirical import EmpiricalPSFError, EPSFOptions
+from dask_phot.psf.epsf_result import oversampled_epsf
 
 if TYPE_CHECKING:
     from dask_phot.bands import Band
@@ -422,10 +423,9 @@ def _box_epsf(band: BandImages, region: Region
 
 
 def _oversampled(array: np.ndarray, result: EmpiricalPSF, psf_size: int) -> OversampledPSF:
-    o = result.oversampling
-    return OversampledPSF(array, result.pixel_scale / o, result.pixel_scale,
-                          size=min(psf_size, result.size), wing_size=result.size,
-                          integrated=True, name=f"ePSF({result.name})")
+    return oversampled_epsf(array, result.oversampling, result.pixel_scale,
+                            size=min(psf_size, result.size), wing_size=result.size,
+                            name=f"ePSF({result.name})")
 
 
 def _correction(band: BandImages, array: np.ndarray, result: EmpiricalPSF) -> float:

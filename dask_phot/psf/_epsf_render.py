@@ -25,7 +25,7 @@ from scipy.linalg import solve_banded
 
 from dask_phot.psf.pixel import PixelPSF, PSFError
 
-__all__ = ["EPSFStamps", "coefficients", "decimate", "node_values"]
+__all__ = ["EPSFStamps", "coefficients", "decimate", "node_values", "refine_nodes"]
 
 
 def node_values(coef: np.ndarray) -> np.ndarray:
@@ -54,6 +54,36 @@ def coefficients(values: np.ndarray) -> np.ndarray:
     ab[1, :] = 4.0 / 6.0
     ab[2, :-1] = 1.0 / 6.0
     return np.ascontiguousarray(solve_banded((1, 1), ab, out.T).T)
+
+
+def refine_nodes(values: np.ndarray, factor: int) -> np.ndarray:
+    """The ePSF's cubic B-spline through node ``values`` evaluated ``factor`` times finer.
+
+    The result holds ``(m - 1) * factor + 1`` nodes per side (the same extent and
+    centre as the ``m`` nodes given) and keeps the normalisation per node area:
+    its sum divided by ``(oversampling * factor)**2`` is the flux it holds. Used
+    to hand an ePSF to :class:`~dask_phot.psf.OversampledPSF`, whose Lanczos
+    interpolant then follows the B-spline that :class:`EPSFStamps` samples (on the
+    ePSF's own nodes the two differ by ~0.3% of the peak between nodes).
+
+    Examples
+    --------
+    >>> u = (np.arange(41) - 20) / 4.0
+    >>> g = np.exp(-0.5 * (u[:, None] ** 2 + u[None, :] ** 2) / 1.3**2)
+    >>> f = refine_nodes(g, 3)
+    >>> f.shape, bool(np.allclose(f[::3, ::3], g))
+    ((121, 121), True)
+    """
+    factor = int(factor)
+    coef = coefficients(values)
+    m = coef.shape[0]
+    t = np.arange((m - 1) * factor + 1) / factor
+    basis = np.zeros((t.size, m))
+    for k in range(m):
+        s = np.abs(t - k)
+        basis[:, k] = np.where(s < 1.0, (4.0 - 6.0 * s**2 + 3.0 * s**3) / 6.0,
+                               np.where(s < 2.0, (2.0 - s) ** 3 / 6.0, 0.0))
+    return basis @ coef @ basis.T
 
 
 @numba.njit(cache=True, inline="always")

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 import pandas as pd
 
-from dask_phot.psf._epsf_render import EPSFStamps
+from dask_phot.psf._epsf_render import EPSFStamps, refine_nodes
 from dask_phot.psf.grid import PSFGrid
 from dask_phot.psf.pixel import PixelPSF, PSFError
 from dask_phot.psf.stars import REASONS, StarSelection
@@ -48,7 +48,28 @@ from dask_phot.psf.wings import WingMatch, curve_of_growth, radial_profile
 if TYPE_CHECKING:
     from dask_phot.psf.oversampled import OversampledPSF
 
-__all__ = ["EmpiricalPSF"]
+__all__ = ["EmpiricalPSF", "oversampled_epsf"]
+
+
+#: Nodes per mosaic pixel the ePSF is refined to before an OversampledPSF takes it.
+REFINED_OVERSAMPLING = 12
+
+
+def oversampled_epsf(array: np.ndarray, oversampling: int, pixel_scale: float, *,
+                     size: int | None, wing_size: int, name: str) -> OversampledPSF:
+    """An ePSF node array as the engine's :class:`~dask_phot.psf.OversampledPSF`.
+
+    The nodes are first refined (:func:`~dask_phot.psf._epsf_render.refine_nodes`)
+    to at least :data:`REFINED_OVERSAMPLING` per pixel along the ePSF's own cubic
+    B-spline, so that the stamps equal the ePSF's (:class:`EPSFStamps`) at any
+    sub-pixel phase, not only at multiples of the node spacing.
+    """
+    from dask_phot.psf.oversampled import OversampledPSF
+
+    factor = max(1, -(-REFINED_OVERSAMPLING // int(oversampling)))
+    fine = refine_nodes(array, factor) if factor > 1 else np.asarray(array, dtype=np.float64)
+    return OversampledPSF(fine, pixel_scale / (oversampling * factor), pixel_scale,
+                          size=size, wing_size=wing_size, integrated=True, name=name)
 
 
 @dataclass(eq=False)
@@ -157,11 +178,8 @@ class EmpiricalPSF:
         size : int, optional
             Odd core stamp side in image pixels (see :class:`~dask_phot.psf.OversampledPSF`).
         """
-        from dask_phot.psf.oversampled import OversampledPSF
-
-        return OversampledPSF(self.array, self.pixel_scale / self.oversampling, self.pixel_scale,
-                              size=size, wing_size=self.size, integrated=True,
-                              name=f"ePSF({self.name})")
+        return oversampled_epsf(self.array, self.oversampling, self.pixel_scale,
+                                size=size, wing_size=self.size, name=f"ePSF({self.name})")
 
     def pixel_psf(self) -> PixelPSF:
         """The global ePSF decimated at phase 0 on the mosaic grid, sum-normalised."""
