@@ -30,7 +30,7 @@ from scipy.interpolate import BSpline, RectBivariateSpline
 from scipy.special import erf
 
 from dask_phot.psf import OversampledPSF, PixelPSF, gaussian_psf
-from dask_phot.testing.galaxies import upsampled_prf
+from dask_phot.testing.prf import upsampled_prf
 
 __all__ = [
     "FinePRF",
@@ -169,7 +169,7 @@ class FinePRF:
     response is summed directly over the ``s x s`` fine pixels an image pixel
     covers (optical PSFs; an effective PRF is taken as it is; a PRF on the
     image's own grid is first interpolated onto a 5 times finer grid by
-    zero-padding its spectrum, :func:`~dask_phot.testing.galaxies.upsampled_prf`)
+    zero-padding its spectrum, :func:`~dask_phot.testing.prf.upsampled_prf`)
     and the cubic B-spline through those sums
     (:func:`scipy.ndimage.map_coordinates`) is evaluated at each image pixel's
     offset from the source. The stamps cover
