@@ -109,19 +109,35 @@ def _ratio(first: float, warm: list[float]) -> dict[str, Any]:
             round(median, 3), "first_over_warm": round(first / median, 2) if median else None}
 
 
+def _cell_spans(stream: list[dict[str, Any]]) -> dict[str, tuple[float, float, str]]:
+    """Each cell's (start, stop, worker) from its tasks: the band tasks
+    ``fit_<band>-<order>-<pixel>`` and the write task ``write-<order>-<pixel>`` (the
+    cell ends, on the writing worker, when its write task does)."""
+    spans: dict[str, list[Any]] = {}
+    for task in stream:
+        key = str(task["key"])
+        if task["status"] != "OK" or not key.startswith(("fit_", "write-")):
+            continue
+        cell = "cell-" + key.split("-", 1)[1]
+        compute = [s for s in task["startstops"] if s["action"] == "compute"][-1]
+        span = spans.setdefault(cell, [compute["start"], None, None])
+        span[0] = min(span[0], compute["start"])
+        if key.startswith("write-"):
+            span[1], span[2] = compute["stop"], task["worker"]
+    return {cell: (a, b, w) for cell, (a, b, w) in spans.items() if b is not None}
+
+
 def first_cells(stream: list[dict[str, Any]], t_start: float,
                 reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """From the task stream and the cell reports: container start to the first finished
-    cell, and each fresh worker's first cell against its later ones (the whole task, and
+    cell, and each fresh worker's first cell against its later ones (the whole cell, and
     the fit alone: the part numba's kernels take)."""
-    cells = [t for t in stream if str(t["key"]).startswith("cell-") and t["status"] == "OK"]
+    cells = _cell_spans(stream)
     if not cells:
         return {"cells": 0}
     by_worker: dict[str, list[tuple[float, float, str]]] = {}
-    for task in cells:
-        compute = [s for s in task["startstops"] if s["action"] == "compute"][-1]
-        by_worker.setdefault(task["worker"], []).append(
-            (compute["start"], compute["stop"], task["key"]))
+    for key, (start, stop, worker) in cells.items():
+        by_worker.setdefault(worker, []).append((start, stop, key))
     workers = {}
     for worker, spans in sorted(by_worker.items()):
         spans.sort()
