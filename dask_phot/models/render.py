@@ -80,7 +80,7 @@ class Rendered:
         stamp for galaxies cut to the core size.
     outer : Stamps
         For the sources in ``outer_index`` (input order): their whole model with
-        the fitted core zeroed, the light the fit leaves out.
+        the fitted core zeroed, the light the fit leaves out (single precision).
     outer_index : ndarray of int
         Sources whose model was cut.
     capped : ndarray of bool
@@ -138,21 +138,40 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
         st, x0, y0 = psf.stamps(x[pts], y[pts])  # type: ignore[attr-defined]
         out.put(pos[pts], st, x0, y0)
     cut = np.flatnonzero(ext & (fit_sides < sides))
-    outer = Stamps.empty(cut.size, sides[cut])
+    # the outskirts beyond the fitted cores are only subtracted (with a first fit's
+    # fluxes, themselves uncertain far beyond single-precision rounding): float32
+    outer = Stamps.empty(cut.size, sides[cut], dtype=np.float32)
     for k in np.unique(sides[ext]):
         grp = np.flatnonzero(ext & (sides == k))
-        spec, point, x0, y0 = _galaxy_parts(psf, x[grp], y[grp], shapes, grp, int(k))
-        kc = int(fit_sides[grp[0]])
-        o = (int(k) - kc) // 2
-        rows = pos[grp]
-        orows = np.searchsorted(cut, grp) if kc < k else np.zeros(grp.size, dtype=np.int64)
-        ext_img = scipy.fft.irfft2(spec, s=(int(k), int(k)), axes=(1, 2), overwrite_x=True)
-        place_stamps(ext_img, point, rows, kc, out.data, out.ptr, orows, outer.data,
-                     outer.ptr if kc < k else out.ptr)
-        out.x0[rows], out.y0[rows] = x0 + o, y0 + o
-        if kc < k:
-            outer.x0[orows], outer.y0[orows] = x0, y0
+        # in chunks of ~1M pixels: the work arrays stay in cache, and their memory is
+        # reused from chunk to chunk instead of faulted in afresh
+        step = max(1, _CHUNK_PIXELS // int(k * k))
+        for c in range(0, grp.size, step):
+            _render_group(psf, x, y, shapes, grp[c:c + step], int(k),
+                          int(fit_sides[grp[0]]), pos, cut, out, outer)
     return Rendered(out, sides, outer, cut, capped)
+
+
+#: Pixels of the galaxy stamps rendered at a time.
+_CHUNK_PIXELS = 1 << 20
+
+
+def _render_group(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
+                  grp: np.ndarray, k: int, kc: int, pos: np.ndarray, cut: np.ndarray,
+                  out: Stamps, outer: Stamps) -> None:
+    """Render galaxies ``grp`` (input order), whose models are ``k x k`` and fitted
+    stamps ``kc x kc``, into their stamps of ``out`` (rows ``pos[grp]``) and, when
+    ``kc < k``, their outskirts into ``outer`` (rows: their places in ``cut``)."""
+    spec, point, x0, y0 = _galaxy_parts(psf, x[grp], y[grp], shapes, grp, k)
+    o = (k - kc) // 2
+    rows = pos[grp]
+    orows = np.searchsorted(cut, grp) if kc < k else np.zeros(grp.size, dtype=np.int64)
+    ext_img = scipy.fft.irfft2(spec, s=(k, k), axes=(1, 2), overwrite_x=True)
+    place_stamps(ext_img, point, rows, kc, out.data, out.ptr, orows, outer.data,
+                 outer.ptr if kc < k else out.ptr)
+    out.x0[rows], out.y0[rows] = x0 + o, y0 + o
+    if kc < k:
+        outer.x0[orows], outer.y0[orows] = x0, y0
 
 
 def _galaxy_parts(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
@@ -168,7 +187,8 @@ def _galaxy_parts(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
     cy = np.floor(y + 0.5)
     fine = isinstance(psf, OversampledPSF)
     # the PSF's light out to the galaxy's stamp edge (an oversampled PSF's wings are known)
-    point = psf.stamps(x, y, size=k)[0] if fine else np.zeros((m, 1, 1))
+    # (rendered only out to where the PSF has light; the rest of the stamp is zero)
+    point = psf.stamps(x, y, size=min(k, psf.light_side))[0] if fine else np.zeros((m, 1, 1))
     tr = psf.transfer(k).half()  # type: ignore[attr-defined]
     srt = np.lexsort((tr.jx, tr.jy))  # bins in memory order
     ux, uy = tr.ux[srt], tr.uy[srt]
@@ -181,7 +201,7 @@ def _galaxy_parts(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
                       np.ascontiguousarray(tr.rhat[:, srt]), k, tr.n, x - cx, y - cy,
                       shapes.r_e[rows], shapes.q[rows], np.deg2rad(shapes.theta[rows]),
                       nidx, nw, bidx, bw, table.values, table.lt0, table.dlt,
-                      1.0 if fine else 0.0, spec)
+                      1.0 if fine else 0.0, k // 2, spec)
     return spec, point, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
 
 

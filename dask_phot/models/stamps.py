@@ -69,12 +69,12 @@ class Stamps:
                    np.asarray(x0, dtype=np.int64), np.asarray(y0, dtype=np.int64))
 
     @classmethod
-    def empty(cls, n: int, sides: np.ndarray) -> Stamps:
+    def empty(cls, n: int, sides: np.ndarray, dtype: type = np.float64) -> Stamps:
         """Zeroed square stamps of the given sides (corners to be set by the caller)."""
         sides = np.asarray(sides, dtype=np.int64)
         ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(sides * sides, out=ptr[1:])
-        return cls(np.zeros(int(ptr[-1])), ptr, sides, sides.copy(),
+        return cls(np.zeros(int(ptr[-1]), dtype=dtype), ptr, sides, sides.copy(),
                    np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
 
     def put(self, rows: np.ndarray, stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray
@@ -98,7 +98,7 @@ class Stamps:
         return self.data.reshape(len(self), k, k)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _copy_rows(src: np.ndarray, rows: np.ndarray, ptr: np.ndarray, data: np.ndarray) -> None:
     """``data[ptr[rows[g]]:...] = src[g]`` for every ``g``."""
     kk = src.shape[1]

@@ -193,6 +193,15 @@ class OversampledPSF:
         area = np.count_nonzero(p >= 0.5 * p.max())
         return float(2.0 * math.sqrt(area / math.pi) / self.oversampling)
 
+    @property
+    def light_side(self) -> int:
+        """Odd side of the box that holds every pixel a point source's stamp can light:
+        beyond it (the fine array's extent) :meth:`stamps` of any size are zero."""
+        ny, nx = self.prf.shape
+        pcx, pcy = self._pcenter  # type: ignore[attr-defined]
+        reach = max(pcx, nx - 1 - pcx, pcy, ny - 1 - pcy) / self.oversampling + 0.5
+        return max(2 * math.ceil(reach) + 1, int(self.size or 0))
+
     def encircled(self, size: int) -> float:
         """Fraction of the light in a ``size x size`` stamp centred on a source at phase 0."""
         st, _, _ = self.stamps(np.zeros(1), np.zeros(1), size=size)
@@ -218,11 +227,15 @@ class OversampledPSF:
         cx = np.floor(x + 0.5)
         cy = np.floor(y + 0.5)
         if self.size is None or k <= self.size:  # (None while the default size is chosen)
-            out = _grid_stamps(self._grid(k), x - cx, y - cy)
+            # (outputs allocated by numpy: huge pages fault in faster than numba's)
+            out = np.empty((x.shape[0], k, k))
+            _grid_stamps(self._grid(k), x - cx, y - cy, out)
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
-            core = _grid_stamps(self._grid(self.size), x - cx, y - cy)
+            core = np.empty((x.shape[0], self.size, self.size))
+            _grid_stamps(self._grid(self.size), x - cx, y - cy, core)
             pcx, pcy = self._pcenter  # type: ignore[attr-defined]
-            out = _wing_stamps(self.prf, pcx, pcy, self.oversampling, k, core, x - cx, y - cy)
+            out = np.zeros((x.shape[0], k, k))
+            _wing_stamps(self.prf, pcx, pcy, self.oversampling, core, x - cx, y - cy, out)
         return out, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
 
     def _grid(self, k: int) -> np.ndarray:
@@ -320,7 +333,7 @@ def _pixel_response(arr: np.ndarray, s: int, pad: int, integrated: bool) -> np.n
                          s=p.shape)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lanczos_taps(f: float, a: int, out: np.ndarray) -> None:
     """Weights of the samples at offsets ``j - a`` for interpolation at offset ``f``."""
     tot = 0.0
@@ -363,17 +376,16 @@ def _phase_table(prf: np.ndarray, pcx: float, pcy: float, s: int, k: int, a: int
     return table, off, pcx - math.floor(pcx), pcy - math.floor(pcy)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _lanczos_stamps(table: np.ndarray, off: int, fcx: float, fcy: float, s: int,
-                    dx: np.ndarray, dy: np.ndarray, a: int) -> np.ndarray:
-    """Stamps at phases ``dx, dy``: Lanczos interpolation between the integer-offset
-    decimated stamps of :func:`_phase_table` (separable, on whole stamps)."""
+                    dx: np.ndarray, dy: np.ndarray, a: int, out: np.ndarray) -> None:
+    """Stamps at phases ``dx, dy`` into the zeroed ``out``: Lanczos interpolation between
+    the integer-offset decimated stamps of :func:`_phase_table` (separable, on whole
+    stamps)."""
     n = dx.shape[0]
     k = table.shape[2]
     kk = k * k
     nt = 2 * a + 1
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.zeros((n, k, k))
     flat = out.reshape((n, kk))
     kx = np.empty(nt)
     ky = np.empty(nt)
@@ -396,7 +408,6 @@ def _lanczos_stamps(table: np.ndarray, off: int, fcx: float, fcy: float, s: int,
             w = ky[ty]
             for p in range(kk):
                 o[p] += w * tmp[p]
-    return out
 
 
 #: Phase steps per image pixel of the stamps tabulated for interpolation.
@@ -409,7 +420,8 @@ def _phase_grid(prf: np.ndarray, pcx: float, pcy: float, s: int, k: int, a: int)
     table, off, fcx, fcy = _phase_table(prf, pcx, pcy, s, k, a)
     ph = np.arange(_PHASES + 1) / _PHASES - 0.5
     dy, dx = np.meshgrid(ph, ph, indexing="ij")
-    st = _lanczos_stamps(table, off, fcx, fcy, s, dx.ravel(), dy.ravel(), a)
+    st = np.zeros((dx.size, k, k))
+    _lanczos_stamps(table, off, fcx, fcy, s, dx.ravel(), dy.ravel(), a, st)
     return st.reshape(_PHASES + 1, _PHASES + 1, k, k)
 
 
@@ -439,16 +451,14 @@ def _dirichlet(t: np.ndarray, n: int) -> np.ndarray:
     return np.where(np.abs(den) < 1e-12, 1.0, w)  # d a multiple of n (odd): the limit is 1
 
 
-@numba.njit(cache=True)
-def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) by bilinear interpolation in phase
-    between the tabulated stamps of :func:`_phase_grid`."""
+@numba.njit(cache=True, nogil=True)
+def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
+    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``out``, by bilinear
+    interpolation in phase between the tabulated stamps of :func:`_phase_grid`."""
     n = dx.shape[0]
     q = grid.shape[0] - 1
     k = grid.shape[2]
     kk = k * k
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.empty((n, k, k))
     flat = out.reshape((n, kk))
     for i in range(n):
         tx = min(max((dx[i] + 0.5) * q, 0.0), float(q))
@@ -468,36 +478,50 @@ def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray
         o = flat[i]
         for p in range(kk):
             o[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
-    return out
 
 
-@numba.njit(cache=True)
-def _wing_stamps(prf: np.ndarray, pcx: float, pcy: float, s: int, k: int, core: np.ndarray,
-                 dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """``k x k`` stamps: ``core`` in the middle, the pixel response sampled bilinearly on
-    the fine grid outside it (the wings are smooth on the fine scale)."""
+@numba.njit(cache=True, nogil=True)
+def _wing_stamps(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray,
+                 dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
+    """``k x k`` stamps into the zeroed ``out``: ``core`` in the middle, the pixel response
+    sampled bilinearly on the fine grid outside it (the wings are smooth on the fine
+    scale). The sample positions are separable: each column's and each row's fine
+    index and weight are computed once per stamp, and only the rows and columns that
+    reach inside ``prf`` are visited (the rest stay zero)."""
     n = dx.shape[0]
+    k = out.shape[1]
     kc = core.shape[1]
     h = k // 2
     o = h - kc // 2
     ny, nx = prf.shape
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.zeros((n, k, k))
+    ixs = np.empty(k, dtype=np.int64)
+    wxs = np.empty(k)
     for i in range(n):
+        c0, c1 = k, 0
+        for c in range(k):
+            fx = pcx + s * (c - h - dx[i])
+            ix = math.floor(fx)
+            ixs[c] = ix
+            wxs[c] = fx - ix
+            if 0 <= ix and ix + 1 < nx:
+                c0 = min(c0, c)
+                c1 = max(c1, c + 1)
         for r in range(k):
+            inside_rows = o <= r < o + kc
+            if inside_rows:
+                for c in range(kc):
+                    out[i, r, o + c] = core[i, r - o, c]
             fy = pcy + s * (r - h - dy[i])
             iy = math.floor(fy)
             wy = fy - iy
-            inside_rows = o <= r < o + kc
-            for c in range(k):
+            if iy < 0 or iy + 1 >= ny:
+                continue
+            p0 = prf[iy]
+            p1 = prf[iy + 1]
+            for c in range(c0, c1):
                 if inside_rows and o <= c < o + kc:
-                    out[i, r, c] = core[i, r - o, c - o]
                     continue
-                fx = pcx + s * (c - h - dx[i])
-                ix = math.floor(fx)
-                wx = fx - ix
-                if iy < 0 or ix < 0 or iy + 1 >= ny or ix + 1 >= nx:
-                    continue
-                out[i, r, c] = ((1 - wy) * ((1 - wx) * prf[iy, ix] + wx * prf[iy, ix + 1])
-                                + wy * ((1 - wx) * prf[iy + 1, ix] + wx * prf[iy + 1, ix + 1]))
-    return out
+                ix = ixs[c]
+                wx = wxs[c]
+                out[i, r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
+                                + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))

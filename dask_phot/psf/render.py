@@ -17,7 +17,7 @@ import numpy as np
 __all__ = ["lanczos_stamps"]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lanczos(t: float, a: int) -> float:
     if t == 0.0:
         return 1.0
@@ -27,7 +27,7 @@ def _lanczos(t: float, a: int) -> float:
     return a * math.sin(pt) * math.sin(pt / a) / (pt * pt)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _taps(frac: float, a: int, out: np.ndarray) -> None:
     # out[j] weights the input sample at offset (j - a) for an output shifted by ``frac``
     s = 0.0
@@ -39,7 +39,7 @@ def _taps(frac: float, a: int, out: np.ndarray) -> None:
         out[j] /= s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _rotations(a: int) -> tuple[np.ndarray, np.ndarray]:
     """``cos(pi m / a), sin(pi m / a)`` for ``m = -a .. a`` (index ``m + a``), with
     the exact values at multiples of ``pi / 2``."""
@@ -58,7 +58,7 @@ def _rotations(a: int) -> tuple[np.ndarray, np.ndarray]:
     return cm, sm
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _taps_rot(frac: float, a: int, cm: np.ndarray, sm: np.ndarray, out: np.ndarray) -> None:
     """:func:`_taps` with three trigonometric calls instead of ``2 (2a + 1)``.
 
@@ -88,7 +88,6 @@ def _taps_rot(frac: float, a: int, cm: np.ndarray, sm: np.ndarray, out: np.ndarr
         out[j] /= s
 
 
-@numba.njit(cache=True)
 def lanczos_stamps(
     bases: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 3
 ) -> np.ndarray:
@@ -98,7 +97,20 @@ def lanczos_stamps(
     relative to the stamp centre, ``P(u) = sum_m P[m] L_a(u - m)`` with the
     Lanczos kernel of order ``a = order`` (``2a + 1`` taps), each 1-D kernel
     normalised to sum 1 and the stamp rescaled to the base's sum (flux conserving).
+    The output is allocated by numpy, which asks for huge pages (first-touch page
+    faults on numba's own allocation of a large output cost more than the
+    rendering); the rendering runs without the GIL.
     """
+    k = bases.shape[1]
+    out = np.empty((np.shape(dx)[0], k, k))
+    _lanczos_into(bases, idx, dx, dy, int(order), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _lanczos_into(bases: np.ndarray, idx: np.ndarray, dx: np.ndarray, dy: np.ndarray,
+                  order: int, out: np.ndarray) -> None:
+    """:func:`lanczos_stamps` into ``out``."""
     # Both passes are sums over the taps j = 0 .. 2a of whole k*k planes (long
     # contiguous loops that vectorise): the x pass adds tap-weighted copies of
     # the base shifted along rows (zero filled), the y pass adds tap-weighted
@@ -110,10 +122,6 @@ def lanczos_stamps(
     k = bases.shape[1]
     kk = k * k
     nt = 2 * order + 1
-    # allocated by numpy, which asks for huge pages: first-touch page faults on
-    # numba's own allocation of a large output cost more than the rendering
-    with numba.objmode(out="float64[:, :, ::1]"):
-        out = np.empty((n, k, k))
     flat = out.reshape((n, kk))
     pad = np.zeros((k + 2 * order) * k)
     kx = np.zeros(nt)
@@ -161,10 +169,9 @@ def lanczos_stamps(
             scale = target / total
             for p in range(kk):
                 o[p] *= scale
-    return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _shift_stack(base: np.ndarray, order: int, stack: np.ndarray) -> float:
     """Fill ``stack[j]`` with ``base`` shifted by ``j - order`` columns (zero filled,
     flattened); return the base's row-major sum."""
