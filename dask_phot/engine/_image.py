@@ -21,26 +21,32 @@ __all__ = [
     "footprint_chi2",
     "footprint_counts",
     "footprint_stats",
+    "scatter_into",
     "scatter_model",
 ]
 
 
-@numba.njit(cache=True)
-def _zeros_image(ny: int, nx: int) -> np.ndarray:
-    # numpy's allocation (huge pages for large arrays) faults in faster than numba's
-    with numba.objmode(out="float64[:, ::1]"):
-        out = np.zeros((ny, nx))
-    return out
-
-
-@numba.njit(cache=True)
 def scatter_model(
     data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
     y0: np.ndarray, flux: np.ndarray, shape: tuple,
 ) -> np.ndarray:
-    """Sum ``flux[i] * stamp_i`` into an image of ``shape`` (NaN fluxes skipped)."""
-    ny, nx = shape
-    out = _zeros_image(ny, nx)
+    """Sum ``flux[i] * stamp_i`` into an image of ``shape`` (NaN fluxes skipped).
+
+    The image is allocated by numpy (huge pages for large arrays: first-touch page
+    faults cost less than on numba's allocation); the sum runs without the GIL.
+    """
+    out = np.zeros((int(shape[0]), int(shape[1])))
+    scatter_into(data, ptr, w, h, x0, y0, flux, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def scatter_into(
+    data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
+    y0: np.ndarray, flux: np.ndarray, out: np.ndarray,
+) -> None:
+    """Add ``flux[i] * stamp_i`` to the image ``out`` (NaN fluxes skipped)."""
+    ny, nx = out.shape
     for i in range(w.shape[0]):
         f = flux[i]
         if not math.isfinite(f):
@@ -57,10 +63,9 @@ def scatter_model(
             srow = data[o + cs : o + ce]
             for c in range(ce - cs):
                 orow[c] += f * srow[c]
-    return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def footprint_counts(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,7 +100,7 @@ def footprint_counts(
     return nuse, nmask, nout
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def footprint_chi2(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
@@ -130,7 +135,7 @@ def footprint_chi2(
     return chi
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def footprint_stats(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
@@ -165,13 +170,19 @@ def footprint_stats(
     return nuse, nmask, nout, chi
 
 
-@numba.njit(cache=True)
 def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
              shape: tuple) -> np.ndarray:
     """Image of tile skies: ``sky[p, 0]`` (plus the plane ``sky[p, 1:3]`` about the centre
     of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere)."""
-    ny, nx = shape
-    out = _zeros_image(ny, nx)
+    out = np.zeros((int(shape[0]), int(shape[1])))
+    _fill_sky_into(cores, regions, sky, nsky, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
+                   out: np.ndarray) -> None:
+    """:func:`fill_sky` into the zeroed image ``out``."""
     for p in range(cores.shape[0]):
         x0, x1, y0, y1 = cores[p, 0], cores[p, 1], cores[p, 2], cores[p, 3]
         if nsky == 1:
@@ -185,10 +196,9 @@ def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
             for xx in range(x0, x1):
                 out[yy, xx] = sky[p, 0] + (sky[p, 1] * (xx - xc) / half
                                            + sky[p, 2] * (yy - yc) / half)
-    return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def add_kernel(kernel: np.ndarray, cx: np.ndarray, cy: np.ndarray, flux: np.ndarray,
                out: np.ndarray) -> None:
     """Add ``flux[i]`` times the odd square ``kernel`` centred on pixel ``(cx[i], cy[i])``

@@ -19,6 +19,7 @@ from dask_phot.engine._image import (
     footprint_chi2,
     footprint_counts,
     footprint_stats,
+    scatter_into,
     scatter_model,
 )
 from dask_phot.engine._normal import (
@@ -51,6 +52,7 @@ __all__ = [
     "pair_table",
     "refresh_data_sums",
     "resolve_tiles",
+    "scatter_into",
     "scatter_model",
     "solve_normal",
     "solve_normal_rl",

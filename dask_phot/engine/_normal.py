@@ -47,7 +47,7 @@ __all__ = [
     "tile_table",
 ]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def build_normal(
     members: np.ndarray,
     data: np.ndarray,
@@ -112,7 +112,7 @@ def build_normal(
     return nmat, rhs
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def build_normal_tile(
     members: np.ndarray,
     data: np.ndarray,
@@ -183,7 +183,7 @@ def build_normal_tile(
     return nmat, rhs
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sky_block(
     nmat: np.ndarray, rhs: np.ndarray, image: np.ndarray, weight: np.ndarray,
     region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
@@ -215,7 +215,6 @@ def _sky_block(
             nmat[a, bb] = nmat[bb, a]
 
 
-@numba.njit(cache=True)
 def tile_table(
     tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
     w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
@@ -229,16 +228,14 @@ def tile_table(
     """
     n = w.shape[0]
     use = np.zeros(n, dtype=np.bool_)
-    for q in range(tile_members.shape[0]):
-        use[tile_members[q]] = True
+    use[tile_members] = True
     ny, nx = weight.shape
     # typical stamp side (a few large galaxy stamps do not change the choice)
-    k = 1
-    if n > 0:
-        k = max(1, int(np.median(w)))
+    k = max(1, int(np.median(w))) if n > 0 else 1
     xlines, xb = block_lines(regions, nx, 0)
     ylines, yb = block_lines(regions, ny, 1)
-    blocks = (4 * nx >= (xlines.shape[0] - 1) * k) and (4 * ny >= (ylines.shape[0] - 1) * k)
+    blocks = bool((4 * nx >= (xlines.shape[0] - 1) * k)
+                  and (4 * ny >= (ylines.shape[0] - 1) * k))
     if blocks:
         table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
     else:
@@ -247,7 +244,6 @@ def tile_table(
     return table, xlines, xb, yb, blocks
 
 
-@numba.njit(cache=True)
 def solve_tiles(
     tile_ptr: np.ndarray,
     tile_members: np.ndarray,
@@ -270,14 +266,29 @@ def solve_tiles(
     """Solve every tile's sub-problem; keep the results of its primary sources.
 
     ``tile_members[tile_ptr[t]:tile_ptr[t+1]]`` are the sources modelled in tile
-    ``t`` (sorted by input index) and ``tile_primary`` marks those whose result
-    tile ``t`` reports; ``prepared`` is :func:`tile_table`'s result for these
+    ``t`` (listed by column, then input index: see
+    :func:`~dask_phot.engine.scene.make_tiling`) and ``tile_primary`` marks those whose
+    result tile ``t`` reports; ``prepared`` is :func:`tile_table`'s result for these
     tiles and this ``image``. Returns ``flux, var, status, has_degenerate`` per
     source, the sky parameters ``(ntiles, 3)`` of each tile (without
     ``variances``, ``var`` is NaN: a quicker first pass) and, with ``keep``, every
     tile's factorisation ``(packed, packed_offsets, scale, status, column_offsets)``
-    for :func:`resolve_tiles` (empty arrays without).
+    for :func:`resolve_tiles` (empty arrays without). The compiled part runs without
+    the GIL.
     """
+    return _solve_tiles(tile_ptr, tile_members, tile_primary, regions, data, ptr, w, h, x0,
+                        y0, image, weight, nsky, tol, prepared, variances, keep,
+                        _factor_store(tile_ptr, nsky, keep))
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_tiles(
+    tile_ptr: np.ndarray, tile_members: np.ndarray, tile_primary: np.ndarray,
+    regions: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+    x0: np.ndarray, y0: np.ndarray, image: np.ndarray, weight: np.ndarray, nsky: int,
+    tol: float, prepared: tuple, variances: bool, keep: bool, factors: tuple,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """:func:`solve_tiles` with its factor store allocated (:func:`_factor_store`)."""
     table, _, xb, yb, blocks = prepared
     n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
@@ -287,7 +298,6 @@ def solve_tiles(
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
     loc = np.full(n, -1, dtype=np.int64)
-    factors = _factor_store(tile_ptr, nsky, keep)
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
@@ -301,7 +311,7 @@ def solve_tiles(
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
-        up, scale, st = factor_rl(nmat, tol)
+        up, scale, st = factor_rl(nmat, tol, m)
         packed = _packed_slot(factors, t, m + nsky, keep)
         pack_factor(up, packed)
         if keep:
@@ -323,7 +333,7 @@ def solve_tiles(
     return flux, var, status, hasdeg, sky, factors
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
     """Whether a later-listed source (of the ``m``), found degenerate, is (almost) the
     same column as source ``a``: its flux merged into ``a``'s."""
@@ -334,23 +344,21 @@ def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
     return False
 
 
-@numba.njit(cache=True)
 def _factor_store(tile_ptr: np.ndarray, nsky: int, keep: bool) -> tuple:
-    """Empty buffers for every tile's packed factor, scales and column status."""
+    """Empty buffers for every tile's packed factor, scales and column status (allocated
+    by numpy, whose large arrays get huge pages: fewer first-touch page faults)."""
     ntiles = tile_ptr.shape[0] - 1
     poff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
     coff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
     if keep:
-        for t in range(ntiles):
-            p = tile_ptr[t + 1] - tile_ptr[t] + nsky
-            poff[t + 1] = poff[t] + packed_size(p)
-            coff[t + 1] = coff[t] + p
-    with numba.objmode(packed="float64[::1]"):
-        packed = np.empty(int(poff[-1]))
-    return packed, poff, np.empty(coff[-1]), np.empty(coff[-1], dtype=np.int64), coff
+        p = np.diff(tile_ptr).astype(np.int64) + nsky
+        np.cumsum(p * (p + 1) // 2, out=poff[1:])
+        np.cumsum(p, out=coff[1:])
+    return (np.empty(int(poff[-1])), poff, np.empty(int(coff[-1])),
+            np.empty(int(coff[-1]), dtype=np.int64), coff)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _packed_slot(factors: tuple, t: int, p: int, keep: bool) -> np.ndarray:
     """Where tile ``t``'s packed factor goes: its slot in the store, or a scratch array."""
     if keep:
@@ -358,7 +366,7 @@ def _packed_slot(factors: tuple, t: int, p: int, keep: bool) -> np.ndarray:
     return np.empty(packed_size(p))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def resolve_tiles(
     tile_ptr: np.ndarray, tile_members: np.ndarray, tile_primary: np.ndarray,
     regions: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
@@ -392,7 +400,7 @@ def resolve_tiles(
     return flux, sky
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
               h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
               weight: np.ndarray, region: np.ndarray, nsky: int, table: tuple,
@@ -430,7 +438,7 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
     return rhs
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
                       h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
                       weight: np.ndarray) -> None:

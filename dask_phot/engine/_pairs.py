@@ -31,7 +31,7 @@ _REASSOC = {"reassoc", "contract", "nsz"}
 # more than once per entry, however many tiles model the pair.
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted block edges along one axis (``axis`` 0: x, 1: y) of an image ``n``
     pixels wide, from the region edges, and the block index of every pixel."""
@@ -49,7 +49,7 @@ def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.
     return lines, index
 
 
-@numba.njit(cache=True, fastmath=_REASSOC)
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _cell_dots(data: np.ndarray, oi: int, wi: int, oj: int, wj: int, xi: int, yi: int,
                xj: int, yj: int, weight: np.ndarray, xs: int, xe: int, ys: int, ye: int,
                xlines: np.ndarray, bx0: int, nbx: int, yb: np.ndarray, by0: int,
@@ -73,7 +73,7 @@ def _cell_dots(data: np.ndarray, oi: int, wi: int, oj: int, wj: int, xi: int, yi
             out[cell + sb] += acc
 
 
-@numba.njit(cache=True, fastmath=_REASSOC)
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _cell_self(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.ndarray,
                image: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
                bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
@@ -101,7 +101,7 @@ def _cell_self(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.
             out[3 * (cell + sb) + 2] += ds
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _buckets(x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, use: np.ndarray,
              nx: int, ny: int, c: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Register every used stamp (clipped to the image) in each ``c x c`` bucket it covers.
@@ -134,7 +134,6 @@ def _buckets(x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, use: 
     return start, members, ngx, ngy
 
 
-@numba.njit(cache=True)
 def pair_table(
     data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
     y0: np.ndarray, image: np.ndarray, weight: np.ndarray, use: np.ndarray,
@@ -148,9 +147,26 @@ def pair_table(
     sums ``sum(w s_i s_j)`` of its blocks at ``pvals[offset + (by - by0) * nbx
     + (bx - bx0)]``. ``scell[i]`` and ``svals`` (three values per block) hold
     ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike.
+
+    The compiled parts run without the GIL; the sums' buffers are allocated by
+    numpy between them (its large arrays get huge pages: fewer page faults).
     """
+    pp, nbr, pcell, scell, ptotal, stotal = _pair_cells(w, h, x0, y0, weight.shape, use,
+                                                         xb, yb)
+    pvals = np.zeros(ptotal)
+    svals = np.zeros(stotal)
+    _pair_sums(data, ptr, w, h, x0, y0, image, weight, xlines, yb, pp, nbr, pcell, pvals,
+               scell, svals)
+    return pp, nbr, pcell, pvals, scell, svals
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, shape: tuple,
+                use: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple:
+    """The index part of :func:`pair_table`: ``pp, nbr, pcell, scell`` and the lengths of
+    the pair and self sums' buffers."""
     n = w.shape[0]
-    ny, nx = weight.shape
+    ny, nx = shape
     # buckets about the median stamp side: each pair is found in the bucket that
     # holds the top-left corner of its overlap, exactly once
     c = 16
@@ -193,13 +209,36 @@ def pair_table(
                         pcell[pos, 2] = yb[ys]
                         pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
                         pos += 1
-    npair = pp[n]
-    total = 0
-    for q in range(npair):
-        pcell[q, 4] = total
-        total += pcell[q, 1] * pcell[q, 3]
-    with numba.objmode(pvals="float64[::1]"):
-        pvals = np.zeros(total)
+    ptotal = 0
+    for q in range(pp[n]):
+        pcell[q, 4] = ptotal
+        ptotal += pcell[q, 1] * pcell[q, 3]
+    # each stamp's own sums
+    scell = np.zeros((n, 5), dtype=np.int64)
+    stotal = 0
+    for i in range(n):
+        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
+        if not use[i] or xs >= xe or ys >= ye:
+            continue
+        scell[i, 0] = xb[xs]
+        scell[i, 1] = xb[xe - 1] + 1 - xb[xs]
+        scell[i, 2] = yb[ys]
+        scell[i, 3] = yb[ye - 1] + 1 - yb[ys]
+        scell[i, 4] = stotal
+        stotal += 3 * scell[i, 1] * scell[i, 3]
+    return pp, nbr, pcell, scell, ptotal, stotal
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+               x0: np.ndarray, y0: np.ndarray, image: np.ndarray, weight: np.ndarray,
+               xlines: np.ndarray, yb: np.ndarray, pp: np.ndarray, nbr: np.ndarray,
+               pcell: np.ndarray, pvals: np.ndarray, scell: np.ndarray,
+               svals: np.ndarray) -> None:
+    """The sums part of :func:`pair_table`, into the zeroed ``pvals`` and ``svals``."""
+    n = w.shape[0]
+    ny, nx = weight.shape
     for i in range(n):
         xi, yi = x0[i], y0[i]
         for q in range(pp[i], pp[i + 1]):
@@ -210,22 +249,6 @@ def pair_table(
             _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
                        ye, xlines, pcell[q, 0], pcell[q, 1], yb, pcell[q, 2],
                        pvals[pcell[q, 4]:])
-    # each stamp's own sums
-    scell = np.zeros((n, 5), dtype=np.int64)
-    total = 0
-    for i in range(n):
-        xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
-        ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
-        if not use[i] or xs >= xe or ys >= ye:
-            continue
-        scell[i, 0] = xb[xs]
-        scell[i, 1] = xb[xe - 1] + 1 - xb[xs]
-        scell[i, 2] = yb[ys]
-        scell[i, 3] = yb[ye - 1] + 1 - yb[ys]
-        scell[i, 4] = total
-        total += 3 * scell[i, 1] * scell[i, 3]
-    with numba.objmode(svals="float64[::1]"):
-        svals = np.zeros(total)
     for i in range(n):
         if scell[i, 1] == 0:
             continue
@@ -233,10 +256,9 @@ def pair_table(
         ys, ye = max(y0[i], 0), min(y0[i] + h[i], ny)
         _cell_self(data, ptr[i], w[i], x0[i], y0[i], weight, image, xs, xe, ys, ye, xlines,
                    scell[i, 0], scell[i, 1], yb, scell[i, 2], svals[scell[i, 4]:])
-    return pp, nbr, pcell, pvals, scell, svals
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
               rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
     """Sum of the block partial sums of one entry over the blocks of a region."""

@@ -38,7 +38,7 @@ ST_DEGENERATE = 1
 ST_FAILED = 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _jacobi(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Jacobi scales ``1 / sqrt(N_aa)`` and the initial status (a zero diagonal is
     degenerate)."""
@@ -53,7 +53,7 @@ def _jacobi(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale, status
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def solve_normal(
     nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,8 +134,9 @@ def solve_normal(
     return sol, var, status
 
 
-@numba.njit(cache=True)
-def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@numba.njit(cache=True, nogil=True)
+def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobi-scaled upper Cholesky factor of ``N``, computed right-looking.
 
     Returns ``up, scale, status``: ``up[c, r]`` (``r >= c``) is ``U = L^T`` of the
@@ -143,16 +144,31 @@ def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.
     the per-column codes of :func:`solve_normal`. The operations are those of
     :func:`solve_normal`, in the same order, arranged as updates of contiguous rows
     that vectorise and that skip the zero entries of sparse normal matrices.
+
+    The first ``m`` columns (default all) are treated as a *profile* matrix: row ``c``
+    of the factor is zero from ``end[c]`` (one past its last non-zero entry among
+    them, which the elimination of earlier rows carries forward) to ``m``, and those
+    zeros are neither read nor updated (the result is the same, bit for bit); the
+    other columns (a scene tile's sky terms, coupled to every source) are dense.
+    Sources listed in the order of their positions along one axis make the profile
+    narrow.
     """
     p = nmat.shape[0]
+    if m < 0 or m > p:
+        m = p
     scale, status = _jacobi(nmat)
     up = np.zeros((p, p))
+    end = np.empty(p, dtype=np.int64)
     for c in range(p):
-        if status[c] != ST_OK:
-            continue
-        for r in range(c, p):
-            if status[r] == ST_OK:
-                up[c, r] = nmat[r, c] * scale[r] * scale[c]
+        e = c + 1
+        if status[c] == ST_OK:
+            for r in range(c, p):
+                if status[r] == ST_OK:
+                    v = nmat[r, c] * scale[r] * scale[c]
+                    up[c, r] = v
+                    if v != 0.0 and r < m:
+                        e = r + 1
+        end[c] = min(e, m) if c < m else c + 1
     for c in range(p):
         if status[c] != ST_OK:
             continue
@@ -167,7 +183,23 @@ def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.
         row = up[c, c + 1 :]
         for q in range(p - c - 1):
             row[q] = row[q] / d
-        for r in range(c + 1, p):
+        ec = max(end[c], c + 1)
+        tail = max(m, c + 1)
+        for r in range(c + 1, ec):  # rows within the profile: its part, then the tail
+            f = up[c, r]
+            if f == 0.0 or status[r] != ST_OK:
+                continue
+            src = up[c, r:ec]
+            dst = up[r, r:ec]
+            for q in range(ec - r):
+                dst[q] -= f * src[q]
+            src = up[c, tail:]
+            dst = up[r, tail:]
+            for q in range(p - tail):
+                dst[q] -= f * src[q]
+            if end[r] < ec:
+                end[r] = ec
+        for r in range(tail, p):  # the dense rows
             f = up[c, r]
             if f == 0.0 or status[r] != ST_OK:
                 continue
@@ -178,19 +210,19 @@ def factor_rl(nmat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.
     return up, scale, status
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def packed_size(p: int) -> int:
     """Length of a packed factor of ``p`` columns."""
     return p * (p + 1) // 2
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _row(c: int, p: int) -> int:
     """Offset of row ``c`` (its diagonal entry) in a packed factor of ``p`` columns."""
     return c * p - c * (c - 1) // 2
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pack_factor(up: np.ndarray, out: np.ndarray) -> None:
     """Store the upper triangle of ``up`` (``p x p``) packed by rows into ``out``."""
     p = up.shape[0]
@@ -200,7 +232,7 @@ def pack_factor(up: np.ndarray, out: np.ndarray) -> None:
             out[o + q] = up[c, c + q]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
                       rhs: np.ndarray) -> np.ndarray:
     """The solution of ``N f = rhs`` from the packed factor of :func:`factor_rl`
@@ -240,7 +272,7 @@ def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
     return sol
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def variances_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
                      want_var: np.ndarray) -> np.ndarray:
     """Marginal variances ``(N^-1)_aa`` of the kept columns with ``want_var`` (NaN
@@ -271,7 +303,7 @@ def variances_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
     return var
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def solve_normal_rl(
     nmat: np.ndarray, rhs: np.ndarray, want_var: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

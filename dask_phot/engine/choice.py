@@ -102,7 +102,7 @@ def choose_extended(
     return out, sersic, shape_err
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _chi2_gains(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
                 x0: np.ndarray, y0: np.ndarray, k: int, flux: np.ndarray,
                 resid: np.ndarray, weight: np.ndarray
@@ -154,7 +154,7 @@ def _chi2_gains(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
     return gain, best, spread
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _value(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
            y0: np.ndarray, s: int, xx: int, yy: int) -> float:
     c, r = xx - x0[s], yy - y0[s]

@@ -24,7 +24,7 @@ from dask_phot.models.stamps import Stamps
 __all__ = ["clipped_mean", "solve_cutouts"]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def clipped_mean(
     data: np.ndarray, weight: np.ndarray, region: np.ndarray, nsig: float, iters: int
 ) -> float:
@@ -57,7 +57,7 @@ def clipped_mean(
     return float(np.mean(v))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _solve_cutouts(
     targets: np.ndarray, ptr: np.ndarray, members: np.ndarray, boxes: np.ndarray,
     sdata: np.ndarray, sptr: np.ndarray, sw: np.ndarray, sh: np.ndarray, x0: np.ndarray,
@@ -87,7 +87,7 @@ def _solve_cutouts(
             if mem[a] == i:
                 want[a] = True
                 pos = a
-        sol, v, st = K.solve_normal(nmat[:m, :m].copy(), rhs[:m].copy(), want, tol)
+        sol, v, st = K.solve_normal_rl(nmat[:m, :m].copy(), rhs[:m].copy(), want, tol)
         status[i] = st[pos]
         skyv[i] = sky
         if st[pos] == K.ST_OK:

@@ -35,7 +35,7 @@ def mismatch_significance(stamps: Stamps, weight: np.ndarray, resid: np.ndarray)
     return _mismatch(*stamps.arrays, weight, resid)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
               x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, resid: np.ndarray
               ) -> np.ndarray:

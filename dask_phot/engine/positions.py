@@ -35,7 +35,7 @@ __all__ = ["refine_positions"]
 _EPS = 0.02  # pixels, finite-difference step for the derivative stamps
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _reframe(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
              x0: np.ndarray, y0: np.ndarray, rx0: np.ndarray, ry0: np.ndarray) -> np.ndarray:
     """Stamp values moved onto reference corners ``rx0, ry0`` (zero filled)."""
@@ -67,7 +67,7 @@ def _derivatives(psf: PSFModel, shapes: Shapes, x: np.ndarray, y: np.ndarray,
     return Stamps(gx, *like), Stamps(gy, *like)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _source_steps(
     sel: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
     x0: np.ndarray, y0: np.ndarray, gx: np.ndarray, gy: np.ndarray, flux: np.ndarray,

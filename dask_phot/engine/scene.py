@@ -58,7 +58,9 @@ def make_tiling(
     Tile ``t`` fits the pixels of its core grown by ``margin`` (its region) and
     models every source whose stamp box ``boxes = (x0, y0, w, h)`` meets the
     region; a source is primary in the tile whose core holds its centre pixel.
-    Tiles without primary sources are dropped unless ``all_tiles`` (needed
+    A tile lists its sources by the column of their boxes' centres, then input
+    order (two sources at one place: the first listed is kept, the other found
+    degenerate). Tiles without primary sources are dropped unless ``all_tiles`` (needed
     when the sky is fitted, so that every pixel has a sky).
     """
     ny, nx = shape
@@ -79,7 +81,9 @@ def make_tiling(
     tile = ty * ntx + tx
     sx, sy = cx[idx], cy[idx]
     prim_tile = (sy // t) * ntx + sx // t
-    order = np.lexsort((idx[src], tile))
+    # a tile lists its sources by the columns of their stamps' centres (then input
+    # order): each overlaps only the few listed near it, a narrow profile to factor
+    order = np.lexsort((idx[src], (2 * bx0 + bw)[src], tile))
     tile, src = tile[order], src[order]
     members = idx[src]
     primary = tile == prim_tile[src]
@@ -195,7 +199,7 @@ def solve_scene(
         boxes = (stamps.x0[pos], stamps.y0[pos], stamps.w[pos], stamps.h[pos])
         tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
                              all_tiles=nsky > 0)
-        members = pos[tiling.members]  # rows of the stamps; each tile keeps input order
+        members = pos[tiling.members]  # rows of the stamps, in each tile's order
         prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight)
         state = SceneState(tiling, pos, members, prepared)
     else:
