@@ -47,11 +47,11 @@ def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[
         Fraction of Sersic galaxies among the sources (their shapes go in the
         priors, and the configuration fits them with ``[priors] shape_columns``).
     truth_oversampling : int, optional
-        Fine pixels per image pixel of the truth of bands with oversampled PSFs
-        (see :func:`~dask_phot.testing.simulate_image`); None (default): the PSF's
-        own (0.1" for IRAC). 3 (0.2") simulates IRAC ~1.9x faster, but its compact
-        galaxies are 5e-4 to 1e-3 off in flux: on the 64 arcmin^2 benchmark field
-        irac2's pull spread at S/N 5-100 was 1.27 with it, 1.07 without.
+        Draw galaxies on a real-space canvas of this many fine pixels per image
+        pixel (see :func:`~dask_phot.testing.simulate_image`); None (default):
+        exactly, in Fourier space. The canvas (3: 0.2" for IRAC; 6: its PSF's
+        0.1") is 1e-4 to 1e-2 of the peak off for compact galaxies, which is many
+        sigma at S/N > 1,000.
 
     Returns
     -------
