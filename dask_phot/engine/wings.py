@@ -7,7 +7,9 @@ leave that light unmodelled: it lands in the neighbours' stamps and in the
 fitted sky. :func:`wing_image` renders it instead, from fluxes of a first fit:
 each source's wings (its PSF out to ``psf.wing_size``, minus the box its own
 stamp covers, placed at its nearest pixel: the wings are smooth on the scale of a
-pixel) and the outskirts of galaxies whose models were cut to the core.
+pixel; a bright source's at its own phase, since that half-pixel shift errs by up
+to 6e-4 of the peak pixel at the box's edge, 5 sigma at S/N 20,000) and the
+outskirts of galaxies whose models were cut to the core.
 The engine subtracts that image and fits again, so every pixel of every
 stamp is modelled. The first fit's errors enter the wings only at a few per
 cent of their size: one iteration is enough.
@@ -20,6 +22,8 @@ import numpy as np
 from dask_phot.engine import _kernels as K
 from dask_phot.models.render import Rendered, render_sources
 from dask_phot.models.shapes import Shapes
+from dask_phot.models.stamps import Stamps
+from dask_phot.psf import OversampledPSF
 
 __all__ = ["has_wings", "model_image", "wing_image"]
 
@@ -31,10 +35,13 @@ def has_wings(psf: object | None, rendered: Rendered) -> bool:
 
 
 def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndarray,
-               flux: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+               flux: np.ndarray, shape: tuple[int, int], exact: np.ndarray | None = None
+               ) -> np.ndarray:
     """Image of the light each source's fitted stamp leaves out (see the module docstring).
 
-    ``x, y, flux`` are in input order; NaN fluxes add nothing.
+    ``x, y, flux`` are in input order; NaN fluxes add nothing. ``exact`` marks the
+    sources whose wings are rendered at their own phase (an oversampled PSF's) rather
+    than at the nearest pixel.
     """
     out = np.zeros(shape)
     f = np.where(np.isfinite(flux), flux, 0.0)
@@ -49,16 +56,31 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
     core = int(psf.size)  # type: ignore[attr-defined]
     # point sources and galaxies within the core: the core's wing kernel; larger galaxies
     # (few): the wings beyond their own stamps
+    phased = np.zeros(f.shape, dtype=bool) if exact is None or not isinstance(
+        psf, OversampledPSF) else np.asarray(exact, dtype=bool)
     for k in np.unique(inner[(inner >= core) & (inner < wing)]):
         sel = (inner == k) & (f != 0)
-        if sel.any():
-            cx = np.floor(x[sel] + 0.5).astype(np.int64)
-            cy = np.floor(y[sel] + 0.5).astype(np.int64)
+        near = sel & ~phased
+        if near.any():
+            cx = np.floor(x[near] + 0.5).astype(np.int64)
+            cy = np.floor(y[near] + 0.5).astype(np.int64)
             # row by row down the image: the rows a kernel adds to stay in cache
             rows = np.argsort(cy, kind="stable")
             K.add_kernel(psf.wing_kernel(int(k)), cx[rows], cy[rows],  # type: ignore
-                         f[sel][rows], out)
+                         f[near][rows], out)
+        if (sel & phased).any():
+            out += _phased_wings(psf, x[sel & phased], y[sel & phased], f[sel & phased],
+                                 int(k), shape)
     return out
+
+
+def _phased_wings(psf: OversampledPSF, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                  inner: int, shape: tuple[int, int]) -> np.ndarray:
+    """The wings beyond a central ``inner`` box of sources at their own phases."""
+    st, x0, y0 = psf.stamps(x, y, size=psf.wing_size)
+    o = (psf.wing_size - inner) // 2
+    st[:, o:o + inner, o:o + inner] = 0.0
+    return K.scatter_model(*Stamps.from_square(st, x0, y0).arrays, flux, shape)
 
 
 def model_image(shape: tuple[int, int], psf: object, x: np.ndarray, y: np.ndarray,

@@ -47,11 +47,11 @@ def simulate_to_dir(outdir: str | Path, *, area_arcmin2: float, bands: Sequence[
         Fraction of Sersic galaxies among the sources (their shapes go in the
         priors, and the configuration fits them with ``[priors] shape_columns``).
     truth_oversampling : int, optional
-        Fine pixels per image pixel of the truth of bands with oversampled PSFs
-        (see :func:`~dask_phot.testing.simulate_image`); None (default): the PSF's
-        own (0.1" for IRAC). 3 (0.2") simulates IRAC ~1.9x faster, but its compact
-        galaxies are 5e-4 to 1e-3 off in flux: on the 64 arcmin^2 benchmark field
-        irac2's pull spread at S/N 5-100 was 1.27 with it, 1.07 without.
+        Draw galaxies on a real-space canvas of this many fine pixels per image
+        pixel (see :func:`~dask_phot.testing.simulate_image`); None (default):
+        exactly, in Fourier space. The canvas (3: 0.2" for IRAC; 6: its PSF's
+        0.1") is 1e-4 to 1e-2 of the peak off for compact galaxies, which is many
+        sigma at S/N > 1,000.
 
     Returns
     -------
@@ -97,12 +97,13 @@ def accuracy_table(catalog: pd.DataFrame, bands: Sequence[str], *,
     """Per band, pulls ``(flux - true) / flux_err`` in two ranges of true S/N.
 
     Sources are selected on the true S/N (true flux / reported error), which does
-    not depend on the noise, so the selection does not bias the pulls. Above
-    S/N ~ 1000 the models and the simulated truth, which agree to ~1e-4 of the
-    flux (3e-4 to 1e-3 for the most compact galaxies on the 0.2" truth grid), are
-    no longer exact against the noise; a bright source's residual then moves the
-    flux of a faint neighbour closer than ~4 pixels by many of its sigma: such
-    pairs carry HIGH_CHI2 or MODEL_MISMATCH, and ``trusted=True`` leaves them out.
+    not depend on the noise, so the selection does not bias the pulls. The truth
+    of bands with oversampled PSFs is exact (within 1e-6 of GalSim); the engine's
+    point models are within 2e-5 of it in flux, its galaxies within ~3e-5 (up to
+    1.7e-4) and 4e-4 to 7e-4 of the peak pixel. Above S/N ~ 10,000 that is no
+    longer exact against the noise; a bright source's residual then moves the
+    flux of a faint neighbour closer than ~4 pixels: such pairs carry HIGH_CHI2
+    or MODEL_MISMATCH, and ``trusted=True`` leaves them out.
 
     Parameters
     ----------

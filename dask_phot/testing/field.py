@@ -69,8 +69,9 @@ class SimBand:
     renderer : {"auto", "spline", "gaussian"}
         How the truth is rendered (see :func:`~dask_phot.testing.render.prf_model`).
     truth_oversampling : int, optional
-        At most this many fine pixels per image pixel for the fine-grid truth of
-        an oversampled PSF (see :func:`~dask_phot.testing.simulate_image`).
+        Galaxies through an oversampled PSF drawn on a real-space canvas of this
+        many fine pixels per image pixel instead of exactly (see
+        :func:`~dask_phot.testing.simulate_image`).
     """
 
     name: str

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dask_phot.psf import OversampledPSF, PixelPSF
+from dask_phot.testing.fourier_truth import FourierTruth
 from dask_phot.testing.galaxies import FineKernel, render_fine
 from dask_phot.testing.noise import mask_map
 from dask_phot.testing.render import (
@@ -143,8 +144,9 @@ def simulate_image(
         Total flux of each source in image units x pixel.
     psf : PixelPSF, GaussianPRF or OversampledPSF
         The PSF; a :class:`GaussianPRF` is rendered exactly and recorded as its
-        :class:`~dask_phot.psf.PixelPSF`. Through an oversampled PSF every source
-        is rendered on its fine grid (:mod:`dask_phot.testing.galaxies`).
+        :class:`~dask_phot.psf.PixelPSF`. Through an oversampled PSF, point sources
+        are rendered from its fine pixel response and galaxies exactly in Fourier
+        space (:mod:`dask_phot.testing.fourier_truth`).
     seed : int, SeedSequence, Generator or None
         Randomness of the noise and the mask (see :func:`numpy.random.default_rng`).
     shapes : dict, optional
@@ -152,9 +154,10 @@ def simulate_image(
         ``q``, ``theta`` (degrees from +x), ``n``; rendered on a fine grid
         through the PSF, independently of the engine.
     truth_oversampling : int, optional
-        At most this many fine pixels per image pixel for the fine-grid truth
-        (an oversampled PSF is binned to it: quicker, e.g. 3 for IRAC's 0.1" PSFs);
-        default the PSF's own grid.
+        Galaxies through an oversampled PSF drawn instead on a real-space canvas
+        of at most this many fine pixels per image pixel
+        (:func:`~dask_phot.testing.galaxies.render_fine`; the PSF binned to it):
+        1e-4 to 1e-3 off in flux for compact galaxies. Default (None): exact.
     sigma : float or ndarray
         Per-pixel Gaussian noise (scalar or ``shape`` map), image units.
     sky : float or ndarray
@@ -210,10 +213,13 @@ def _render(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarr
         np.nan_to_num(np.asarray(shapes["r_e"], dtype=np.float64)) > 0
     if isinstance(psf, OversampledPSF):
         # points from a spline on the fine pixel response (their stamps not renormalised:
-        # the wings beyond the stamp are the PSF file's own edge), galaxies on a fine canvas
+        # the wings beyond the stamp are the PSF file's own edge), galaxies exactly in
+        # Fourier space (or, with max_s, on a fine canvas)
         model = render_model(shape, x, y, np.where(ext, 0.0, flux), FinePRF(psf),
                              normalise=False)
-        if ext.any():
+        if ext.any() and max_s is None:
+            model += FourierTruth(psf).render(shape, x, y, flux, shapes)
+        elif ext.any():
             model += render_fine(shape, x, y, flux, FineKernel.from_psf(psf, max_s=max_s),
                                  shapes, only_extended=True)
         return model, psf
