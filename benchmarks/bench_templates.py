@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import time
 from pathlib import Path
 
@@ -71,16 +72,16 @@ def segment(hires: np.ndarray, sigma: float) -> np.ndarray:
 def timed(label: str, fn, repeat: int = 2):  # type: ignore[no-untyped-def]
     """Best of ``repeat`` runs (the machine is shared): wall-clock and CPU seconds
     of this (single-threaded) process; the CPU time is what a loaded machine
-    distorts least, and the ratios use it."""
+    distorts least. Returns the last output and ``(cpu, wall)``."""
     dt, cpu = np.inf, np.inf
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
         out = fn()
         dt = min(dt, time.perf_counter() - t)
         cpu = min(cpu, time.process_time() - c)
-    print(f"  {label:<42s} {dt:8.2f} s wall {cpu:8.2f} s CPU   (load average "
-          f"{os.getloadavg()[0]:.1f})")
-    return out, cpu
+    print(f"  {label:<46s} {cpu:8.2f} s CPU {dt:8.2f} s wall   (load average "
+          f"{os.getloadavg()[0]:.1f})", flush=True)
+    return out, (cpu, dt)
 
 
 def accuracy(psf: OversampledPSF, size: float, seed: int) -> None:
@@ -120,6 +121,8 @@ def main() -> None:
                     "(pickle) and reuse it")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-time", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs of each fit (best "
+                    "kept)")
     args = ap.parse_args()
     psf = OversampledPSF.from_fits(args.psf, 0.6, size=21)
     if not args.skip_accuracy:
@@ -154,27 +157,31 @@ def timing(psf: OversampledPSF, args: argparse.Namespace) -> None:
                   sim.hires_wcs.slice(hbox), sim.hires_psf, seg[hbox], sigma=1.0)
     forced_photometry(sim.image[:60, :60], psf, X[:5] % 60, Y[:5] % 60, sigma=1.0,
                       fit_sky=True)
-    print("timings (one core):")
-    _, t_pt = timed("point-source fit", lambda: forced_photometry(
-        sim.image, psf, X, Y, sigma=1.0, fit_sky=True))
-    _, t_one = timed("templates built + fitted (no registration)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        register=False, return_model=False))
-    _, t_grow = timed("same, segments grown 1.2\" (shared)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        register=False, return_model=False, grow=1.2))
-    tpl, t_reg = timed("templates + registration (2 iterations)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        return_model=False))
-    _, t_reuse = timed("templates with those shifts (one pass)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        shifts=tpl.shifts, return_model=False))
-    print(f"CPU-time ratio to the point-source fit: {t_one / t_pt:.2f} (one pass), "
-          f"{t_grow / t_pt:.2f} (one pass, grown 1.2\"), {t_reg / t_pt:.2f} (registration "
-          f"measured), {t_reuse / t_pt:.2f} (registration given)")
+    print("timings (one core; CPU and wall seconds, best of "
+          f"{args.repeat}):", flush=True)
+    _, pt = timed("point-source fit", lambda: forced_photometry(
+        sim.image, psf, X, Y, sigma=1.0, fit_sky=True), args.repeat)
+    common = dict(sigma=1.0, return_model=False)
+    runs = [("one pass, default segments", dict(register=False)),
+            ("one pass, segments grown 1.2\" (shared)", dict(register=False, grow=1.2)),
+            ("grown 1.2\" + registration (accuracy setting)", dict(grow=1.2)),
+            ("grown 1.2\", registration given (one pass)", None)]
+    ratios = []
+    tpl = None
+    for label, opts in runs:
+        if opts is None:  # the shifts measured by the run before, applied
+            opts = dict(grow=1.2, shifts=tpl.shifts)
+        tpl, t = timed(label, lambda opts=opts: run_templates(
+            sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg,
+            **common, **opts), args.repeat)
+        ratios.append((label, t[0] / pt[0], t[1] / pt[1]))
+    print("templates built + fitted against the point-source fit (same image):")
+    for label, rc, rw in ratios:
+        print(f"  {label:<46s} {rc:6.2f}x CPU {rw:6.2f}x wall")
     print(f"registration measured: median shift {tpl.table.shift_east.median():+.3f}\" east, "
           f"{tpl.table.shift_north.median():+.3f}\" north (truth: 0)")
-
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak memory of this process: {peak:.1f} GiB")
 
 if __name__ == "__main__":
     main()
