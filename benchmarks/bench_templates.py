@@ -11,22 +11,25 @@ PSF) image of the same irregular, clumpy galaxies at COSMOS density.
    blurred WCS handed out true and 0.3" east of the truth. Prints the flux bias
    and the pulls' std (and 1.4826 MAD) by S/N over segments owned by one
    source, and the registration recovered.
-2. Time (``--size``, 15'x15' by default, ~37,000 sources, 15000^2 sharp
-   pixels): the sharp image segmented as detection without deblending does
-   (smoothed, thresholded at 1.5 sigma, connected pixels labelled: a full-field
-   ``sep`` run would dominate the set-up). Then, timed in one run on one core:
+2. Time (``--size``, 15'x15' by default, ~32,500 sources, 15000^2 sharp
+   pixels; simulating it takes ~10 min of CPU, keep it with ``--cache``): the
+   sharp image segmented as detection without deblending does (smoothed,
+   thresholded at 1.5 sigma, connected pixels labelled: a full-field ``sep`` run
+   would dominate the set-up). Then, timed in one run on one core (CPU and wall
+   seconds, best of ``--repeat``):
 
    * the point-source fit: :func:`dask_phot.forced_photometry` of every
      segment's position (its centroid through both WCSs) with the sky fitted;
-   * the template fit: :func:`dask_phot.templates.run_templates`, templates
-     built and fitted, one pass without registration with the default segments
-     and with them grown 1.2" (shared outskirts, as in part 1); then with
-     registration (two iterations: three builds and three fits), and once more
-     with the measured shifts given (the registration is a property of the two
-     mosaics: measured once, then every fit is one pass);
+   * the template fit of the whole image: :func:`dask_phot.templates.run_templates`,
+     templates built and fitted, one pass without registration with the default
+     segments and with them grown 1.2" (shared outskirts, as in part 1); then
+     with registration (two iterations: three builds and three fits; the setting
+     of part 1), and once more with the measured shifts given (the registration
+     is a property of the two mosaics: measured once, then every fit is one pass);
 
-   and prints the ratios. The machine is shared: the load average is printed
-   with the timings.
+   and prints the ratios of CPU and of wall time to the point-source fit, and
+   the peak memory. The machine is shared: the load average is printed with the
+   timings.
 
 Run: ``python benchmarks/bench_templates.py`` (``--size 300`` for a 5'x5' field;
 ``--cache FILE`` keeps the simulated field; ``--skip-accuracy``, ``--skip-time``).
