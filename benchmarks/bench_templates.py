@@ -11,22 +11,25 @@ PSF) image of the same irregular, clumpy galaxies at COSMOS density.
    blurred WCS handed out true and 0.3" east of the truth. Prints the flux bias
    and the pulls' std (and 1.4826 MAD) by S/N over segments owned by one
    source, and the registration recovered.
-2. Time (``--size``, 15'x15' by default, ~37,000 sources, 15000^2 sharp
-   pixels): the sharp image segmented as detection without deblending does
-   (smoothed, thresholded at 1.5 sigma, connected pixels labelled: a full-field
-   ``sep`` run would dominate the set-up). Then, timed in one run on one core:
+2. Time (``--size``, 15'x15' by default, ~32,500 sources, 15000^2 sharp
+   pixels; simulating it takes ~10 min of CPU, keep it with ``--cache``): the
+   sharp image segmented as detection without deblending does (smoothed,
+   thresholded at 1.5 sigma, connected pixels labelled: a full-field ``sep`` run
+   would dominate the set-up). Then, timed in one run on one core (CPU and wall
+   seconds, best of ``--repeat``):
 
    * the point-source fit: :func:`dask_phot.forced_photometry` of every
      segment's position (its centroid through both WCSs) with the sky fitted;
-   * the template fit: :func:`dask_phot.templates.run_templates`, templates
-     built and fitted, one pass without registration with the default segments
-     and with them grown 1.2" (shared outskirts, as in part 1); then with
-     registration (two iterations: three builds and three fits), and once more
-     with the measured shifts given (the registration is a property of the two
-     mosaics: measured once, then every fit is one pass);
+   * the template fit of the whole image: :func:`dask_phot.templates.run_templates`,
+     templates built and fitted, one pass without registration with the default
+     segments and with them grown 1.2" (shared outskirts, as in part 1); then
+     with registration (two iterations: three builds and three fits; the setting
+     of part 1), and once more with the measured shifts given (the registration
+     is a property of the two mosaics: measured once, then every fit is one pass);
 
-   and prints the ratios. The machine is shared: the load average is printed
-   with the timings.
+   and prints the ratios of CPU and of wall time to the point-source fit, and
+   the peak memory. The machine is shared: the load average is printed with the
+   timings.
 
 Run: ``python benchmarks/bench_templates.py`` (``--size 300`` for a 5'x5' field;
 ``--cache FILE`` keeps the simulated field; ``--skip-accuracy``, ``--skip-time``).
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import resource
 import time
 from pathlib import Path
 
@@ -71,16 +75,16 @@ def segment(hires: np.ndarray, sigma: float) -> np.ndarray:
 def timed(label: str, fn, repeat: int = 2):  # type: ignore[no-untyped-def]
     """Best of ``repeat`` runs (the machine is shared): wall-clock and CPU seconds
     of this (single-threaded) process; the CPU time is what a loaded machine
-    distorts least, and the ratios use it."""
+    distorts least. Returns the last output and ``(cpu, wall)``."""
     dt, cpu = np.inf, np.inf
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()
         out = fn()
         dt = min(dt, time.perf_counter() - t)
         cpu = min(cpu, time.process_time() - c)
-    print(f"  {label:<42s} {dt:8.2f} s wall {cpu:8.2f} s CPU   (load average "
-          f"{os.getloadavg()[0]:.1f})")
-    return out, cpu
+    print(f"  {label:<46s} {cpu:8.2f} s CPU {dt:8.2f} s wall   (load average "
+          f"{os.getloadavg()[0]:.1f})", flush=True)
+    return out, (cpu, dt)
 
 
 def accuracy(psf: OversampledPSF, size: float, seed: int) -> None:
@@ -120,6 +124,8 @@ def main() -> None:
                     "(pickle) and reuse it")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-time", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs of each fit (best "
+                    "kept)")
     args = ap.parse_args()
     psf = OversampledPSF.from_fits(args.psf, 0.6, size=21)
     if not args.skip_accuracy:
@@ -154,27 +160,31 @@ def timing(psf: OversampledPSF, args: argparse.Namespace) -> None:
                   sim.hires_wcs.slice(hbox), sim.hires_psf, seg[hbox], sigma=1.0)
     forced_photometry(sim.image[:60, :60], psf, X[:5] % 60, Y[:5] % 60, sigma=1.0,
                       fit_sky=True)
-    print("timings (one core):")
-    _, t_pt = timed("point-source fit", lambda: forced_photometry(
-        sim.image, psf, X, Y, sigma=1.0, fit_sky=True))
-    _, t_one = timed("templates built + fitted (no registration)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        register=False, return_model=False))
-    _, t_grow = timed("same, segments grown 1.2\" (shared)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        register=False, return_model=False, grow=1.2))
-    tpl, t_reg = timed("templates + registration (2 iterations)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        return_model=False))
-    _, t_reuse = timed("templates with those shifts (one pass)", lambda: run_templates(
-        sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg, sigma=1.0,
-        shifts=tpl.shifts, return_model=False))
-    print(f"CPU-time ratio to the point-source fit: {t_one / t_pt:.2f} (one pass), "
-          f"{t_grow / t_pt:.2f} (one pass, grown 1.2\"), {t_reg / t_pt:.2f} (registration "
-          f"measured), {t_reuse / t_pt:.2f} (registration given)")
+    print("timings (one core; CPU and wall seconds, best of "
+          f"{args.repeat}):", flush=True)
+    _, pt = timed("point-source fit", lambda: forced_photometry(
+        sim.image, psf, X, Y, sigma=1.0, fit_sky=True), args.repeat)
+    common = dict(sigma=1.0, return_model=False)
+    runs = [("one pass, default segments", dict(register=False)),
+            ("one pass, segments grown 1.2\" (shared)", dict(register=False, grow=1.2)),
+            ("grown 1.2\" + registration (accuracy setting)", dict(grow=1.2)),
+            ("grown 1.2\", registration given (one pass)", None)]
+    ratios = []
+    tpl = None
+    for label, opts in runs:
+        if opts is None:  # the shifts measured by the run before, applied
+            opts = dict(grow=1.2, shifts=tpl.shifts)
+        tpl, t = timed(label, lambda opts=opts: run_templates(
+            sim.image, sim.wcs, psf, sim.hires, sim.hires_wcs, sim.hires_psf, seg,
+            **common, **opts), args.repeat)
+        ratios.append((label, t[0] / pt[0], t[1] / pt[1]))
+    print("templates built + fitted against the point-source fit (same image):")
+    for label, rc, rw in ratios:
+        print(f"  {label:<46s} {rc:6.2f}x CPU {rw:6.2f}x wall")
     print(f"registration measured: median shift {tpl.table.shift_east.median():+.3f}\" east, "
           f"{tpl.table.shift_north.median():+.3f}\" north (truth: 0)")
-
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak memory of this process: {peak:.1f} GiB")
 
 if __name__ == "__main__":
     main()

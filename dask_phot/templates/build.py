@@ -48,12 +48,8 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
-from dask_phot.templates.share import share_of
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
-
-#: The smooth models' parameters (:mod:`.share`), in :func:`.share.weight_at`'s order.
-_SMOOTH = ("pcx", "pcy", "a00", "a01", "a11", "norm")
 
 #: Extra half-widths (blurred pixels) stamps grow by, so few sizes are used.
 _LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256])
@@ -103,31 +99,32 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
              bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
              cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
              fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
-             denom: np.ndarray, smooth: tuple) -> None:
+             weights: np.ndarray, wptr: np.ndarray) -> None:
     """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) and, when
-    ``denom`` has the image's shape, its shares of the unlabelled pixels in its box
-    (:mod:`.share`; ``smooth`` the models' parameters); its light goes in ``total[i]``.
+    ``weights`` is not empty, its shares of the unlabelled pixels in its box (:mod:`.share`:
+    box ``i`` starts at ``wptr[i]`` in ``weights``); its light goes in ``total[i]``.
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
     """
-    shared = denom.shape == seg.shape
-    pcx, pcy, a00, a01, a11, norm = smooth
+    shared = weights.shape[0] > 0
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
+        bw = bx1[i] - bx0[i] + 1
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
+            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
             for c in range(bx0[i], bx1[i] + 1):
-                lab = seg[r, c]
-                w = 1.0
-                if lab != label[i]:
-                    if not shared or lab != 0:
-                        continue
-                    w = share_of(i, r, c, denom[r, c], pcx, pcy, a00, a01, a11, norm)
+                if shared:
+                    w = weights[at + c]
                     if w <= 0.0:
                         continue
+                elif seg[r, c] == label[i]:
+                    w = 1.0
+                else:
+                    continue
                 v = (img[r, c] - bkg[i]) * w
                 if not np.isfinite(v):
                     continue
@@ -185,9 +182,8 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
              seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
              m * (xs - ax0), m * (ys - ay0), m, lat, total,
-             share if share is not None else np.zeros((1, 1), np.float32),
-             tuple(np.asarray(seg[k][rows] if k in seg else np.zeros(rows.size), np.float64)
-                   for k in _SMOOTH))
+             share if share is not None else np.zeros(0),
+             seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
     spec *= kernel.spectrum(n).astype(np.complex64)[None]
@@ -229,8 +225,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     seg : dict of ndarray
         Per source: ``id``, centroid ``x, y`` and bounding box ``xmin, xmax,
         ymin, ymax`` on the sharp image (:class:`~.segments.SegmentTable` rows),
-        optionally ``bkg``, a background per pixel to subtract, and the smooth
-        models' ``pcx, pcy, a00, a01, a11, norm`` (:mod:`.share`).
+        optionally ``bkg``, a background per pixel to subtract, and with
+        ``share`` ``wptr``, where its box starts in ``share``.
     x, y : ndarray
         Each source's reference position (its centroid mapped, plus any
         registration shift) on the blurred image.
@@ -249,7 +245,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     batch : int
         Sources transformed at once.
     share : ndarray, optional
-        :attr:`.share.Shares.denom`: the unlabelled pixels in each source's box
+        :attr:`.share.Shares.weights`: the unlabelled pixels in each source's box
         are shared (:mod:`.share`; the boxes are then the sharing boxes).
 
     Returns

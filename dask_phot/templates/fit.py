@@ -308,9 +308,8 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     segd["amb"] = np.zeros(len(seg))
     if reach > 0 and opts.outskirts == "shared":
         shares = share_outskirts(inp.hires, inp.segmap, seg, reach)
-        inp.share = shares.denom
-        segd.update({k: shares.params[k] for k in ("pcx", "pcy", "a00", "a01", "a11",
-                                                    "norm")})
+        inp.share = shares.weights
+        segd["wptr"] = shares.params["wptr"]
         for key, box in (("xmin", "sx0"), ("xmax", "sx1"), ("ymin", "sy0"), ("ymax", "sy1")):
             segd[key] = shares.params[box]
         flux += shares.light

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 from astropy.coordinates import SkyCoord
@@ -154,10 +155,17 @@ def merge_stamps(n: int, parts: list[tuple[np.ndarray, Stamps]]) -> Stamps:
     np.cumsum(w * h, out=ptr[1:])
     data = np.zeros(int(ptr[-1]))
     for rows, st in parts:
-        # each part's stamps are contiguous in its buffer: copy per run of rows
-        for k, r in enumerate(rows):
-            data[ptr[r]:ptr[r + 1]] = st.data[st.ptr[k]:st.ptr[k + 1]]
+        _copy_stamps(data, ptr, np.asarray(rows, dtype=np.int64), st.data, st.ptr)
     return Stamps(data, ptr, w, h, x0, y0)
+
+
+@numba.njit(cache=True)
+def _copy_stamps(dst: np.ndarray, dptr: np.ndarray, rows: np.ndarray, src: np.ndarray,
+                 sptr: np.ndarray) -> None:
+    """Stamp ``k`` of ``src`` into the place of stamp ``rows[k]`` of ``dst``."""
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        dst[dptr[r]:dptr[r + 1]] = src[sptr[k]:sptr[k + 1]]
 
 
 def assemble_models(seg: SegmentTable, segd: dict, sx: np.ndarray, sy: np.ndarray,

@@ -42,7 +42,6 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
-from dask_phot.templates.share import share_of
 
 __all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
@@ -110,26 +109,28 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
            ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
-           denom: np.ndarray, smooth: tuple, conf: float) -> np.ndarray:
+           weights: np.ndarray, wptr: np.ndarray, conf: float) -> np.ndarray:
     used = np.zeros(label.shape[0], dtype=np.int64)
-    shared = denom.shape == seg.shape
-    pcx, pcy, a00, a01, a11, norm = smooth
+    shared = weights.shape[0] > 0
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
         shared_w = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
+        bw = bx1[i] - bx0[i] + 1
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
+            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
             for c in range(bx0[i], bx1[i] + 1):
-                if not np.isfinite(img[r, c]):
-                    continue
-                w = 1.0
-                if seg[r, c] != label[i]:
-                    if not shared or seg[r, c] != 0:
-                        continue
-                    w = share_of(i, r, c, denom[r, c], pcx, pcy, a00, a01, a11, norm)
+                if shared:
+                    w = weights[at + c]
                     if w <= 0.0:
                         continue
+                elif seg[r, c] == label[i]:
+                    w = 1.0
+                else:
+                    continue
+                if not np.isfinite(img[r, c]):
+                    continue
                 dx = c - cx[i]
                 u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
                 v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
@@ -153,8 +154,8 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
                   confusion: float = 0.0) -> tuple[np.ndarray, ...]:
     """Each segment's pixels counted per blurred pixel they fall in.
 
-    With ``share`` (:attr:`.share.Shares.denom`; ``seg`` then holds the smooth
-    models), a shared pixel counts as its share squared (the share of its noise
+    With ``share`` (:attr:`.share.Shares.weights`; ``seg`` then holds each box's
+    start in it, ``wptr``), a shared pixel counts as its share squared (the share of its noise
     in the template, in variance). ``confusion`` (:func:`confusion`, over the
     pixel variance) adds, per blurred pixel, its square times the shares summed
     there: the light of sources too faint to have a segment, which the shared
@@ -188,10 +189,9 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
                   np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
                   np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
                   np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt,
-                  share if share is not None else np.zeros((1, 1), np.float32),
-                  tuple(np.asarray(seg[k] if k in seg else np.zeros(n), np.float64)
-                        for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")),
-                  float(confusion))
+                  share if share is not None else np.zeros(0),
+                  np.asarray(seg["wptr"], np.int64) if share is not None
+                  else np.zeros(n, np.int64), float(confusion))
     keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
         if n else np.zeros(0, dtype=np.int64)
     ptr = np.zeros(n + 1, dtype=np.int64)

@@ -24,9 +24,9 @@ Source ``i``'s template is then ``sum_p w_i(p) I(p)`` with ``w_i = s_i / sum_j
 s_j`` (1 inside its segment): the shares of a pixel add up to one, so no
 light is counted twice, and the template's total (the ``hires_flux``) is the
 light it holds. :func:`share_outskirts` measures the models, the sum of all
-of them (one image) and each source's shared light; the template deposit
-(:mod:`.build`) and the noise propagation (:mod:`.noise`) apply the same
-weights through :func:`share_of`.
+of them (one image), each source's weights over its box (kept: the template
+deposit, :mod:`.build`, and the noise propagation, :mod:`.noise`, read them
+instead of evaluating the models again) and each source's shared light.
 
 How the shared light is split is itself uncertain (the smooth models are
 extrapolations): ``ambiguity`` holds, per source, ``sum_p |I(p)| w_i (1 - w_i)``,
@@ -45,7 +45,7 @@ import numpy as np
 
 from dask_phot.templates.segments import SegmentTable
 
-__all__ = ["Shares", "share_of", "share_outskirts", "shared_light", "weight_at"]
+__all__ = ["Shares", "share_outskirts", "shared_light", "weight_at"]
 
 
 @dataclass
@@ -58,11 +58,16 @@ class Shares:
         Sharp pixels beyond a segment's bounding box its source can share.
     denom : ndarray (float32, the sharp image's shape)
         ``sum_j s_j(p)`` at unlabelled pixels within two or more sources' reach,
-        -1 within one's (all its: no model evaluated), else 0 (:func:`share_of`).
+        -1 within one's (all its: no model evaluated), else 0.
     params : dict of ndarray
         Per segment (rows of the :class:`~.segments.SegmentTable`): the model's
         centre ``pcx, pcy``, quadratic form ``a00, a01, a11`` and amplitude
-        ``norm``; and the sharing box ``sx0, sx1, sy0, sy1``.
+        ``norm``; the sharing box ``sx0, sx1, sy0, sy1``; and ``wptr``, where its
+        box starts in ``weights``.
+    weights : ndarray (float64)
+        Every source's weights over its sharing box (row by row, boxes one after
+        the other): 1 on its segment, its share ``w_i`` on unlabelled pixels, 0 on
+        other segments.
     light, wsum, ambiguity : ndarray
         Per segment: light of the shared pixels given to it (background not
         subtracted), the sum of its shares, and the ambiguity (module docstring).
@@ -71,6 +76,7 @@ class Shares:
     reach: int
     denom: np.ndarray
     params: dict
+    weights: np.ndarray
     light: np.ndarray
     wsum: np.ndarray
     ambiguity: np.ndarray
@@ -108,60 +114,96 @@ def weight_at(i: int, r: int, c: int, cx: np.ndarray, cy: np.ndarray, a00: np.nd
     return norm[i] * math.exp(-math.sqrt(max(q, 0.0)))
 
 
-@numba.njit(cache=True, inline="always")
-def share_of(i: int, r: int, c: int, d: float, cx: np.ndarray, cy: np.ndarray,
-             a00: np.ndarray, a01: np.ndarray, a11: np.ndarray, norm: np.ndarray) -> float:
-    """Source ``i``'s share of unlabelled pixel ``(c, r)`` whose :attr:`Shares.denom`
-    is ``d`` (0: nobody's; negative: within one source's reach only, all its)."""
-    if d == 0.0:
-        return 0.0
-    if d < 0.0:
-        return 1.0
-    return min(weight_at(i, r, c, cx, cy, a00, a01, a11, norm) / d, 1.0)
-
-
 @numba.njit(cache=True)
-def _denominator(seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
-                 y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
-                 a01: np.ndarray, a11: np.ndarray, norm: np.ndarray, out: np.ndarray) -> None:
-    """The models' sum where two or more sources reach, -1 where one does."""
-    for i in range(x0.shape[0]):  # count the sources reaching each pixel (as -1, -2, ...)
+def _counts(seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
+            y1: np.ndarray, norm: np.ndarray, out: np.ndarray) -> None:
+    """Minus the number of sources reaching each unlabelled pixel (-1, -2, ...)."""
+    for i in range(x0.shape[0]):
         if not norm[i] > 0:
             continue
         for r in range(y0[i], y1[i] + 1):
             for c in range(x0[i], x1[i] + 1):
                 if seg[r, c] == 0:
                     out[r, c] -= 1.0
-    for i in range(x0.shape[0]):  # the models, where several reach (no exp elsewhere)
-        if not norm[i] > 0:
-            continue
-        for r in range(y0[i], y1[i] + 1):
-            for c in range(x0[i], x1[i] + 1):
-                if seg[r, c] == 0 and out[r, c] != -1.0:
-                    if out[r, c] < 0.0:
-                        out[r, c] = 0.0
-                    out[r, c] += weight_at(i, r, c, cx, cy, a00, a01, a11, norm)
 
 
 @numba.njit(cache=True)
-def _sums(img: np.ndarray, seg: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
-          y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray, a01: np.ndarray,
-          a11: np.ndarray, norm: np.ndarray, denom: np.ndarray) -> np.ndarray:
+def _models_in_boxes(seg: np.ndarray, label: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+                     y0: np.ndarray, y1: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+                     a00: np.ndarray, a01: np.ndarray, a11: np.ndarray, norm: np.ndarray,
+                     denom: np.ndarray, wptr: np.ndarray, weights: np.ndarray) -> None:
+    """Each source's box in ``weights``: 1 on its segment and on unlabelled pixels it
+    alone reaches, its model where several reach (their sum goes in ``denom``, whose
+    counts :func:`_counts` left), 0 elsewhere."""
+    for i in range(x0.shape[0]):
+        bw = x1[i] - x0[i] + 1
+        for r in range(y0[i], y1[i] + 1):
+            at = wptr[i] + (r - y0[i]) * bw - x0[i]
+            for c in range(x0[i], x1[i] + 1):
+                lab = seg[r, c]
+                if lab == label[i]:
+                    weights[at + c] = 1.0
+                elif lab == 0 and norm[i] > 0:
+                    d = denom[r, c]
+                    if d == -1.0:
+                        weights[at + c] = 1.0
+                        continue
+                    if d < 0.0:
+                        denom[r, c] = 0.0
+                    s = weight_at(i, r, c, cx, cy, a00, a01, a11, norm)
+                    denom[r, c] += s
+                    weights[at + c] = s
+
+
+@numba.njit(cache=True)
+def _normalise(img: np.ndarray, seg: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+               y0: np.ndarray, y1: np.ndarray, norm: np.ndarray, denom: np.ndarray,
+               wptr: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Models divided by their sum (shares, at most 1); each source's shared light,
+    shares' sum and ambiguity (module docstring)."""
     out = np.zeros((x0.shape[0], 3))
     for i in range(x0.shape[0]):
         if not norm[i] > 0:
             continue
+        bw = x1[i] - x0[i] + 1
         for r in range(y0[i], y1[i] + 1):
+            at = wptr[i] + (r - y0[i]) * bw - x0[i]
             for c in range(x0[i], x1[i] + 1):
-                v = img[r, c]
-                if seg[r, c] != 0 or not np.isfinite(v):
+                if seg[r, c] != 0:
                     continue
-                w = share_of(i, r, c, denom[r, c], cx, cy, a00, a01, a11, norm)
-                if w <= 0.0:
+                d = denom[r, c]
+                if d > 0.0:
+                    w = min(weights[at + c] / d, 1.0)
+                    weights[at + c] = w
+                elif d == 0.0:
+                    w = 0.0
+                    weights[at + c] = 0.0
+                else:
+                    w = weights[at + c]
+                v = img[r, c]
+                if w <= 0.0 or not np.isfinite(v):
                     continue
                 out[i, 0] += w * v
                 out[i, 1] += w
                 out[i, 2] += abs(v) * w * (1.0 - w)
+    return out
+
+
+@numba.njit(cache=True)
+def _light(img: np.ndarray, seg: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+           y0: np.ndarray, y1: np.ndarray, wptr: np.ndarray, weights: np.ndarray
+           ) -> np.ndarray:
+    """Each source's shares of ``img``'s unlabelled pixels, summed."""
+    out = np.zeros(x0.shape[0])
+    for i in range(x0.shape[0]):
+        bw = x1[i] - x0[i] + 1
+        for r in range(y0[i], y1[i] + 1):
+            at = wptr[i] + (r - y0[i]) * bw - x0[i]
+            for c in range(x0[i], x1[i] + 1):
+                w = weights[at + c]
+                v = img[r, c]
+                if seg[r, c] == 0 and w > 0.0 and np.isfinite(v):
+                    out[i] += w * v
     return out
 
 
@@ -218,12 +260,18 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
     denom = np.zeros(seg.shape, dtype=np.float32)
     model = [params[k] for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")]
     box = [params[k] for k in ("sx0", "sx1", "sy0", "sy1")]
+    area = (box[1] - box[0] + 1) * (box[3] - box[2] + 1) if reach > 0 else 0 * box[0]
+    params["wptr"] = np.concatenate([[0], np.cumsum(area)[:-1]]).astype(np.int64) \
+        if len(table) else np.zeros(0, dtype=np.int64)
+    weights = np.zeros(int(area.sum()))
     if len(table) and reach > 0:
-        _denominator(seg, *box, *model, denom)
-        sums = _sums(img, seg, *box, *model, denom)
+        _counts(seg, *box, model[-1], denom)
+        _models_in_boxes(seg, np.asarray(table.id, dtype=np.int64), *box, *model, denom,
+                         params["wptr"], weights)
+        sums = _normalise(img, seg, *box, model[-1], denom, params["wptr"], weights)
     else:
         sums = np.zeros((len(table), 3))
-    return Shares(int(reach), denom, params, sums[:, 0], sums[:, 1], sums[:, 2])
+    return Shares(int(reach), denom, params, weights, sums[:, 0], sums[:, 1], sums[:, 2])
 
 
 def shared_light(image: np.ndarray, segmap: np.ndarray, shares: Shares) -> np.ndarray:
@@ -233,6 +281,5 @@ def shared_light(image: np.ndarray, segmap: np.ndarray, shares: Shares) -> np.nd
     if not p["norm"].size or shares.reach == 0:
         return np.zeros(p["norm"].shape[0])
     box = [p[k] for k in ("sx0", "sx1", "sy0", "sy1")]
-    model = [p[k] for k in ("pcx", "pcy", "a00", "a01", "a11", "norm")]
-    return _sums(np.ascontiguousarray(image, dtype=np.float64), np.ascontiguousarray(segmap),
-                 *box, *model, shares.denom)[:, 0]
+    return _light(np.ascontiguousarray(image, dtype=np.float64), np.ascontiguousarray(segmap),
+                  *box, p["wptr"], shares.weights)
