@@ -202,6 +202,27 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
           f"boxes {summary.box_bytes / 1e6:,.1f} MB -> {ratio:.2f} x (target <= 1.5: "
           f"{'met' if ratio <= 1.5 else 'NOT met'}); S3 server CPU {out['server_cpu']:.0f} s")
     print(f"failures: {summary.failures or 'none'}")
+    out["bands"] = _band_costs(summary.output, n)
+    return out
+
+
+def _band_costs(output: str, n_primary: int) -> dict[str, dict[str, float]]:
+    """Per band, from the cell reports: task CPU per primary source-band and the sources
+    modelled per primary source (margin sources are modelled in several cells)."""
+    from dask_phot.pipeline.output import CatalogStore
+
+    cpu: dict[str, float] = {}
+    modelled: dict[str, int] = {}
+    for rep in CatalogStore.open(output).reports().values():
+        for band, sec in rep.get("band_cpu", {}).items():
+            cpu[band] = cpu.get(band, 0.0) + sec
+        for band, n in rep.get("band_modelled", {}).items():
+            modelled[band] = modelled.get(band, 0) + n
+    out = {b: {"us_per_sb": cpu[b] / n_primary * 1e6, "cpu": cpu[b],
+               "modelled_per_primary": modelled.get(b, 0) / n_primary} for b in cpu}
+    print("per band: task CPU per source-band (us), CPU s, sources modelled / primaries: "
+          + "; ".join(f"{b} {v['us_per_sb']:.0f} us, {v['cpu']:.1f} s, "
+                      f"{v['modelled_per_primary']:.2f}" for b, v in out.items()))
     return out
 
 
