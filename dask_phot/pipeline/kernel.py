@@ -35,7 +35,6 @@ from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import (
     Mosaic,
     Region,
-    assign_mosaics,
     icrs_to_pixel,
     read_region,
     sky_to_box,
@@ -43,6 +42,7 @@ from dask_phot.images import (
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.pipeline.psfs import band_psf, band_psf_error
+from dask_phot.pipeline.resume import owners
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
@@ -399,18 +399,19 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
                ) -> list[tuple[np.ndarray, Region | None]]:
     """Read the band's pixel boxes for the cell: one per mosaic its primaries fall in.
 
-    Each primary source is measured in the mosaic where it is most central (tiles such
-    as GALEX's overlap); the box around a group of primaries extends by the band's margin and
-    half a PSF stamp. Rows of a box are merged into one request as ``[cells]
-    read_merge_gap`` says (by default when that is quicker, given a request's latency,
-    and reads at most ``read_max_overread`` times the box: narrow boxes of wide
-    mosaics are read row by row, concurrently).
+    The cell is measured in one mosaic where one holds its whole box, else each primary
+    source in the mosaic where it is most central (tiles such as GALEX's overlap:
+    :func:`~dask_phot.pipeline.resume.owners`); the box around a group of primaries
+    extends by the band's margin and half a PSF stamp. Rows of a box are merged into one
+    request as ``[cells] read_merge_gap`` says (by default when that is quicker, given a
+    request's latency, and reads at most ``read_max_overread`` times the box: narrow
+    boxes of wide mosaics are read row by row, concurrently).
     """
     src = part.sources
     primary = src["_primary"].to_numpy(dtype=bool)
     ra, dec = src["ra"].to_numpy(), src["dec"].to_numpy()
     owner = np.full(len(src), -1, dtype=np.int64)
-    owner[primary] = assign_mosaics(index, ra[primary], dec[primary])
+    owner[primary] = owners(part, index, band, margin_arcsec)
     groups: list[tuple[np.ndarray, Region | None]] = []
     for k in np.unique(owner[primary]):
         targets = owner == k
