@@ -150,19 +150,16 @@ def render_points(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np
 
     Parameters
     ----------
-    shape : (int, int)
-        Image shape ``(ny, nx)``.
-    x, y : ndarray
-        0-based column and row of each source.
-    flux : ndarray
-        Flux of each source, image units x pixel.
+    shape, x, y, flux
+        As for :func:`~dask_phot.testing.render.render_model` (flux in image units x
+        pixel; sources with a zero or non-finite flux or position are left out).
     psf : OversampledPSF
         The PSF; stamps span its ``wing_size``.
 
     Returns
     -------
     ndarray
-        ``(ny, nx)`` float64 image.
+        The ``(ny, nx)`` float64 image.
 
     Examples
     --------
