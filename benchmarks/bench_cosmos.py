@@ -94,6 +94,15 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
+def _warm() -> float:
+    """Compile (or load from numba's cache) the kernels in this worker; CPU seconds spent."""
+    from dask_phot.warmup import warm_up
+
+    cpu0 = _process_cpu()
+    warm_up(every_option=False)
+    return _process_cpu() - cpu0
+
+
 def _config(cache: Path, manifest: dict, priors_key: str, run_dir: Path, endpoint: str,
             galaxies: float, overrides: dict[str, Any]) -> Any:
     import tomli_w
@@ -162,6 +171,10 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
         t0 = time.perf_counter()
         parts, _ = plan_cells(cfg)
         t_plan = time.perf_counter() - t0
+        if not args.cold:  # a fixed cost per worker (issue 13's "compile once"), not per source
+            warm = client.run(_warm)
+            print("workers warmed up (kernels compiled or loaded; not counted): CPU "
+                  + ", ".join(f"{v:.1f} s" for v in warm.values()))
         s3.ask("reset")
         _, _, cpu0 = s3.ask("counts")
         proc0 = client.run(_process_cpu)
@@ -202,6 +215,27 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
           f"boxes {summary.box_bytes / 1e6:,.1f} MB -> {ratio:.2f} x (target <= 1.5: "
           f"{'met' if ratio <= 1.5 else 'NOT met'}); S3 server CPU {out['server_cpu']:.0f} s")
     print(f"failures: {summary.failures or 'none'}")
+    out["bands"] = _band_costs(summary.output, n)
+    return out
+
+
+def _band_costs(output: str, n_primary: int) -> dict[str, dict[str, float]]:
+    """Per band, from the cell reports: task CPU per primary source-band and the sources
+    modelled per primary source (margin sources are modelled in several cells)."""
+    from dask_phot.pipeline.output import CatalogStore
+
+    cpu: dict[str, float] = {}
+    modelled: dict[str, int] = {}
+    for rep in CatalogStore.open(output).reports().values():
+        for band, sec in rep.get("band_cpu", {}).items():
+            cpu[band] = cpu.get(band, 0.0) + sec
+        for band, n in rep.get("band_modelled", {}).items():
+            modelled[band] = modelled.get(band, 0) + n
+    out = {b: {"us_per_sb": cpu[b] / n_primary * 1e6, "cpu": cpu[b],
+               "modelled_per_primary": modelled.get(b, 0) / n_primary} for b in cpu}
+    print("per band: task CPU per source-band (us), CPU s, sources modelled / primaries: "
+          + "; ".join(f"{b} {v['us_per_sb']:.0f} us, {v['cpu']:.1f} s, "
+                      f"{v['modelled_per_primary']:.2f}" for b, v in out.items()))
     return out
 
 
@@ -261,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--cut-only", action="store_true", help="run the cut alone (on a busy "
                     "machine; no linearity figure)")
+    ap.add_argument("--cold", action="store_true", help="count the workers' first "
+                    "compilation (or cache load) of the kernels in the run")
     ap.add_argument("--reads-only", action="store_true", help="only read every cell's pixel "
                     "boxes (no fits): the read plan's bytes, requests and time")
     args = ap.parse_args(argv)

@@ -18,6 +18,8 @@ from astropy.io import fits
 
 from dask_phot.images import (
     Region,
+    assign_group,
+    assign_mosaics,
     build_index,
     covering,
     noise_to_weight,
@@ -242,6 +244,24 @@ def test_select_most_central(write_mosaic, tmp_path):
     assert covering([west, east], 150.14, 2.2, radius_deg=0.013) == [east]
     # too large for either: falls back to the most central containing the point
     assert select_mosaic([west, east], 150.115, 2.2, radius_deg=1.0) is west
+
+
+def test_assign_group_one_mosaic_for_a_cell_that_fits(write_mosaic, tmp_path):
+    # the same two mosaics: a group inside both goes whole to the one where its least
+    # central member is most central; one that no mosaic holds whole is split per source
+    write_mosaic("west", center=(150.10, 2.2), noise=None)
+    write_mosaic("east", center=(150.15, 2.2), noise=None)
+    index = sorted(build_index(str(tmp_path / "*_sci.fits"), band="x"),
+                   key=lambda m: m.center[0])
+    ra = np.linspace(150.121, 150.131, 11)
+    dec = np.full(ra.size, 2.2)
+    assert list(assign_mosaics(index, ra, dec)) == [0] * 5 + [1] * 6  # split at 150.125
+    assert (assign_group(index, ra, dec, pad_arcsec=20.0) == 1).all()
+    assert (assign_group(index, ra - 0.002, dec, pad_arcsec=20.0) == 0).all()
+    # too near an edge of both with this padding, or wider than the overlap: per source
+    for r, pad in ((ra, 120.0), (np.linspace(150.09, 150.16, 11), 0.0)):
+        assert (assign_group(index, r, dec, pad) == assign_mosaics(index, r, dec)).all()
+    assert list(assign_group(index, [10.0], [2.2], 0.0)) == [-1]
 
 
 # --------------------------------------------------------------------------------------

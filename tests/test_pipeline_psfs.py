@@ -233,6 +233,9 @@ def test_cells_use_their_mosaics_epsf_and_the_grid_at_their_centre(tmp_path) -> 
     assert fwhm["right"] == pytest.approx(2.3548 * 2.0, abs=0.3)
     assert fwhm["mid"] == fwhm["left"]
     assert fwhm["b"] == pytest.approx(fwhm["right"], abs=0.05)
+    # a global ePSF is built once for every box of its mosaic; a grid's blend per box
+    assert band_psf(band, box(wcs_b, 20, 90))[0] is band_psf(band, box(wcs_b, 300, 10))[0]
+    assert band_psf(band, box(wcs_a, 70, 70))[0] is not band_psf(band, box(wcs_a, 270, 70))[0]
     with pytest.raises(RuntimeError, match="matches none"):
         band_psf(band, box(field_wcs((151.0, 2.0), 0.6, shape), 0, 0))
 

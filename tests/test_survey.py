@@ -48,3 +48,23 @@ def test_cut_priors_is_the_central_square():
     priors = pd.DataFrame({"ra": ra0 + offsets / np.cos(np.radians(dec0)),
                            "dec": dec0 + 0 * offsets})
     assert len(cut_priors(priors, 0.25 ** 2)) == 3
+
+
+@pytest.mark.parametrize("band", ["irac1", "nuv"])
+def test_render_points_is_fineprf_rendering(band):
+    """The survey's point renderer draws FinePRF's spline (to rounding), stamps cut at the
+    image's edges included; GALEX's PRF is upsampled 5x, IRAC's PSF is 6x finer."""
+    from dask_phot.bands import get_band
+    from dask_phot.testing.render import FinePRF, render_model
+    from dask_phot.testing.survey import render_points
+
+    psf = get_band(band).load_psf()
+    rng = np.random.default_rng(5)
+    n, shape = 300, (70, 90)
+    x, y = rng.uniform(-35, 125, n), rng.uniform(-35, 105, n)
+    flux = rng.lognormal(3.0, 1.0, n)
+    flux[:3] = [0.0, np.nan, -5.0]  # skipped, skipped, drawn (negative)
+    got = render_points(shape, x, y, flux, psf)
+    ref = render_model(shape, x, y, np.nan_to_num(flux), FinePRF(psf), normalise=False)
+    assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
+    assert np.abs(ref).max() > 0

@@ -29,6 +29,7 @@ from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 from dask_phot.images.index import (
     Mosaic,
     NoiseKind,
+    assign_group,
     assign_mosaics,
     build_index,
     companion,
@@ -54,6 +55,7 @@ __all__ = [
     "NoiseKind",
     "ReadCosts",
     "Region",
+    "assign_group",
     "assign_mosaics",
     "box_wcs",
     "build_index",

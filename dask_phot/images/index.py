@@ -417,6 +417,41 @@ def assign_mosaics(index: Sequence[Mosaic], ra: Any, dec: Any) -> np.ndarray:
     return best
 
 
+def assign_group(index: Sequence[Mosaic], ra: Any, dec: Any, pad_arcsec: float) -> np.ndarray:
+    """Mosaic of each position of a group (a sky cell's primaries): one for all where one can.
+
+    Where some mosaics hold every position at least ``pad_arcsec`` inside their edges (a
+    cell's whole pixel box, its margin included), the group is measured in one of them:
+    the one whose least central position is most central. Otherwise each position goes
+    to the mosaic where it is most central (:func:`assign_mosaics`). Overlapping tiles
+    such as GALEX's then split a cell between tiles only where no tile holds it whole;
+    a cell split between ``k`` tiles fits ``k`` boxes, each with its own margin sources,
+    so a cell near the line where two tiles are equally central is fitted once instead
+    of twice (or four times where four tiles meet).
+
+    Examples
+    --------
+    >>> assign_group([], [150.0], [2.0], 10.0)
+    array([-1])
+    """
+    ra, dec = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
+    best, worst_best = -1, np.inf
+    for k, mosaic in enumerate(index):
+        if not ra.size:
+            break
+        x, y, cen = _pixel_placement(mosaic, ra, dec)
+        ny, nx = mosaic.shape
+        pad = pad_arcsec / mosaic.pixel_scale_arcsec
+        inside = (x >= pad - 0.5) & (x <= nx - 0.5 - pad) & (y >= pad - 0.5) \
+            & (y <= ny - 0.5 - pad)
+        worst = float(cen.max())
+        if inside.all() and worst < worst_best:
+            best, worst_best = k, worst
+    if best < 0:
+        return assign_mosaics(index, ra, dec)
+    return np.full(ra.size, best, dtype=np.int64)
+
+
 def covering(
     index: Sequence[Mosaic], ra: float, dec: float, *, radius_deg: float = 0.0
 ) -> list[Mosaic]:

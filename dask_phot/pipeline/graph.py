@@ -40,7 +40,8 @@ class BandResult:
     """One band of one cell, fitted: what :func:`write_cell_task` joins.
 
     ``table`` holds the cell's primary rows with the base columns, the kept input
-    columns and the band's columns; ``cpu_seconds`` is the thread CPU time of the task.
+    columns and the band's columns; ``cpu_seconds`` is the thread CPU time of the task,
+    ``modelled`` the sources it modelled.
     """
 
     band: str
@@ -52,6 +53,7 @@ class BandResult:
     box_bytes: int = 0
     requests: int = 0
     cpu_seconds: float = 0.0
+    modelled: int = 0
 
 
 def _word(band: str) -> str:
@@ -90,7 +92,7 @@ def fit_band_task(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
     table, report = process_cell(part, {band: indexes[band]}, one)
     return BandResult(band, table, report.status[band], report.errors, report.seconds,
                       report.bytes_read, report.box_bytes, report.requests,
-                      time.thread_time() - cpu0)
+                      time.thread_time() - cpu0, report.band_modelled.get(band, 0))
 
 
 def join_bands(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult],
@@ -122,6 +124,8 @@ def join_bands(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult
         report.box_bytes += r.box_bytes
         report.requests += r.requests
         report.cpu_seconds += r.cpu_seconds
+        report.band_cpu[b] = r.cpu_seconds
+        report.band_modelled[b] = r.modelled
     return table, report
 
 

@@ -35,7 +35,6 @@ from dask_phot.engine.result import PhotometryResult
 from dask_phot.images import (
     Mosaic,
     Region,
-    assign_mosaics,
     icrs_to_pixel,
     read_region,
     sky_to_box,
@@ -43,6 +42,7 @@ from dask_phot.images import (
 from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.pipeline.psfs import band_psf, band_psf_error
+from dask_phot.pipeline.resume import owners
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
@@ -58,7 +58,9 @@ class CellReport:
     """What happened in one cell: counts, timings, bytes and per-band status.
 
     ``cpu_seconds`` is the CPU time of the threads that computed the cell (on Dask:
-    its band tasks, :mod:`dask_phot.pipeline.graph`), whatever else shared the machine.
+    its band tasks, :mod:`dask_phot.pipeline.graph`), whatever else shared the machine;
+    ``band_cpu`` the same per band (its task's), and ``band_modelled`` the sources each
+    band modelled (its primaries and the margin sources within its own margin).
     """
 
     order: int
@@ -73,6 +75,8 @@ class CellReport:
     requests: int = 0
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     cpu_seconds: float = 0.0
+    band_cpu: dict[str, float] = field(default_factory=dict)
+    band_modelled: dict[str, int] = field(default_factory=dict)
 
     def failures(self) -> dict[str, str]:
         """Band -> kind of failure (``"failed"``, ``"read failed"``) of the bands that failed.
@@ -199,6 +203,7 @@ def fit_band(
     sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
     *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
     priors: PriorsConfig | None = None, templates: TemplateSetup | None = None,
+    modelled: dict[str, int] | None = None,
 ) -> pd.DataFrame:
     """Forced photometry of a cell's sources (primary and margin) in one band.
 
@@ -225,6 +230,8 @@ def fit_band(
         (unless the band's ``model`` is ``"point"``).
     templates : TemplateSetup, optional
         ``[templates]`` (the sharp mosaic), for a band whose ``model`` is ``"template"``.
+    modelled : dict, optional
+        When given, the number of sources the fit models is added to ``modelled[band]``.
 
     Returns
     -------
@@ -247,6 +254,8 @@ def fit_band(
     use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
         _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
     sub = sources[use]
+    if modelled is not None:
+        modelled[band.name] = modelled.get(band.name, 0) + int(use.sum())
     noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
     to_ujy = band.band.to_ujy * correction
     t = None
@@ -326,12 +335,13 @@ BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
 
 def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
                      engine: EngineConfig, margin_arcsec: float | None,
-                     priors: PriorsConfig | None, templates: TemplateSetup | None
-                     ) -> pd.DataFrame:
+                     priors: PriorsConfig | None, templates: TemplateSetup | None,
+                     modelled: dict[str, int] | None) -> pd.DataFrame:
     table = band_table(len(sources), flags=Flag.NOT_COVERED)
     for targets, region in groups:
         part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
-                        targets=targets, priors=priors, templates=templates)
+                        targets=targets, priors=priors, templates=templates,
+                        modelled=modelled)
         table.loc[targets, :] = part.loc[targets, :].to_numpy()
     return table.astype({"flags": np.int32, "model": np.int8})
 
@@ -347,6 +357,7 @@ def fit_cell(
     priors: PriorsConfig | None = None,
     errors: dict[str, dict[str, str]] | None = None,
     templates: TemplateSetup | None = None,
+    modelled: dict[str, int] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Measure every band for one cell; return its primary rows and per-band status.
 
@@ -355,7 +366,7 @@ def fit_cell(
     (:func:`data_errors`) is recorded as failed (its columns NaN, flag
     ``CELL_FAILED``, the reason in the status, and in ``errors`` when given its
     :func:`error_record`); the other bands are unaffected. Other exceptions (bugs)
-    propagate.
+    propagate. ``modelled``, when given, receives each band's count of modelled sources.
     """
     primary = sources["_primary"].to_numpy(dtype=bool)
     ra = sources["ra"].to_numpy(np.float64)[primary]
@@ -368,7 +379,8 @@ def fit_cell(
         groups = regions.get(band.name, ())
         try:
             margin = None if margins is None else margins[band.name]
-            table = _fit_band_groups(sources, groups, band, engine, margin, priors, templates)
+            table = _fit_band_groups(sources, groups, band, engine, margin, priors, templates,
+                                     modelled)
             covered = any(r is not None for _, r in groups)
             status[band.name] = "ok" if covered else "not covered"
         except data_errors() as exc:  # recorded as data (status, CELL_FAILED, error record)
@@ -387,18 +399,19 @@ def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,
                ) -> list[tuple[np.ndarray, Region | None]]:
     """Read the band's pixel boxes for the cell: one per mosaic its primaries fall in.
 
-    Each primary source is measured in the mosaic where it is most central (tiles such
-    as GALEX's overlap); the box around a group of primaries extends by the band's margin and
-    half a PSF stamp. Rows of a box are merged into one request as ``[cells]
-    read_merge_gap`` says (by default when that is quicker, given a request's latency,
-    and reads at most ``read_max_overread`` times the box: narrow boxes of wide
-    mosaics are read row by row, concurrently).
+    The cell is measured in one mosaic where one holds its whole box, else each primary
+    source in the mosaic where it is most central (tiles such as GALEX's overlap:
+    :func:`~dask_phot.pipeline.resume.owners`); the box around a group of primaries
+    extends by the band's margin and half a PSF stamp. Rows of a box are merged into one
+    request as ``[cells] read_merge_gap`` says (by default when that is quicker, given a
+    request's latency, and reads at most ``read_max_overread`` times the box: narrow
+    boxes of wide mosaics are read row by row, concurrently).
     """
     src = part.sources
     primary = src["_primary"].to_numpy(dtype=bool)
     ra, dec = src["ra"].to_numpy(), src["dec"].to_numpy()
     owner = np.full(len(src), -1, dtype=np.int64)
-    owner[primary] = assign_mosaics(index, ra[primary], dec[primary])
+    owner[primary] = owners(part, index, band, margin_arcsec)
     groups: list[tuple[np.ndarray, Region | None]] = []
     for k in np.unique(owner[primary]):
         targets = owner == k
@@ -461,7 +474,7 @@ def process_cell(
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.output_columns,
                              margins=config.band_margins(), priors=config.priors,
-                             errors=report.errors,
+                             errors=report.errors, modelled=report.band_modelled,
                              templates=TemplateSetup(config.templates,
                                                      storage_options(config)))
     for name, why in read_status.items():

@@ -22,7 +22,8 @@ import numpy as np
 
 from dask_phot.cells import MAX_ORDER, CellSources, split_cell
 from dask_phot.config import BandImages, RunConfig
-from dask_phot.images import Mosaic, assign_mosaics, sky_to_box
+from dask_phot.images import Mosaic, sky_to_box
+from dask_phot.pipeline.resume import owners
 
 __all__ = ["BYTES_PER_PIXEL", "BYTES_PER_STAMP_PIXEL", "band_memory", "cell_memory",
            "split_cells"]
@@ -58,7 +59,7 @@ def band_memory(part: CellSources, index: Sequence[Mosaic], band: BandImages,
     ra, dec = src["ra"].to_numpy()[primary], src["dec"].to_numpy()[primary]
     if not primary.any() or not index:
         return 0
-    owner = assign_mosaics(index, ra, dec)
+    owner = owners(part, index, band, margin_arcsec)
     pixels = 0
     for k in np.unique(owner[owner >= 0]):
         mosaic = index[int(k)]

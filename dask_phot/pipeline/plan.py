@@ -226,7 +226,9 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
     out = os.fspath(output or config.output.path)
     check_endpoint(storage, [out])
     parts, indexes = plan_cells(config)
-    owner = {(p.cell.order, p.cell.pixel): {b: owners(p, indexes[b]) for b in indexes}
+    margins = config.band_margins()
+    owner = {(p.cell.order, p.cell.pixel): {b: owners(p, indexes[b], config.band(b), margins[b])
+                                            for b in indexes}
              for p in parts}
     coverage, warnings = _coverage(config, parts, owner)
     try:

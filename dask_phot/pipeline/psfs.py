@@ -384,8 +384,12 @@ def band_psf(band: BandImages, region: Region) -> tuple[Any, float]:
     box = _box_epsf(band, region)
     if box is None:
         return band.band.load_psf(), band.band.flux_correction()
-    array, _, result = box
-    return _oversampled(array, result, band.band.psf_size), _correction(band, array, result)
+    array, _, result, key = box
+    if result.mode != "grid" or result.cells is None:  # the same PSF for every box: built once
+        psf = _global_oversampled(*key, band.band.psf_size)
+    else:
+        psf = _oversampled(array, result, band.band.psf_size)
+    return psf, _correction(band, array, result)
 
 
 def band_psf_error(band: BandImages, region: Region) -> float:
@@ -401,25 +405,40 @@ def band_psf_error(band: BandImages, region: Region) -> float:
 
 
 def _box_epsf(band: BandImages, region: Region
-              ) -> tuple[np.ndarray, float, EmpiricalPSF] | None:
-    """The ePSF array and its flux error at a box's centre, or None (the band's file)."""
+              ) -> tuple[np.ndarray, float, EmpiricalPSF, tuple[str, str]] | None:
+    """The ePSF array and its flux error at a box's centre, the ePSF and its file's key
+    (path, storage), or None (the band's file)."""
     if not band.mosaic_psfs:
         raise RuntimeError(f"bands.{band.name}: psf = \"empirical\" but its ePSFs were not "
                            "prepared (dask_phot.pipeline.psfs.prepare_psfs)")
     entry = _mosaic_of(band, region)
     if not entry.path:
         return None
-    result = _read_epsf(entry.path, json.dumps(entry.storage, sort_keys=True))
+    key = (entry.path, json.dumps(entry.storage, sort_keys=True))
+    result = _read_epsf(*key)
     array, error = result.array, result.flux_error
     if result.mode == "grid" and result.cells is not None:
         ny, nx = region.shape
-        idx, w = result.psf_grid().weights(np.array([region.x0 + (nx - 1) / 2.0]),
-                                           np.array([region.y0 + (ny - 1) / 2.0]))
+        idx, w = _epsf_grid(*key).weights(np.array([region.x0 + (nx - 1) / 2.0]),
+                                          np.array([region.y0 + (ny - 1) / 2.0]))
         w = w[0] / w[0].sum()
         array = np.tensordot(w, result.cells[idx[0]], axes=1)
         if result.cell_flux_error is not None:
             error = float(np.dot(w, result.cell_flux_error[idx[0]]))
-    return array, float(error), result
+    return array, float(error), result, key
+
+
+@functools.lru_cache(maxsize=32)
+def _epsf_grid(path: str, storage_json: str) -> Any:
+    """The grid of an ePSF file as a :class:`~dask_phot.psf.PSFGrid` (once per process)."""
+    return _read_epsf(path, storage_json).psf_grid()
+
+
+@functools.lru_cache(maxsize=32)
+def _global_oversampled(path: str, storage_json: str, psf_size: int) -> OversampledPSF:
+    """A global ePSF as the engine's PSF, its nodes refined once per process and file."""
+    result = _read_epsf(path, storage_json)
+    return _oversampled(result.array, result, psf_size)
 
 
 def _oversampled(array: np.ndarray, result: EmpiricalPSF, psf_size: int) -> OversampledPSF:

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.cells import CellSources
-from dask_phot.config import RunConfig, storage_options
-from dask_phot.images import Mosaic, assign_mosaics
+from dask_phot.config import BandImages, RunConfig, storage_options
+from dask_phot.images import Mosaic, assign_group
 from dask_phot.storage import file_identity
 
 __all__ = ["CellInputs", "cell_inputs", "config_digest", "mosaic_identities", "owners",
@@ -119,14 +119,20 @@ def mosaic_identities(indexes: Mapping[str, Sequence[Mosaic]], config: RunConfig
     return out
 
 
-def owners(part: CellSources, index: Sequence[Mosaic]) -> np.ndarray:
+def owners(part: CellSources, index: Sequence[Mosaic], band: BandImages,
+           margin_arcsec: float) -> np.ndarray:
     """Indices of the mosaics that measure the cell's primary sources (-1: not covered).
 
-    The same assignment as the cell's read (:func:`dask_phot.images.assign_mosaics`).
+    The cell's read, memory estimate and inputs all use this assignment: one mosaic for
+    the whole cell where one holds the cell's pixel box (its primaries padded by the
+    band's margin and half a PSF stamp), else each source's most central mosaic
+    (:func:`dask_phot.images.assign_group`).
     """
     src = part.sources
     primary = src["_primary"].to_numpy(dtype=bool)
-    return assign_mosaics(index, src["ra"].to_numpy()[primary], src["dec"].to_numpy()[primary])
+    pad = margin_arcsec + (band.band.psf_size // 2 + 2) * band.band.pixel_scale
+    return assign_group(index, src["ra"].to_numpy()[primary], src["dec"].to_numpy()[primary],
+                        pad)
 
 
 def cell_inputs(part: CellSources, config_digest: str, owner: Mapping[str, np.ndarray],
