@@ -184,30 +184,55 @@ def build_normal_tile(
 
 
 @numba.njit(cache=True, nogil=True)
+def _sky_x(rx0: int, rx1: int, xc: float, half: float) -> np.ndarray:
+    """The sky's x term ``(xx - xc) / half`` of the columns ``rx0 <= xx < rx1``."""
+    tx = np.empty(max(rx1 - rx0, 0))
+    for xx in range(rx0, rx1):
+        tx[xx - rx0] = (xx - xc) / half
+    return tx
+
+
+@numba.njit(cache=True, nogil=True)
 def _sky_block(
     nmat: np.ndarray, rhs: np.ndarray, image: np.ndarray, weight: np.ndarray,
     region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
 ) -> None:
-    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns."""
+    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns.
+
+    The sums are kept in locals (the order of the terms is that of a pixel loop
+    adding into ``nmat``; the compiler cannot keep array entries in registers)."""
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
     p = m + nsky
+    s0 = s1 = s2 = s11 = s12 = s22 = 0.0
+    d0 = d1 = d2 = 0.0
+    tx = _sky_x(rx0, rx1, xc, half)
     for yy in range(ry0, ry1):
+        t2 = (yy - yc) / half
         for xx in range(rx0, rx1):
             wv = weight[yy, xx]
             if wv <= 0.0:
                 continue
-            t1 = (xx - xc) / half
-            t2 = (yy - yc) / half
-            nmat[m, m] += wv
-            rhs[m] += wv * image[yy, xx]
+            s0 += wv
+            d0 += wv * image[yy, xx]
             if nsky > 1:
-                nmat[m, m + 1] += wv * t1
-                nmat[m, m + 2] += wv * t2
-                nmat[m + 1, m + 1] += wv * t1 * t1
-                nmat[m + 1, m + 2] += wv * t1 * t2
-                nmat[m + 2, m + 2] += wv * t2 * t2
-                rhs[m + 1] += wv * t1 * image[yy, xx]
-                rhs[m + 2] += wv * t2 * image[yy, xx]
+                t1 = tx[xx - rx0]
+                s1 += wv * t1
+                s2 += wv * t2
+                s11 += wv * t1 * t1
+                s12 += wv * t1 * t2
+                s22 += wv * t2 * t2
+                d1 += wv * t1 * image[yy, xx]
+                d2 += wv * t2 * image[yy, xx]
+    nmat[m, m] += s0
+    rhs[m] += d0
+    if nsky > 1:
+        nmat[m, m + 1] += s1
+        nmat[m, m + 2] += s2
+        nmat[m + 1, m + 1] += s11
+        nmat[m + 1, m + 2] += s12
+        nmat[m + 2, m + 2] += s22
+        rhs[m + 1] += d1
+        rhs[m + 2] += d2
     for a in range(m, p):
         for bb in range(a + 1, p):
             nmat[bb, a] = nmat[a, bb]
@@ -426,15 +451,22 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
         xc = 0.5 * (rx0 + rx1 - 1)
         yc = 0.5 * (ry0 + ry1 - 1)
         half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+        d0 = d1 = d2 = 0.0  # locals, as in _sky_block
+        tx = _sky_x(rx0, rx1, xc, half)
         for yy in range(ry0, ry1):
+            t2 = (yy - yc) / half
             for xx in range(rx0, rx1):
                 wv = weight[yy, xx]
                 if wv <= 0.0:
                     continue
-                rhs[m] += wv * image[yy, xx]
+                d0 += wv * image[yy, xx]
                 if nsky > 1:
-                    rhs[m + 1] += wv * ((xx - xc) / half) * image[yy, xx]
-                    rhs[m + 2] += wv * ((yy - yc) / half) * image[yy, xx]
+                    d1 += wv * tx[xx - rx0] * image[yy, xx]
+                    d2 += wv * t2 * image[yy, xx]
+        rhs[m] += d0
+        if nsky > 1:
+            rhs[m + 1] += d1
+            rhs[m + 2] += d2
     return rhs
 
 
