@@ -485,3 +485,26 @@ def test_wing_image_matches_fft_convolution(fine_psf):
     ref += K.scatter_model(*rendered.outer.arrays, f[outer], shape)
     assert rendered.sides[0] > fine_psf.size and outer.tolist() == [0]
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_sky_sums_give_region_sums_of_positive_weights():
+    """A tile's constant-sky entries from the summed-area tables equal direct sums
+    over its region of the pixels with positive weight (zero and negative skipped)."""
+    from dask_phot.engine._pairs import region_sum, sky_sums
+
+    rng = np.random.default_rng(21)
+    image = rng.normal(5.0, 2.0, (37, 53))
+    weight = rng.uniform(0.5, 2.0, image.shape)
+    weight[rng.random(image.shape) < 0.1] = 0.0
+    weight[3, 4] = -1.0
+    image[weight == 0.0] = np.nan  # masked pixels may hold anything
+    sums = np.empty((2, 38, 54))
+    sky_sums(image, weight, sums)
+    for rx0, rx1, ry0, ry1 in [(0, 53, 0, 37), (4, 20, 2, 30), (52, 53, 36, 37), (7, 7, 1, 9)]:
+        w = weight[ry0:ry1, rx0:rx1]
+        d = image[ry0:ry1, rx0:rx1]
+        good = w > 0
+        assert region_sum(sums, 0, rx0, rx1, ry0, ry1) == pytest.approx(w[good].sum(),
+                                                                        rel=1e-12, abs=1e-12)
+        assert region_sum(sums, 1, rx0, rx1, ry0, ry1) == pytest.approx(
+            (w * d)[good].sum(), rel=1e-12, abs=1e-9)
