@@ -485,3 +485,50 @@ def test_wing_image_matches_fft_convolution(fine_psf):
     ref += K.scatter_model(*rendered.outer.arrays, f[outer], shape)
     assert rendered.sides[0] > fine_psf.size and outer.tolist() == [0]
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_sky_sums_give_region_sums_of_positive_weights():
+    """A tile's constant-sky entries from the summed-area tables equal direct sums
+    over its region of the pixels with positive weight (zero and negative skipped)."""
+    from dask_phot.engine._pairs import region_sum, sky_sums
+
+    rng = np.random.default_rng(21)
+    image = rng.normal(5.0, 2.0, (37, 53))
+    weight = rng.uniform(0.5, 2.0, image.shape)
+    weight[rng.random(image.shape) < 0.1] = 0.0
+    weight[3, 4] = -1.0
+    image[weight == 0.0] = np.nan  # masked pixels may hold anything
+    sums = np.empty((2, 38, 54))
+    sky_sums(image, weight, sums)
+    for rx0, rx1, ry0, ry1 in [(0, 53, 0, 37), (4, 20, 2, 30), (52, 53, 36, 37), (7, 7, 1, 9)]:
+        w = weight[ry0:ry1, rx0:rx1]
+        d = image[ry0:ry1, rx0:rx1]
+        good = w > 0
+        assert region_sum(sums, 0, rx0, rx1, ry0, ry1) == pytest.approx(w[good].sum(),
+                                                                        rel=1e-12, abs=1e-12)
+        assert region_sum(sums, 1, rx0, rx1, ry0, ry1) == pytest.approx(
+            (w * d)[good].sum(), rel=1e-12, abs=1e-9)
+
+
+def test_mismatch_of_stamps_over_the_edge_equals_a_zero_weight_border():
+    """Stamps hanging over the image edges give the mismatch statistic of the same
+    stamps inside an image padded with zero-weight pixels (the loop's bounds)."""
+    from dask_phot.engine.mismatch import mismatch_significance
+    from dask_phot.models.stamps import Stamps
+
+    rng = np.random.default_rng(23)
+    yy, xx = np.mgrid[-4:5, -4:5]
+    blobs = np.array([np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / (2 * s**2))
+                      for dx, dy, s in rng.uniform([-1, -1, 1], [1, 1, 3], (6, 3))])
+    x0 = np.array([-4, 10, 26, -8, 3, 20])
+    y0 = np.array([-3, -5, 22, 12, 8, 30])  # 30: wholly outside (NaN)
+    stamps = Stamps.from_square(blobs, x0, y0)
+    weight = rng.uniform(0.5, 2.0, (30, 33))
+    resid = rng.normal(0.0, 1.0, weight.shape)
+    got = mismatch_significance(stamps, weight, resid)
+    pad = 10
+    wpad = np.pad(weight, pad)
+    rpad = np.pad(resid, pad)
+    ref = mismatch_significance(Stamps.from_square(blobs, x0 + pad, y0 + pad), wpad, rpad)
+    assert np.isnan(got[5]) and np.isfinite(got[:5]).all()
+    np.testing.assert_array_equal(got, ref)

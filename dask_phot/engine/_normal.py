@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from dask_phot.engine._pairs import block_lines, cells_in, pair_table
+from dask_phot.engine._pairs import block_lines, cells_in, pair_table, region_sum, sky_sums
 from dask_phot.engine._solve import (
     ST_DEGENERATE,
     ST_FAILED,
@@ -135,7 +135,7 @@ def build_normal_tile(
     ``region`` must be a union of the blocks (its edges among the block lines);
     ``loc`` is a work array of ``-1`` (one per source), returned as it came.
     """
-    pptr, nbr, pcell, pvals, scell, svals = table
+    pptr, nbr, pcell, pvals, scell, svals, sums = table
     m = members.shape[0]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
     p = m + nsky
@@ -178,9 +178,22 @@ def build_normal_tile(
             nmat[bb, a] = g
     for a in range(m):
         loc[members[a]] = -1
-    if nsky > 0:
+    if nsky == 1:
+        nmat[m, m] = region_sum(sums, 0, rx0, rx1, ry0, ry1)
+        rhs[m] = region_sum(sums, 1, rx0, rx1, ry0, ry1)
+        _mirror_sky(nmat, m, m + 1)
+    elif nsky > 1:
         _sky_block(nmat, rhs, image, weight, region, m, nsky, xc, yc, half)
     return nmat, rhs
+
+
+@numba.njit(cache=True, nogil=True)
+def _sky_x(rx0: int, rx1: int, xc: float, half: float) -> np.ndarray:
+    """The sky's x term ``(xx - xc) / half`` of the columns ``rx0 <= xx < rx1``."""
+    tx = np.empty(max(rx1 - rx0, 0))
+    for xx in range(rx0, rx1):
+        tx[xx - rx0] = (xx - xc) / half
+    return tx
 
 
 @numba.njit(cache=True, nogil=True)
@@ -188,26 +201,48 @@ def _sky_block(
     nmat: np.ndarray, rhs: np.ndarray, image: np.ndarray, weight: np.ndarray,
     region: np.ndarray, m: int, nsky: int, xc: float, yc: float, half: float,
 ) -> None:
-    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns."""
+    """Sky-sky entries and sky right-hand sides; mirror the sky rows/columns.
+
+    The sums are kept in locals (the order of the terms is that of a pixel loop
+    adding into ``nmat``; the compiler cannot keep array entries in registers)."""
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
     p = m + nsky
+    s0 = s1 = s2 = s11 = s12 = s22 = 0.0
+    d0 = d1 = d2 = 0.0
+    tx = _sky_x(rx0, rx1, xc, half)
     for yy in range(ry0, ry1):
+        t2 = (yy - yc) / half
         for xx in range(rx0, rx1):
             wv = weight[yy, xx]
             if wv <= 0.0:
                 continue
-            t1 = (xx - xc) / half
-            t2 = (yy - yc) / half
-            nmat[m, m] += wv
-            rhs[m] += wv * image[yy, xx]
+            s0 += wv
+            d0 += wv * image[yy, xx]
             if nsky > 1:
-                nmat[m, m + 1] += wv * t1
-                nmat[m, m + 2] += wv * t2
-                nmat[m + 1, m + 1] += wv * t1 * t1
-                nmat[m + 1, m + 2] += wv * t1 * t2
-                nmat[m + 2, m + 2] += wv * t2 * t2
-                rhs[m + 1] += wv * t1 * image[yy, xx]
-                rhs[m + 2] += wv * t2 * image[yy, xx]
+                t1 = tx[xx - rx0]
+                s1 += wv * t1
+                s2 += wv * t2
+                s11 += wv * t1 * t1
+                s12 += wv * t1 * t2
+                s22 += wv * t2 * t2
+                d1 += wv * t1 * image[yy, xx]
+                d2 += wv * t2 * image[yy, xx]
+    nmat[m, m] += s0
+    rhs[m] += d0
+    if nsky > 1:
+        nmat[m, m + 1] += s1
+        nmat[m, m + 2] += s2
+        nmat[m + 1, m + 1] += s11
+        nmat[m + 1, m + 2] += s12
+        nmat[m + 2, m + 2] += s22
+        rhs[m + 1] += d1
+        rhs[m + 2] += d2
+    _mirror_sky(nmat, m, p)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mirror_sky(nmat: np.ndarray, m: int, p: int) -> None:
+    """Copy the upper sky entries (rows ``m`` to ``p - 1``) to their mirror places."""
     for a in range(m, p):
         for bb in range(a + 1, p):
             nmat[bb, a] = nmat[a, bb]
@@ -422,19 +457,28 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
         i = members[a]
         if scell[i, 1] > 0:
             rhs[a] = cells_in(scell[i], svals, 3, 1, rbx0, rbx1, rby0, rby1)
-    if nsky > 0:
+    if nsky == 1:
+        rhs[m] = region_sum(table[6], 1, rx0, rx1, ry0, ry1)
+    elif nsky > 1:
         xc = 0.5 * (rx0 + rx1 - 1)
         yc = 0.5 * (ry0 + ry1 - 1)
         half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
+        d0 = d1 = d2 = 0.0  # locals, as in _sky_block
+        tx = _sky_x(rx0, rx1, xc, half)
         for yy in range(ry0, ry1):
+            t2 = (yy - yc) / half
             for xx in range(rx0, rx1):
                 wv = weight[yy, xx]
                 if wv <= 0.0:
                     continue
-                rhs[m] += wv * image[yy, xx]
+                d0 += wv * image[yy, xx]
                 if nsky > 1:
-                    rhs[m + 1] += wv * ((xx - xc) / half) * image[yy, xx]
-                    rhs[m + 2] += wv * ((yy - yc) / half) * image[yy, xx]
+                    d1 += wv * tx[xx - rx0] * image[yy, xx]
+                    d2 += wv * t2 * image[yy, xx]
+        rhs[m] += d0
+        if nsky > 1:
+            rhs[m + 1] += d1
+            rhs[m + 2] += d2
     return rhs
 
 
@@ -442,9 +486,11 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
 def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
                       h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
                       weight: np.ndarray) -> None:
-    """Recompute the stamps' ``sum(w s d)`` block sums of a :func:`tile_table` for a new
-    ``image`` (the other sums depend on the stamps and weights only), in place."""
+    """Recompute the stamps' ``sum(w s d)`` block sums and the sky's summed-area tables
+    of a :func:`tile_table` for a new ``image`` (the other sums depend on the stamps
+    and weights only), in place."""
     table, xlines, _, yb, blocks = prepared
+    sky_sums(image, weight, table[6])
     if not blocks:
         return
     scell, svals = table[4], table[5]

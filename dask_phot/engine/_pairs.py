@@ -138,15 +138,17 @@ def pair_table(
     data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
     y0: np.ndarray, image: np.ndarray, weight: np.ndarray, use: np.ndarray,
     xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple:
     """Block partial sums of the normal-matrix entries of the sources marked ``use``.
 
-    Returns ``ptr, nbr, pcell, pvals, scell, svals``. ``nbr[ptr[i]:ptr[i+1]]``
+    Returns ``ptr, nbr, pcell, pvals, scell, svals, sums``. ``nbr[ptr[i]:ptr[i+1]]``
     are the sources ``j > i`` whose stamps overlap stamp ``i`` within the image;
     pair ``q`` has ``pcell[q] = (bx0, nbx, by0, nby, offset)`` and the partial
     sums ``sum(w s_i s_j)`` of its blocks at ``pvals[offset + (by - by0) * nbx
     + (bx - bx0)]``. ``scell[i]`` and ``svals`` (three values per block) hold
-    ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike.
+    ``sum(w s_i^2), sum(w s_i d), sum(w s_i)`` of each stamp alike. A seventh
+    item, :func:`sky_sums` of the image, gives a region's ``sum(w)`` and
+    ``sum(w d)`` (a tile's constant sky term) in four look-ups.
 
     The compiled parts run without the GIL; the sums' buffers are allocated by
     numpy between them (its large arrays get huge pages: fewer page faults).
@@ -157,7 +159,36 @@ def pair_table(
     svals = np.zeros(stotal)
     _pair_sums(data, ptr, w, h, x0, y0, image, weight, xlines, yb, pp, nbr, pcell, pvals,
                scell, svals)
-    return pp, nbr, pcell, pvals, scell, svals
+    sums = np.empty((2, weight.shape[0] + 1, weight.shape[1] + 1))
+    sky_sums(image, weight, sums)
+    return pp, nbr, pcell, pvals, scell, svals, sums
+
+
+@numba.njit(cache=True, nogil=True)
+def sky_sums(image: np.ndarray, weight: np.ndarray, sums: np.ndarray) -> None:
+    """Summed-area tables of ``w`` and ``w d`` over the pixels with ``w > 0``, into
+    ``sums`` ``(2, ny + 1, nx + 1)``: ``sums[k, y, x]`` sums the pixels below ``y``
+    and left of ``x`` (see :func:`region_sum`)."""
+    ny, nx = weight.shape
+    sums[:, 0, :] = 0.0
+    for yy in range(ny):
+        a0 = 0.0
+        a1 = 0.0
+        sums[0, yy + 1, 0] = 0.0
+        sums[1, yy + 1, 0] = 0.0
+        for xx in range(nx):
+            wv = weight[yy, xx]
+            if wv > 0.0:
+                a0 += wv
+                a1 += wv * image[yy, xx]
+            sums[0, yy + 1, xx + 1] = sums[0, yy, xx + 1] + a0
+            sums[1, yy + 1, xx + 1] = sums[1, yy, xx + 1] + a1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def region_sum(sums: np.ndarray, k: int, rx0: int, rx1: int, ry0: int, ry1: int) -> float:
+    """Sum of table ``k`` of :func:`sky_sums` over ``rx0 <= x < rx1, ry0 <= y < ry1``."""
+    return (sums[k, ry1, rx1] - sums[k, ry0, rx1]) - (sums[k, ry1, rx0] - sums[k, ry0, rx0])
 
 
 @numba.njit(cache=True, nogil=True)

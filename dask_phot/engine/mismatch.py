@@ -49,14 +49,13 @@ def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
         sll = 0.0
         srl = 0.0
         srm = 0.0
-        for r in range(hi):
+        # the stamp's rows and columns inside the image
+        r0, r1 = max(0, -y0[i]), min(hi, ny - y0[i])
+        c0, c1 = max(0, -x0[i]), min(wi, nx - x0[i])
+        for r in range(r0, r1):
             yy = y0[i] + r
-            if yy < 0 or yy >= ny:
-                continue
-            for c in range(wi):
+            for c in range(c0, c1):
                 xx = x0[i] + c
-                if xx < 0 or xx >= nx:
-                    continue
                 wv = weight[yy, xx]
                 if wv <= 0.0:
                     continue

@@ -54,7 +54,9 @@ def stamp_sizes(psf: object, shapes: Shapes, *, fraction: float = 0.99,
     capped = np.zeros(n, dtype=bool)
     if not ext.any():
         return sides, capped
-    reach = shapes.r_e[ext] * radius_fraction(shapes.n[ext], fraction) \
+    # indices repeat (catalogues quantise them): one gammaincinv per distinct n
+    n_values, n_index = np.unique(shapes.n[ext], return_inverse=True)
+    reach = shapes.r_e[ext] * radius_fraction(n_values, fraction)[n_index.ravel()] \
         + 2.0 * float(psf.fwhm)  # type: ignore[attr-defined]
     need = 2 * np.ceil(reach).astype(np.int64) + 1
     nice = _NICE[np.searchsorted(_NICE, np.maximum(need, k_psf))]
