@@ -69,18 +69,19 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
             K.add_kernel(psf.wing_kernel(int(k)), cx[rows], cy[rows],  # type: ignore
                          f[near][rows], out)
         if (sel & phased).any():
-            out += _phased_wings(psf, x[sel & phased], y[sel & phased], f[sel & phased],
-                                 int(k), shape)
+            _add_phased_wings(psf, x[sel & phased], y[sel & phased], f[sel & phased],
+                              int(k), out)
     return out
 
 
-def _phased_wings(psf: OversampledPSF, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
-                  inner: int, shape: tuple[int, int]) -> np.ndarray:
-    """The wings beyond a central ``inner`` box of sources at their own phases."""
+def _add_phased_wings(psf: OversampledPSF, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                      inner: int, out: np.ndarray) -> None:
+    """Add to ``out`` the wings beyond a central ``inner`` box of sources at their own
+    phases."""
     st, x0, y0 = psf.stamps(x, y, size=psf.wing_size)
     o = (psf.wing_size - inner) // 2
     st[:, o:o + inner, o:o + inner] = 0.0
-    return K.scatter_model(*Stamps.from_square(st, x0, y0).arrays, flux, shape)
+    K.scatter_into(*Stamps.from_square(st, x0, y0).arrays, flux, out)
 
 
 def model_image(shape: tuple[int, int], psf: object, x: np.ndarray, y: np.ndarray,
