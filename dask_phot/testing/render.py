@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 from scipy.interpolate import BSpline, RectBivariateSpline
@@ -161,6 +161,25 @@ class GaussianPRF:
         return gaussian_psf(self.fwhm, size=self.size, pixel_scale=pixel_scale)
 
 
+class SplineGrid(NamedTuple):
+    """Cubic B-spline coefficients of a pixel response on a fine grid (see :class:`FinePRF`).
+
+    Attributes
+    ----------
+    coef : numpy.ndarray
+        Spline coefficients (prefiltered, zero-padded).
+    cx, cy : float
+        Fine-grid index of the source's centre.
+    oversampling : int
+        Fine pixels per image pixel.
+    """
+
+    coef: np.ndarray
+    cx: float
+    cy: float
+    oversampling: int
+
+
 class FinePRF:
     """The pixel response of an oversampled PSF, from a cubic spline on its fine grid.
 
@@ -211,6 +230,15 @@ class FinePRF:
     def size(self) -> int:
         """Odd stamp side, in image pixels."""
         return self._size
+
+    @property
+    def spline(self) -> SplineGrid:
+        """The B-spline coefficients of the pixel response and where the source sits on them.
+
+        For renderers that evaluate the same spline in compiled code
+        (:func:`dask_phot.testing.survey.render_points`).
+        """
+        return SplineGrid(self._coef, self._cx, self._cy, self._s)
 
     def stamps(self, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:
         """Stamps (see :meth:`PRFModel.stamps`), evaluated pixel by pixel."""

@@ -178,7 +178,7 @@ def render_points(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np
 def _render_points(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
                    prf: FinePRF) -> np.ndarray:
     """:func:`render_points` with the PSF's spline built (once per image)."""
-    coef, cx, cy, s, size = prf._coef, prf._cx, prf._cy, prf._s, prf.size
+    (coef, cx, cy, s), size = prf.spline, prf.size
     h = size // 2
     # every tap of every stamp lies inside the coefficients (as in FinePRF's own use)
     lo_y, hi_y = cy - s * (h + 0.5) - 1, cy + s * (h + 0.5) + 2
