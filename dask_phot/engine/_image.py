@@ -100,13 +100,13 @@ def footprint_counts(
     return nuse, nmask, nout
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
 def footprint_chi2(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
 ) -> np.ndarray:
     """The ``chi2sum`` of :func:`footprint_stats`: ``sum(weight * resid**2)`` over
-    each footprint's usable pixels, summed in the same order.
+    each footprint's usable pixels (each row's sum vectorised).
 
     Footprints are visited in row order of the image (the sums do not depend
     on the order of the sources), which keeps the image rows in cache.
@@ -128,9 +128,9 @@ def footprint_chi2(
             wrow = weight[yy, x0[i] + cs : x0[i] + ce]
             rrow = resid[yy, x0[i] + cs : x0[i] + ce]
             for c in range(ce - cs):
-                wv = wrow[c]
-                if wv > 0.0:
-                    acc += wv * rrow[c] * rrow[c]
+                good = wrow[c] > 0.0
+                rv = rrow[c] if good else 0.0
+                acc += (wrow[c] if good else 0.0) * rv * rv
         chi[i] = acc
     return chi
 

@@ -33,6 +33,9 @@ from dask_phot.engine._solve import (
     variances_packed,
 )
 
+# the order of sums may change (vectorised reductions); NaN and infinity semantics are kept
+_REASSOC = {"reassoc", "contract", "nsz"}
+
 __all__ = [
     "ST_DEGENERATE",
     "ST_FAILED",
@@ -482,7 +485,7 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
     return rhs
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
                       h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
                       weight: np.ndarray) -> None:
@@ -490,7 +493,7 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
     of a :func:`tile_table` for a new ``image`` (the other sums depend on the stamps
     and weights only), in place."""
     table, xlines, _, yb, blocks = prepared
-    sky_sums(image, weight, table[6])
+    sky_sums(image, weight, table[6], False)
     if not blocks:
         return
     scell, svals = table[4], table[5]
@@ -509,7 +512,10 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
             for sb in range(nbx):
                 sx0 = max(xs, xlines[bx0 + sb])
                 sx1 = min(xe, xlines[bx0 + sb + 1])
+                wrow = weight[yy, sx0:sx1]
+                drow = image[yy, sx0:sx1]
+                si = data[ri + sx0 : ri + sx1]
                 acc = 0.0
-                for xx in range(sx0, sx1):
-                    acc += weight[yy, xx] * data[ri + xx] * image[yy, xx]
+                for c in range(sx1 - sx0):
+                    acc += wrow[c] * si[c] * drow[c]
                 svals[off + 3 * (cell + sb) + 1] += acc

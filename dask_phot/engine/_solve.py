@@ -162,10 +162,14 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
     for c in range(p):
         e = c + 1
         if status[c] == ST_OK:
+            # row c of N (N is symmetric: its rows are read, not its columns)
+            src = nmat[c]
+            dst = up[c]
+            sc = scale[c]
             for r in range(c, p):
                 if status[r] == ST_OK:
-                    v = nmat[r, c] * scale[r] * scale[c]
-                    up[c, r] = v
+                    v = src[r] * scale[r] * sc
+                    dst[r] = v
                     if v != 0.0 and r < m:
                         e = r + 1
         end[c] = min(e, m) if c < m else c + 1
@@ -185,18 +189,29 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
             row[q] = row[q] / d
         ec = max(end[c], c + 1)
         tail = max(m, c + 1)
+        urow = up[c]
         for r in range(c + 1, ec):  # rows within the profile: its part, then the tail
-            f = up[c, r]
+            f = urow[r]
             if f == 0.0 or status[r] != ST_OK:
                 continue
-            src = up[c, r:ec]
-            dst = up[r, r:ec]
-            for q in range(ec - r):
-                dst[q] -= f * src[q]
-            src = up[c, tail:]
-            dst = up[r, tail:]
-            for q in range(p - tail):
-                dst[q] -= f * src[q]
+            drow = up[r]
+            # in fours (vector operations), as far as the profile's zeros reach: beyond
+            # ec, row c is zero up to m, and x - f * 0 is x
+            q = r
+            while q + 4 <= min(ec + 3, tail):
+                d0 = drow[q] - f * urow[q]
+                d1 = drow[q + 1] - f * urow[q + 1]
+                d2 = drow[q + 2] - f * urow[q + 2]
+                d3 = drow[q + 3] - f * urow[q + 3]
+                drow[q] = d0
+                drow[q + 1] = d1
+                drow[q + 2] = d2
+                drow[q + 3] = d3
+                q += 4
+            for q2 in range(q, ec):
+                drow[q2] -= f * urow[q2]
+            for q2 in range(tail, p):
+                drow[q2] -= f * urow[q2]
             if end[r] < ec:
                 end[r] = ec
         for r in range(tail, p):  # the dense rows

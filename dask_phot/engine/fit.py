@@ -72,12 +72,16 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
             light = wing_image(psf, rendered, prep.x, prep.y, sure, prep.data.shape,
                                exact=bright)
             weight = prep.weight if final_weight is None else final_weight
-            prep = replace(prep, weight=weight, data=np.where(weight > 0, prep.data - light,
-                                                                 0.0))
+            # (image-sized temporaries cost page faults: the data without the light are
+            # made in one array, and the light is added back into it in place)
+            usable = weight > 0
+            data = np.zeros_like(prep.data)
+            np.subtract(prep.data, light, out=data, where=usable)
+            prep = replace(prep, weight=weight, data=data)
             flux, var, status, hasdeg, local_sky, state = solve_scene(
                 prep, stamps, order=order, state=None if final_weight is not None else state,
                 **opts)
-            prep = replace(prep, data=prep.data + np.where(weight > 0, light, 0.0))
+            np.add(data, light, out=data, where=usable)
             # the model the second fit fitted: its stamps plus the light subtracted
             # before it (re-rendering the wings from the second fit's fluxes would
             # spread the poorly measured fluxes of sources at a cell's edge, whose
@@ -86,7 +90,10 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
         tiling = state.tiling
         if opts["nsky"]:
             sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
-            extra = sky if extra is None else extra + sky
+            if extra is None:
+                extra = sky
+            else:
+                extra += sky  # the wing image is ours
         info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
                 "tile_size": tiling.tile_size, "margin": tiling.margin, "wings": wings}
     return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,
@@ -197,13 +204,13 @@ def _assemble(
     model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
     if extra is not None:
         model += extra
-    resid = prep.data - model
+    out_model = model + prep.sky if return_model else None
+    resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
     chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
                               resid)[pos]
     chi2, mism = quality_flags(flags, ok, chisum, nuse,
                                mismatch_significance(stamps, prep.weight, resid)[pos],
                                high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
-    out_model = model + prep.sky if return_model else None
     sky_vals = local_sky + fixed_sky_at(prep)
     known = prep.x > -1e8
     return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
