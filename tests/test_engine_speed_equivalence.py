@@ -30,6 +30,7 @@ from dask_phot.models.render import render_sources
 from dask_phot.models.shapes import Shapes
 from dask_phot.models.stamps import Stamps
 from dask_phot.psf import OversampledPSF, PSFGrid, lanczos_stamps
+from dask_phot.schema import Flag
 
 
 @pytest.fixture(scope="module")
@@ -583,3 +584,38 @@ def test_tile_lists_match_the_numpy_construction(all_tiles):
         for a, b in zip((got.ptr, got.members, got.primary, got.tile_ids), want, strict=True):
             np.testing.assert_array_equal(a, b)
         assert got.primary.sum() == fit.sum()
+
+
+@pytest.mark.parametrize("fit_sky", [False, True])
+def test_final_fit_leaves_out_sources_without_final_pixels(fine_psf, monkeypatch, fit_sky):
+    """With ``final_weight`` (a pipeline cell's inner zone), sources whose stamps have no
+    pixel in it are not fitted again: the others' results are those of a final fit of
+    every source; the left-out keep their first fit (measured, not flagged
+    degenerate, as a fit with no pixel would make them)."""
+    import dask_phot.engine.fit as fit_mod
+
+    img, weight, x, y = field(fine_psf, seed=4, shape=(110, 130), n=120)
+    final = weight.copy()
+    final[:, :30] = 0.0  # the zone the final fit uses: a cell without its margins
+    final[:, 100:] = 0.0
+    final[85:, :] = 0.0
+    kw = dict(weight=weight, final_weight=final, fit_sky=fit_sky)
+    got = forced_photometry(img, fine_psf, x, y, **kw)
+    monkeypatch.setattr(fit_mod, "second_fit_sources",
+                        lambda stamps, pos, fw: np.ones(pos.size, dtype=bool))
+    every = forced_photometry(img, fine_psf, x, y, **kw)
+    st = render_sources(fine_psf, x, y).stamps
+    nuse = K.footprint_counts(*boxes(st), final)[0]
+    again = nuse > 0
+    left = ~again & ((got.flags & int(Flag.OFF_IMAGE | Flag.NO_DATA)) == 0)
+    assert again.sum() > 40 and left.sum() > 20
+    np.testing.assert_array_equal(got.flags[again], every.flags[again])
+    for name in ("flux", "flux_err", "sky"):
+        # (identical with a fitted sky; without, tiles left with no primary source are
+        # dropped, and the block edges of the pair sums, their order of sums, change)
+        np.testing.assert_allclose(getattr(got, name)[again], getattr(every, name)[again],
+                                   rtol=0 if fit_sky else 1e-12, atol=0)
+    degenerate = int(Flag.DEGENERATE)
+    assert (every.flags[left] & degenerate).all()
+    assert not (got.flags[left] & degenerate).any()
+    assert np.isfinite(got.flux[left]).mean() > 0.9
