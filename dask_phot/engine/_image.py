@@ -171,10 +171,12 @@ def footprint_stats(
 
 
 def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
-             shape: tuple) -> np.ndarray:
+             shape: tuple, out: np.ndarray | None = None) -> np.ndarray:
     """Image of tile skies: ``sky[p, 0]`` (plus the plane ``sky[p, 1:3]`` about the centre
-    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere)."""
-    out = np.zeros((int(shape[0]), int(shape[1])))
+    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere);
+    added to ``out`` in place when given (no new image)."""
+    if out is None:
+        out = np.zeros((int(shape[0]), int(shape[1])))
     _fill_sky_into(cores, regions, sky, nsky, out)
     return out
 
@@ -182,11 +184,11 @@ def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
 @numba.njit(cache=True, nogil=True)
 def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
                    out: np.ndarray) -> None:
-    """:func:`fill_sky` into the zeroed image ``out``."""
+    """Add :func:`fill_sky`'s values to the image ``out``."""
     for p in range(cores.shape[0]):
         x0, x1, y0, y1 = cores[p, 0], cores[p, 1], cores[p, 2], cores[p, 3]
         if nsky == 1:
-            out[y0:y1, x0:x1] = sky[p, 0]
+            out[y0:y1, x0:x1] += sky[p, 0]
             continue
         rx0, rx1, ry0, ry1 = regions[p, 0], regions[p, 1], regions[p, 2], regions[p, 3]
         xc = 0.5 * (rx0 + rx1 - 1)
@@ -194,8 +196,8 @@ def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky
         half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
         for yy in range(y0, y1):
             for xx in range(x0, x1):
-                out[yy, xx] = sky[p, 0] + (sky[p, 1] * (xx - xc) / half
-                                           + sky[p, 2] * (yy - yc) / half)
+                out[yy, xx] += sky[p, 0] + (sky[p, 1] * (xx - xc) / half
+                                            + sky[p, 2] * (yy - yc) / half)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -75,11 +75,8 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
                 prep, rendered, order, psf, opts, first, state, final_weight)
         tiling = state.tiling
         if opts["nsky"]:
-            sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
-            if extra is None:
-                extra = sky
-            else:
-                extra += sky  # the wing image is ours
+            # (added into the wing image, ours, when there is one)
+            extra = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape, out=extra)
         info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
                 "tile_size": tiling.tile_size, "margin": tiling.margin, "wings": wings}
     return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,

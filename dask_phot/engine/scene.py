@@ -190,15 +190,18 @@ def sky_at(tiling: Tiling, sky: np.ndarray, nsky: int, x: np.ndarray, y: np.ndar
     return out
 
 
-def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
-              ) -> np.ndarray:
-    """Image of the fitted sky, each pixel taken from the tile whose core holds it.
+def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Image of the fitted sky, each pixel taken from the tile whose core holds it
+    (added to ``out`` in place when given).
 
     The values of :func:`sky_at` at every pixel, filled tile core by tile core.
     """
+    if out is None:
+        out = np.zeros(shape)
     if nsky == 0 or tiling.tile_ids.size == 0:
-        return np.zeros(shape)
-    return K.fill_sky(tiling.cores, tiling.regions, sky, nsky, shape)
+        return out
+    return K.fill_sky(tiling.cores, tiling.regions, sky, nsky, shape, out)
 
 
 @dataclass
