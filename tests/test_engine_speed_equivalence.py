@@ -177,7 +177,7 @@ def test_right_looking_solve_is_identical_to_solve_normal():
 
 def test_profile_factor_is_identical_to_dense_factor():
     """factor_rl over a profile (banded sources, dense sky columns) skips only zeros: the
-    same factor, bit for bit, as with every column dense."""
+    same factor, bit for bit, as with every column dense (and in place)."""
     from dask_phot.engine._solve import factor_rl
 
     rng = np.random.default_rng(55)
@@ -199,6 +199,15 @@ def test_profile_factor_is_identical_to_dense_factor():
         out = factor_rl(nmat, tol, m)
         for got, want in zip(out, ref, strict=True):
             np.testing.assert_array_equal(got, want)
+        # in place: the factor in the upper triangle, N's lower triangle kept
+        work = nmat.copy()
+        up, scale, status = factor_rl(work, tol, m, True)
+        assert up is work
+        upper = np.triu(np.ones(nmat.shape, dtype=bool))
+        np.testing.assert_array_equal(work[upper], ref[0][upper])
+        np.testing.assert_array_equal(work[~upper], nmat[~upper])
+        np.testing.assert_array_equal(scale, ref[1])
+        np.testing.assert_array_equal(status, ref[2])
 
 
 def tiling_of(prep, st, t, g, nsky=0):

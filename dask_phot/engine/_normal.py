@@ -354,7 +354,8 @@ def _solve_tiles(
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
-        up, scale, st = factor_rl(nmat, tol, m)
+        diag = np.diag(nmat).copy()
+        up, scale, st = factor_rl(nmat, tol, m, True)  # N's lower triangle is kept
         if keep:  # into the store, after the previous tile's
             packed = factors[0][factors[1][t]:]
             plen = factors[5][factors[4][t]:factors[4][t + 1]]
@@ -378,17 +379,19 @@ def _solve_tiles(
             if st[a] == ST_OK:
                 flux[i] = sol[a]
                 var[i] = v[a]
-                hasdeg[i] = _merged_partner(nmat, st, a, m)
+                hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
     return flux, var, status, hasdeg, sky, factors
 
 
 @numba.njit(cache=True, nogil=True)
-def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
+def _merged_partner(nmat: np.ndarray, diag: np.ndarray, st: np.ndarray, a: int, m: int
+                    ) -> bool:
     """Whether a later-listed source (of the ``m``), found degenerate, is (almost) the
-    same column as source ``a``: its flux merged into ``a``'s."""
+    same column as source ``a``: its flux merged into ``a``'s (``nmat``'s lower triangle
+    and ``diag`` are those of ``N``)."""
     for bb in range(a + 1, m):
-        if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
-            if nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb]) > 0.999:
+        if st[bb] == ST_DEGENERATE and diag[bb] > 0.0:
+            if nmat[bb, a] / math.sqrt(diag[a] * diag[bb]) > 0.999:
                 return True
     return False
 

@@ -136,7 +136,7 @@ def solve_normal(
 
 
 @numba.njit(cache=True, nogil=True)
-def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
+def factor_rl(nmat: np.ndarray, tol: float, m: int = -1, in_place: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobi-scaled upper Cholesky factor of ``N``, computed right-looking.
 
@@ -152,27 +152,28 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
     zeros are neither read nor updated (the result is the same, bit for bit); the
     other columns (a scene tile's sky terms, coupled to every source) are dense.
     Sources listed in the order of their positions along one axis make the profile
-    narrow.
+    narrow. With ``in_place``, ``up`` is ``nmat`` itself: its upper triangle becomes the
+    factor, its lower triangle (strictly below the diagonal) is left as it was.
     """
     p = nmat.shape[0]
     if m < 0 or m > p:
         m = p
     scale, status = _jacobi(nmat)
-    up = np.zeros((p, p))
+    up = nmat if in_place else np.zeros((p, p))
     end = np.empty(p, dtype=np.int64)
     for c in range(p):
         e = c + 1
-        if status[c] == ST_OK:
-            # row c of N (N is symmetric: its rows are read, not its columns)
-            src = nmat[c]
-            dst = up[c]
-            sc = scale[c]
-            for r in range(c, p):
-                if status[r] == ST_OK:
-                    v = src[r] * scale[r] * sc
-                    dst[r] = v
-                    if v != 0.0 and r < m:
-                        e = r + 1
+        # row c of N (N is symmetric: its rows are read, not its columns)
+        src = nmat[c]
+        dst = up[c]
+        sc = scale[c]
+        for r in range(c, p):
+            v = 0.0
+            if status[c] == ST_OK and status[r] == ST_OK:
+                v = src[r] * scale[r] * sc
+                if v != 0.0 and r < m:
+                    e = r + 1
+            dst[r] = v
         end[c] = min(e, m) if c < m else c + 1
     for c in range(p):
         if status[c] != ST_OK:
