@@ -1,6 +1,6 @@
 """Compiled kernels of the engine on whole images: the model image
 (:func:`scatter_model`) and per-source footprint statistics (pixel counts from a
-summed-area table, chi-square sums).
+summed-area table; the reference statistics of :func:`footprint_stats`).
 
 All functions here are pure numba functions of arrays. Stamps are ragged
 (:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
@@ -18,7 +18,6 @@ import numpy as np
 __all__ = [
     "add_kernel",
     "fill_sky",
-    "footprint_chi2",
     "footprint_counts",
     "footprint_stats",
     "scatter_into",
@@ -100,48 +99,14 @@ def footprint_counts(
     return nuse, nmask, nout
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz"})
-def footprint_chi2(
-    x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
-    resid: np.ndarray,
-) -> np.ndarray:
-    """The ``chi2sum`` of :func:`footprint_stats`: ``sum(weight * resid**2)`` over
-    each footprint's usable pixels (each row's sum vectorised).
-
-    Footprints are visited in row order of the image (the sums do not depend
-    on the order of the sources), which keeps the image rows in cache.
-    """
-    n = x0.shape[0]
-    ny, nx = weight.shape
-    chi = np.zeros(n)
-    order = np.argsort(y0, kind="mergesort")
-    for t in range(n):
-        i = order[t]
-        cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
-        if cs >= ce:
-            continue
-        acc = 0.0
-        for r in range(h[i]):
-            yy = y0[i] + r
-            if yy < 0 or yy >= ny:
-                continue
-            wrow = weight[yy, x0[i] + cs : x0[i] + ce]
-            rrow = resid[yy, x0[i] + cs : x0[i] + ce]
-            for c in range(ce - cs):
-                good = wrow[c] > 0.0
-                rv = rrow[c] if good else 0.0
-                acc += (wrow[c] if good else 0.0) * rv * rv
-        chi[i] = acc
-    return chi
-
-
 @numba.njit(cache=True, nogil=True)
 def footprint_stats(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-source footprint statistics over the image, pixel by pixel (the reference
-    for :func:`footprint_counts` and :func:`footprint_chi2`).
+    for :func:`footprint_counts` and
+    :func:`dask_phot.engine.mismatch.mismatch_and_chi2`'s chi-square sums).
 
     Returns ``(n_usable, n_masked, n_outside, chi2sum)``: usable pixels
     (weight > 0), masked pixels inside the image, stamp pixels outside the

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from dask_phot.engine import _kernels as K
-from dask_phot.engine.mismatch import mismatch_significance
+from dask_phot.engine.mismatch import mismatch_and_chi2
 from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
 from dask_phot.engine.scene import (
@@ -239,11 +239,9 @@ def _assemble(
         model += extra
     out_model = model + prep.sky if return_model else None
     resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
-    chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
-                              resid)[pos]
-    chi2, mism = quality_flags(flags, ok, chisum, nuse,
-                               mismatch_significance(stamps, prep.weight, resid)[pos],
-                               high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
+    mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)
+    chi2, mism = quality_flags(flags, ok, chisum[pos], nuse, mism[pos], high_chi2=high_chi2,
+                               mismatch_sigma=mismatch_sigma)
     sky_vals = local_sky + fixed_sky_at(prep)
     known = prep.x > -1e8
     return PhotometryResult(flux, err, chi2, flags.astype(np.int32),

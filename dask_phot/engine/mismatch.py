@@ -27,11 +27,19 @@ import numpy as np
 
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["mismatch_significance"]
+__all__ = ["mismatch_and_chi2", "mismatch_significance"]
 
 
 def mismatch_significance(stamps: Stamps, weight: np.ndarray, resid: np.ndarray) -> np.ndarray:
     """``t`` of every stamp (in the stamps' order); NaN where it is undefined."""
+    return _mismatch(*stamps.arrays, weight, resid)[0]
+
+
+def mismatch_and_chi2(stamps: Stamps, weight: np.ndarray, resid: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mismatch_significance` and, from the same pass over the pixels, each
+    stamp's ``sum(weight * resid**2)`` over its usable pixels in the image (the
+    ``chi2sum`` of :func:`dask_phot.engine._image.footprint_stats`)."""
     return _mismatch(*stamps.arrays, weight, resid)
 
 
@@ -42,10 +50,11 @@ _REASSOC = {"reassoc", "contract", "nsz"}
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
               x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, resid: np.ndarray
-              ) -> np.ndarray:
+              ) -> tuple[np.ndarray, np.ndarray]:
     n = w.shape[0]
     ny, nx = weight.shape
     out = np.full(n, np.nan)
+    chi = np.zeros(n)
     wide = 1
     for i in range(n):
         wide = max(wide, w[i])
@@ -55,7 +64,7 @@ def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
     rbuf = np.empty(wide)
     for i in range(n):
         wi, hi, o = w[i], h[i], ptr[i]
-        smm = slm = sll = srl = srm = 0.0
+        smm = slm = sll = srl = srm = srr = 0.0
         # the stamp's rows inside the image; its columns outside have no weight
         r0, r1 = max(0, -y0[i]), min(hi, ny - y0[i])
         c0, c1 = max(0, -x0[i]), min(wi, nx - x0[i])
@@ -83,6 +92,8 @@ def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
             sll += t[2]
             srl += t[3]
             srm += t[4]
+            srr += t[5]
+        chi[i] = srr
         if smm <= 0.0:
             continue
         a = slm / smm
@@ -91,7 +102,7 @@ def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
             continue
         # a broader source is M + (eps / 2) L: its residual is +(eps / 2) L', so t > 0
         out[i] = (srl - a * srm) / math.sqrt(norm)
-    return out
+    return out, chi
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC, inline="always")
@@ -109,10 +120,10 @@ def _laplacian_row(mrow: np.ndarray, up: np.ndarray, down: np.ndarray, lap: np.n
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC, inline="always")
 def _row_sums(mrow: np.ndarray, lap: np.ndarray, wrow: np.ndarray, rrow: np.ndarray
-              ) -> tuple[float, float, float, float, float]:
-    """One row's weighted ``sum(m m), sum(l m), sum(l l), sum(r l), sum(r m)`` (pixels
-    without weight count nothing)."""
-    smm = slm = sll = srl = srm = 0.0
+              ) -> tuple[float, float, float, float, float, float]:
+    """One row's weighted ``sum(m m), sum(l m), sum(l l), sum(r l), sum(r m), sum(r r)``
+    (pixels without weight count nothing)."""
+    smm = slm = sll = srl = srm = srr = 0.0
     for c in range(wrow.shape[0]):
         good = wrow[c] > 0.0
         wv = wrow[c] if good else 0.0
@@ -124,4 +135,5 @@ def _row_sums(mrow: np.ndarray, lap: np.ndarray, wrow: np.ndarray, rrow: np.ndar
         sll += wv * lv * lv
         srl += wv * rv * lv
         srm += wv * rv * m
-    return smm, slm, sll, srl, srm
+        srr += wv * rv * rv
+    return smm, slm, sll, srl, srm, srr
