@@ -1,6 +1,6 @@
 """Compiled kernels of the engine on whole images: the model image
 (:func:`scatter_model`) and per-source footprint statistics (pixel counts from a
-summed-area table, chi-square sums).
+summed-area table; the reference statistics of :func:`footprint_stats`).
 
 All functions here are pure numba functions of arrays. Stamps are ragged
 (:class:`dask_phot.models.stamps.Stamps`): stamp ``i`` is the ``h[i] x w[i]``
@@ -18,7 +18,6 @@ import numpy as np
 __all__ = [
     "add_kernel",
     "fill_sky",
-    "footprint_chi2",
     "footprint_counts",
     "footprint_stats",
     "scatter_into",
@@ -101,47 +100,13 @@ def footprint_counts(
 
 
 @numba.njit(cache=True, nogil=True)
-def footprint_chi2(
-    x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
-    resid: np.ndarray,
-) -> np.ndarray:
-    """The ``chi2sum`` of :func:`footprint_stats`: ``sum(weight * resid**2)`` over
-    each footprint's usable pixels, summed in the same order.
-
-    Footprints are visited in row order of the image (the sums do not depend
-    on the order of the sources), which keeps the image rows in cache.
-    """
-    n = x0.shape[0]
-    ny, nx = weight.shape
-    chi = np.zeros(n)
-    order = np.argsort(y0, kind="mergesort")
-    for t in range(n):
-        i = order[t]
-        cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
-        if cs >= ce:
-            continue
-        acc = 0.0
-        for r in range(h[i]):
-            yy = y0[i] + r
-            if yy < 0 or yy >= ny:
-                continue
-            wrow = weight[yy, x0[i] + cs : x0[i] + ce]
-            rrow = resid[yy, x0[i] + cs : x0[i] + ce]
-            for c in range(ce - cs):
-                wv = wrow[c]
-                if wv > 0.0:
-                    acc += wv * rrow[c] * rrow[c]
-        chi[i] = acc
-    return chi
-
-
-@numba.njit(cache=True, nogil=True)
 def footprint_stats(
     x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray, weight: np.ndarray,
     resid: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-source footprint statistics over the image, pixel by pixel (the reference
-    for :func:`footprint_counts` and :func:`footprint_chi2`).
+    for :func:`footprint_counts` and
+    :func:`dask_phot.engine.mismatch.mismatch_and_chi2`'s chi-square sums).
 
     Returns ``(n_usable, n_masked, n_outside, chi2sum)``: usable pixels
     (weight > 0), masked pixels inside the image, stamp pixels outside the
@@ -171,10 +136,12 @@ def footprint_stats(
 
 
 def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
-             shape: tuple) -> np.ndarray:
+             shape: tuple, out: np.ndarray | None = None) -> np.ndarray:
     """Image of tile skies: ``sky[p, 0]`` (plus the plane ``sky[p, 1:3]`` about the centre
-    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere)."""
-    out = np.zeros((int(shape[0]), int(shape[1])))
+    of region ``p`` when ``nsky > 1``) on the pixels of each tile's core (0 elsewhere);
+    added to ``out`` in place when given (no new image)."""
+    if out is None:
+        out = np.zeros((int(shape[0]), int(shape[1])))
     _fill_sky_into(cores, regions, sky, nsky, out)
     return out
 
@@ -182,11 +149,11 @@ def fill_sky(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
 @numba.njit(cache=True, nogil=True)
 def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky: int,
                    out: np.ndarray) -> None:
-    """:func:`fill_sky` into the zeroed image ``out``."""
+    """Add :func:`fill_sky`'s values to the image ``out``."""
     for p in range(cores.shape[0]):
         x0, x1, y0, y1 = cores[p, 0], cores[p, 1], cores[p, 2], cores[p, 3]
         if nsky == 1:
-            out[y0:y1, x0:x1] = sky[p, 0]
+            out[y0:y1, x0:x1] += sky[p, 0]
             continue
         rx0, rx1, ry0, ry1 = regions[p, 0], regions[p, 1], regions[p, 2], regions[p, 3]
         xc = 0.5 * (rx0 + rx1 - 1)
@@ -194,8 +161,8 @@ def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky
         half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
         for yy in range(y0, y1):
             for xx in range(x0, x1):
-                out[yy, xx] = sky[p, 0] + (sky[p, 1] * (xx - xc) / half
-                                           + sky[p, 2] * (yy - yc) / half)
+                out[yy, xx] += sky[p, 0] + (sky[p, 1] * (xx - xc) / half
+                                            + sky[p, 2] * (yy - yc) / half)
 
 
 @numba.njit(cache=True, nogil=True)

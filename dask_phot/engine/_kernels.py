@@ -16,7 +16,6 @@ and :mod:`~dask_phot.engine._image` (model image, footprint statistics).
 from dask_phot.engine._image import (
     add_kernel,
     fill_sky,
-    footprint_chi2,
     footprint_counts,
     footprint_stats,
     scatter_into,
@@ -46,7 +45,6 @@ __all__ = [
     "build_normal",
     "build_normal_tile",
     "fill_sky",
-    "footprint_chi2",
     "footprint_counts",
     "footprint_stats",
     "pair_table",

@@ -33,6 +33,9 @@ from dask_phot.engine._solve import (
     variances_packed,
 )
 
+# the order of sums may change (vectorised reductions); NaN and infinity semantics are kept
+_REASSOC = {"reassoc", "contract", "nsz"}
+
 __all__ = [
     "ST_DEGENERATE",
     "ST_FAILED",
@@ -307,7 +310,8 @@ def solve_tiles(
     tiles and this ``image``. Returns ``flux, var, status, has_degenerate`` per
     source, the sky parameters ``(ntiles, 3)`` of each tile (without
     ``variances``, ``var`` is NaN: a quicker first pass) and, with ``keep``, every
-    tile's factorisation ``(packed, packed_offsets, scale, status, column_offsets)``
+    tile's factorisation ``(packed, packed_offsets, scale, status, column_offsets,
+    row_lengths)``
     for :func:`resolve_tiles` (empty arrays without). The compiled part runs without
     the GIL.
     """
@@ -333,6 +337,10 @@ def _solve_tiles(
     hasdeg = np.zeros(n, dtype=np.bool_)
     sky = np.zeros((ntiles, 3))
     loc = np.full(n, -1, dtype=np.int64)
+    widest = 0
+    for t in range(ntiles):
+        widest = max(widest, tile_ptr[t + 1] - tile_ptr[t])
+    scratch = np.empty(0 if keep else packed_size(widest + nsky))
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
@@ -346,14 +354,21 @@ def _solve_tiles(
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
-        up, scale, st = factor_rl(nmat, tol, m)
-        packed = _packed_slot(factors, t, m + nsky, keep)
-        pack_factor(up, packed)
+        diag = np.diag(nmat).copy()
+        up, scale, st = factor_rl(nmat, tol, m, True)  # N's lower triangle is kept
+        if keep:  # into the store, after the previous tile's
+            packed = factors[0][factors[1][t]:]
+            plen = factors[5][factors[4][t]:factors[4][t + 1]]
+        else:
+            packed = scratch
+            plen = np.empty(m + nsky, dtype=np.int64)
+        size = pack_factor(up, m, packed, plen)
         if keep:
+            factors[1][t + 1] = factors[1][t] + size
             factors[2][factors[4][t]:factors[4][t + 1]] = scale
             factors[3][factors[4][t]:factors[4][t + 1]] = st
-        sol = substitute_packed(packed, scale, st, rhs)
-        v = variances_packed(packed, scale, st, want)
+        sol = substitute_packed(packed, plen, m, scale, st, rhs)
+        v = variances_packed(packed, plen, m, scale, st, want)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
         for a in range(m):
@@ -364,41 +379,40 @@ def _solve_tiles(
             if st[a] == ST_OK:
                 flux[i] = sol[a]
                 var[i] = v[a]
-                hasdeg[i] = _merged_partner(nmat, st, a, m)
+                hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
     return flux, var, status, hasdeg, sky, factors
 
 
 @numba.njit(cache=True, nogil=True)
-def _merged_partner(nmat: np.ndarray, st: np.ndarray, a: int, m: int) -> bool:
+def _merged_partner(nmat: np.ndarray, diag: np.ndarray, st: np.ndarray, a: int, m: int
+                    ) -> bool:
     """Whether a later-listed source (of the ``m``), found degenerate, is (almost) the
-    same column as source ``a``: its flux merged into ``a``'s."""
+    same column as source ``a``: its flux merged into ``a``'s (``nmat``'s lower triangle
+    and ``diag`` are those of ``N``)."""
     for bb in range(a + 1, m):
-        if st[bb] == ST_DEGENERATE and nmat[bb, bb] > 0.0:
-            if nmat[a, bb] / math.sqrt(nmat[a, a] * nmat[bb, bb]) > 0.999:
+        if st[bb] == ST_DEGENERATE and diag[bb] > 0.0:
+            if nmat[bb, a] / math.sqrt(diag[a] * diag[bb]) > 0.999:
                 return True
     return False
 
 
 def _factor_store(tile_ptr: np.ndarray, nsky: int, keep: bool) -> tuple:
-    """Empty buffers for every tile's packed factor, scales and column status (allocated
-    by numpy, whose large arrays get huge pages: fewer first-touch page faults)."""
+    """Empty buffers for every tile's packed factor (``packed, packed_offsets``, the
+    offsets filled as the tiles are packed), scales, column status, column offsets and
+    packed row lengths (:func:`~dask_phot.engine._solve.pack_factor`). Allocated by
+    numpy: its large arrays get huge pages, and the factors' buffer, sized for dense
+    factors, is only touched as far as the packed profiles reach."""
     ntiles = tile_ptr.shape[0] - 1
     poff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
     coff = np.zeros(ntiles + 1 if keep else 1, dtype=np.int64)
+    size = 0
     if keep:
         p = np.diff(tile_ptr).astype(np.int64) + nsky
-        np.cumsum(p * (p + 1) // 2, out=poff[1:])
+        size = int((p * (p + 1) // 2).sum())
         np.cumsum(p, out=coff[1:])
-    return (np.empty(int(poff[-1])), poff, np.empty(int(coff[-1])),
-            np.empty(int(coff[-1]), dtype=np.int64), coff)
-
-
-@numba.njit(cache=True, nogil=True)
-def _packed_slot(factors: tuple, t: int, p: int, keep: bool) -> np.ndarray:
-    """Where tile ``t``'s packed factor goes: its slot in the store, or a scratch array."""
-    if keep:
-        return factors[0][factors[1][t]:factors[1][t + 1]]
-    return np.empty(packed_size(p))
+    ncol = int(coff[-1])
+    return (np.empty(size), poff, np.empty(ncol), np.empty(ncol, dtype=np.int64), coff,
+            np.empty(ncol, dtype=np.int64))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -413,7 +427,7 @@ def resolve_tiles(
     its data sums refreshed for ``image``: :func:`refresh_data_sums`). The variances,
     status and degeneracies are those of that fit. Returns ``flux, sky``."""
     table, _, xb, yb, blocks = prepared
-    packed, poff, scale, colstat, coff = factors
+    packed, poff, scale, colstat, coff, plen = factors
     n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
     flux = np.full(n, np.nan)
@@ -425,8 +439,8 @@ def resolve_tiles(
         rhs = _tile_rhs(members, data, ptr, w, h, x0, y0, image, weight, regions[t], nsky,
                         table, xb, yb, blocks)
         st = colstat[coff[t]:coff[t + 1]]
-        sol = substitute_packed(packed[poff[t]:poff[t + 1]], scale[coff[t]:coff[t + 1]], st,
-                                rhs)
+        sol = substitute_packed(packed[poff[t]:poff[t + 1]], plen[coff[t]:coff[t + 1]], m,
+                                scale[coff[t]:coff[t + 1]], st, rhs)
         for s in range(nsky):
             sky[t, s] = sol[m + s]
         for a in range(m):
@@ -482,7 +496,7 @@ def _tile_rhs(members: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
     return rhs
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
                       h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
                       weight: np.ndarray) -> None:
@@ -490,7 +504,7 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
     of a :func:`tile_table` for a new ``image`` (the other sums depend on the stamps
     and weights only), in place."""
     table, xlines, _, yb, blocks = prepared
-    sky_sums(image, weight, table[6])
+    sky_sums(image, weight, table[6], False)
     if not blocks:
         return
     scell, svals = table[4], table[5]
@@ -509,7 +523,10 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
             for sb in range(nbx):
                 sx0 = max(xs, xlines[bx0 + sb])
                 sx1 = min(xe, xlines[bx0 + sb + 1])
+                wrow = weight[yy, sx0:sx1]
+                drow = image[yy, sx0:sx1]
+                si = data[ri + sx0 : ri + sx1]
                 acc = 0.0
-                for xx in range(sx0, sx1):
-                    acc += weight[yy, xx] * data[ri + xx] * image[yy, xx]
+                for c in range(sx1 - sx0):
+                    acc += wrow[c] * si[c] * drow[c]
                 svals[off + 3 * (cell + sb) + 1] += acc

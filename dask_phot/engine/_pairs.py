@@ -165,10 +165,12 @@ def pair_table(
 
 
 @numba.njit(cache=True, nogil=True)
-def sky_sums(image: np.ndarray, weight: np.ndarray, sums: np.ndarray) -> None:
+def sky_sums(image: np.ndarray, weight: np.ndarray, sums: np.ndarray,
+             with_weights: bool = True) -> None:
     """Summed-area tables of ``w`` and ``w d`` over the pixels with ``w > 0``, into
     ``sums`` ``(2, ny + 1, nx + 1)``: ``sums[k, y, x]`` sums the pixels below ``y``
-    and left of ``x`` (see :func:`region_sum`)."""
+    and left of ``x`` (see :func:`region_sum`). Without ``with_weights`` only the
+    ``w d`` table is made (new data, same weights)."""
     ny, nx = weight.shape
     sums[:, 0, :] = 0.0
     for yy in range(ny):
@@ -176,13 +178,24 @@ def sky_sums(image: np.ndarray, weight: np.ndarray, sums: np.ndarray) -> None:
         a1 = 0.0
         sums[0, yy + 1, 0] = 0.0
         sums[1, yy + 1, 0] = 0.0
+        wrow = weight[yy]
+        drow = image[yy]
+        above = sums[1, yy]
+        row = sums[1, yy + 1]
         for xx in range(nx):
-            wv = weight[yy, xx]
+            wv = wrow[xx]
+            if wv > 0.0:
+                a1 += wv * drow[xx]
+            row[xx + 1] = above[xx + 1] + a1
+        if not with_weights:
+            continue
+        above = sums[0, yy]
+        row = sums[0, yy + 1]
+        for xx in range(nx):
+            wv = wrow[xx]
             if wv > 0.0:
                 a0 += wv
-                a1 += wv * image[yy, xx]
-            sums[0, yy + 1, xx + 1] = sums[0, yy, xx + 1] + a0
-            sums[1, yy + 1, xx + 1] = sums[1, yy, xx + 1] + a1
+            row[xx + 1] = above[xx + 1] + a0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -205,41 +218,40 @@ def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, sh
         c = max(int(np.median(w)), 8)
     bstart, bsrc, ngx, _ = _buckets(x0, y0, w, h, use, nx, ny, c)
     pp = np.zeros(n + 1, dtype=np.int64)
-    for sweep in range(2):
-        if sweep == 1:
-            for i in range(n):
-                pp[i + 1] += pp[i]
-            nbr = np.empty(pp[n], dtype=np.int64)
-            pcell = np.empty((pp[n], 5), dtype=np.int64)
-        for i in range(n):
-            if not use[i]:
-                continue
-            xi, yi = x0[i], y0[i]
-            ixs, ixe = max(xi, 0), min(xi + w[i], nx)
-            iys, iye = max(yi, 0), min(yi + h[i], ny)
-            if ixs >= ixe or iys >= iye:
-                continue
-            pos = pp[i]
-            for gy in range(iys // c, (iye - 1) // c + 1):
-                for gx in range(ixs // c, (ixe - 1) // c + 1):
-                    b = gy * ngx + gx
-                    for q in range(bstart[b], bstart[b + 1]):
-                        j = bsrc[q]
-                        if j <= i:
-                            continue
-                        xs, xe = max(ixs, x0[j]), min(ixe, x0[j] + w[j])
-                        ys, ye = max(iys, y0[j]), min(iye, y0[j] + h[j])
-                        if xs >= xe or ys >= ye or xs // c != gx or ys // c != gy:
-                            continue
-                        if sweep == 0:
-                            pp[i + 1] += 1
-                            continue
-                        nbr[pos] = j
-                        pcell[pos, 0] = xb[xs]
-                        pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
-                        pcell[pos, 2] = yb[ys]
-                        pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
-                        pos += 1
+    # one sweep, into buffers that grow as needed
+    nbr = np.empty(max(16 * n, 64), dtype=np.int64)
+    pcell = np.empty((nbr.shape[0], 5), dtype=np.int64)
+    pos = 0
+    for i in range(n):
+        pp[i] = pos
+        if not use[i]:
+            continue
+        xi, yi = x0[i], y0[i]
+        ixs, ixe = max(xi, 0), min(xi + w[i], nx)
+        iys, iye = max(yi, 0), min(yi + h[i], ny)
+        if ixs >= ixe or iys >= iye:
+            continue
+        for gy in range(iys // c, (iye - 1) // c + 1):
+            for gx in range(ixs // c, (ixe - 1) // c + 1):
+                b = gy * ngx + gx
+                for q in range(bstart[b], bstart[b + 1]):
+                    j = bsrc[q]
+                    if j <= i:
+                        continue
+                    xs, xe = max(ixs, x0[j]), min(ixe, x0[j] + w[j])
+                    ys, ye = max(iys, y0[j]), min(iye, y0[j] + h[j])
+                    if xs >= xe or ys >= ye or xs // c != gx or ys // c != gy:
+                        continue
+                    if pos == nbr.shape[0]:
+                        nbr, pcell = _grown(nbr, pcell)
+                    nbr[pos] = j
+                    pcell[pos, 0] = xb[xs]
+                    pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
+                    pcell[pos, 2] = yb[ys]
+                    pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
+                    pos += 1
+    pp[n] = pos
+    nbr, pcell = nbr[:pos], pcell[:pos]
     ptotal = 0
     for q in range(pp[n]):
         pcell[q, 4] = ptotal
@@ -259,6 +271,17 @@ def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, sh
         scell[i, 4] = stotal
         stotal += 3 * scell[i, 1] * scell[i, 3]
     return pp, nbr, pcell, scell, ptotal, stotal
+
+
+@numba.njit(cache=True, nogil=True)
+def _grown(nbr: np.ndarray, pcell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pair buffers, twice as long, with their contents."""
+    k = nbr.shape[0]
+    nbr2 = np.empty(2 * k, dtype=np.int64)
+    pcell2 = np.empty((2 * k, 5), dtype=np.int64)
+    nbr2[:k] = nbr
+    pcell2[:k] = pcell
+    return nbr2, pcell2
 
 
 @numba.njit(cache=True, nogil=True)

@@ -8,8 +8,9 @@ any right-hand side) and :func:`variances_packed` (marginal variances). A scene'
 second fit of new data with the same matrices (after the PSF wings are subtracted)
 only substitutes its new right-hand sides into the first fit's factors.
 
-A packed factor of ``p`` columns holds row ``c`` of the upper factor, ``U[c, c:p]``,
-at ``packed[c p - c (c - 1) / 2:]``: every row the substitutions read is contiguous.
+A packed factor (:func:`pack_factor`) holds the rows of the upper factor one after
+the other, each from its diagonal to its last non-zero entry (a scene tile's profile)
+and its dense sky columns: every row the substitutions read is contiguous.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def solve_normal(
 
 
 @numba.njit(cache=True, nogil=True)
-def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
+def factor_rl(nmat: np.ndarray, tol: float, m: int = -1, in_place: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobi-scaled upper Cholesky factor of ``N``, computed right-looking.
 
@@ -151,23 +152,28 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
     zeros are neither read nor updated (the result is the same, bit for bit); the
     other columns (a scene tile's sky terms, coupled to every source) are dense.
     Sources listed in the order of their positions along one axis make the profile
-    narrow.
+    narrow. With ``in_place``, ``up`` is ``nmat`` itself: its upper triangle becomes the
+    factor, its lower triangle (strictly below the diagonal) is left as it was.
     """
     p = nmat.shape[0]
     if m < 0 or m > p:
         m = p
     scale, status = _jacobi(nmat)
-    up = np.zeros((p, p))
+    up = nmat if in_place else np.zeros((p, p))
     end = np.empty(p, dtype=np.int64)
     for c in range(p):
         e = c + 1
-        if status[c] == ST_OK:
-            for r in range(c, p):
-                if status[r] == ST_OK:
-                    v = nmat[r, c] * scale[r] * scale[c]
-                    up[c, r] = v
-                    if v != 0.0 and r < m:
-                        e = r + 1
+        # row c of N (N is symmetric: its rows are read, not its columns)
+        src = nmat[c]
+        dst = up[c]
+        sc = scale[c]
+        for r in range(c, p):
+            v = 0.0
+            if status[c] == ST_OK and status[r] == ST_OK:
+                v = src[r] * scale[r] * sc
+                if v != 0.0 and r < m:
+                    e = r + 1
+            dst[r] = v
         end[c] = min(e, m) if c < m else c + 1
     for c in range(p):
         if status[c] != ST_OK:
@@ -185,18 +191,29 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1
             row[q] = row[q] / d
         ec = max(end[c], c + 1)
         tail = max(m, c + 1)
+        urow = up[c]
         for r in range(c + 1, ec):  # rows within the profile: its part, then the tail
-            f = up[c, r]
+            f = urow[r]
             if f == 0.0 or status[r] != ST_OK:
                 continue
-            src = up[c, r:ec]
-            dst = up[r, r:ec]
-            for q in range(ec - r):
-                dst[q] -= f * src[q]
-            src = up[c, tail:]
-            dst = up[r, tail:]
-            for q in range(p - tail):
-                dst[q] -= f * src[q]
+            drow = up[r]
+            # in fours (vector operations), as far as the profile's zeros reach: beyond
+            # ec, row c is zero up to m, and x - f * 0 is x
+            q = r
+            while q + 4 <= min(ec + 3, tail):
+                d0 = drow[q] - f * urow[q]
+                d1 = drow[q + 1] - f * urow[q + 1]
+                d2 = drow[q + 2] - f * urow[q + 2]
+                d3 = drow[q + 3] - f * urow[q + 3]
+                drow[q] = d0
+                drow[q + 1] = d1
+                drow[q + 2] = d2
+                drow[q + 3] = d3
+                q += 4
+            for q2 in range(q, ec):
+                drow[q2] -= f * urow[q2]
+            for q2 in range(tail, p):
+                drow[q2] -= f * urow[q2]
             if end[r] < ec:
                 end[r] = ec
         for r in range(tail, p):  # the dense rows
@@ -216,28 +233,71 @@ def packed_size(p: int) -> int:
     return p * (p + 1) // 2
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _row(c: int, p: int) -> int:
-    """Offset of row ``c`` (its diagonal entry) in a packed factor of ``p`` columns."""
-    return c * p - c * (c - 1) // 2
-
-
 @numba.njit(cache=True, nogil=True)
-def pack_factor(up: np.ndarray, out: np.ndarray) -> None:
-    """Store the upper triangle of ``up`` (``p x p``) packed by rows into ``out``."""
+def pack_factor(up: np.ndarray, m: int, out: np.ndarray, plen: np.ndarray) -> int:
+    """Store the upper triangle of ``up`` (``p x p``) packed by rows into ``out``; returns
+    the number of values written.
+
+    Row ``c`` of the first ``m`` (a profile: see :func:`factor_rl`) is stored from its
+    diagonal to its last non-zero entry before column ``m`` (``plen[c]`` values), then
+    its columns ``m`` to ``p - 1``; the other rows from their diagonal on. With
+    ``m = p`` every row is stored whole to its last non-zero entry.
+    """
     p = up.shape[0]
+    if m < 0 or m > p:
+        m = p
+    o = 0
     for c in range(p):
-        o = _row(c, p)
-        for q in range(p - c):
-            out[o + q] = up[c, c + q]
+        row = up[c]
+        e = p
+        if c < m:
+            e = m
+            while e > c + 1 and row[e - 1] == 0.0:
+                e -= 1
+        plen[c] = e - c
+        for q in range(c, e):
+            out[o] = row[q]
+            o += 1
+        if c < m:
+            for q in range(m, p):
+                out[o] = row[q]
+                o += 1
+    return o
 
 
 @numba.njit(cache=True, nogil=True)
-def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
-                      rhs: np.ndarray) -> np.ndarray:
-    """The solution of ``N f = rhs`` from the packed factor of :func:`factor_rl`
-    (0 for the columns not kept)."""
+def _row_offsets(plen: np.ndarray, m: int, p: int) -> np.ndarray:
+    """Offset of each row of a :func:`pack_factor` store."""
+    ro = np.empty(p + 1, dtype=np.int64)
+    ro[0] = 0
+    for c in range(p):
+        ro[c + 1] = ro[c] + plen[c] + (p - m if c < m else 0)
+    return ro
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _axpy_row(packed: np.ndarray, o: int, c: int, plen: int, m: int, p: int, f: float,
+              dst: np.ndarray) -> None:
+    """``dst[q] -= U[c, q] f`` for the stored entries of row ``c`` beyond its diagonal
+    (``o``: where the row starts)."""
+    for q in range(1, plen):
+        dst[c + q] -= packed[o + q] * f
+    if c < m:
+        t = o + plen - m
+        for q in range(m, p):
+            dst[q] -= packed[t + q] * f
+
+
+@numba.njit(cache=True, nogil=True)
+def substitute_packed(packed: np.ndarray, plen: np.ndarray, m: int, scale: np.ndarray,
+                      status: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The solution of ``N f = rhs`` from the :func:`pack_factor` store of a
+    :func:`factor_rl` factor (0 for the columns not kept). Only the stored entries are
+    read: the others are zeros, whose terms would change nothing."""
     p = rhs.shape[0]
+    if m < 0 or m > p:
+        m = p
+    ro = _row_offsets(plen, m, p)
     b = np.zeros(p)
     for a in range(p):
         if status[a] == ST_OK:
@@ -247,25 +307,24 @@ def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
     for c in range(p):
         if status[c] != ST_OK:
             continue
-        o = _row(c, p)
+        o = ro[c]
         zc = b[c] / packed[o]
         z[c] = zc
         if zc == 0.0:
             continue
-        row = packed[o + 1 : o + p - c]
-        dst = b[c + 1 :]
-        for q in range(p - c - 1):
-            dst[q] -= row[q] * zc
+        _axpy_row(packed, o, c, plen[c], m, p, zc, b)
     sol = np.zeros(p)
     for a in range(p - 1, -1, -1):
         if status[a] != ST_OK:
             continue
-        o = _row(a, p)
+        o = ro[a]
         acc = z[a]
-        row = packed[o + 1 : o + p - a]
-        src = sol[a + 1 :]
-        for q in range(p - a - 1):
-            acc -= row[q] * src[q]
+        for q in range(1, plen[a]):
+            acc -= packed[o + q] * sol[a + q]
+        if a < m:
+            t = o + plen[a] - m
+            for q in range(m, p):
+                acc -= packed[t + q] * sol[q]
         sol[a] = acc / packed[o]
     for a in range(p):
         sol[a] *= scale[a]
@@ -273,11 +332,14 @@ def substitute_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
-def variances_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
-                     want_var: np.ndarray) -> np.ndarray:
+def variances_packed(packed: np.ndarray, plen: np.ndarray, m: int, scale: np.ndarray,
+                     status: np.ndarray, want_var: np.ndarray) -> np.ndarray:
     """Marginal variances ``(N^-1)_aa`` of the kept columns with ``want_var`` (NaN
-    elsewhere), from the packed factor of :func:`factor_rl`."""
+    elsewhere), from the :func:`pack_factor` store of a :func:`factor_rl` factor."""
     p = scale.shape[0]
+    if m < 0 or m > p:
+        m = p
+    ro = _row_offsets(plen, m, p)
     var = np.full(p, np.nan)
     t = np.zeros(p)
     for a in range(p):
@@ -290,15 +352,12 @@ def variances_packed(packed: np.ndarray, scale: np.ndarray, status: np.ndarray,
         for c in range(a, p):
             if status[c] != ST_OK:
                 continue
-            o = _row(c, p)
+            o = ro[c]
             uc = (1.0 if c == a else t[c]) / packed[o]
             acc += uc * uc
             if uc == 0.0:
                 continue
-            row = packed[o + 1 : o + p - c]
-            dst = t[c + 1 :]
-            for q in range(p - c - 1):
-                dst[q] -= row[q] * uc
+            _axpy_row(packed, o, c, plen[c], m, p, uc, t)
         var[a] = acc * scale[a] * scale[a]
     return var
 
@@ -309,8 +368,10 @@ def solve_normal_rl(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`solve_normal` computed right-looking (:func:`factor_rl`,
     :func:`substitute_packed`, :func:`variances_packed`); the results are identical."""
+    p = rhs.shape[0]
     up, scale, status = factor_rl(nmat, tol)
-    packed = np.empty(packed_size(rhs.shape[0]))
-    pack_factor(up, packed)
-    sol = substitute_packed(packed, scale, status, rhs)
-    return sol, variances_packed(packed, scale, status, want_var), status
+    packed = np.empty(packed_size(p))
+    plen = np.empty(p, dtype=np.int64)
+    pack_factor(up, p, packed, plen)
+    sol = substitute_packed(packed, plen, p, scale, status, rhs)
+    return sol, variances_packed(packed, plen, p, scale, status, want_var), status

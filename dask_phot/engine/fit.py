@@ -14,16 +14,22 @@ from typing import Literal
 import numpy as np
 
 from dask_phot.engine import _kernels as K
-from dask_phot.engine.mismatch import mismatch_significance
+from dask_phot.engine.mismatch import mismatch_and_chi2
 from dask_phot.engine.prepare import Prepared, blend_flags, footprint_flags, prepare_inputs
 from dask_phot.engine.result import PhotometryResult
-from dask_phot.engine.scene import default_tiling, sky_image, solve_scene, spatial_order
+from dask_phot.engine.scene import (
+    SceneState,
+    default_tiling,
+    sky_image,
+    solve_scene,
+    spatial_order,
+)
 from dask_phot.engine.wings import has_wings, wing_image
 from dask_phot.models.render import Rendered
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
 
-__all__ = ["SKY_TERMS", "fit_stamps", "solve_models"]
+__all__ = ["SKY_TERMS", "fit_stamps", "second_fit_sources", "solve_models"]
 
 #: Sky terms fitted per tile for each sky model.
 SKY_TERMS = {"constant": 1, "plane": 3}
@@ -64,34 +70,68 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
         flux, var, status, hasdeg, local_sky, state = solve_scene(
             prep, stamps, order=order, keep_factors=wings and final_weight is None, **opts)
         if wings:
-            # only fluxes measured at S/N > 2 light the wings: a source whose stamp is
-            # nearly all masked (at a cell's edge, say) has no flux to spread
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sure = np.where(flux > 2.0 * np.sqrt(var), flux, 0.0)
-                bright = flux > EXACT_WINGS_SNR * np.sqrt(var)
-            light = wing_image(psf, rendered, prep.x, prep.y, sure, prep.data.shape,
-                               exact=bright)
-            weight = prep.weight if final_weight is None else final_weight
-            prep = replace(prep, weight=weight, data=np.where(weight > 0, prep.data - light,
-                                                                 0.0))
-            flux, var, status, hasdeg, local_sky, state = solve_scene(
-                prep, stamps, order=order, state=None if final_weight is not None else state,
-                **opts)
-            prep = replace(prep, data=prep.data + np.where(weight > 0, light, 0.0))
-            # the model the second fit fitted: its stamps plus the light subtracted
-            # before it (re-rendering the wings from the second fit's fluxes would
-            # spread the poorly measured fluxes of sources at a cell's edge, whose
-            # pixels the second fit mostly leaves out, over their neighbours)
-            extra = light
+            first = (flux, var, status, hasdeg, local_sky)
+            (flux, var, status, hasdeg, local_sky), state, prep, extra = _second_fit(
+                prep, rendered, order, psf, opts, first, state, final_weight)
         tiling = state.tiling
         if opts["nsky"]:
-            sky = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
-            extra = sky if extra is None else extra + sky
+            # (added into the wing image, ours, when there is one)
+            extra = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape, out=extra)
         info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
                 "tile_size": tiling.tile_size, "margin": tiling.margin, "wings": wings}
     return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,
                      info, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
                      return_model=return_model)
+
+
+def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: object | None,
+                opts: dict, first: tuple, state: SceneState,
+                final_weight: np.ndarray | None) -> tuple:
+    """The fit after the light the stamps leave out is subtracted (see
+    :func:`solve_models`).
+
+    Returns its ``(flux, var, status, has_degenerate, local_sky)``, its scene state,
+    ``prep`` with the weights it used, and the light subtracted (the rest of the model
+    it fitted: re-rendering the wings from the second fit's fluxes would spread the
+    poorly measured fluxes of sources at a cell's edge, whose pixels the second fit
+    mostly leaves out, over their neighbours). With ``final_weight``, sources whose
+    stamps have no pixel left in it are not fitted again: they keep ``first``.
+    """
+    flux, var = first[0], first[1]
+    # only fluxes measured at S/N > 2 light the wings: a source whose stamp is nearly
+    # all masked (at a cell's edge, say) has no flux to spread
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sure = np.where(flux > 2.0 * np.sqrt(var), flux, 0.0)
+        bright = flux > EXACT_WINGS_SNR * np.sqrt(var)
+    light = wing_image(psf, rendered, prep.x, prep.y, sure, prep.data.shape, exact=bright)
+    weight = prep.weight if final_weight is None else final_weight
+    # (image-sized temporaries cost page faults: the data without the light are made in
+    # one array, and the light is added back into it in place)
+    usable = weight > 0
+    data = np.zeros_like(prep.data)
+    np.subtract(prep.data, light, out=data, where=usable)
+    fit = prep.fit
+    if final_weight is not None:
+        fit = fit & second_fit_sources(rendered.stamps, np.argsort(order), final_weight)
+    second = replace(prep, weight=weight, data=data, fit=fit)
+    # with the same weights, the second fit only substitutes new data into the first's
+    # factorisations
+    *out, state = solve_scene(second, rendered.stamps, order=order,
+                              state=None if final_weight is not None else state, **opts)
+    np.add(data, light, out=data, where=usable)
+    kept = prep.fit & ~fit
+    if kept.any():
+        out = [np.where(kept, a, b) for a, b in zip(first, out, strict=True)]
+    return tuple(out), state, replace(second, fit=prep.fit), light
+
+
+def second_fit_sources(stamps: Stamps, pos: np.ndarray, final_weight: np.ndarray
+                       ) -> np.ndarray:
+    """Sources (input order; source ``i`` is stamp ``pos[i]``) whose stamps have a pixel
+    of positive ``final_weight``: the others add nothing to the final fit."""
+    nuse, _, _ = K.footprint_counts(stamps.x0[pos], stamps.y0[pos], stamps.w[pos],
+                                    stamps.h[pos], final_weight)
+    return nuse > 0
 
 
 def fit_stamps(
@@ -197,13 +237,11 @@ def _assemble(
     model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
     if extra is not None:
         model += extra
-    resid = prep.data - model
-    chisum = K.footprint_chi2(stamps.x0, stamps.y0, stamps.w, stamps.h, prep.weight,
-                              resid)[pos]
-    chi2, mism = quality_flags(flags, ok, chisum, nuse,
-                               mismatch_significance(stamps, prep.weight, resid)[pos],
-                               high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
     out_model = model + prep.sky if return_model else None
+    resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
+    mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)
+    chi2, mism = quality_flags(flags, ok, chisum[pos], nuse, mism[pos], high_chi2=high_chi2,
+                               mismatch_sigma=mismatch_sigma)
     sky_vals = local_sky + fixed_sky_at(prep)
     known = prep.x > -1e8
     return PhotometryResult(flux, err, chi2, flags.astype(np.int32),

@@ -27,54 +27,73 @@ import numpy as np
 
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["mismatch_significance"]
+__all__ = ["mismatch_and_chi2", "mismatch_significance"]
 
 
 def mismatch_significance(stamps: Stamps, weight: np.ndarray, resid: np.ndarray) -> np.ndarray:
     """``t`` of every stamp (in the stamps' order); NaN where it is undefined."""
+    return _mismatch(*stamps.arrays, weight, resid)[0]
+
+
+def mismatch_and_chi2(stamps: Stamps, weight: np.ndarray, resid: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mismatch_significance` and, from the same pass over the pixels, each
+    stamp's ``sum(weight * resid**2)`` over its usable pixels in the image (the
+    ``chi2sum`` of :func:`dask_phot.engine._image.footprint_stats`)."""
     return _mismatch(*stamps.arrays, weight, resid)
 
 
-@numba.njit(cache=True, nogil=True)
+# the sums may be reordered (vectorised over a stamp row); NaN semantics are kept
+_REASSOC = {"reassoc", "contract", "nsz"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
               x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, resid: np.ndarray
-              ) -> np.ndarray:
+              ) -> tuple[np.ndarray, np.ndarray]:
     n = w.shape[0]
     ny, nx = weight.shape
     out = np.full(n, np.nan)
+    chi = np.zeros(n)
+    wide = 1
+    for i in range(n):
+        wide = max(wide, w[i])
+    lap = np.empty(wide)
+    zero = np.zeros(wide)
+    wbuf = np.empty(wide)
+    rbuf = np.empty(wide)
     for i in range(n):
         wi, hi, o = w[i], h[i], ptr[i]
-        smm = 0.0
-        slm = 0.0
-        sll = 0.0
-        srl = 0.0
-        srm = 0.0
-        # the stamp's rows and columns inside the image
+        smm = slm = sll = srl = srm = srr = 0.0
+        # the stamp's rows inside the image; its columns outside have no weight
         r0, r1 = max(0, -y0[i]), min(hi, ny - y0[i])
         c0, c1 = max(0, -x0[i]), min(wi, nx - x0[i])
+        if c0 >= c1:
+            continue
         for r in range(r0, r1):
             yy = y0[i] + r
-            for c in range(c0, c1):
-                xx = x0[i] + c
-                wv = weight[yy, xx]
-                if wv <= 0.0:
-                    continue
-                m = data[o + r * wi + c]
-                lap = -4.0 * m
-                if r > 0:
-                    lap += data[o + (r - 1) * wi + c]
-                if r < hi - 1:
-                    lap += data[o + (r + 1) * wi + c]
-                if c > 0:
-                    lap += data[o + r * wi + c - 1]
-                if c < wi - 1:
-                    lap += data[o + r * wi + c + 1]
-                rv = resid[yy, xx]
-                smm += wv * m * m
-                slm += wv * lap * m
-                sll += wv * lap * lap
-                srl += wv * rv * lap
-                srm += wv * rv * m
+            mrow = data[o + r * wi : o + (r + 1) * wi]
+            up = data[o + (r - 1) * wi : o + r * wi] if r > 0 else zero[:wi]
+            down = data[o + (r + 1) * wi : o + (r + 2) * wi] if r < hi - 1 else zero[:wi]
+            _laplacian_row(mrow, up, down, lap[:wi])
+            if c0 == 0 and c1 == wi:
+                wrow = weight[yy, x0[i] : x0[i] + wi]
+                rrow = resid[yy, x0[i] : x0[i] + wi]
+            else:
+                for c in range(wi):
+                    inside = c0 <= c < c1
+                    wbuf[c] = weight[yy, x0[i] + c] if inside else 0.0
+                    rbuf[c] = resid[yy, x0[i] + c] if inside else 0.0
+                wrow = wbuf[:wi]
+                rrow = rbuf[:wi]
+            t = _row_sums(mrow, lap, wrow, rrow)
+            smm += t[0]
+            slm += t[1]
+            sll += t[2]
+            srl += t[3]
+            srm += t[4]
+            srr += t[5]
+        chi[i] = srr
         if smm <= 0.0:
             continue
         a = slm / smm
@@ -83,4 +102,38 @@ def _mismatch(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
             continue
         # a broader source is M + (eps / 2) L: its residual is +(eps / 2) L', so t > 0
         out[i] = (srl - a * srm) / math.sqrt(norm)
-    return out
+    return out, chi
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC, inline="always")
+def _laplacian_row(mrow: np.ndarray, up: np.ndarray, down: np.ndarray, lap: np.ndarray
+                   ) -> None:
+    """The discrete Laplacian of one stamp row (the stamp is zero beyond its edges)."""
+    k = mrow.shape[0]
+    for c in range(k):
+        lap[c] = up[c] + down[c] - 4.0 * mrow[c]
+    for c in range(k - 1):
+        lap[c] += mrow[c + 1]
+    for c in range(1, k):
+        lap[c] += mrow[c - 1]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC, inline="always")
+def _row_sums(mrow: np.ndarray, lap: np.ndarray, wrow: np.ndarray, rrow: np.ndarray
+              ) -> tuple[float, float, float, float, float, float]:
+    """One row's weighted ``sum(m m), sum(l m), sum(l l), sum(r l), sum(r m), sum(r r)``
+    (pixels without weight count nothing)."""
+    smm = slm = sll = srl = srm = srr = 0.0
+    for c in range(wrow.shape[0]):
+        good = wrow[c] > 0.0
+        wv = wrow[c] if good else 0.0
+        rv = rrow[c] if good else 0.0
+        m = mrow[c]
+        lv = lap[c]
+        smm += wv * m * m
+        slm += wv * lv * m
+        sll += wv * lv * lv
+        srl += wv * rv * lv
+        srm += wv * rv * m
+        srr += wv * rv * rv
+    return smm, slm, sll, srl, srm, srr

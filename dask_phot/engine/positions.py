@@ -128,7 +128,7 @@ def refine_positions(
             break
         model = K.scatter_model(*stamps.arrays, flux, prep.data.shape)
         if opts["nsky"]:
-            model += sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape)
+            sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape, out=model)
         resid = prep.data - model
         gx, gy = _derivatives(psf, shapes, prep.x, prep.y, stamps, render)
         sel = np.flatnonzero(bright)

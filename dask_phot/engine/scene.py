@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from dask_phot.engine import _kernels as K
@@ -68,36 +69,85 @@ def make_tiling(
     ntx, nty = max(1, -(-nx // t)), max(1, -(-ny // t))
     idx = np.flatnonzero(fit)
     bx0, by0, bw, bh = (np.asarray(v, dtype=np.int64)[idx] for v in boxes)
-    tx_lo = np.clip((bx0 - g) // t, 0, ntx - 1)
-    tx_hi = np.clip((bx0 + bw + g - 1) // t, 0, ntx - 1)
-    ty_lo = np.clip((by0 - g) // t, 0, nty - 1)
-    ty_hi = np.clip((by0 + bh + g - 1) // t, 0, nty - 1)
-    nxs, nys = tx_hi - tx_lo + 1, ty_hi - ty_lo + 1
-    count = nxs * nys
-    src = np.repeat(np.arange(idx.size), count)
-    off = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
-    tx = tx_lo[src] + off % nxs[src]
-    ty = ty_lo[src] + off // nxs[src]
-    tile = ty * ntx + tx
-    sx, sy = cx[idx], cy[idx]
-    prim_tile = (sy // t) * ntx + sx // t
-    # a tile lists its sources by the columns of their stamps' centres (then input
-    # order): each overlaps only the few listed near it, a narrow profile to factor
-    order = np.lexsort((idx[src], (2 * bx0 + bw)[src], tile))
-    tile, src = tile[order], src[order]
-    members = idx[src]
-    primary = tile == prim_tile[src]
-    uniq = np.arange(ntx * nty) if all_tiles else np.unique(tile[primary])
-    keep = np.isin(tile, uniq)
-    tile, members, primary = tile[keep], members[keep], primary[keep]
-    ptr = np.append(np.searchsorted(tile, uniq), tile.size).astype(np.int64)
+    sx, sy = (np.asarray(v, dtype=np.int64)[idx] for v in (cx, cy))
+    ptr, members, primary, uniq = _tile_lists(idx.astype(np.int64), bx0, by0, bw, bh, sx, sy,
+                                              t, g, ntx, nty, bool(all_tiles))
     utx, uty = uniq % ntx, uniq // ntx
     cores = np.column_stack([utx * t, np.minimum((utx + 1) * t, nx),
                              uty * t, np.minimum((uty + 1) * t, ny)]).astype(np.int64)
     regions = np.column_stack([np.maximum(cores[:, 0] - g, 0), np.minimum(cores[:, 1] + g, nx),
                                np.maximum(cores[:, 2] - g, 0), np.minimum(cores[:, 3] + g, ny)])
-    return Tiling(ptr, members.astype(np.int64), primary, regions.astype(np.int64), cores,
-                  t, g, ntx, uniq)
+    return Tiling(ptr, members, primary, regions.astype(np.int64), cores, t, g, ntx, uniq)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _span(lo: int, size: int, g: int, t: int, nt: int) -> tuple[int, int]:
+    """First and last tile (along one axis) whose region meets ``[lo, lo + size)``."""
+    return min(max((lo - g) // t, 0), nt - 1), min(max((lo + size + g - 1) // t, 0), nt - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_lists(idx: np.ndarray, bx0: np.ndarray, by0: np.ndarray, bw: np.ndarray,
+                bh: np.ndarray, sx: np.ndarray, sy: np.ndarray, t: int, g: int, ntx: int,
+                nty: int, all_tiles: bool) -> tuple:
+    """:func:`make_tiling`'s CSR lists: ``ptr, members, primary`` and the kept tiles' flat
+    ids, every tile's sources by the column of their boxes' centres, then input order
+    (sources ``idx``, with their boxes and centre pixels)."""
+    k = idx.shape[0]
+    ntile = ntx * nty
+    start = np.zeros(ntile + 1, dtype=np.int64)
+    for s in range(k):
+        tx0, tx1 = _span(bx0[s], bw[s], g, t, ntx)
+        ty0, ty1 = _span(by0[s], bh[s], g, t, nty)
+        for ty in range(ty0, ty1 + 1):
+            for tx in range(tx0, tx1 + 1):
+                start[ty * ntx + tx + 1] += 1
+    for b in range(ntile):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    src = np.empty(start[-1], dtype=np.int64)
+    lead = np.zeros(ntile, dtype=np.bool_)  # tiles with a primary source
+    for s in range(k):  # in input order
+        tx0, tx1 = _span(bx0[s], bw[s], g, t, ntx)
+        ty0, ty1 = _span(by0[s], bh[s], g, t, nty)
+        for ty in range(ty0, ty1 + 1):
+            for tx in range(tx0, tx1 + 1):
+                b = ty * ntx + tx
+                src[fill[b]] = s
+                fill[b] += 1
+        hx, hy = sx[s] // t, sy[s] // t  # the tile whose core holds the centre pixel
+        if tx0 <= hx <= tx1 and ty0 <= hy <= ty1:
+            lead[hy * ntx + hx] = True
+    keep = np.ones(ntile, dtype=np.bool_) if all_tiles else lead
+    nkeep = 0
+    total = 0
+    for b in range(ntile):
+        if keep[b]:
+            nkeep += 1
+            total += start[b + 1] - start[b]
+    uniq = np.empty(nkeep, dtype=np.int64)
+    ptr = np.zeros(nkeep + 1, dtype=np.int64)
+    members = np.empty(total, dtype=np.int64)
+    primary = np.zeros(total, dtype=np.bool_)
+    u = 0
+    pos = 0
+    for b in range(ntile):
+        if not keep[b]:
+            continue
+        seg = src[start[b]:start[b + 1]]
+        key = np.empty(seg.shape[0], dtype=np.int64)
+        for q in range(seg.shape[0]):
+            key[q] = 2 * bx0[seg[q]] + bw[seg[q]]
+        # by the column of the boxes' centres; a stable sort keeps input order among equals
+        for q in np.argsort(key, kind="mergesort"):
+            s = seg[q]
+            members[pos] = idx[s]
+            primary[pos] = (sy[s] // t) * ntx + sx[s] // t == b
+            pos += 1
+        uniq[u] = b
+        u += 1
+        ptr[u] = pos
+    return ptr, members, primary, uniq
 
 
 def spatial_order(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], tile_size: int
@@ -140,15 +190,18 @@ def sky_at(tiling: Tiling, sky: np.ndarray, nsky: int, x: np.ndarray, y: np.ndar
     return out
 
 
-def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int]
-              ) -> np.ndarray:
-    """Image of the fitted sky, each pixel taken from the tile whose core holds it.
+def sky_image(tiling: Tiling, sky: np.ndarray, nsky: int, shape: tuple[int, int],
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Image of the fitted sky, each pixel taken from the tile whose core holds it
+    (added to ``out`` in place when given).
 
     The values of :func:`sky_at` at every pixel, filled tile core by tile core.
     """
+    if out is None:
+        out = np.zeros(shape)
     if nsky == 0 or tiling.tile_ids.size == 0:
-        return np.zeros(shape)
-    return K.fill_sky(tiling.cores, tiling.regions, sky, nsky, shape)
+        return out
+    return K.fill_sky(tiling.cores, tiling.regions, sky, nsky, shape, out)
 
 
 @dataclass
