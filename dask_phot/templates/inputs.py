@@ -108,7 +108,7 @@ def load_inputs(image: object, wcs: WCS, psf: object, hires: object, hires_wcs: 
     elif seg.dtype.kind not in "iub":
         raise ValueError(f"{seg_name}: a segmentation map holds integer labels, got dtype "
                          f"{seg.dtype}")
-    if (seg < 0).any():
+    if seg.dtype.kind in "if" and seg.min(initial=0) < 0:  # one pass, no boolean image
         raise ValueError(f"{seg_name}: labels must be >= 0 (0: no source)")
     wcs, hires_wcs = _as_wcs(wcs, "wcs"), _as_wcs(hires_wcs, "hires_wcs")
     if isinstance(psf, np.ndarray):  # a bare PSF array is on the image's pixel grid

@@ -108,10 +108,13 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
-           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
+           out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
            weights: np.ndarray, wptr: np.ndarray, conf: float) -> np.ndarray:
-    used = np.zeros(label.shape[0], dtype=np.int64)
+    """Segment ``i``'s counts per blurred pixel (:func:`segment_cells`), segment after
+    segment from the start of ``out_*``; returns where each segment's cells start."""
+    ptr = np.zeros(label.shape[0] + 1, dtype=np.int64)
     shared = weights.shape[0] > 0
+    k = 0
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
         shared_w = np.zeros((uh[i], uw[i]))
@@ -138,15 +141,14 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
                     cnt[v, u] += w * w
                     if seg[r, c] == 0:
                         shared_w[v, u] += w
-        k = ptr[i]
         for v in range(uh[i]):
             for u in range(uw[i]):
                 if cnt[v, u] > 0:
                     out_x[k], out_y[k] = ux0[i] + u, uy0[i] + v
                     out_n[k] = cnt[v, u] + conf * shared_w[v, u] ** 2
                     k += 1
-        used[i] = k - ptr[i]
-    return used
+        ptr[i + 1] = k
+    return ptr
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
@@ -178,25 +180,21 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
     uy0 = np.floor(uy.min(axis=0) + 0.5).astype(np.int64) - 1
     uw = np.floor(ux.max(axis=0) + 0.5).astype(np.int64) + 2 - ux0
     uh = np.floor(uy.max(axis=0) + 0.5).astype(np.int64) + 2 - uy0
-    cap = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(uw * uh, out=cap[1:])
-    bx = np.zeros(int(cap[-1]), dtype=np.int64)
+    cap = int(np.sum(uw * uh))
+    bx = np.zeros(cap, dtype=np.int64)
     by = np.zeros_like(bx)
-    cnt = np.zeros(int(cap[-1]))
-    used = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
+    cnt = np.zeros(cap)
+    ptr = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
                   *(np.asarray(seg[k], dtype=np.int64) for k in ("xmin", "xmax", "ymin",
                                                                    "ymax")),
                   np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
                   np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
-                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt,
+                  np.asarray(y, np.float64), ux0, uy0, uw, uh, bx, by, cnt,
                   share if share is not None else np.zeros(0),
                   np.asarray(seg["wptr"], np.int64) if share is not None
                   else np.zeros(n, np.int64), float(confusion))
-    keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
-        if n else np.zeros(0, dtype=np.int64)
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(used, out=ptr[1:])
-    return ptr, bx[keep], by[keep], cnt[keep]
+    used = int(ptr[-1])
+    return ptr, bx[:used].copy(), by[:used].copy(), cnt[:used].copy()
 
 
 def _psf_core(psf: object, core: int = 9) -> np.ndarray:

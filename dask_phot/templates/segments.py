@@ -221,23 +221,75 @@ def grow_segments(segmap: np.ndarray, pixels: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _kth(a: np.ndarray, k: int, lo: int, hi: int) -> float:
+    """The ``k``-th smallest of ``a[lo:hi + 1]`` (quickselect, median-of-three pivots;
+    ``a`` is reordered in place: ``a[:k]`` ends up at most it)."""
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        p = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < p:
+                i += 1
+            while a[j] > p:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@numba.njit(cache=True)
+def _median(a: np.ndarray, n: int) -> float:
+    """``np.median(a[:n])`` of finite values, in place (``a`` is reordered, not copied)."""
+    h = n >> 1
+    hi = _kth(a, h, 0, n - 1)
+    if n & 1:
+        return hi
+    lo = a[0]
+    for t in range(1, h):
+        lo = max(lo, a[t])
+    return (lo + hi) / 2
+
+
+@numba.njit(cache=True)
 def _mesh(img: np.ndarray, seg: np.ndarray, box: int, step: int) -> np.ndarray:
+    """Medians of the unlabelled finite pixels (every ``step``-th row and column) of
+    each ``box`` x ``box`` box with enough of them; NaN elsewhere. One row of boxes
+    at a time, each sampled image row read once."""
     ny, nx = img.shape
     mby, mbx = (ny + box - 1) // box, (nx + box - 1) // box
     out = np.full((mby, mbx), np.nan)
     side = (box + step - 1) // step
-    buf = np.empty(side * side)
+    buf = np.empty((mbx, side * side))
+    cnt = np.zeros(mbx, dtype=np.int64)
     for by in range(mby):
-        for bx in range(mbx):
-            k = 0
-            for r in range(by * box, min((by + 1) * box, ny), step):
+        cnt[:] = 0
+        for r in range(by * box, min((by + 1) * box, ny), step):
+            for bx in range(mbx):
+                k = cnt[bx]
                 for c in range(bx * box, min((bx + 1) * box, nx), step):
                     v = img[r, c]
                     if seg[r, c] == 0 and np.isfinite(v):
-                        buf[k] = v
+                        buf[bx, k] = v
                         k += 1
-            if k >= max(16, side * side // 4):
-                out[by, bx] = np.median(buf[:k])
+                cnt[bx] = k
+        for bx in range(mbx):
+            if cnt[bx] >= max(16, side * side // 4):
+                out[by, bx] = _median(buf[bx], cnt[bx])
     return out
 
 
