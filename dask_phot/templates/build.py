@@ -136,6 +136,29 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
         total[i] = tot
 
 
+@numba.njit(cache=True)
+def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
+                         rx: np.ndarray, ry: np.ndarray) -> None:
+    """``spec[b] = spec[b] * kspec - outer(ry[b], rx[b]) * pspec`` in place: the deposited
+    light convolved with the kernel, less the same light as a sharp point at the
+    reference position (phase ramps ``ry``, ``rx``, the light included in ``rx``)."""
+    for b in range(spec.shape[0]):
+        for v in range(spec.shape[1]):
+            ryv = ry[b, v]
+            for u in range(spec.shape[2]):
+                spec[b, v, u] = spec[b, v, u] * kspec[v, u] - ryv * rx[b, u] * pspec[v, u]
+
+
+@numba.njit(cache=True)
+def _add_sampled(model: np.ndarray, lat: np.ndarray, scale: np.ndarray, m: int) -> None:
+    """``model[b] += lat[b, ::m, ::m] * scale[b]`` over the model's stamp."""
+    k = model.shape[1]
+    for b in range(model.shape[0]):
+        for v in range(k):
+            for u in range(k):
+                model[b, v, u] += np.float64(lat[b, v * m, u * m] * scale[b])
+
+
 def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
              ay0: np.ndarray) -> np.ndarray:
     """Stamps moved (by whole pixels, zero fill) to corners ``(ax0, ay0)``."""
@@ -186,22 +209,22 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
-    spec *= kernel.spectrum(n).astype(np.complex64)[None]
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
     # its phase ramp is separable, an outer product of one ramp per axis
     cx, cy = m * (xs - ax0), m * (ys - ay0)
     rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) * total[:, None]
     ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
-    spec -= (ry.astype(np.complex64)[:, :, None] * rx.astype(np.complex64)[:, None, :]
-             * kernel.point_spectrum(n).astype(np.complex64)[None])
-    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
+    _convolve_less_point(spec, kernel.spectrum(n).astype(np.complex64),
+                         kernel.point_spectrum(n).astype(np.complex64),
+                         rx.astype(np.complex64), ry.astype(np.complex64))
+    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
     scale = scale.astype(np.float32)
-    ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale
-    point, _, _ = point_stamps(psf, xs, ys, k)
-    model = point + ext.astype(np.float64)
+    model, _, _ = point_stamps(psf, xs, ys, k)
+    _add_sampled(model, scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1), scale, m)
     if not gradients:
         return model, ax0, ay0, None, None
+    scale = scale[:, None, None]
     fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
     fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
     cut = (slice(None), slice(0, m * k, m), slice(0, m * k, m))
