@@ -150,13 +150,20 @@ def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
 
 
 @numba.njit(cache=True)
-def _add_sampled(model: np.ndarray, lat: np.ndarray, scale: np.ndarray, m: int) -> None:
-    """``model[b] += lat[b, ::m, ::m] * scale[b]`` over the model's stamp."""
+def _add_sampled(model: np.ndarray, ext: np.ndarray, scale: np.ndarray) -> None:
+    """``model[b] += ext[b] * scale[b]`` (``ext`` in single precision)."""
     k = model.shape[1]
     for b in range(model.shape[0]):
         for v in range(k):
             for u in range(k):
-                model[b, v, u] += np.float64(lat[b, v * m, u * m] * scale[b])
+                model[b, v, u] += np.float64(ext[b, v, u] * scale[b])
+
+
+def _sampled_inverse(spec: np.ndarray, n: int, m: int, k: int) -> np.ndarray:
+    """``irfft2(spec)[:, :m k:m, :m k:m]`` (the lattice at the ``k x k`` pixel centres),
+    with the row transforms done only for the rows sampled."""
+    cols = scipy.fft.ifft(spec, axis=1, workers=1)[:, :m * k:m]
+    return scipy.fft.irfft(cols, n=n, axis=2, workers=1)[:, :, :m * k:m]
 
 
 def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
@@ -221,15 +228,14 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
-    _add_sampled(model, scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1), scale, m)
+    _add_sampled(model, _sampled_inverse(spec, n, m, k), scale)
     if not gradients:
         return model, ax0, ay0, None, None
     scale = scale[:, None, None]
     fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
     fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
-    cut = (slice(None), slice(0, m * k, m), slice(0, m * k, m))
-    gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
-    gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
+    gx = _sampled_inverse(spec * fx, n, m, k) * scale
+    gy = _sampled_inverse(spec * fy, n, m, k) * scale
     pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
     return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
 
