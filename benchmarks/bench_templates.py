@@ -22,10 +22,12 @@ PSF) image of the same irregular, clumpy galaxies at COSMOS density.
      segment's position (its centroid through both WCSs) with the sky fitted;
    * the template fit of the whole image: :func:`dask_phot.templates.run_templates`,
      templates built and fitted, one pass without registration with the default
-     segments and with them grown 1.2" (shared outskirts, as in part 1); then
-     with registration (two iterations: three builds and three fits; the setting
-     of part 1), and once more with the measured shifts given (the registration
-     is a property of the two mosaics: measured once, then every fit is one pass);
+     segments; the function's default options (default segments, registration
+     measured); one pass with the segments grown 1.2" (shared outskirts, as in
+     part 1); then with registration (two iterations: three builds and three fits;
+     the setting of part 1), and once more with the measured shifts given (the
+     registration is a property of the two mosaics: measured once, then every fit
+     is one pass);
 
    and prints the ratios of CPU and of wall time to the point-source fit, and
    the peak memory. The machine is shared: the load average is printed with the
@@ -166,6 +168,7 @@ def timing(psf: OversampledPSF, args: argparse.Namespace) -> None:
         sim.image, psf, X, Y, sigma=1.0, fit_sky=True), args.repeat)
     common = dict(sigma=1.0, return_model=False)
     runs = [("one pass, default segments", dict(register=False)),
+            ("default options (+ registration)", dict()),
             ("one pass, segments grown 1.2\" (shared)", dict(register=False, grow=1.2)),
             ("grown 1.2\" + registration (accuracy setting)", dict(grow=1.2)),
             ("grown 1.2\", registration given (one pass)", None)]
