@@ -244,7 +244,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
                     kernel: TemplateKernel, *, gradients: bool = False,
                     max_size: int = 255, batch: int = 256,
-                    share: np.ndarray | None = None) -> TemplateStamps:
+                    share: np.ndarray | None = None,
+                    into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
     Parameters
@@ -276,26 +277,35 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     share : ndarray, optional
         :attr:`.share.Shares.weights`: the unlabelled pixels in each source's box
         are shared (:mod:`.share`; the boxes are then the sharing boxes).
+    into : (TemplateStamps, ndarray), optional
+        Stamps of more sources, whose slots ``rows`` (one per source here, of the
+        sides :func:`stamp_sides` gives) these templates go in, instead of new ones.
 
     Returns
     -------
     TemplateStamps
+        ``into``'s stamps when given.
     """
     nsrc = x.shape[0]
     sides, capped = stamp_sides(extent, int(psf.size), max_size)  # type: ignore[attr-defined]
-    out = Stamps.empty(nsrc, sides)
-    gx = Stamps.empty(nsrc, sides) if gradients else None
-    gy = Stamps.empty(nsrc, sides) if gradients else None
+    if into is None:
+        dest = np.arange(nsrc)
+        out = Stamps.empty(nsrc, sides)
+        gx = Stamps.empty(nsrc, sides) if gradients else None
+        gy = Stamps.empty(nsrc, sides) if gradients else None
+    else:
+        dest = into[1]
+        out, gx, gy = into[0].stamps, into[0].grad_x, into[0].grad_y
     for k in np.unique(sides):
         idx = np.flatnonzero(sides == k)
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
             model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
                                                kernel, int(k), gradients, share)
-            out.put(rows, model, ax0, ay0)
+            out.put(dest[rows], model, ax0, ay0)
             if gx is not None and gy is not None:
-                gx.put(rows, ggx, ax0, ay0)
-                gy.put(rows, ggy, ax0, ay0)
+                gx.put(dest[rows], ggx, ax0, ay0)
+                gy.put(dest[rows], ggy, ax0, ay0)
     return TemplateStamps(out, gx, gy, sides, capped)
 
 
