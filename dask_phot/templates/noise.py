@@ -27,7 +27,7 @@ are left out), ``g`` on the blurred pixel grid (it is as smooth as the PSF)
 and each segment's pixels counted per blurred pixel they fall in; the blend
 holds the neighbours whose models overlap the source's by more than 1% (their
 normalised product), the PSF in ``g`` its central 9 x 9 pixels, evaluated
-only where a segment's pixels fall. The fit
+over each stamp's box around the blurred pixels where segments' pixels fall. The fit
 adds it to the flux's variance (``flux_err``; the part is ``template_err``).
 It matters for segments grown into their surroundings (``grow``) and for
 sharp images that are shallow compared with the blurred one; a drizzled
