@@ -136,6 +136,36 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
         total[i] = tot
 
 
+@numba.njit(cache=True)
+def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
+                         rx: np.ndarray, ry: np.ndarray) -> None:
+    """``spec[b] = spec[b] * kspec - outer(ry[b], rx[b]) * pspec`` in place: the deposited
+    light convolved with the kernel, less the same light as a sharp point at the
+    reference position (phase ramps ``ry``, ``rx``, the light included in ``rx``)."""
+    for b in range(spec.shape[0]):
+        for v in range(spec.shape[1]):
+            ryv = ry[b, v]
+            for u in range(spec.shape[2]):
+                spec[b, v, u] = spec[b, v, u] * kspec[v, u] - ryv * rx[b, u] * pspec[v, u]
+
+
+@numba.njit(cache=True)
+def _add_sampled(model: np.ndarray, ext: np.ndarray, scale: np.ndarray) -> None:
+    """``model[b] += ext[b] * scale[b]`` (``ext`` in single precision)."""
+    k = model.shape[1]
+    for b in range(model.shape[0]):
+        for v in range(k):
+            for u in range(k):
+                model[b, v, u] += np.float64(ext[b, v, u] * scale[b])
+
+
+def _sampled_inverse(spec: np.ndarray, n: int, m: int, k: int) -> np.ndarray:
+    """``irfft2(spec)[:, :m k:m, :m k:m]`` (the lattice at the ``k x k`` pixel centres),
+    with the row transforms done only for the rows sampled."""
+    cols = scipy.fft.ifft(spec, axis=1, workers=1)[:, :m * k:m]
+    return scipy.fft.irfft(cols, n=n, axis=2, workers=1)[:, :, :m * k:m]
+
+
 def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
              ay0: np.ndarray) -> np.ndarray:
     """Stamps moved (by whole pixels, zero fill) to corners ``(ax0, ay0)``."""
@@ -186,27 +216,26 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
-    spec *= kernel.spectrum(n).astype(np.complex64)[None]
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
     # its phase ramp is separable, an outer product of one ramp per axis
     cx, cy = m * (xs - ax0), m * (ys - ay0)
     rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) * total[:, None]
     ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
-    spec -= (ry.astype(np.complex64)[:, :, None] * rx.astype(np.complex64)[:, None, :]
-             * kernel.point_spectrum(n).astype(np.complex64)[None])
-    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)[:, None, None]
+    _convolve_less_point(spec, kernel.spectrum(n).astype(np.complex64),
+                         kernel.point_spectrum(n).astype(np.complex64),
+                         rx.astype(np.complex64), ry.astype(np.complex64))
+    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
     scale = scale.astype(np.float32)
-    ext = scipy.fft.irfft2(spec, s=(n, n), axes=(1, 2), workers=1)[:, :m * k:m, :m * k:m] * scale
-    point, _, _ = point_stamps(psf, xs, ys, k)
-    model = point + ext.astype(np.float64)
+    model, _, _ = point_stamps(psf, xs, ys, k)
+    _add_sampled(model, _sampled_inverse(spec, n, m, k), scale)
     if not gradients:
         return model, ax0, ay0, None, None
+    scale = scale[:, None, None]
     fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
     fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
-    cut = (slice(None), slice(0, m * k, m), slice(0, m * k, m))
-    gx = scipy.fft.irfft2(spec * fx, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
-    gy = scipy.fft.irfft2(spec * fy, s=(n, n), axes=(1, 2), workers=1)[cut] * scale
+    gx = _sampled_inverse(spec * fx, n, m, k) * scale
+    gy = _sampled_inverse(spec * fy, n, m, k) * scale
     pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
     return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
 
@@ -215,7 +244,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
                     kernel: TemplateKernel, *, gradients: bool = False,
                     max_size: int = 255, batch: int = 256,
-                    share: np.ndarray | None = None) -> TemplateStamps:
+                    share: np.ndarray | None = None,
+                    into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
     Parameters
@@ -247,26 +277,35 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     share : ndarray, optional
         :attr:`.share.Shares.weights`: the unlabelled pixels in each source's box
         are shared (:mod:`.share`; the boxes are then the sharing boxes).
+    into : (TemplateStamps, ndarray), optional
+        Stamps of more sources, whose slots ``rows`` (one per source here, of the
+        sides :func:`stamp_sides` gives) these templates go in, instead of new ones.
 
     Returns
     -------
     TemplateStamps
+        ``into``'s stamps when given.
     """
     nsrc = x.shape[0]
     sides, capped = stamp_sides(extent, int(psf.size), max_size)  # type: ignore[attr-defined]
-    out = Stamps.empty(nsrc, sides)
-    gx = Stamps.empty(nsrc, sides) if gradients else None
-    gy = Stamps.empty(nsrc, sides) if gradients else None
+    if into is None:
+        dest = np.arange(nsrc)
+        out = Stamps.empty(nsrc, sides)
+        gx = Stamps.empty(nsrc, sides) if gradients else None
+        gy = Stamps.empty(nsrc, sides) if gradients else None
+    else:
+        dest = into[1]
+        out, gx, gy = into[0].stamps, into[0].grad_x, into[0].grad_y
     for k in np.unique(sides):
         idx = np.flatnonzero(sides == k)
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
             model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
                                                kernel, int(k), gradients, share)
-            out.put(rows, model, ax0, ay0)
+            out.put(dest[rows], model, ax0, ay0)
             if gx is not None and gy is not None:
-                gx.put(rows, ggx, ax0, ay0)
-                gy.put(rows, ggy, ax0, ay0)
+                gx.put(dest[rows], ggx, ax0, ay0)
+                gy.put(dest[rows], ggy, ax0, ay0)
     return TemplateStamps(out, gx, gy, sides, capped)
 
 

@@ -292,7 +292,7 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     reach = round(opts.grow / hscale)
     if reach > 0 and opts.outskirts == "grown":
         inp.segmap = grow_segments(inp.segmap, reach)
-    seg = measure_segments(inp.hires, inp.segmap)
+    seg = measure_segments(inp.hires, inp.segmap, max_label=inp.max_label)
     sx, sy, jac = map_sources(inp.hires_wcs, inp.wcs, seg.x, seg.y)
     m = opts.oversample or _default_oversample(inp.psf, scale, hscale)
     kernel = TemplateKernel.build(inp.psf, sharp, np.median(jac, axis=0) if len(seg)

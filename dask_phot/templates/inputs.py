@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
+from dask_phot.templates.segments import label_range
+
 __all__ = ["Inputs", "load_inputs"]
 
 
@@ -32,6 +34,7 @@ class Inputs:
     hires_name: str
     segmap_name: str
     share: np.ndarray | None = None
+    max_label: int | None = None
 
 
 def _read(value: object, arg: str) -> tuple[np.ndarray, str]:
@@ -108,8 +111,6 @@ def load_inputs(image: object, wcs: WCS, psf: object, hires: object, hires_wcs: 
     elif seg.dtype.kind not in "iub":
         raise ValueError(f"{seg_name}: a segmentation map holds integer labels, got dtype "
                          f"{seg.dtype}")
-    if (seg < 0).any():
-        raise ValueError(f"{seg_name}: labels must be >= 0 (0: no source)")
     wcs, hires_wcs = _as_wcs(wcs, "wcs"), _as_wcs(hires_wcs, "hires_wcs")
     if isinstance(psf, np.ndarray):  # a bare PSF array is on the image's pixel grid
         from astropy.wcs.utils import proj_plane_pixel_scales
@@ -121,5 +122,10 @@ def load_inputs(image: object, wcs: WCS, psf: object, hires: object, hires_wcs: 
     # the sharp image and its map stay in their own dtypes (large mosaics: no copies)
     hi = hi if hi.dtype.kind == "f" else hi.astype(np.float64)
     seg = seg if seg.dtype.kind in "iu" else seg.astype(np.int64)
+    if not seg.dtype.isnative:
+        seg = seg.astype(seg.dtype.newbyteorder("="))
+    lowest, highest = label_range(seg)
+    if lowest < 0:
+        raise ValueError(f"{seg_name}: labels must be >= 0 (0: no source)")
     return Inputs(img.astype(np.float64, copy=False), wcs, psf, hi, hires_wcs, hires_psf,
-                  seg, sigma, weight, img_name, hi_name, seg_name)
+                  seg, sigma, weight, img_name, hi_name, seg_name, max_label=highest)

@@ -21,7 +21,12 @@ from dask_phot.models.render import render_sources
 from dask_phot.models.shapes import Shapes, sky_to_pixel, wcs_jacobian
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
-from dask_phot.templates.build import TemplateStamps, build_templates, point_gradients
+from dask_phot.templates.build import (
+    TemplateStamps,
+    build_templates,
+    point_gradients,
+    stamp_sides,
+)
 from dask_phot.templates.kernel import TemplateKernel, point_stamps
 from dask_phot.templates.segments import SegmentTable
 
@@ -65,17 +70,19 @@ class Models:
         rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
         x, y = (self.x + dx)[rows], (self.y + dy)[rows]
         kinds = self.kinds[rows]
-        parts: list[tuple[np.ndarray, TemplateStamps]] = []
         t = np.flatnonzero(kinds == "template")
+        gal = np.flatnonzero(rows >= self.gal[0]) if self.gal.size else np.zeros(0, int)
+        pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
+        k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
+        if t.size and not gal.size:  # templates and points: built in place, no merge
+            return self._in_place(inp, kernel, x, y, t, k, pts, gradients, max_size)
+        parts: list[tuple[np.ndarray, TemplateStamps]] = []
         if t.size:
-            k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
             seg = {key: v[k] for key, v in self.seg.items()}
             parts.append((t, build_templates(
                 inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                 self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
                 share=inp.share)))  # type: ignore[attr-defined]
-        gal = np.flatnonzero(rows >= self.gal[0]) if self.gal.size else np.zeros(0, int)
-        pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
         if pts.size:
             parts.append((pts, _points(psf, x[pts], y[pts], gradients)))
         if gal.size:
@@ -91,6 +98,35 @@ class Models:
         gx = merge_stamps(n, [(r, p.grad_x) for r, p in parts]) if gradients else None
         gy = merge_stamps(n, [(r, p.grad_y) for r, p in parts]) if gradients else None
         return TemplateStamps(st, gx, gy, np.maximum(st.w, st.h), capped)
+
+
+    def _in_place(self, inp: object, kernel: TemplateKernel, x: np.ndarray, y: np.ndarray,
+                  t: np.ndarray, k: np.ndarray, pts: np.ndarray, gradients: bool,
+                  max_size: int) -> TemplateStamps:
+        """:meth:`build` without Sersic sources: the templates (``t``, template rows
+        ``k``) and points (``pts``) put straight into one set of stamps."""
+        psf = inp.psf  # type: ignore[attr-defined]
+        n = x.shape[0]
+        ps = int(psf.size)
+        sides = np.full(n, ps, dtype=np.int64)
+        sides[t], capped_t = stamp_sides(self.extent[k], ps, max_size)
+        out = TemplateStamps(Stamps.empty(n, sides),
+                             Stamps.empty(n, sides) if gradients else None,
+                             Stamps.empty(n, sides) if gradients else None,
+                             sides, np.zeros(n, dtype=bool))
+        seg = {key: v[k] for key, v in self.seg.items()}
+        build_templates(inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
+                        self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
+                        share=inp.share, into=(out, t))  # type: ignore[attr-defined]
+        out.capped[t] = capped_t
+        if pts.size:
+            p = _points(psf, x[pts], y[pts], gradients)
+            for mine, theirs in ((out.stamps, p.stamps), (out.grad_x, p.grad_x),
+                                 (out.grad_y, p.grad_y)):
+                if mine is not None and theirs is not None:
+                    mine.put(pts, theirs.data.reshape(pts.size, ps, ps), theirs.x0,
+                             theirs.y0)
+        return out
 
 
 def _points(psf: object, x: np.ndarray, y: np.ndarray, gradients: bool) -> TemplateStamps:

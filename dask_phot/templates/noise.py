@@ -27,7 +27,7 @@ are left out), ``g`` on the blurred pixel grid (it is as smooth as the PSF)
 and each segment's pixels counted per blurred pixel they fall in; the blend
 holds the neighbours whose models overlap the source's by more than 1% (their
 normalised product), the PSF in ``g`` its central 9 x 9 pixels, evaluated
-only where a segment's pixels fall. The fit
+over each stamp's box around the blurred pixels where segments' pixels fall. The fit
 adds it to the flux's variance (``flux_err``; the part is ``template_err``).
 It matters for segments grown into their surroundings (``grow``) and for
 sharp images that are shallow compared with the blurred one; a drizzled
@@ -108,10 +108,13 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
-           ptr: np.ndarray, out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
+           out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
            weights: np.ndarray, wptr: np.ndarray, conf: float) -> np.ndarray:
-    used = np.zeros(label.shape[0], dtype=np.int64)
+    """Segment ``i``'s counts per blurred pixel (:func:`segment_cells`), segment after
+    segment from the start of ``out_*``; returns where each segment's cells start."""
+    ptr = np.zeros(label.shape[0] + 1, dtype=np.int64)
     shared = weights.shape[0] > 0
+    k = 0
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
         shared_w = np.zeros((uh[i], uw[i]))
@@ -138,15 +141,14 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
                     cnt[v, u] += w * w
                     if seg[r, c] == 0:
                         shared_w[v, u] += w
-        k = ptr[i]
         for v in range(uh[i]):
             for u in range(uw[i]):
                 if cnt[v, u] > 0:
                     out_x[k], out_y[k] = ux0[i] + u, uy0[i] + v
                     out_n[k] = cnt[v, u] + conf * shared_w[v, u] ** 2
                     k += 1
-        used[i] = k - ptr[i]
-    return used
+        ptr[i + 1] = k
+    return ptr
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
@@ -178,25 +180,21 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
     uy0 = np.floor(uy.min(axis=0) + 0.5).astype(np.int64) - 1
     uw = np.floor(ux.max(axis=0) + 0.5).astype(np.int64) + 2 - ux0
     uh = np.floor(uy.max(axis=0) + 0.5).astype(np.int64) + 2 - uy0
-    cap = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(uw * uh, out=cap[1:])
-    bx = np.zeros(int(cap[-1]), dtype=np.int64)
+    cap = int(np.sum(uw * uh))
+    bx = np.zeros(cap, dtype=np.int64)
     by = np.zeros_like(bx)
-    cnt = np.zeros(int(cap[-1]))
-    used = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
+    cnt = np.zeros(cap)
+    ptr = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
                   *(np.asarray(seg[k], dtype=np.int64) for k in ("xmin", "xmax", "ymin",
                                                                    "ymax")),
                   np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
                   np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
-                  np.asarray(y, np.float64), ux0, uy0, uw, uh, cap, bx, by, cnt,
+                  np.asarray(y, np.float64), ux0, uy0, uw, uh, bx, by, cnt,
                   share if share is not None else np.zeros(0),
                   np.asarray(seg["wptr"], np.int64) if share is not None
                   else np.zeros(n, np.int64), float(confusion))
-    keep = np.concatenate([np.arange(cap[i], cap[i] + used[i]) for i in range(n)]) \
-        if n else np.zeros(0, dtype=np.int64)
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(used, out=ptr[1:])
-    return ptr, bx[keep], by[keep], cnt[keep]
+    used = int(ptr[-1])
+    return ptr, bx[:used].copy(), by[:used].copy(), cnt[:used].copy()
 
 
 def _psf_core(psf: object, core: int = 9) -> np.ndarray:
@@ -208,25 +206,75 @@ def _psf_core(psf: object, core: int = 9) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _correlation_at(k: int, ux: int, uy: int, data: np.ndarray, ptr: np.ndarray,
-                    w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
-                    weight: np.ndarray, pc: np.ndarray) -> float:
-    """``((W M_k) * P)(ux, uy)``: stamp ``k`` times the weights, correlated with the
-    PSF core, at image pixel ``(ux, uy)``."""
+def _needed_boxes(nptr: np.ndarray, nbr: np.ndarray, diag: np.ndarray, w: np.ndarray,
+                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, tpl_of: np.ndarray,
+                  cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray, amp: np.ndarray
+                  ) -> np.ndarray:
+    """Per stamp ``k``, the box (``x0, x1, y0, y1``, image pixels; empty when ``x0 > x1``)
+    of its pixels where :func:`_variances` needs ``(W M_k) * P``: the cells of the
+    templates in the blends ``k`` belongs to, within its stamp."""
+    big = 1 << 40
+    tb = np.empty((cptr.shape[0] - 1, 4), dtype=np.int64)  # each template's cells' box
+    for t in range(tb.shape[0]):
+        tb[t, 0], tb[t, 1], tb[t, 2], tb[t, 3] = big, -big, big, -big
+        for q in range(cptr[t], cptr[t + 1]):
+            tb[t, 0], tb[t, 1] = min(tb[t, 0], cbx[q]), max(tb[t, 1], cbx[q])
+            tb[t, 2], tb[t, 3] = min(tb[t, 2], cby[q]), max(tb[t, 3], cby[q])
+    out = np.empty((diag.shape[0], 4), dtype=np.int64)
+    for k in range(diag.shape[0]):
+        out[k, 0], out[k, 1], out[k, 2], out[k, 3] = big, -big, big, -big
+    for i in range(diag.shape[0]):
+        if not diag[i] > 0:
+            continue
+        for a in range(nptr[i], nptr[i + 1] + 1):
+            j = i if a == nptr[i + 1] else nbr[a]
+            tj = tpl_of[j]
+            if tj < 0 or amp[j] == 0.0:
+                continue
+            for bb in range(nptr[i], nptr[i + 1] + 1):
+                k = i if bb == nptr[i + 1] else nbr[bb]
+                xa, xb = max(tb[tj, 0], x0[k]), min(tb[tj, 1], x0[k] + w[k] - 1)
+                ya, yb = max(tb[tj, 2], y0[k]), min(tb[tj, 3], y0[k] + h[k] - 1)
+                if xa <= xb and ya <= yb:
+                    out[k, 0], out[k, 1] = min(out[k, 0], xa), max(out[k, 1], xb)
+                    out[k, 2], out[k, 3] = min(out[k, 2], ya), max(out[k, 3], yb)
+    return out
+
+
+@numba.njit(cache=True)
+def _correlations(box: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, weight: np.ndarray,
+                  pc: np.ndarray) -> np.ndarray:
+    """``(W M_k) * P`` (stamp ``k`` times the weights, correlated with the PSF core
+    ``pc``) over each stamp's ``box`` (:func:`_needed_boxes`), in a buffer laid out as
+    the stamps' ``data``; one whole box at a time (the inner loop runs along rows)."""
     ny, nx = weight.shape
     hc = pc.shape[0] // 2
-    acc = 0.0
-    for a in range(-hc, hc + 1):
-        yy = uy + a
-        r = yy - y0[k]
-        if r < 0 or r >= h[k] or yy < 0 or yy >= ny:
+    corr = np.zeros(data.shape[0])
+    for k in range(w.shape[0]):
+        if box[k, 0] > box[k, 1]:
             continue
-        for b in range(-hc, hc + 1):
-            xx = ux + b
-            c = xx - x0[k]
-            if 0 <= c < w[k] and 0 <= xx < nx:
-                acc += weight[yy, xx] * data[ptr[k] + r * w[k] + c] * pc[a + hc, b + hc]
-    return acc
+        bx0, by0 = box[k, 0] - hc, box[k, 2] - hc
+        ow, oh = box[k, 1] - box[k, 0] + 1, box[k, 3] - box[k, 2] + 1
+        pad = np.zeros((oh + 2 * hc, ow + 2 * hc))  # W M_k, zero off the stamp and image
+        for r in range(max(0, y0[k] - by0, -by0), min(oh + 2 * hc, y0[k] + h[k] - by0,
+                                                       ny - by0)):
+            yy = by0 + r
+            at = ptr[k] + (yy - y0[k]) * w[k] - x0[k]
+            for c in range(max(0, x0[k] - bx0, -bx0), min(ow + 2 * hc, x0[k] + w[k] - bx0,
+                                                           nx - bx0)):
+                pad[r, c] = weight[yy, bx0 + c] * data[at + bx0 + c]
+        out = np.zeros((oh, ow))
+        for a in range(2 * hc + 1):
+            for b in range(2 * hc + 1):
+                p = pc[a, b]
+                for r in range(oh):
+                    for c in range(ow):
+                        out[r, c] += pad[r + a, c + b] * p
+        for r in range(oh):
+            at = ptr[k] + (box[k, 2] + r - y0[k]) * w[k] + box[k, 0] - x0[k]
+            corr[at:at + ow] = out[r]
+    return corr
 
 
 @numba.njit(cache=True)
@@ -257,7 +305,8 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
                ccnt: np.ndarray, amp: np.ndarray) -> np.ndarray:
     n = diag.shape[0]
     out = np.zeros(n)
-    corr = np.full(data.shape[0], np.nan)  # (W M_k) * P, computed where needed
+    box = _needed_boxes(nptr, nbr, diag, w, h, x0, y0, tpl_of, cptr, cbx, cby, amp)
+    corr = _correlations(box, data, ptr, w, h, x0, y0, weight, pc)  # (W M_k) * P
     for i in range(n):
         if not diag[i] > 0:
             continue
@@ -295,11 +344,7 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
                 for bb in range(m):
                     k = grp[bb]
                     if x0[k] <= ux < x0[k] + w[k] and y0[k] <= uy < y0[k] + h[k]:
-                        at = ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]
-                        if np.isnan(corr[at]):
-                            corr[at] = _correlation_at(k, ux, uy, data, ptr, w, h, x0, y0,
-                                                       weight, pc)
-                        g += c[bb] * corr[at]
+                        g += c[bb] * corr[ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]]
                 d = (1.0 if a == 0 else 0.0) - g
                 part += ccnt[q] * d * d
             acc += amp[j] * amp[j] * part

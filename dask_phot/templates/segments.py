@@ -21,6 +21,7 @@ __all__ = [
     "SegmentTable",
     "background_mesh",
     "grow_segments",
+    "label_range",
     "measure_segments",
     "psf_concentration",
 ]
@@ -128,8 +129,36 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
     return cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge
 
 
-def measure_segments(image: np.ndarray, segmap: np.ndarray) -> SegmentTable:
-    """Measure every segment of ``segmap`` on ``image`` (see :class:`SegmentTable`).
+@numba.njit(cache=True)
+def _label_range(seg: np.ndarray) -> tuple[int, int]:
+    lo, hi = 0, 0
+    for r in range(seg.shape[0]):
+        for c in range(seg.shape[1]):
+            v = seg[r, c]
+            lo, hi = min(lo, v), max(hi, v)
+    return lo, hi
+
+
+def label_range(segmap: np.ndarray) -> tuple[int, int]:
+    """The smallest and largest label of an integer segmentation map, 0 included
+    (one pass over it).
+
+    Examples
+    --------
+    >>> label_range(np.array([[0, 3], [7, 0]], dtype=np.int32))
+    (0, 7)
+    """
+    seg = np.asarray(segmap)
+    if seg.ndim != 2 or seg.size == 0:
+        return int(seg.min(initial=0)), int(seg.max(initial=0))
+    lo, hi = _label_range(seg)
+    return int(lo), int(hi)
+
+
+def measure_segments(image: np.ndarray, segmap: np.ndarray, *,
+                     max_label: int | None = None) -> SegmentTable:
+    """Measure every segment of ``segmap`` on ``image`` (see :class:`SegmentTable`);
+    ``max_label``, its largest label when known (:func:`label_range`), saves a pass.
 
     Examples
     --------
@@ -146,7 +175,7 @@ def measure_segments(image: np.ndarray, segmap: np.ndarray) -> SegmentTable:
         raise TypeError(f"segmap: must hold integer labels, got dtype {seg.dtype}")
     img, seg = (a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
                 for a in (img, seg))
-    nl = int(seg.max(initial=0))
+    nl = int(seg.max(initial=0)) if max_label is None else int(max_label)
     out = _accumulate(img, seg, nl)
     cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge = out
     ids = np.flatnonzero(cnt[1:] > 0) + 1
@@ -221,23 +250,75 @@ def grow_segments(segmap: np.ndarray, pixels: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _kth(a: np.ndarray, k: int, lo: int, hi: int) -> float:
+    """The ``k``-th smallest of ``a[lo:hi + 1]`` (quickselect, median-of-three pivots;
+    ``a`` is reordered in place: ``a[:k]`` ends up at most it)."""
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        p = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < p:
+                i += 1
+            while a[j] > p:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@numba.njit(cache=True)
+def _median(a: np.ndarray, n: int) -> float:
+    """``np.median(a[:n])`` of finite values, in place (``a`` is reordered, not copied)."""
+    h = n >> 1
+    hi = _kth(a, h, 0, n - 1)
+    if n & 1:
+        return hi
+    lo = a[0]
+    for t in range(1, h):
+        lo = max(lo, a[t])
+    return (lo + hi) / 2
+
+
+@numba.njit(cache=True)
 def _mesh(img: np.ndarray, seg: np.ndarray, box: int, step: int) -> np.ndarray:
+    """Medians of the unlabelled finite pixels (every ``step``-th row and column) of
+    each ``box`` x ``box`` box with enough of them; NaN elsewhere. One row of boxes
+    at a time, each sampled image row read once."""
     ny, nx = img.shape
     mby, mbx = (ny + box - 1) // box, (nx + box - 1) // box
     out = np.full((mby, mbx), np.nan)
     side = (box + step - 1) // step
-    buf = np.empty(side * side)
+    buf = np.empty((mbx, side * side))
+    cnt = np.zeros(mbx, dtype=np.int64)
     for by in range(mby):
-        for bx in range(mbx):
-            k = 0
-            for r in range(by * box, min((by + 1) * box, ny), step):
+        cnt[:] = 0
+        for r in range(by * box, min((by + 1) * box, ny), step):
+            for bx in range(mbx):
+                k = cnt[bx]
                 for c in range(bx * box, min((bx + 1) * box, nx), step):
                     v = img[r, c]
                     if seg[r, c] == 0 and np.isfinite(v):
-                        buf[k] = v
+                        buf[bx, k] = v
                         k += 1
-            if k >= max(16, side * side // 4):
-                out[by, bx] = np.median(buf[:k])
+                cnt[bx] = k
+        for bx in range(mbx):
+            if cnt[bx] >= max(16, side * side // 4):
+                out[by, bx] = _median(buf[bx], cnt[bx])
     return out
 
 
