@@ -480,12 +480,15 @@ def assemble_boxes(t: TiledImage, plan: TilePlan, parts: Sequence[bytes],
         arr = np.empty((y1 - y0, x1 - x0), _BITPIX_DTYPE[t.zbitpix])
         for k in t.tiles_meeting(box):
             k = int(k)
-            if k not in tiles:
+            tile = tiles.get(k)
+            if tile is None:
                 column, index, lo, nbytes = plan.pieces[k]
-                tiles[k] = _decode(t, k, column, parts[index][lo:lo + nbytes], url)
+                tile = _decode(t, k, column, parts[index][lo:lo + nbytes], url)
+                if len(boxes) > 1:  # kept for the next boxes
+                    tiles[k] = tile
             tx0, tx1, ty0, ty1 = t.tile_box(k)
             ix0, ix1, iy0, iy1 = max(x0, tx0), min(x1, tx1), max(y0, ty0), min(y1, ty1)
-            arr[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = tiles[k][iy0 - ty0:iy1 - ty0,
-                                                                 ix0 - tx0:ix1 - tx0]
+            arr[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = tile[iy0 - ty0:iy1 - ty0,
+                                                             ix0 - tx0:ix1 - tx0]
         out.append(arr)
     return out
