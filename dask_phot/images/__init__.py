@@ -9,6 +9,11 @@ the cell needs, from local disk, S3 or HTTP:
 >>> xr, yr = sky_to_box(mosaic, ra, dec, margin_pix=20)              # doctest: +SKIP
 >>> region = read_region(mosaic, xr, yr)                             # doctest: +SKIP
 
+Mosaics may be plain, gzip-compressed (decompressed once into a local cache) or
+tile-compressed (``fpack``, the FITS standard's tiled image compression): a box of a
+tile-compressed mosaic fetches and decompresses only the tiles it meets
+(``_tiled``).
+
 Multi-extension mosaics are read by extension name: ``x_i2d.fits[SCI]`` with
 ``x_i2d.fits[WHT]`` as its weight (JWST), ``x_drz.fits[SCI]`` and ``x_drz.fits[WHT]``
 (HST); :func:`header_to_ujy` converts their pixel values to microjansky from the
@@ -19,8 +24,9 @@ Modules: :mod:`~dask_phot.images.index` (:class:`Mosaic`, :func:`build_index`,
 (:class:`Region`, :func:`read_region`, :func:`sky_to_box`),
 :mod:`~dask_phot.images.frames` (:func:`icrs_to_pixel`, :func:`pixel_to_icrs`: ICRS
 positions on mosaics in any celestial frame), :mod:`~dask_phot.images.units`
-(:func:`header_to_ujy`), ``_fits`` (header scanning, extensions, :class:`MosaicError`)
-and ``_io`` (URLs, fsspec, the gzip cache, byte ranges, :func:`split_extension`).
+(:func:`header_to_ujy`), ``_fits`` (header scanning, extensions, :class:`MosaicError`),
+``_tiled`` (tile-compressed images), ``rows`` (the row cache) and ``_io`` (URLs,
+fsspec, the gzip cache, byte ranges, :func:`split_extension`).
 """
 
 from dask_phot.images._fits import ExtensionSpec, MosaicError

@@ -22,11 +22,15 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS
+
+if TYPE_CHECKING:
+    from dask_phot.images._tiled import TiledImage
 
 __all__ = ["BLOCK", "INHERITED_KEYWORDS", "ExtensionSpec", "FitsImageLayout", "MosaicError",
            "ReadBytes", "pixel_dtype", "scan_image_hdu"]
@@ -124,7 +128,10 @@ class FitsImageLayout:
     hdu_index : int
         Index of the HDU in the file.
     header : astropy.io.fits.Header
-        The HDU's header.
+        The HDU's header (of the image, for a tile-compressed one).
+    tiles : TiledImage or None
+        For a tile-compressed image (``ZIMAGE``): its tiles and where they are
+        (:mod:`dask_phot.images._tiled`); ``data_offset`` is then its table's.
     """
 
     shape: tuple[int, int]
@@ -135,6 +142,7 @@ class FitsImageLayout:
     data_offset: int
     hdu_index: int
     header: fits.Header
+    tiles: TiledImage | None = None
 
 
 def pixel_dtype(bitpix: int) -> np.dtype:
@@ -235,7 +243,8 @@ def _is_image(header: fits.Header, index: int) -> bool:
     return dims[0] > 0 and dims[1] > 0 and all(d == 1 for d in dims[2:])
 
 
-def _layout(header: fits.Header, index: int, data_offset: int, url: str) -> FitsImageLayout:
+def _layout(header: fits.Header, index: int, data_offset: int, url: str,
+            tiles: TiledImage | None = None) -> FitsImageLayout:
     bitpix = int(header["BITPIX"])
     pixel_dtype(bitpix)
     blank = header.get("BLANK") if bitpix > 0 else None
@@ -253,6 +262,7 @@ def _layout(header: fits.Header, index: int, data_offset: int, url: str) -> Fits
         data_offset=data_offset,
         hdu_index=index,
         header=header,
+        tiles=tiles,
     )
 
 
@@ -275,6 +285,18 @@ def _inherit(header: fits.Header, primary: fits.Header | None) -> fits.Header:
     for key in missing:
         header[key] = (primary[key], "(from the primary header)")
     return header
+
+
+def _tiled_layout(reader: _Reader, header: fits.Header, index: int, data_offset: int,
+                  where: str) -> FitsImageLayout:
+    """The layout of a tile-compressed image HDU, its tile table read."""
+    from dask_phot.images import _tiled  # _tiled imports this module
+
+    size = _tiled.table_size(header)
+    table = reader.read(data_offset, data_offset + size) if size else b""
+    reader.nbytes += len(table)
+    tiles = _tiled.parse_tiled(header, table, data_offset, f"{where} (HDU {index})")
+    return _layout(_tiled.image_header(header), index, data_offset, where, tiles)
 
 
 def scan_image_hdu(read: ReadBytes, url: str, *, first: bytes = b"",
@@ -303,8 +325,9 @@ def scan_image_hdu(read: ReadBytes, url: str, *, first: bytes = b"",
     Raises
     ------
     MosaicError
-        Not a FITS file, truncated, tile-compressed, without a 2-D image HDU, or
-        without the extension asked for (the message lists the file's HDUs).
+        Not a FITS file, truncated, tile-compressed in a way that cannot be read
+        (:mod:`dask_phot.images._tiled`), without a 2-D image HDU, or without the
+        extension asked for (the message lists the file's HDUs).
     """
     reader = _Reader(read, url, first)
     if not reader.block(0).startswith(b"SIMPLE  ="):
@@ -322,10 +345,9 @@ def scan_image_hdu(read: ReadBytes, url: str, *, first: bytes = b"",
         seen.append(_describe(header, index))
         wanted = extension is None or extension.matches(header, index)
         if wanted and header.get("ZIMAGE", False):
-            raise MosaicError(
-                f"{where}: HDU {index} is a tile-compressed (fpack) image, which cannot be read "
-                "by section; decompress it first (e.g. funpack)"
-            )
+            layout = _tiled_layout(reader, header, index, offset + header_len, where)
+            return _layout(_inherit(layout.header, primary if index else None), index,
+                           layout.data_offset, url, layout.tiles), reader.nbytes
         if wanted and _is_image(header, index):
             header = _inherit(header, primary if index else None)
             return _layout(header, index, offset + header_len, url), reader.nbytes

@@ -24,6 +24,7 @@ from dask_phot.images._fits import (
     celestial_wcs,
     scan_image_hdu,
 )
+from dask_phot.images._tiled import TiledImage
 from dask_phot.images.frames import icrs_to_pixel, pixel_to_icrs
 
 __all__ = ["Mosaic", "NoiseKind", "assign_mosaics", "build_index", "companion", "covering",
@@ -69,6 +70,9 @@ class Mosaic:
         The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
     header : astropy.io.fits.Header
         The science image header (calibration keywords, etc.).
+    tiles, noise_tiles : TiledImage or None
+        The tiles of a tile-compressed (fpack) image or noise map
+        (:mod:`dask_phot.images._tiled`), None for a plain one.
     """
 
     url: str
@@ -92,6 +96,8 @@ class Mosaic:
     source_url: str
     noise_source_url: str | None = None
     header: fits.Header = field(default_factory=fits.Header, repr=False)
+    tiles: TiledImage | None = field(default=None, repr=False)
+    noise_tiles: TiledImage | None = field(default=None, repr=False)
 
     @property
     def pixel_scale_arcsec(self) -> float:
@@ -217,6 +223,8 @@ def _make_mosaic(
         source_url=urls[0],
         noise_source_url=urls[1],
         header=sci.header,
+        tiles=sci.tiles,
+        noise_tiles=None if noise is None else noise.tiles,
     )
 
 
@@ -351,7 +359,7 @@ def companion(
         bitpix=layout.bitpix, bscale=layout.bscale, bzero=layout.bzero, blank=layout.blank,
         data_offset=layout.data_offset, noise_bitpix=None, noise_bscale=None, noise_bzero=None,
         noise_blank=None, noise_data_offset=None, source_url=url, noise_source_url=None,
-        header=layout.header)
+        header=layout.header, tiles=layout.tiles, noise_tiles=None)
 
 
 def _pixel_placement(

@@ -14,6 +14,7 @@ from astropy.wcs import WCS
 
 from dask_phot.images import _io
 from dask_phot.images._fits import pixel_dtype
+from dask_phot.images._tiled import TiledImage, TilePlan, assemble_boxes, plan_tiles
 from dask_phot.images.frames import icrs_to_pixel
 from dask_phot.images.index import Mosaic
 from dask_phot.images.rows import read_rows, row_cache
@@ -212,6 +213,7 @@ class _Pixels(NamedTuple):
     bzero: float
     blank: int | None
     data_offset: int
+    tiles: TiledImage | None
 
 
 def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
@@ -224,6 +226,7 @@ def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
             mosaic.bzero,
             mosaic.blank,
             mosaic.data_offset,
+            mosaic.tiles,
         )
     if mosaic.noise_url is None or mosaic.noise_bitpix is None:
         raise ValueError(f"mosaic {mosaic.url!r} has no noise map")
@@ -235,6 +238,7 @@ def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
         0.0 if mosaic.noise_bzero is None else mosaic.noise_bzero,
         mosaic.noise_blank,
         int(mosaic.noise_data_offset or 0),
+        mosaic.noise_tiles,
     )
 
 
@@ -246,13 +250,15 @@ def _local_copy(url: str, source: str, storage_options: Mapping[str, Any] | None
 
 
 class _BoxRead(NamedTuple):
-    """The requests of one box of the science image or noise map."""
+    """The requests of one box of the science image or noise map (rows of a plain
+    image, or the tiles of a tile-compressed one)."""
 
     pix: _Pixels
     dtype: np.dtype
     requests: list[tuple[int, int]]
     starts: list[int]
     ends: list[int]
+    tiles: TilePlan | None = None
 
 
 def _box_read(mosaic: Mosaic, noise: bool, box: tuple[int, int, int, int],
@@ -261,6 +267,9 @@ def _box_read(mosaic: Mosaic, noise: bool, box: tuple[int, int, int, int],
     pix = _pixels(mosaic, noise)
     _local_copy(pix.url, pix.source_url, storage_options)
     dtype = pixel_dtype(pix.bitpix)
+    if pix.tiles is not None:
+        plan = plan_tiles(pix.tiles, [box], pix.url, costs=costs or ReadCosts(), max_gap=max_gap)
+        return _BoxRead(pix, dtype, [], plan.starts, plan.ends, plan)
     nx, width = mosaic.shape[1], box[1] - box[0]
     requests = plan_requests(pix.data_offset, nx, box, dtype.itemsize, max_gap=max_gap,
                              costs=costs)
@@ -281,17 +290,18 @@ def _read_boxes(mosaic: Mosaic, box: tuple[int, int, int, int], noise: bool,
     whole = sum((box[3] - box[2]) * nx * r.dtype.itemsize for r in reads)
     overread = (costs or ReadCosts()).max_overread
     if (max_gap is None and 0 < 2 * whole <= cache_bytes and width * overread < nx
-            and all(_io.is_remote(r.pix.url) for r in reads)):
+            and all(_io.is_remote(r.pix.url) and r.tiles is None for r in reads)):
         files = [(r.pix.url, r.pix.data_offset, r.dtype) for r in reads]
         raws, nbytes, n_requests = read_rows(files, nx, box, row_cache(cache_bytes),
                                              storage_options)
     else:
         parts = _io.fetch_files_ranges([(r.pix.url, r.starts, r.ends) for r in reads],
                                        storage_options)
-        raws = [_assemble(p, r.requests, nx, width, r.dtype) for p, r in zip(parts, reads,
-                                                                             strict=True)]
+        raws = [_assemble(p, r.requests, nx, width, r.dtype) if r.tiles is None
+                else assemble_boxes(r.pix.tiles, r.tiles, p, [box], r.pix.url)[0]
+                for p, r in zip(parts, reads, strict=True)]
         nbytes = sum(len(x) for p in parts for x in p)
-        n_requests = sum(len(r.requests) for r in reads)
+        n_requests = sum(len(r.starts) for r in reads)
     values = [_to_physical(raw, r.pix.bscale, r.pix.bzero, r.pix.blank)
               for raw, r in zip(raws, reads, strict=True)]
     return values, nbytes, n_requests
@@ -496,6 +506,22 @@ def _merge_ranges(starts: np.ndarray, ends: np.ndarray, max_gap: int
     return merged_starts, merged_ends, of
 
 
+def _read_row_boxes(pix: _Pixels, boxes: np.ndarray, nx: int, fs: Any, path: str,
+                    max_gap: int) -> tuple[list[np.ndarray], list[bytes]]:
+    """The raw pixels of in-bounds boxes of a plain image, and the byte ranges fetched."""
+    dtype = pixel_dtype(pix.bitpix)
+    which, starts, ends = _box_rows(boxes, nx, pix.data_offset, dtype.itemsize)
+    m_starts, m_ends, of = _merge_ranges(starts, ends, max(int(max_gap), 0))
+    parts = _io.fetch_ranges(fs, path, pix.url, m_starts.tolist(), m_ends.tolist())
+    rows_of: dict[int, list[np.ndarray]] = {}
+    for k, (b, s, e) in enumerate(zip(which, starts, ends, strict=True)):
+        lo = int(s - m_starts[of[k]])
+        rows_of.setdefault(int(b), []).append(
+            np.frombuffer(parts[of[k]], dtype=dtype, count=int(e - s) // dtype.itemsize,
+                          offset=lo))
+    return [np.vstack(rows_of[j]) for j in range(len(boxes))], parts
+
+
 def read_boxes(
     mosaic: Mosaic,
     boxes: Sequence[Sequence[int]],
@@ -545,19 +571,15 @@ def read_boxes(
         return out, 0
     pix = _pixels(mosaic, noise)
     _local_copy(pix.url, pix.source_url, storage_options)
-    dtype = pixel_dtype(pix.bitpix)
-    which, starts, ends = _box_rows(clipped[inside], nx, pix.data_offset, dtype.itemsize)
-    m_starts, m_ends, of = _merge_ranges(starts, ends, max(int(max_gap), 0))
     fs, path = _io.open_fs(pix.url, storage_options)
-    parts = _io.fetch_ranges(fs, path, pix.url, m_starts.tolist(), m_ends.tolist())
-    rows_of: dict[int, list[np.ndarray]] = {}
-    for k, (b, s, e) in enumerate(zip(which, starts, ends, strict=True)):
-        lo = int(s - m_starts[of[k]])
-        rows_of.setdefault(int(b), []).append(
-            np.frombuffer(parts[of[k]], dtype=dtype, count=int(e - s) // dtype.itemsize,
-                          offset=lo))
-    for j, (b, box) in enumerate(zip(np.flatnonzero(inside), clipped[inside], strict=True)):
-        raw = np.vstack(rows_of[j])
+    if pix.tiles is not None:
+        within = [tuple(int(v) for v in b) for b in clipped[inside]]
+        plan = plan_tiles(pix.tiles, within, pix.url, costs=ReadCosts(), max_gap=max(max_gap, 0))
+        parts = _io.fetch_ranges(fs, path, pix.url, plan.starts, plan.ends)
+        raws = assemble_boxes(pix.tiles, plan, parts, within, pix.url)
+    else:
+        raws, parts = _read_row_boxes(pix, clipped[inside], nx, fs, path, max_gap)
+    for b, box, raw in zip(np.flatnonzero(inside), clipped[inside], raws, strict=True):
         x0, _, y0, _ = arr[b]
         out[b][box[2] - y0:box[3] - y0, box[0] - x0:box[1] - x0] = _to_physical(
             raw, pix.bscale, pix.bzero, pix.blank)
