@@ -257,6 +257,14 @@ class OversampledPSF:
                                        int(self.interp_order))
         return cache[k]
 
+    def point_tables(self) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+        """What :meth:`stamps` renders from, for kernels that render point stamps in place
+        (:func:`dask_phot.models._spectra.place_galaxies`): the stamps of side ``size``
+        tabulated in phase, the pixel response, its centre ``(x, y)`` and the
+        oversampling."""
+        pcx, pcy = self._pcenter  # type: ignore[attr-defined]
+        return self._grid(self.size), self.prf, pcx, pcy, self.oversampling
+
     def wing_kernel(self, inner: int) -> np.ndarray:
         """The PSF over its ``wing_size`` box, with the central ``inner`` box zeroed
         (a source at phase 0): the light a fit of ``inner``-sized stamps leaves out."""
