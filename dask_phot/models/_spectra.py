@@ -179,7 +179,7 @@ def galaxy_spectra(lay_fx: np.ndarray, lay_fy: np.ndarray, rre: np.ndarray, rim:
     jj = np.empty(npts, dtype=np.int32)
     wt = np.empty(npts)
     br, bi = np.empty(npts), np.empty(npts)
-    row = np.empty(nt)
+    row = np.empty(nt + 4)
     sre, sim = np.empty(nbins), np.empty(nbins)
     tiny = math.exp(2.0 * lt0)
     inv = 1.0 / dlt
@@ -208,17 +208,21 @@ def galaxy_spectra(lay_fx: np.ndarray, lay_fy: np.ndarray, rre: np.ndarray, rim:
             y = lay_fy[p]
             v = a * x * x + b * x * y + cc * y * y
             t2[p] = v
-            lo = min(lo, v)
+            lo = min(lo, v if v > tiny else math.inf)
             hi = max(hi, v)
-        # table columns the galaxy's t can reach (two columns' margin on each side)
-        jlo = min(max(int((0.5 * math.log(max(lo, tiny)) - lt0) * inv) - 2, 0), nt - 2)
+        # table columns the galaxy's t can reach (two columns' margin on each side; the
+        # t below the table, F = 1, do not count)
+        lo = tiny if lo == math.inf else lo
+        jlo = min(max(int((0.5 * math.log(lo) - lt0) * inv) - 2, 0), nt - 2)
         jhi = min(max(int((0.5 * math.log(hi) - lt0) * inv) + 3, jlo + 1), nt - 1)
         row0 = table[nidx[g]]
         row1 = table[nidx[g] + 1]
         wn = nw[g]
         for j in range(jlo, jhi + 1):
             row[j - jlo] = row0[j] + wn * (row1[j] - row0[j])
-        _profile(t2, row[:jhi + 1 - jlo], jlo, nt, tiny, lt0, inv, point, jj, wt, g1)
+        nr = jhi + 1 - jlo
+        row[nr:nr + 4] = (1.0, 1.0, 0.0, 0.0)  # F below and beyond the table
+        _profile(t2, row[:nr + 4], jlo, nt, tiny, lt0, inv, point, jj, wt, g1)
         _weights(g1, rre, rim, bidx[g], bw[g], br, bi)
         sre[:] = 0.0
         sim[:] = 0.0
@@ -270,24 +274,27 @@ def _profile(t2: np.ndarray, row: np.ndarray, jlo: int, nt: int, tiny: float, lt
              inv: float, point: float, jj: np.ndarray, wt: np.ndarray, g1: np.ndarray) -> None:
     """``g1 = F_n(t) - point`` at every ``t2 = t^2``, ``F_n`` interpolated linearly in
     ``ln t`` along ``row``, the table's row at the galaxy's ``n`` from column ``jlo`` (of
-    ``nt``) on; ``F = 1`` below the table's first ``t`` (``t2 <= tiny``), 0 beyond its
-    last. Two loops: the logarithms and columns (vectorised), then the table look-ups
-    (``jj, wt``: scratch)."""
+    ``nt``) on, followed by ``1, 1, 0, 0``: ``F = 1`` below the table's first ``t``
+    (``t2 <= tiny``), 0 beyond its last. Two loops: the logarithms and columns
+    (vectorised), then the table look-ups (``jj, wt``: scratch)."""
     n = t2.shape[0]
     lo = float(jlo)
     hi = float(nt - 2)
+    below = np.int32(row.shape[0] - 4)
     for p in range(n):
-        fj = (0.5 * fast_ln(max(t2[p], tiny)) - lt0) * inv
+        v = t2[p]
+        fj = (0.5 * fast_ln(max(v, tiny)) - lt0) * inv
         j = np.int32(min(max(fj, lo), hi))
-        jj[p] = j - np.int32(jlo)
-        wt[p] = fj - j
-    top = float(nt - 1 - jlo)
+        w = fj - j
+        j = j - np.int32(jlo)
+        j = below + np.int32(2) if fj >= nt - 1 else j
+        j = below if v <= tiny else j
+        jj[p] = j
+        wt[p] = 0.0 if (fj >= nt - 1 or v <= tiny) else w
     for p in range(n):
         j = jj[p]
         r0 = row[j]
-        gv = r0 + wt[p] * (row[j + 1] - r0) - point
-        gv = -point if wt[p] + j >= top else gv
-        g1[p] = 1.0 - point if t2[p] <= tiny else gv
+        g1[p] = r0 + wt[p] * (row[j + 1] - r0) - point
 
 
 @numba.njit(cache=True, nogil=True)
@@ -302,39 +309,24 @@ def place_galaxies(ext: np.ndarray, grid: np.ndarray, prf: np.ndarray, pcx: floa
     precision: the outskirts are subtracted, not fitted). The model is the DFT's
     ``ext[g]`` (centred: rendered with ``shift = k // 2``) plus, for an oversampled PSF
     (``kp > 0``), its centred point stamp of side ``kp`` at phase ``(dx[g], dy[g])``,
-    exactly as
-    :meth:`OversampledPSF.stamps` makes it: the central ``grid``-sized core interpolated
-    bilinearly in phase between the tabulated stamps ``grid`` (:func:`_grid_stamps`),
-    the pixel response ``prf`` (centre ``pcx, pcy``, ``s`` fine pixels per pixel)
-    sampled bilinearly beyond it (:func:`_wing_stamps`). No point stamps are stored."""
+    made as :meth:`OversampledPSF.stamps` makes it (:func:`_point_stamp`) in a buffer
+    reused from galaxy to galaxy: no point stamps are stored."""
     m, k = ext.shape[0], ext.shape[1]
     q = grid.shape[0] - 1
-    k0 = grid.shape[2] if kp > 0 else 0
     op = k // 2 - kp // 2  # the point box in the stamp
-    oc = kp // 2 - k0 // 2  # the core in the point box
-    h = kp // 2
     o = (k - kc) // 2
-    ny, nx = prf.shape
     line = np.empty(k)
-    core = np.empty(k0 * k0)
+    point = np.zeros((max(kp, 1), max(kp, 1)))
+    core = np.empty((grid.shape[2], grid.shape[3]))
     ixs = np.empty(kp, dtype=np.int64)
     wxs = np.empty(kp)
     for g in range(m):
         core_g = data[ptr[rows[g]]:ptr[rows[g]] + kc * kc]
-        if kp == k and k0 == k and kc == k:  # (the common case: one pass, no wings)
+        if kp == k and grid.shape[2] == k and kc == k:  # (the common case: one pass)
             _core_plus(grid, q, dx[g], dy[g], ext[g].reshape(k * k), core_g)
             continue
-        c0, c1 = kp, 0
         if kp > 0:
-            _core_stamp(grid, q, dx[g], dy[g], core)
-            for c in range(kp):
-                fx = pcx + s * (c - h - dx[g])
-                ix = math.floor(fx)
-                ixs[c] = ix
-                wxs[c] = fx - ix
-                if 0 <= ix and ix + 1 < nx:
-                    c0 = min(c0, c)
-                    c1 = max(c1, c + 1)
+            _point_stamp(grid, q, prf, pcx, pcy, s, dx[g], dy[g], core, ixs, wxs, point)
         whole = outer_data[outer_ptr[outer_rows[g]]:]  # (not written when kc == k)
         for rr in range(k):
             er = ext[g, rr]
@@ -342,15 +334,57 @@ def place_galaxies(ext: np.ndarray, grid: np.ndarray, prf: np.ndarray, pcx: floa
                 line[cc] = er[cc]
             pr = rr - op
             if 0 <= pr < kp:
-                _add_point_row(line, op, pr, oc, k0, core, kp > k0, prf, pcy, s, h, dy[g],
-                               ixs, wxs, c0, c1, ny)
+                prow = point[pr]
+                for cc in range(kp):
+                    line[op + cc] += prow[cc]
             _write_row(line, rr, o, kc, k, core_g, whole)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _core_stamp(grid: np.ndarray, q: int, dx: float, dy: float, out: np.ndarray) -> None:
-    """One stamp of :func:`dask_phot.psf.oversampled._grid_stamps` (same arithmetic)."""
-    _core_plus(grid, q, dx, dy, np.zeros(0, dtype=np.float32), out)
+@numba.njit(cache=True, nogil=True)
+def _point_stamp(grid: np.ndarray, q: int, prf: np.ndarray, pcx: float, pcy: float, s: int,
+                 dx: float, dy: float, core: np.ndarray, ixs: np.ndarray, wxs: np.ndarray,
+                 out: np.ndarray) -> None:
+    """One point stamp (``out``, ``kp x kp``) as :meth:`OversampledPSF.stamps` makes it
+    (same arithmetic): the core interpolated in phase (:func:`_core_plus`), the wings
+    sampled bilinearly from the pixel response ``prf`` (:func:`_wing_stamps`)."""
+    k = out.shape[0]
+    kc = core.shape[0]
+    _core_plus(grid, q, dx, dy, np.zeros(0, dtype=np.float32), core.reshape(kc * kc))
+    if k == kc:
+        out[:, :] = core
+        return
+    out[:, :] = 0.0
+    h = k // 2
+    o = h - kc // 2
+    ny, nx = prf.shape
+    c0, c1 = k, 0
+    for c in range(k):
+        fx = pcx + s * (c - h - dx)
+        ix = math.floor(fx)
+        ixs[c] = ix
+        wxs[c] = fx - ix
+        if 0 <= ix and ix + 1 < nx:
+            c0 = min(c0, c)
+            c1 = max(c1, c + 1)
+    for r in range(k):
+        inside_rows = o <= r < o + kc
+        if inside_rows:
+            out[r, o:o + kc] = core[r - o]
+        fy = pcy + s * (r - h - dy)
+        iy = math.floor(fy)
+        wy = fy - iy
+        if iy < 0 or iy + 1 >= ny:
+            continue
+        p0 = prf[iy]
+        p1 = prf[iy + 1]
+        dst = out[r]
+        for c in range(c0, c1):
+            if inside_rows and o <= c < o + kc:
+                continue
+            ix = ixs[c]
+            wx = wxs[c]
+            dst[c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
+                      + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -379,35 +413,6 @@ def _core_plus(grid: np.ndarray, q: int, dx: float, dy: float, add: np.ndarray,
     else:
         for p in range(kk):
             out[p] = add[p] + (w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_point_row(line: np.ndarray, op: int, pr: int, oc: int, k0: int, core: np.ndarray,
-                   wings: bool, prf: np.ndarray, pcy: float, s: int, h: int, dy: float,
-                   ixs: np.ndarray, wxs: np.ndarray, c0: int, c1: int, ny: int) -> None:
-    """Add row ``pr`` of the point stamp (core, and the wings as
-    :func:`dask_phot.psf.oversampled._wing_stamps` samples them) to ``line`` at ``op``."""
-    inside = oc <= pr < oc + k0
-    if inside:
-        src = core[(pr - oc) * k0:(pr - oc + 1) * k0]
-        for c in range(k0):
-            line[op + oc + c] += src[c]
-    if not wings:
-        return
-    fy = pcy + s * (pr - h - dy)
-    iy = math.floor(fy)
-    wy = fy - iy
-    if iy < 0 or iy + 1 >= ny:
-        return
-    p0 = prf[iy]
-    p1 = prf[iy + 1]
-    for c in range(c0, c1):
-        if inside and oc <= c < oc + k0:
-            continue
-        ix = ixs[c]
-        wx = wxs[c]
-        line[op + c] += ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
-                         + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
