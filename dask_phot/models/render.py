@@ -145,7 +145,7 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
     # fluxes, themselves uncertain far beyond single-precision rounding): float32
     outer = Stamps.empty(cut.size, sides[cut], dtype=np.float32)
     for k in np.unique(sides[ext]):
-        grp = np.flatnonzero(ext & (sides == k))
+        grp = _by_phase(x, y, np.flatnonzero(ext & (sides == k)))
         # in chunks of ~1M pixels: the work arrays stay in cache, and their memory is
         # reused from chunk to chunk instead of faulted in afresh
         step = max(1, _CHUNK_PIXELS // int(k * k))
@@ -157,6 +157,16 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
 
 #: Pixels of the galaxy stamps rendered at a time.
 _CHUNK_PIXELS = 1 << 20
+
+
+def _by_phase(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sources ``idx`` ordered by their sub-pixel phase (1/64-pixel cells, rows first):
+    galaxies rendered one after the other then read the same stamps of an oversampled
+    PSF's phase table (megabytes, read from memory otherwise). The order does not change
+    any galaxy's model."""
+    fx = np.floor((x[idx] - np.floor(x[idx] + 0.5) + 0.5) * 64.0)
+    fy = np.floor((y[idx] - np.floor(y[idx] + 0.5) + 0.5) * 64.0)
+    return idx[np.lexsort((fx, fy))]
 
 
 def _render_group(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,

@@ -236,10 +236,11 @@ class OversampledPSF:
         if self.size is None or k <= self.size:  # (None while the default size is chosen)
             # (outputs allocated by numpy: huge pages fault in faster than numba's)
             out = np.empty((x.shape[0], k, k))
-            _grid_stamps(self._grid(k), x - cx, y - cy, out)
+            _grid_stamps(self._grid(k), x - cx, y - cy, out, _phase_order(x - cx, y - cy))
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
             core = np.empty((x.shape[0], self.size, self.size))
-            _grid_stamps(self._grid(self.size), x - cx, y - cy, core)
+            _grid_stamps(self._grid(self.size), x - cx, y - cy, core,
+                         _phase_order(x - cx, y - cy))
             pcx, pcy = self._pcenter  # type: ignore[attr-defined]
             out = np.zeros((x.shape[0], k, k))
             _wing_stamps(self.prf, pcx, pcy, self.oversampling, core, x - cx, y - cy, out)
@@ -470,16 +471,25 @@ def _dirichlet(t: np.ndarray, n: int) -> np.ndarray:
     return np.where(np.abs(den) < 1e-12, 1.0, w)  # d a multiple of n (odd): the limit is 1
 
 
+def _phase_order(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Sources ordered by phase cell (rows first): stamps made in this order read the
+    same tabulated stamps one after the other (the tables are megabytes)."""
+    return np.lexsort((np.floor((dx + 0.5) * _PHASES), np.floor((dy + 0.5) * _PHASES)))
+
+
 @numba.njit(cache=True, nogil=True)
-def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
+def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarray,
+                 visit: np.ndarray) -> None:
     """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``out``, by bilinear
-    interpolation in phase between the tabulated stamps of :func:`_phase_grid`."""
+    interpolation in phase between the tabulated stamps of :func:`_phase_grid`, made in
+    the order ``visit`` (a permutation of the sources)."""
     n = dx.shape[0]
     q = grid.shape[0] - 1
     k = grid.shape[2]
     kk = k * k
     flat = out.reshape((n, kk))
-    for i in range(n):
+    for t in range(n):
+        i = visit[t]
         tx = min(max((dx[i] + 0.5) * q, 0.0), float(q))
         ty = min(max((dy[i] + 0.5) * q, 0.0), float(q))
         jx = min(int(tx), q - 1)
