@@ -474,7 +474,9 @@ def _dirichlet(t: np.ndarray, n: int) -> np.ndarray:
 def _phase_order(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Sources ordered by phase cell (rows first): stamps made in this order read the
     same tabulated stamps one after the other (the tables are megabytes)."""
-    return np.lexsort((np.floor((dx + 0.5) * _PHASES), np.floor((dy + 0.5) * _PHASES)))
+    cell = np.floor((dy + 0.5) * _PHASES) * (_PHASES + 1) + np.floor((dx + 0.5) * _PHASES)
+    cell = np.clip(np.nan_to_num(cell), 0, (_PHASES + 1) ** 2).astype(np.int16)
+    return np.argsort(cell, kind="stable")  # (a radix sort for 16-bit keys)
 
 
 @numba.njit(cache=True, nogil=True)
