@@ -137,7 +137,10 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     pts = np.flatnonzero(~ext)
-    if pts.size:
+    if pts.size and isinstance(psf, OversampledPSF):  # (straight into the buffer)
+        rows = pos[pts]
+        out.x0[rows], out.y0[rows] = psf.stamps_into(x[pts], y[pts], out.data, out.ptr[rows])
+    elif pts.size:
         st, x0, y0 = psf.stamps(x[pts], y[pts])  # type: ignore[attr-defined]
         out.put(pos[pts], st, x0, y0)
     cut = np.flatnonzero(ext & (fit_sides < sides))

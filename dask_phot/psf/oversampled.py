@@ -236,15 +236,30 @@ class OversampledPSF:
         if self.size is None or k <= self.size:  # (None while the default size is chosen)
             # (outputs allocated by numpy: huge pages fault in faster than numba's)
             out = np.empty((x.shape[0], k, k))
-            _grid_stamps(self._grid(k), x - cx, y - cy, out, _phase_order(x - cx, y - cy))
+            _grid_stamps(self._grid(k), x - cx, y - cy, out.reshape(-1),
+                         np.arange(x.shape[0]) * (k * k), _phase_order(x - cx, y - cy))
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
             core = np.empty((x.shape[0], self.size, self.size))
-            _grid_stamps(self._grid(self.size), x - cx, y - cy, core,
-                         _phase_order(x - cx, y - cy))
+            _grid_stamps(self._grid(self.size), x - cx, y - cy, core.reshape(-1),
+                         np.arange(x.shape[0]) * self.size**2, _phase_order(x - cx, y - cy))
             pcx, pcy = self._pcenter  # type: ignore[attr-defined]
             out = np.zeros((x.shape[0], k, k))
             _wing_stamps(self.prf, pcx, pcy, self.oversampling, core, x - cx, y - cy, out)
         return out, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
+
+    def stamps_into(self, x: np.ndarray, y: np.ndarray, data: np.ndarray,
+                    offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`stamps` of side ``size`` written straight into a flat float64 buffer,
+        stamp ``i`` at ``data[offsets[i]:offsets[i] + size**2]`` (the engine's ragged
+        stamps: no intermediate array); returns the stamps' corners."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        cx = np.floor(x + 0.5)
+        cy = np.floor(y + 0.5)
+        _grid_stamps(self._grid(self.size), x - cx, y - cy, data,
+                     np.asarray(offsets, dtype=np.int64), _phase_order(x - cx, y - cy))
+        h = self.size // 2
+        return cx.astype(np.int64) - h, cy.astype(np.int64) - h
 
     def _grid(self, k: int) -> np.ndarray:
         """Stamps tabulated on a grid of phases (cached per stamp size)."""
@@ -480,16 +495,15 @@ def _phase_order(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarray,
-                 visit: np.ndarray) -> None:
-    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``out``, by bilinear
-    interpolation in phase between the tabulated stamps of :func:`_phase_grid`, made in
-    the order ``visit`` (a permutation of the sources)."""
+def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, data: np.ndarray,
+                 offsets: np.ndarray, visit: np.ndarray) -> None:
+    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``data[offsets[i]:...]``, by
+    bilinear interpolation in phase between the tabulated stamps of :func:`_phase_grid`,
+    made in the order ``visit`` (a permutation of the sources)."""
     n = dx.shape[0]
     q = grid.shape[0] - 1
     k = grid.shape[2]
     kk = k * k
-    flat = out.reshape((n, kk))
     for t in range(n):
         i = visit[t]
         tx = min(max((dx[i] + 0.5) * q, 0.0), float(q))
@@ -506,7 +520,7 @@ def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarr
         w01 = (1.0 - wy) * wx
         w10 = wy * (1.0 - wx)
         w11 = wy * wx
-        o = flat[i]
+        o = data[offsets[i]:offsets[i] + kk]
         for p in range(kk):
             o[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
 
