@@ -443,12 +443,7 @@ def test_single_precision_galaxy_stamps_match_double(fine_psf):
 
     from dask_phot.models import render as R
 
-    rng = np.random.default_rng(18)
-    n = 40
-    x, y = rng.uniform(30, 70, n), rng.uniform(30, 70, n)
-    shapes = Shapes.from_mapping({"r_e": rng.uniform(0.5, 6, n), "q": rng.uniform(0.3, 1, n),
-                                  "theta": rng.uniform(0, 180, n),
-                                  "n": rng.uniform(0.5, 5, n)}, n)
+    x, y, shapes = _random_galaxies(18, 40, (30, 70), (0.5, 6))
     got = render_sources(fine_psf, x, y, shapes)
     sides = R.stamp_sizes(fine_psf, shapes)[0]
     for k in np.unique(sides):
@@ -461,11 +456,25 @@ def test_single_precision_galaxy_stamps_match_double(fine_psf):
         ref = scipy.fft.irfft2(spec64, s=(int(k), int(k)), axes=(1, 2))
         o = k // 2 - point.shape[1] // 2  # the point part is rendered where the PSF has light
         ref[:, o:o + point.shape[1], o:o + point.shape[2]] += point
-        for g, i in enumerate(grp):
-            st = got.stamps.stamp(i)
-            assert (got.stamps.x0[i], got.stamps.y0[i]) == (x0[g], y0[g])
-            assert np.abs(st - ref[g]).max() < 1e-6 * np.abs(ref[g]).max()
-            assert abs(st.sum() - ref[g].sum()) < 1e-6 * ref[g].sum()
+        _assert_stamps_match(got.stamps, grp, ref)
+        assert np.array_equal(got.stamps.x0[grp], x0) and np.array_equal(got.stamps.y0[grp], y0)
+
+
+def _random_galaxies(seed, n, box, radii):
+    """``n`` Sersic galaxies at random in ``box`` (pixels, both axes), ``r_e`` in ``radii``."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(*box, n), rng.uniform(*box, n)
+    return x, y, Shapes.from_mapping({"r_e": rng.uniform(*radii, n), "q": rng.uniform(0.3, 1, n),
+                                      "theta": rng.uniform(0, 180, n),
+                                      "n": rng.uniform(0.5, 5, n)}, n)
+
+
+def _assert_stamps_match(stamps, grp, ref):
+    """Stamps ``grp`` equal ``ref`` to within 1e-6 of their peaks and of their light."""
+    for g, i in enumerate(grp):
+        st = stamps.stamp(i)
+        assert np.abs(st - ref[g]).max() < 1e-6 * np.abs(ref[g]).max()
+        assert abs(st.sum() - ref[g].sum()) < 1e-6 * ref[g].sum()
 
 
 @pytest.mark.parametrize("kind", ["pixel", "grid"])
@@ -481,22 +490,14 @@ def test_grid_psf_galaxy_stamps_match_direct_sum(kind):
     psf = one if kind == "pixel" else PSFGrid(
         [one, gaussian_psf(3.2, size=13), gaussian_psf(2.0, size=13)],
         [0.0, 100.0, 0.0], [0.0, 0.0, 100.0])
-    rng = np.random.default_rng(21)
-    n = 30
-    x, y = rng.uniform(5, 95, n), rng.uniform(5, 95, n)
-    shapes = Shapes.from_mapping({"r_e": rng.uniform(0.3, 5, n), "q": rng.uniform(0.3, 1, n),
-                                  "theta": rng.uniform(0, 180, n),
-                                  "n": rng.uniform(0.5, 5, n)}, n)
+    x, y, shapes = _random_galaxies(21, 30, (5, 95), (0.3, 5))
     got = render_sources(psf, x, y, shapes)
     sides = R.stamp_sizes(psf, shapes)[0]
     for k in np.unique(sides):
         grp = np.flatnonzero(sides == k)
         spec64 = _reference_spectra(psf, int(k), x, y, shapes, grp, 0.0)
         ref = scipy.fft.irfft2(spec64, s=(int(k), int(k)), axes=(1, 2))
-        for g, i in enumerate(grp):
-            st = got.stamps.stamp(i)
-            assert np.abs(st - ref[g]).max() < 1e-6 * np.abs(ref[g]).max()
-            assert abs(st.sum() - ref[g].sum()) < 1e-6 * ref[g].sum()
+        _assert_stamps_match(got.stamps, grp, ref)
 
 
 def test_wing_image_matches_fft_convolution(fine_psf):

@@ -30,6 +30,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
+from dask_phot.psf.oversampled import phase_stamp, wing_stamp
+
 __all__ = ["SpectraLayout", "fast_ln", "galaxy_spectra", "place_galaxies", "spectra_layout"]
 
 _LN2 = math.log(2.0)
@@ -312,7 +314,6 @@ def place_galaxies(ext: np.ndarray, grid: np.ndarray, prf: np.ndarray, pcx: floa
     made as :meth:`OversampledPSF.stamps` makes it (:func:`_point_stamp`) in a buffer
     reused from galaxy to galaxy: no point stamps are stored."""
     m, k = ext.shape[0], ext.shape[1]
-    q = grid.shape[0] - 1
     op = k // 2 - kp // 2  # the point box in the stamp
     o = (k - kc) // 2
     line = np.empty(k)
@@ -323,10 +324,10 @@ def place_galaxies(ext: np.ndarray, grid: np.ndarray, prf: np.ndarray, pcx: floa
     for g in range(m):
         core_g = data[ptr[rows[g]]:ptr[rows[g]] + kc * kc]
         if kp == k and grid.shape[2] == k and kc == k:  # (the common case: one pass)
-            _core_plus(grid, q, dx[g], dy[g], ext[g].reshape(k * k), core_g)
+            phase_stamp(grid, dx[g], dy[g], ext[g].reshape(k * k), core_g)
             continue
         if kp > 0:
-            _point_stamp(grid, q, prf, pcx, pcy, s, dx[g], dy[g], core, ixs, wxs, point)
+            _point_stamp(grid, prf, pcx, pcy, s, dx[g], dy[g], core, ixs, wxs, point)
         whole = outer_data[outer_ptr[outer_rows[g]]:]  # (not written when kc == k)
         for rr in range(k):
             er = ext[g, rr]
@@ -341,78 +342,19 @@ def place_galaxies(ext: np.ndarray, grid: np.ndarray, prf: np.ndarray, pcx: floa
 
 
 @numba.njit(cache=True, nogil=True)
-def _point_stamp(grid: np.ndarray, q: int, prf: np.ndarray, pcx: float, pcy: float, s: int,
+def _point_stamp(grid: np.ndarray, prf: np.ndarray, pcx: float, pcy: float, s: int,
                  dx: float, dy: float, core: np.ndarray, ixs: np.ndarray, wxs: np.ndarray,
                  out: np.ndarray) -> None:
     """One point stamp (``out``, ``kp x kp``) as :meth:`OversampledPSF.stamps` makes it
-    (same arithmetic): the core interpolated in phase (:func:`_core_plus`), the wings
-    sampled bilinearly from the pixel response ``prf`` (:func:`_wing_stamps`)."""
-    k = out.shape[0]
+    (same arithmetic): the core interpolated in phase (:func:`phase_stamp`), the wings
+    sampled from the pixel response ``prf`` (:func:`wing_stamp`)."""
     kc = core.shape[0]
-    _core_plus(grid, q, dx, dy, np.zeros(0, dtype=np.float32), core.reshape(kc * kc))
-    if k == kc:
+    phase_stamp(grid, dx, dy, np.zeros(0, dtype=np.float32), core.reshape(kc * kc))
+    if out.shape[0] == kc:
         out[:, :] = core
         return
     out[:, :] = 0.0
-    h = k // 2
-    o = h - kc // 2
-    ny, nx = prf.shape
-    c0, c1 = k, 0
-    for c in range(k):
-        fx = pcx + s * (c - h - dx)
-        ix = math.floor(fx)
-        ixs[c] = ix
-        wxs[c] = fx - ix
-        if 0 <= ix and ix + 1 < nx:
-            c0 = min(c0, c)
-            c1 = max(c1, c + 1)
-    for r in range(k):
-        inside_rows = o <= r < o + kc
-        if inside_rows:
-            out[r, o:o + kc] = core[r - o]
-        fy = pcy + s * (r - h - dy)
-        iy = math.floor(fy)
-        wy = fy - iy
-        if iy < 0 or iy + 1 >= ny:
-            continue
-        p0 = prf[iy]
-        p1 = prf[iy + 1]
-        dst = out[r]
-        for c in range(c0, c1):
-            if inside_rows and o <= c < o + kc:
-                continue
-            ix = ixs[c]
-            wx = wxs[c]
-            dst[c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
-                      + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _core_plus(grid: np.ndarray, q: int, dx: float, dy: float, add: np.ndarray,
-               out: np.ndarray) -> None:
-    """``out = add + `` one stamp of :func:`dask_phot.psf.oversampled._grid_stamps`
-    (same arithmetic; ``add`` empty: nothing added)."""
-    kk = out.shape[0]
-    tx = min(max((dx + 0.5) * q, 0.0), float(q))
-    ty = min(max((dy + 0.5) * q, 0.0), float(q))
-    jx = min(int(tx), q - 1)
-    jy = min(int(ty), q - 1)
-    wx = tx - jx
-    wy = ty - jy
-    a00 = grid[jy, jx].reshape(kk)
-    a01 = grid[jy, jx + 1].reshape(kk)
-    a10 = grid[jy + 1, jx].reshape(kk)
-    a11 = grid[jy + 1, jx + 1].reshape(kk)
-    w00 = (1.0 - wy) * (1.0 - wx)
-    w01 = (1.0 - wy) * wx
-    w10 = wy * (1.0 - wx)
-    w11 = wy * wx
-    if add.shape[0] == 0:
-        for p in range(kk):
-            out[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
-    else:
-        for p in range(kk):
-            out[p] = add[p] + (w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p])
+    wing_stamp(prf, pcx, pcy, s, core, dx, dy, ixs, wxs, out)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -498,75 +498,93 @@ def _phase_order(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, data: np.ndarray,
                  offsets: np.ndarray, visit: np.ndarray) -> None:
     """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``data[offsets[i]:...]``, by
-    bilinear interpolation in phase between the tabulated stamps of :func:`_phase_grid`,
-    made in the order ``visit`` (a permutation of the sources)."""
-    n = dx.shape[0]
-    q = grid.shape[0] - 1
-    k = grid.shape[2]
-    kk = k * k
-    for t in range(n):
+    bilinear interpolation in phase between the tabulated stamps of :func:`_phase_grid`
+    (:func:`phase_stamp`), made in the order ``visit`` (a permutation of the sources)."""
+    kk = grid.shape[2] * grid.shape[3]
+    none = np.zeros(0, dtype=np.float32)
+    for t in range(dx.shape[0]):
         i = visit[t]
-        tx = min(max((dx[i] + 0.5) * q, 0.0), float(q))
-        ty = min(max((dy[i] + 0.5) * q, 0.0), float(q))
-        jx = min(int(tx), q - 1)
-        jy = min(int(ty), q - 1)
-        wx = tx - jx
-        wy = ty - jy
-        a00 = grid[jy, jx].reshape(kk)
-        a01 = grid[jy, jx + 1].reshape(kk)
-        a10 = grid[jy + 1, jx].reshape(kk)
-        a11 = grid[jy + 1, jx + 1].reshape(kk)
-        w00 = (1.0 - wy) * (1.0 - wx)
-        w01 = (1.0 - wy) * wx
-        w10 = wy * (1.0 - wx)
-        w11 = wy * wx
-        o = data[offsets[i]:offsets[i] + kk]
+        phase_stamp(grid, dx[i], dy[i], none, data[offsets[i]:offsets[i] + kk])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def phase_stamp(grid: np.ndarray, dx: float, dy: float, add: np.ndarray,
+                out: np.ndarray) -> None:
+    """``out`` (flat) = ``add`` (flat; empty: nothing) + the stamp at phase ``(dx, dy)``
+    interpolated bilinearly between the four tabulated stamps of ``grid`` about it."""
+    kk = out.shape[0]
+    q = grid.shape[0] - 1
+    tx = min(max((dx + 0.5) * q, 0.0), float(q))
+    ty = min(max((dy + 0.5) * q, 0.0), float(q))
+    jx = min(int(tx), q - 1)
+    jy = min(int(ty), q - 1)
+    wx = tx - jx
+    wy = ty - jy
+    a00 = grid[jy, jx].reshape(kk)
+    a01 = grid[jy, jx + 1].reshape(kk)
+    a10 = grid[jy + 1, jx].reshape(kk)
+    a11 = grid[jy + 1, jx + 1].reshape(kk)
+    w00 = (1.0 - wy) * (1.0 - wx)
+    w01 = (1.0 - wy) * wx
+    w10 = wy * (1.0 - wx)
+    w11 = wy * wx
+    if add.shape[0] == 0:
         for p in range(kk):
-            o[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
+            out[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
+    else:
+        for p in range(kk):
+            out[p] = add[p] + (w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p])
 
 
 @numba.njit(cache=True, nogil=True)
 def _wing_stamps(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray,
                  dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
-    """``k x k`` stamps into the zeroed ``out``: ``core`` in the middle, the pixel response
-    sampled bilinearly on the fine grid outside it (the wings are smooth on the fine
-    scale). The sample positions are separable: each column's and each row's fine
-    index and weight are computed once per stamp, and only the rows and columns that
-    reach inside ``prf`` are visited (the rest stay zero)."""
-    n = dx.shape[0]
+    """``k x k`` stamps into the zeroed ``out`` (:func:`wing_stamp`)."""
     k = out.shape[1]
-    kc = core.shape[1]
+    ixs = np.empty(k, dtype=np.int64)
+    wxs = np.empty(k)
+    for i in range(dx.shape[0]):
+        wing_stamp(prf, pcx, pcy, s, core[i], dx[i], dy[i], ixs, wxs, out[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def wing_stamp(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray, dx: float,
+               dy: float, ixs: np.ndarray, wxs: np.ndarray, out: np.ndarray) -> None:
+    """A ``k x k`` stamp into the zeroed ``out``: ``core`` in the middle, the pixel
+    response sampled bilinearly on the fine grid outside it (the wings are smooth on the
+    fine scale). The sample positions are separable: each column's and each row's fine
+    index and weight are computed once (``ixs, wxs``: scratch of ``k``), and only the
+    rows and columns that reach inside ``prf`` are visited (the rest stay zero)."""
+    k = out.shape[0]
+    kc = core.shape[0]
     h = k // 2
     o = h - kc // 2
     ny, nx = prf.shape
-    ixs = np.empty(k, dtype=np.int64)
-    wxs = np.empty(k)
-    for i in range(n):
-        c0, c1 = k, 0
-        for c in range(k):
-            fx = pcx + s * (c - h - dx[i])
-            ix = math.floor(fx)
-            ixs[c] = ix
-            wxs[c] = fx - ix
-            if 0 <= ix and ix + 1 < nx:
-                c0 = min(c0, c)
-                c1 = max(c1, c + 1)
-        for r in range(k):
-            inside_rows = o <= r < o + kc
-            if inside_rows:
-                for c in range(kc):
-                    out[i, r, o + c] = core[i, r - o, c]
-            fy = pcy + s * (r - h - dy[i])
-            iy = math.floor(fy)
-            wy = fy - iy
-            if iy < 0 or iy + 1 >= ny:
+    c0, c1 = k, 0
+    for c in range(k):
+        fx = pcx + s * (c - h - dx)
+        ix = math.floor(fx)
+        ixs[c] = ix
+        wxs[c] = fx - ix
+        if 0 <= ix and ix + 1 < nx:
+            c0 = min(c0, c)
+            c1 = max(c1, c + 1)
+    for r in range(k):
+        inside_rows = o <= r < o + kc
+        if inside_rows:
+            for c in range(kc):
+                out[r, o + c] = core[r - o, c]
+        fy = pcy + s * (r - h - dy)
+        iy = math.floor(fy)
+        wy = fy - iy
+        if iy < 0 or iy + 1 >= ny:
+            continue
+        p0 = prf[iy]
+        p1 = prf[iy + 1]
+        for c in range(c0, c1):
+            if inside_rows and o <= c < o + kc:
                 continue
-            p0 = prf[iy]
-            p1 = prf[iy + 1]
-            for c in range(c0, c1):
-                if inside_rows and o <= c < o + kc:
-                    continue
-                ix = ixs[c]
-                wx = wxs[c]
-                out[i, r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
-                                + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
+            ix = ixs[c]
+            wx = wxs[c]
+            out[r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
+                         + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
