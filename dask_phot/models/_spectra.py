@@ -191,30 +191,11 @@ def galaxy_spectra(lay_fx: np.ndarray, lay_fy: np.ndarray, rre: np.ndarray, rim:
         for j in range(hw):
             pxr[j] = pxb[j].real
             pxi[j] = pxb[j].imag
-        for j in range(ax.shape[0]):  # (a times the integer shift is a whole turn)
-            axc[j] = complex(math.cos(2.0 * math.pi * ax[j] * dx[g]),
-                             -math.sin(2.0 * math.pi * ax[j] * dx[g]))
-        for j in range(ay.shape[0]):
-            ayc[j] = complex(math.cos(2.0 * math.pi * ay[j] * dy[g]),
-                             -math.sin(2.0 * math.pi * ay[j] * dy[g]))
-        c, s = math.cos(theta[g]), math.sin(theta[g])
-        r2 = (r_e[g] / k) ** 2
-        q2 = q[g] * q[g]
-        a = r2 * (c * c + q2 * s * s)
-        b = 2.0 * r2 * c * s * (1.0 - q2)
-        cc = r2 * (s * s + q2 * c * c)
-        lo = math.inf
-        hi = tiny
-        for p in range(npts):
-            x = lay_fx[p]
-            y = lay_fy[p]
-            v = a * x * x + b * x * y + cc * y * y
-            t2[p] = v
-            lo = min(lo, v if v > tiny else math.inf)
-            hi = max(hi, v)
+        _alias_phases(ax, dx[g], axc)  # (a times the integer shift is a whole turn)
+        _alias_phases(ay, dy[g], ayc)
+        lo, hi = _radii(lay_fx, lay_fy, r_e[g] / k, q[g], theta[g], tiny, t2)
         # table columns the galaxy's t can reach (two columns' margin on each side; the
         # t below the table, F = 1, do not count)
-        lo = tiny if lo == math.inf else lo
         jlo = min(max(int((0.5 * math.log(lo) - lt0) * inv) - 2, 0), nt - 2)
         jhi = min(max(int((0.5 * math.log(hi) - lt0) * inv) + 3, jlo + 1), nt - 1)
         row0 = table[nidx[g]]
@@ -233,14 +214,53 @@ def galaxy_spectra(lay_fx: np.ndarray, lay_fy: np.ndarray, rre: np.ndarray, rim:
             ph = axc[runs[r, 3]] * ayc[runs[r, 4]]
             _run(br[p0:p0 + ln], bi[p0:p0 + ln], ph.real, ph.imag, sre[f0:f0 + ln],
                  sim[f0:f0 + ln])
-        o = flat[g]
-        for jy in range(k):
-            yr, yi = pyb[jy].real, pyb[jy].imag
-            for jx in range(hw):
-                f = jy * hw + jx
-                ar = pxr[jx] * yr - pxi[jx] * yi
-                ai = pxr[jx] * yi + pxi[jx] * yr
-                o[f] = complex(sre[f] * ar - sim[f] * ai, sre[f] * ai + sim[f] * ar)
+        _phase_bins(sre, sim, pxr, pxi, pyb, flat[g])
+
+
+@numba.njit(inline="always", **_OPTS)
+def _alias_phases(a: np.ndarray, d: float, out: np.ndarray) -> None:
+    """``out[j] = exp(-2 pi i a[j] d)``."""
+    for j in range(a.shape[0]):
+        out[j] = complex(math.cos(2.0 * math.pi * a[j] * d), -math.sin(2.0 * math.pi * a[j] * d))
+
+
+@numba.njit(inline="always", **_OPTS)
+def _radii(fx: np.ndarray, fy: np.ndarray, r: float, q: float, theta: float, tiny: float,
+           t2: np.ndarray) -> tuple[float, float]:
+    """``t2`` = the squared transform radius ``t^2`` of a profile of half-light radius
+    ``r`` (in stamp widths), axis ratio ``q`` and angle ``theta`` at every frequency
+    ``(fx, fy)``; returns the smallest ``t^2`` above ``tiny`` (``tiny`` if none) and the
+    largest (at least ``tiny``)."""
+    c, s = math.cos(theta), math.sin(theta)
+    r2 = r * r
+    q2 = q * q
+    a = r2 * (c * c + q2 * s * s)
+    b = 2.0 * r2 * c * s * (1.0 - q2)
+    cc = r2 * (s * s + q2 * c * c)
+    lo = math.inf
+    hi = tiny
+    for p in range(fx.shape[0]):
+        x = fx[p]
+        y = fy[p]
+        v = a * x * x + b * x * y + cc * y * y
+        t2[p] = v
+        lo = min(lo, v if v > tiny else math.inf)
+        hi = max(hi, v)
+    return (tiny if lo == math.inf else lo), hi
+
+
+@numba.njit(inline="always", **_OPTS)
+def _phase_bins(sre: np.ndarray, sim: np.ndarray, pxr: np.ndarray, pxi: np.ndarray,
+                pyb: np.ndarray, out: np.ndarray) -> None:
+    """``out[jy, jx] = (sre + i sim)[jy, jx] px[jx] py[jy]`` (flattened ``k x hw``)."""
+    hw = pxr.shape[0]
+    for jy in range(pyb.shape[0]):
+        yr, yi = pyb[jy].real, pyb[jy].imag
+        for jx in range(hw):
+            f = jy * hw + jx
+            ar = pxr[jx] * yr - pxi[jx] * yi
+            ai = pxr[jx] * yi + pxi[jx] * yr
+            out[f] = complex(sre[f] * ar - sim[f] * ai, sre[f] * ai + sim[f] * ar)
 
 
 @numba.njit(inline="always", **_OPTS)
