@@ -22,12 +22,13 @@ Fluxes are the profiles' *total* fluxes: stamps are not renormalised.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
 
-from dask_phot.models._spectra import extension_spectra, place_stamps
+from dask_phot.models._spectra import SpectraLayout, galaxy_spectra, place_galaxies, spectra_layout
 from dask_phot.models.sersic import SersicTable, fourier_table, radius_fraction
 from dask_phot.models.shapes import Shapes
 from dask_phot.models.stamps import Stamps
@@ -136,7 +137,10 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     pts = np.flatnonzero(~ext)
-    if pts.size:
+    if pts.size and isinstance(psf, OversampledPSF):  # (straight into the buffer)
+        rows = pos[pts]
+        out.x0[rows], out.y0[rows] = psf.stamps_into(x[pts], y[pts], out.data, out.ptr[rows])
+    elif pts.size:
         st, x0, y0 = psf.stamps(x[pts], y[pts])  # type: ignore[attr-defined]
         out.put(pos[pts], st, x0, y0)
     cut = np.flatnonzero(ext & (fit_sides < sides))
@@ -144,7 +148,7 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
     # fluxes, themselves uncertain far beyond single-precision rounding): float32
     outer = Stamps.empty(cut.size, sides[cut], dtype=np.float32)
     for k in np.unique(sides[ext]):
-        grp = np.flatnonzero(ext & (sides == k))
+        grp = _by_phase(x, y, np.flatnonzero(ext & (sides == k)))
         # in chunks of ~1M pixels: the work arrays stay in cache, and their memory is
         # reused from chunk to chunk instead of faulted in afresh
         step = max(1, _CHUNK_PIXELS // int(k * k))
@@ -158,53 +162,79 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
 _CHUNK_PIXELS = 1 << 20
 
 
+def _by_phase(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sources ``idx`` ordered by their sub-pixel phase (1/64-pixel cells, rows first):
+    galaxies rendered one after the other then read the same stamps of an oversampled
+    PSF's phase table (megabytes, read from memory otherwise). The order does not change
+    any galaxy's model."""
+    fx = np.floor((x[idx] - np.floor(x[idx] + 0.5) + 0.5) * 64.0)
+    fy = np.floor((y[idx] - np.floor(y[idx] + 0.5) + 0.5) * 64.0)
+    cell = np.clip(np.nan_to_num(fy * 65.0 + fx), 0, 65 * 65).astype(np.int16)
+    return idx[np.argsort(cell, kind="stable")]  # (a radix sort for 16-bit keys)
+
+
 def _render_group(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
                   grp: np.ndarray, k: int, kc: int, pos: np.ndarray, cut: np.ndarray,
                   out: Stamps, outer: Stamps) -> None:
     """Render galaxies ``grp`` (input order), whose models are ``k x k`` and fitted
     stamps ``kc x kc``, into their stamps of ``out`` (rows ``pos[grp]``) and, when
-    ``kc < k``, their outskirts into ``outer`` (rows: their places in ``cut``)."""
-    spec, point, x0, y0 = _galaxy_parts(psf, x[grp], y[grp], shapes, grp, k)
+    ``kc < k``, their outskirts into ``outer`` (rows: their places in ``cut``). For an
+    oversampled PSF the model is its exact point stamp (rendered only out to where the
+    PSF has light) plus the extension; for a PSF on the image grid (whose continuous
+    form is its band-limited interpolation), the whole model comes from its transform."""
+    spec, x0, y0 = _galaxy_spectra(psf, x[grp], y[grp], shapes, grp, k)
     o = (k - kc) // 2
     rows = pos[grp]
     orows = np.searchsorted(cut, grp) if kc < k else np.zeros(grp.size, dtype=np.int64)
     ext_img = scipy.fft.irfft2(spec, s=(k, k), axes=(1, 2), overwrite_x=True)
-    place_stamps(ext_img, point, rows, kc, out.data, out.ptr, orows, outer.data,
-                 outer.ptr if kc < k else out.ptr)
+    if isinstance(psf, OversampledPSF):
+        grid, prf, pcx, pcy, s = psf.point_tables()
+        kp = min(k, psf.light_side)
+    else:
+        grid, prf, pcx, pcy, s, kp = np.zeros((2, 2, 1, 1)), np.zeros((1, 1)), 0.0, 0.0, 1, 0
+    xg, yg = x[grp], y[grp]
+    place_galaxies(ext_img, grid, prf, pcx, pcy, s, kp, xg - np.floor(xg + 0.5),
+                   yg - np.floor(yg + 0.5), rows, kc, out.data, out.ptr, orows, outer.data,
+                   outer.ptr if kc < k else out.ptr)
     out.x0[rows], out.y0[rows] = x0 + o, y0 + o
     if kc < k:
         outer.x0[orows], outer.y0[orows] = x0, y0
 
 
-def _galaxy_parts(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
-                  rows: np.ndarray, k: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _galaxy_spectra(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes,
+                    rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Galaxies sharing stamp side ``k``: the half spectra (single precision) of their
-    Fourier-rendered part, the point stamps to add to it, and the stamps' corners. For
-    an oversampled PSF the model is its exact point stamp plus the extension; for a PSF
-    on the image grid (whose continuous form is its band-limited interpolation), the
-    whole model comes from its transform (the point part is zero)."""
+    Fourier-rendered part (the extension beyond a point for an oversampled PSF, the
+    whole model otherwise) and the stamps' corners."""
     m = x.shape[0]
     cx = np.floor(x + 0.5)
     cy = np.floor(y + 0.5)
     fine = isinstance(psf, OversampledPSF)
-    # the PSF's light out to the galaxy's stamp edge (an oversampled PSF's wings are known)
-    # (rendered only out to where the PSF has light; the rest of the stamp is zero)
-    point = psf.stamps(x, y, size=min(k, psf.light_side))[0] if fine else np.zeros((m, 1, 1))
-    tr = psf.transfer(k).half()  # type: ignore[attr-defined]
-    srt = np.lexsort((tr.jx, tr.jy))  # bins in memory order
-    ux, uy = tr.ux[srt], tr.uy[srt]
+    lay = _layout(psf.transfer(k).half())  # type: ignore[attr-defined]
     bidx, bw = _basis_weights(psf, x, y)
     table = fourier_table()
     nidx, nw = _n_weights(table, shapes.n[rows])
-    spec = np.zeros((m, k, k // 2 + 1), dtype=np.complex64)
-    extension_spectra(ux.astype(np.float64), uy.astype(np.float64), ux + tr.n // 2,
-                      uy + tr.n // 2, tr.jy[srt] * (k // 2 + 1) + tr.jx[srt],
-                      np.ascontiguousarray(tr.rhat[:, srt]), k, tr.n, x - cx, y - cy,
-                      shapes.r_e[rows], shapes.q[rows], np.deg2rad(shapes.theta[rows]),
-                      nidx, nw, bidx, bw, table.values, table.lt0, table.dlt,
-                      1.0 if fine else 0.0, k // 2, spec)
-    return spec, point, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
+    spec = np.empty((m, k, k // 2 + 1), dtype=np.complex64)  # (every bin is written)
+    galaxy_spectra(*lay, k, x - cx, y - cy, shapes.r_e[rows], shapes.q[rows],
+                   np.deg2rad(shapes.theta[rows]), nidx, nw, bidx, bw, table.values,
+                   table.lt0, table.dlt, 1.0 if fine else 0.0, k // 2, spec)
+    return spec, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
+
+
+#: Spectra layouts of the half transfers in use, by ``id``; an entry goes with its
+#: transfer (which the PSFs cache).
+_LAYOUTS: dict[int, tuple[weakref.ref, SpectraLayout]] = {}
+
+
+def _layout(tr: object) -> SpectraLayout:
+    """The :class:`SpectraLayout` of a half transfer (computed once per transfer)."""
+    key = id(tr)
+    hit = _LAYOUTS.get(key)
+    if hit is None or hit[0]() is not tr:
+        lay = spectra_layout(tr.ux, tr.uy, tr.rhat, tr.k)  # type: ignore[attr-defined]
+        _LAYOUTS[key] = (weakref.ref(tr, lambda _, key=key: _LAYOUTS.pop(key, None)), lay)
+        return lay
+    return hit[1]
 
 
 def _basis_weights(psf: object, x: np.ndarray, y: np.ndarray

@@ -236,14 +236,30 @@ class OversampledPSF:
         if self.size is None or k <= self.size:  # (None while the default size is chosen)
             # (outputs allocated by numpy: huge pages fault in faster than numba's)
             out = np.empty((x.shape[0], k, k))
-            _grid_stamps(self._grid(k), x - cx, y - cy, out)
+            _grid_stamps(self._grid(k), x - cx, y - cy, out.reshape(-1),
+                         np.arange(x.shape[0]) * (k * k), _phase_order(x - cx, y - cy))
         else:  # the core from the phase grid, the wings beyond it sampled bilinearly
             core = np.empty((x.shape[0], self.size, self.size))
-            _grid_stamps(self._grid(self.size), x - cx, y - cy, core)
+            _grid_stamps(self._grid(self.size), x - cx, y - cy, core.reshape(-1),
+                         np.arange(x.shape[0]) * self.size**2, _phase_order(x - cx, y - cy))
             pcx, pcy = self._pcenter  # type: ignore[attr-defined]
             out = np.zeros((x.shape[0], k, k))
             _wing_stamps(self.prf, pcx, pcy, self.oversampling, core, x - cx, y - cy, out)
         return out, cx.astype(np.int64) - k // 2, cy.astype(np.int64) - k // 2
+
+    def stamps_into(self, x: np.ndarray, y: np.ndarray, data: np.ndarray,
+                    offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`stamps` of side ``size`` written straight into a flat float64 buffer,
+        stamp ``i`` at ``data[offsets[i]:offsets[i] + size**2]`` (the engine's ragged
+        stamps: no intermediate array); returns the stamps' corners."""
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        cx = np.floor(x + 0.5)
+        cy = np.floor(y + 0.5)
+        _grid_stamps(self._grid(self.size), x - cx, y - cy, data,
+                     np.asarray(offsets, dtype=np.int64), _phase_order(x - cx, y - cy))
+        h = self.size // 2
+        return cx.astype(np.int64) - h, cy.astype(np.int64) - h
 
     def _grid(self, k: int) -> np.ndarray:
         """Stamps tabulated on a grid of phases (cached per stamp size)."""
@@ -256,6 +272,14 @@ class OversampledPSF:
                 cache[k] = _phase_grid(self.prf, pcx, pcy, self.oversampling, k,
                                        int(self.interp_order))
         return cache[k]
+
+    def point_tables(self) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+        """What :meth:`stamps` renders from, for kernels that render point stamps in place
+        (:func:`dask_phot.models._spectra.place_galaxies`): the stamps of side ``size``
+        tabulated in phase, the pixel response, its centre ``(x, y)`` and the
+        oversampling."""
+        pcx, pcy = self._pcenter  # type: ignore[attr-defined]
+        return self._grid(self.size), self.prf, pcx, pcy, self.oversampling
 
     def wing_kernel(self, inner: int) -> np.ndarray:
         """The PSF over its ``wing_size`` box, with the central ``inner`` box zeroed
@@ -462,77 +486,105 @@ def _dirichlet(t: np.ndarray, n: int) -> np.ndarray:
     return np.where(np.abs(den) < 1e-12, 1.0, w)  # d a multiple of n (odd): the limit is 1
 
 
+def _phase_order(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Sources ordered by phase cell (rows first): stamps made in this order read the
+    same tabulated stamps one after the other (the tables are megabytes)."""
+    cell = np.floor((dy + 0.5) * _PHASES) * (_PHASES + 1) + np.floor((dx + 0.5) * _PHASES)
+    cell = np.clip(np.nan_to_num(cell), 0, (_PHASES + 1) ** 2).astype(np.int16)
+    return np.argsort(cell, kind="stable")  # (a radix sort for 16-bit keys)
+
+
 @numba.njit(cache=True, nogil=True)
-def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
-    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``out``, by bilinear
-    interpolation in phase between the tabulated stamps of :func:`_phase_grid`."""
-    n = dx.shape[0]
+def _grid_stamps(grid: np.ndarray, dx: np.ndarray, dy: np.ndarray, data: np.ndarray,
+                 offsets: np.ndarray, visit: np.ndarray) -> None:
+    """Stamps at phases ``dx, dy`` (in [-1/2, 1/2]) into ``data[offsets[i]:...]``, by
+    bilinear interpolation in phase between the tabulated stamps of :func:`_phase_grid`
+    (:func:`phase_stamp`), made in the order ``visit`` (a permutation of the sources)."""
+    kk = grid.shape[2] * grid.shape[3]
+    none = np.zeros(0, dtype=np.float32)
+    for t in range(dx.shape[0]):
+        i = visit[t]
+        phase_stamp(grid, dx[i], dy[i], none, data[offsets[i]:offsets[i] + kk])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def phase_stamp(grid: np.ndarray, dx: float, dy: float, add: np.ndarray,
+                out: np.ndarray) -> None:
+    """``out`` (flat) = ``add`` (flat; empty: nothing) + the stamp at phase ``(dx, dy)``
+    interpolated bilinearly between the four tabulated stamps of ``grid`` about it."""
+    kk = out.shape[0]
     q = grid.shape[0] - 1
-    k = grid.shape[2]
-    kk = k * k
-    flat = out.reshape((n, kk))
-    for i in range(n):
-        tx = min(max((dx[i] + 0.5) * q, 0.0), float(q))
-        ty = min(max((dy[i] + 0.5) * q, 0.0), float(q))
-        jx = min(int(tx), q - 1)
-        jy = min(int(ty), q - 1)
-        wx = tx - jx
-        wy = ty - jy
-        a00 = grid[jy, jx].reshape(kk)
-        a01 = grid[jy, jx + 1].reshape(kk)
-        a10 = grid[jy + 1, jx].reshape(kk)
-        a11 = grid[jy + 1, jx + 1].reshape(kk)
-        w00 = (1.0 - wy) * (1.0 - wx)
-        w01 = (1.0 - wy) * wx
-        w10 = wy * (1.0 - wx)
-        w11 = wy * wx
-        o = flat[i]
+    tx = min(max((dx + 0.5) * q, 0.0), float(q))
+    ty = min(max((dy + 0.5) * q, 0.0), float(q))
+    jx = min(int(tx), q - 1)
+    jy = min(int(ty), q - 1)
+    wx = tx - jx
+    wy = ty - jy
+    a00 = grid[jy, jx].reshape(kk)
+    a01 = grid[jy, jx + 1].reshape(kk)
+    a10 = grid[jy + 1, jx].reshape(kk)
+    a11 = grid[jy + 1, jx + 1].reshape(kk)
+    w00 = (1.0 - wy) * (1.0 - wx)
+    w01 = (1.0 - wy) * wx
+    w10 = wy * (1.0 - wx)
+    w11 = wy * wx
+    if add.shape[0] == 0:
         for p in range(kk):
-            o[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
+            out[p] = w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p]
+    else:
+        for p in range(kk):
+            out[p] = add[p] + (w00 * a00[p] + w01 * a01[p] + w10 * a10[p] + w11 * a11[p])
 
 
 @numba.njit(cache=True, nogil=True)
 def _wing_stamps(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray,
                  dx: np.ndarray, dy: np.ndarray, out: np.ndarray) -> None:
-    """``k x k`` stamps into the zeroed ``out``: ``core`` in the middle, the pixel response
-    sampled bilinearly on the fine grid outside it (the wings are smooth on the fine
-    scale). The sample positions are separable: each column's and each row's fine
-    index and weight are computed once per stamp, and only the rows and columns that
-    reach inside ``prf`` are visited (the rest stay zero)."""
-    n = dx.shape[0]
+    """``k x k`` stamps into the zeroed ``out`` (:func:`wing_stamp`)."""
     k = out.shape[1]
-    kc = core.shape[1]
+    ixs = np.empty(k, dtype=np.int64)
+    wxs = np.empty(k)
+    for i in range(dx.shape[0]):
+        wing_stamp(prf, pcx, pcy, s, core[i], dx[i], dy[i], ixs, wxs, out[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def wing_stamp(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray, dx: float,
+               dy: float, ixs: np.ndarray, wxs: np.ndarray, out: np.ndarray) -> None:
+    """A ``k x k`` stamp into the zeroed ``out``: ``core`` in the middle, the pixel
+    response sampled bilinearly on the fine grid outside it (the wings are smooth on the
+    fine scale). The sample positions are separable: each column's and each row's fine
+    index and weight are computed once (``ixs, wxs``: scratch of ``k``), and only the
+    rows and columns that reach inside ``prf`` are visited (the rest stay zero)."""
+    k = out.shape[0]
+    kc = core.shape[0]
     h = k // 2
     o = h - kc // 2
     ny, nx = prf.shape
-    ixs = np.empty(k, dtype=np.int64)
-    wxs = np.empty(k)
-    for i in range(n):
-        c0, c1 = k, 0
-        for c in range(k):
-            fx = pcx + s * (c - h - dx[i])
-            ix = math.floor(fx)
-            ixs[c] = ix
-            wxs[c] = fx - ix
-            if 0 <= ix and ix + 1 < nx:
-                c0 = min(c0, c)
-                c1 = max(c1, c + 1)
-        for r in range(k):
-            inside_rows = o <= r < o + kc
-            if inside_rows:
-                for c in range(kc):
-                    out[i, r, o + c] = core[i, r - o, c]
-            fy = pcy + s * (r - h - dy[i])
-            iy = math.floor(fy)
-            wy = fy - iy
-            if iy < 0 or iy + 1 >= ny:
+    c0, c1 = k, 0
+    for c in range(k):
+        fx = pcx + s * (c - h - dx)
+        ix = math.floor(fx)
+        ixs[c] = ix
+        wxs[c] = fx - ix
+        if 0 <= ix and ix + 1 < nx:
+            c0 = min(c0, c)
+            c1 = max(c1, c + 1)
+    for r in range(k):
+        inside_rows = o <= r < o + kc
+        if inside_rows:
+            for c in range(kc):
+                out[r, o + c] = core[r - o, c]
+        fy = pcy + s * (r - h - dy)
+        iy = math.floor(fy)
+        wy = fy - iy
+        if iy < 0 or iy + 1 >= ny:
+            continue
+        p0 = prf[iy]
+        p1 = prf[iy + 1]
+        for c in range(c0, c1):
+            if inside_rows and o <= c < o + kc:
                 continue
-            p0 = prf[iy]
-            p1 = prf[iy + 1]
-            for c in range(c0, c1):
-                if inside_rows and o <= c < o + kc:
-                    continue
-                ix = ixs[c]
-                wx = wxs[c]
-                out[i, r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
-                                + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
+            ix = ixs[c]
+            wx = wxs[c]
+            out[r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
+                         + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
