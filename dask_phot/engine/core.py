@@ -187,7 +187,8 @@ def forced_photometry(
         return PhotometryResult.empty()
     shp = Shapes.from_mapping(shapes, n)
     nsky = SKY_TERMS[sky_model] if fit_sky else 0
-    tile_default, margin_default = default_tiling(psf.size, psf.fwhm)
+    density = float(np.count_nonzero(prep.fit)) / max(prep.data.size, 1)
+    tile_default, margin_default = default_tiling(psf.size, psf.fwhm, density)
     opts = dict(
         nsky=nsky,
         tile_size=int(tile_size or tile_default),
