@@ -245,3 +245,16 @@ def test_thread_safety(psf):
         t.join()
     for r in out:
         np.testing.assert_array_equal(r.flux, ref.flux)
+
+
+def test_default_tiles_grow_where_sources_are_sparse_enough():
+    """Tiles grow towards 40 px while one would model at most MAX_MODELLED sources:
+    IRAC's 21-px stamps at COSMOS density (~0.016 per px) get 40-px tiles; GALEX's
+    dense tiles (~0.05 per px) and a call without a density keep the base size."""
+    from dask_phot.engine.scene import MAX_MODELLED, default_tiling
+
+    assert default_tiling(21, 2.37) == (21, 13)
+    assert default_tiling(21, 2.37, 0.0163) == (40, 13)
+    assert default_tiling(27, 3.39, 0.054) == default_tiling(27, 3.39) == (28, 17)
+    t, g = default_tiling(21, 2.37, 0.03)  # in between: as large as the cap allows
+    assert 21 < t < 40 and 0.03 * (t + 2 * g + 21) ** 2 <= MAX_MODELLED

@@ -332,9 +332,10 @@ def test_forced_photometry_scene_matches_reference_pipeline(psf):
     shapes = field_shapes(x.size, 10)
     res = forced_photometry(img, psf, x, y, weight=weight, shapes=shapes, max_core=10_000)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    density = np.count_nonzero(prep.fit) / prep.data.size  # as forced_photometry's tiles
     st = stamps_of(psf, prep.x, prep.y, 10)
     nuse, _ = footprint_flags(prep, *boxes(st))
-    t, g = default_tiling(psf.size, psf.fwhm)
+    t, g = default_tiling(psf.size, psf.fwhm, density)
     tl = tiling_of(prep, st, t, g)
     flux, var, status, _ = reference_solve_tiles(tl, st, prep.data, prep.weight, 0, 1e-7)
     ok = np.isfinite(res.flux)

@@ -109,4 +109,6 @@ def test_a_mosaic_in_another_frame_measures_every_source(name, priors, tmp_path)
     robust = 1.4826 * np.median(np.abs(p - median))
     assert len(p) > 100
     assert abs(median) < 3 * 1.2533 * robust / np.sqrt(len(p)), (median, len(p))
-    assert 0.85 < robust < 1.15, robust
+    # the MAD-based sigma of N normal pulls has a standard error of 1.166 / sqrt(N), 0.09
+    # for these ~156 (0.85-1.15 was 1.6 of them: a 1-in-10 failure of a right fit)
+    assert abs(robust - 1) < 2.5 * 1.166 / np.sqrt(len(p)), (robust, len(p))

@@ -22,15 +22,15 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
 from astropy.wcs import WCS
 
-if TYPE_CHECKING:
-    from dask_phot.images._tiled import TiledImage
+from dask_phot.images import _tiled
+from dask_phot.images._errors import MosaicError
+from dask_phot.images._tiled import TiledImage
 
 __all__ = ["BLOCK", "INHERITED_KEYWORDS", "ExtensionSpec", "FitsImageLayout", "MosaicError",
            "ReadBytes", "pixel_dtype", "scan_image_hdu"]
@@ -60,10 +60,6 @@ ReadBytes = Callable[[int, int], bytes]
 INHERITED_KEYWORDS = ("TELESCOP", "INSTRUME", "DETECTOR", "FILTER", "FILTER1", "FILTER2",
                       "PUPIL", "PROGRAM", "PROPOSID", "TARGNAME", "TARGPROP", "EXPTIME",
                       "PHOTMODE", "PHOTFLAM", "PHOTFNU", "PHOTPLAM", "PHOTBW", "PHOTZPT")
-
-
-class MosaicError(ValueError):
-    """A mosaic that cannot be used as given; the message names the file (and extension)."""
 
 
 @dataclass(frozen=True)
@@ -290,7 +286,6 @@ def _inherit(header: fits.Header, primary: fits.Header | None) -> fits.Header:
 def _tiled_layout(reader: _Reader, header: fits.Header, index: int, data_offset: int,
                   where: str) -> FitsImageLayout:
     """The layout of a tile-compressed image HDU, its tile table read."""
-    from dask_phot.images import _tiled  # _tiled imports this module
 
     size = _tiled.table_size(header)
     table = reader.read(data_offset, data_offset + size) if size else b""

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from astropy.io import fits
 
-from dask_phot.images._fits import MosaicError
+from dask_phot.images._errors import MosaicError
 
 __all__ = ["SUPPORTED", "TilePlan", "TiledImage", "assemble_boxes", "image_header",
            "parse_tiled", "plan_tiles", "table_size"]
