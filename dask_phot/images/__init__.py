@@ -24,9 +24,9 @@ Modules: :mod:`~dask_phot.images.index` (:class:`Mosaic`, :func:`build_index`,
 (:class:`Region`, :func:`read_region`, :func:`sky_to_box`),
 :mod:`~dask_phot.images.frames` (:func:`icrs_to_pixel`, :func:`pixel_to_icrs`: ICRS
 positions on mosaics in any celestial frame), :mod:`~dask_phot.images.units`
-(:func:`header_to_ujy`), ``_fits`` (header scanning, extensions, :class:`MosaicError`),
-``_tiled`` (tile-compressed images), ``rows`` (the row cache) and ``_io`` (URLs,
-fsspec, the gzip cache, byte ranges, :func:`split_extension`).
+(:func:`header_to_ujy`), ``_fits`` (header scanning, extensions), ``_errors``
+(:class:`MosaicError`), ``_tiled`` (tile-compressed images), ``rows`` (the row cache)
+and ``_io`` (URLs, fsspec, the gzip cache, byte ranges, :func:`split_extension`).
 """
 
 from dask_phot.images._fits import ExtensionSpec, MosaicError

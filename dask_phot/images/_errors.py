@@ -7,3 +7,5 @@ __all__ = ["MosaicError"]
 
 class MosaicError(ValueError):
     """A mosaic that cannot be used as given; the message names the file (and extension)."""
+
+    __module__ = "dask_phot.images"  # its public home

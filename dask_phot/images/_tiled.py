@@ -16,7 +16,7 @@ and floating-point images, floats stored losslessly (``ZQUANTIZ = 'NONE'``) or q
 (``NO_DITHER``, ``SUBTRACTIVE_DITHER_1`` and ``_2`` with ``ZDITHER0``; ``ZSCALE``/``ZZERO``
 per tile; quantized ``ZBLANK`` becomes NaN; tiles that could not be quantized, in the
 ``GZIP_COMPRESSED_DATA`` or ``UNCOMPRESSED_DATA`` column). Other algorithms
-(``HCOMPRESS_1``, ``PLIO_1``) raise one :class:`~dask_phot.images._fits.MosaicError` line.
+(``HCOMPRESS_1``, ``PLIO_1``) raise one :class:`~dask_phot.images.MosaicError` line.
 GZIP is decoded with the standard library; RICE_1 with astropy's codec (:func:`_rice_decoder`,
 the one place that imports astropy's private compression module).
 """

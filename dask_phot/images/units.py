@@ -32,7 +32,7 @@ Examples
 >>> header_to_ujy({"TELESCOP": "HST", "BUNIT": "ELECTRONS/S"}, url="x_drz.fits[SCI]")
 Traceback (most recent call last):
 ...
-dask_phot.images._fits.MosaicError: x_drz.fits[SCI]: an HST count-rate image (BUNIT 'ELECTRONS/S') without PHOTFLAM and PHOTPLAM (or PHOTFNU) in its headers: cannot convert to microjansky; set to_ujy to give the conversion
+dask_phot.images.MosaicError: x_drz.fits[SCI]: an HST count-rate image (BUNIT 'ELECTRONS/S') without PHOTFLAM and PHOTPLAM (or PHOTFNU) in its headers: cannot convert to microjansky; set to_ujy to give the conversion
 """  # noqa: E501
 
 from __future__ import annotations
