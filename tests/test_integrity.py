@@ -300,10 +300,14 @@ def test_bad_inputs_are_one_line_before_any_cluster(field, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(field, tmp_path):
-    """Ctrl-C in a terminal (SIGINT to the run and its LocalCluster's workers): one line."""
+    """Ctrl-C in a terminal (SIGINT to the run and its LocalCluster's workers): one line.
+
+    One worker, so that the signal, sent once the first cell is written, finds the
+    other cells still to run (with two workers on a loaded machine the last of the
+    five cells could be written before the signal came)."""
     proj = _project(field, tmp_path / "p")
     (proj / "config.toml").write_text((proj / "config.toml").read_text()
-                                      + "\n[cells]\norder = 13\n")
+                                      + "\n[cells]\norder = 13\n\n[cluster]\nn_workers = 1\n")
     cmd = [sys.executable, "-m", "dask_phot.commands", "run", str(proj / "config.toml"),
            "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
