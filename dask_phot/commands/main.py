@@ -56,6 +56,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             InputError, StorageError, IncompleteCatalogError, MosaicError)
 
 
+def _cancelled_gather(record: logging.LogRecord) -> bool:
+    """Drop the scheduler's "Couldn't gather keys" error: after Ctrl-C it is the
+    cancelled cells' results (the run says what it kept), and otherwise the client
+    raises the same failure where the run handles it."""
+    return not record.getMessage().startswith("Couldn't gather keys")
+
+
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -69,6 +76,7 @@ def _configure_logging(verbose: int) -> None:
         logging.getLogger(name).setLevel(quiet_libs.upper())
     if verbose < 2:  # a closing LocalCluster kills its workers, saying so: not news
         logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
+        logging.getLogger("distributed.scheduler").addFilter(_cancelled_gather)
     # storage clients log request headers (signed with the credentials) at DEBUG
     for name in ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3", "aiohttp"):
         logging.getLogger(name).setLevel(logging.WARNING)
