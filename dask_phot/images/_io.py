@@ -26,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 from dask_phot import storage
 
 __all__ = [
+    "MAX_REQUEST",
     "access_error",
     "cache_directory",
     "cached_copy",
@@ -41,6 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Largest single range request, bytes (the read plans split longer ranges).
+MAX_REQUEST = 16 * 1024 * 1024
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 _GLOB_CHARS = frozenset("*?[")
 _HTTP_PROTOCOLS = frozenset({"http", "https"})

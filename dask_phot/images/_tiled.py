@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from astropy.io import fits
 
+from dask_phot.images import _io
 from dask_phot.images._errors import MosaicError
 
 __all__ = ["SUPPORTED", "TilePlan", "TiledImage", "assemble_boxes", "image_header",
@@ -43,7 +44,6 @@ SUPPORTED = ("GZIP_1", "GZIP_2", "RICE_1", "RICE_ONE", "NOCOMPRESS")
 _QUANTIZE = ("NONE", "NO_DITHER", "SUBTRACTIVE_DITHER_1", "SUBTRACTIVE_DITHER_2")
 _N_RANDOM = 10000
 _ZERO_VALUE = -2147483646  # SUBTRACTIVE_DITHER_2's exact zero
-_MAX_REQUEST = 16 * 1024 * 1024
 _TFORM_RE = re.compile(r"^\s*(\d*)([LXBIJKAEDCMPQ])([BIJKED])?")
 _ITEM = {"L": 1, "B": 1, "I": 2, "J": 4, "K": 8, "A": 1, "E": 4, "D": 8, "C": 8, "M": 16,
          "P": 8, "Q": 16}
@@ -347,7 +347,7 @@ def plan_tiles(t: TiledImage, boxes: Sequence[Sequence[int]], url: str, *, costs
     for column, start, nbytes, k in found:
         end = start + nbytes
         if (not req_starts or start - req_ends[-1] > limit
-                or (end - req_starts[-1] > _MAX_REQUEST and start >= req_ends[-1])):
+                or (end - req_starts[-1] > _io.MAX_REQUEST and start >= req_ends[-1])):
             req_starts.append(start)
             req_ends.append(end)
         req_ends[-1] = max(req_ends[-1], end)

@@ -24,7 +24,6 @@ __all__ = ["ReadCosts", "Region", "box_wcs", "noise_to_weight", "plan_requests",
 
 log = logging.getLogger(__name__)
 
-_MAX_REQUEST = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,7 +154,7 @@ def plan_requests(
     """
     x0, x1, y0, y1 = box
     width, nrows = x1 - x0, y1 - y0
-    most = max(1, _MAX_REQUEST // (nx * itemsize))
+    most = max(1, _io.MAX_REQUEST // (nx * itemsize))
     if max_gap is not None:
         gap = (nx - width) * itemsize
         return _grouped(offset, nx, box, itemsize, 1 if gap > max_gap else most)

@@ -25,8 +25,6 @@ from dask_phot.images import _io
 
 __all__ = ["RowCache", "read_rows", "row_cache"]
 
-#: Largest single request, bytes.
-_MAX_REQUEST = 16 * 1024 * 1024
 
 
 class RowCache:
@@ -141,7 +139,7 @@ def read_rows(
         have = {r: cache.get(url, r) for r in range(y0, y1)}
         held.append({r: d for r, d in have.items() if d is not None})
         missing = [r for r, d in have.items() if d is None]
-        per = max(1, _MAX_REQUEST // row_bytes)
+        per = max(1, _io.MAX_REQUEST // row_bytes)
         pieces = [(a, min(a + per, b)) for a, b in _runs(missing) for a in range(a, b, per)]
         plans.append(pieces)
         fetch.append((url, [offset + a * row_bytes for a, _ in pieces],
