@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
+import numba
 import numpy as np
 
 from dask_phot.engine import _kernels as K
@@ -107,9 +108,8 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     weight = prep.weight if final_weight is None else final_weight
     # (image-sized temporaries cost page faults: the data without the light are made in
     # one array, and the light is added back into it in place)
-    usable = weight > 0
-    data = np.zeros_like(prep.data)
-    np.subtract(prep.data, light, out=data, where=usable)
+    data = np.empty(prep.data.shape)
+    _usable_minus(prep.data, light, weight, data)
     fit = prep.fit
     if final_weight is not None:
         fit = fit & second_fit_sources(rendered.stamps, np.argsort(order), final_weight)
@@ -118,11 +118,29 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     # factorisations
     *out, state = solve_scene(second, rendered.stamps, order=order,
                               state=None if final_weight is not None else state, **opts)
-    np.add(data, light, out=data, where=usable)
+    _usable_plus(data, light, weight)
     kept = prep.fit & ~fit
     if kept.any():
         out = [np.where(kept, a, b) for a, b in zip(first, out, strict=True)]
     return tuple(out), state, replace(second, fit=prep.fit), light
+
+
+@numba.njit(cache=True, nogil=True)
+def _usable_minus(data: np.ndarray, light: np.ndarray, weight: np.ndarray, out: np.ndarray
+                  ) -> None:
+    """``out = data - light`` where ``weight > 0``, 0 elsewhere (one pass, no temporaries)."""
+    for yy in range(out.shape[0]):
+        for xx in range(out.shape[1]):
+            out[yy, xx] = data[yy, xx] - light[yy, xx] if weight[yy, xx] > 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _usable_plus(data: np.ndarray, light: np.ndarray, weight: np.ndarray) -> None:
+    """``data += light`` where ``weight > 0`` (in place)."""
+    for yy in range(data.shape[0]):
+        for xx in range(data.shape[1]):
+            if weight[yy, xx] > 0.0:
+                data[yy, xx] += light[yy, xx]
 
 
 def second_fit_sources(stamps: Stamps, pos: np.ndarray, final_weight: np.ndarray
@@ -234,9 +252,11 @@ def _assemble(
     flux, err, ok = settle_fits(prep, flux, var, status, hasdeg)
     sflux = np.empty_like(flux)
     sflux[pos] = flux
-    model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
-    if extra is not None:
-        model += extra
+    if extra is not None:  # (ours: the stamps are added into it, no new image)
+        K.scatter_into(*stamps.arrays, sflux, extra)
+        model = extra
+    else:
+        model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
     out_model = model + prep.sky if return_model else None
     resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
     mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)

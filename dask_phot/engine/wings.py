@@ -90,7 +90,8 @@ def _add_phased_wings(psf: OversampledPSF, x: np.ndarray, y: np.ndarray, flux: n
     st, x0, y0 = psf.stamps(x, y, size=psf.wing_size)
     o = (psf.wing_size - inner) // 2
     st[:, o:o + inner, o:o + inner] = 0.0
-    K.scatter_into(*Stamps.from_square(st, x0, y0).arrays, flux, out)
+    _scatter_holed(*Stamps.from_square(st, x0, y0).arrays,
+                   np.full(x.shape[0], inner, dtype=np.int64), flux, out)
 
 
 @numba.njit(cache=True, nogil=True)
