@@ -234,9 +234,20 @@ def _reorder(stamps: Stamps, order: np.ndarray) -> Stamps:
     sides_w, sides_h = stamps.w[order], stamps.h[order]
     ptr = np.zeros(order.size + 1, dtype=np.int64)
     np.cumsum(sides_w * sides_h, out=ptr[1:])
-    idx = np.concatenate([np.arange(stamps.ptr[i], stamps.ptr[i] + stamps.w[i] * stamps.h[i])
-                          for i in order]) if order.size else np.zeros(0, dtype=np.int64)
-    return Stamps(stamps.data[idx], ptr, sides_w, sides_h, stamps.x0[order], stamps.y0[order])
+    data = np.empty(int(ptr[-1]), dtype=stamps.data.dtype)
+    _gather_stamps(stamps.data, stamps.ptr, np.asarray(order, dtype=np.int64), ptr, data)
+    return Stamps(data, ptr, sides_w, sides_h, stamps.x0[order], stamps.y0[order])
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_stamps(data: np.ndarray, ptr: np.ndarray, order: np.ndarray, new_ptr: np.ndarray,
+                   out: np.ndarray) -> None:
+    """Copy stamp ``order[k]`` (``data[ptr[i]:]``) to ``out[new_ptr[k]:new_ptr[k + 1]]``."""
+    for k in range(order.shape[0]):
+        src = data[ptr[order[k]]:]
+        dst = out[new_ptr[k]:new_ptr[k + 1]]
+        for p in range(dst.shape[0]):
+            dst[p] = src[p]
 
 
 def _assemble(
