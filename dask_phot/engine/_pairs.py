@@ -18,6 +18,9 @@ __all__ = ["block_lines", "cells_in", "pair_table"]
 # Flags for kernels whose only floating-point liberty is the order of sums
 # (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
 _REASSOC = {"reassoc", "contract", "nsz"}
+# The sums' kernels index with unsigned integers (``np.uint64``): numba then adds no
+# wrap-around test for negative indices, which the short rows paid at every pixel (the
+# indices are never negative: the boxes are clipped to the image and to the stamps).
 
 
 # ---------------------------------------------------------------------------
@@ -57,20 +60,19 @@ def _cell_dots(data: np.ndarray, oi: int, wi: int, oj: int, wj: int, xi: int, yi
     """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
     ``out[(by - by0) * nbx + (bx - bx0)]``; stamp ``i`` starts at ``data[oi]`` with
     rows of ``wi`` pixels (likewise ``j``)."""
+    u = np.uint64
     for yy in range(ys, ye):
         cell = (yb[yy] - by0) * nbx
         ri = oi + (yy - yi) * wi - xi
         rj = oj + (yy - yj) * wj - xj
+        wr = weight[yy]
         for sb in range(nbx):
             sx0 = max(xs, xlines[bx0 + sb])
             sx1 = min(xe, xlines[bx0 + sb + 1])
-            wrow = weight[yy, sx0:sx1]
-            si = data[ri + sx0 : ri + sx1]
-            sj = data[rj + sx0 : rj + sx1]
             acc = 0.0
-            for c in range(sx1 - sx0):
-                acc += wrow[c] * si[c] * sj[c]
-            out[cell + sb] += acc
+            for c in range(sx0, sx1):
+                acc += wr[u(c)] * data[u(ri + c)] * data[u(rj + c)]
+            out[u(cell + sb)] += acc
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -79,26 +81,27 @@ def _cell_self(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.
                bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
     """Add ``sum(w s^2), sum(w s d), sum(w s)`` of stamp ``i`` over a box, split
     by block, to ``out[3 * cell + (0, 1, 2)]``."""
+    u = np.uint64
     for yy in range(ys, ye):
         cell = (yb[yy] - by0) * nbx
         ri = oi + (yy - yi) * wi - xi
+        wr = weight[yy]
+        dr = image[yy]
         for sb in range(nbx):
             sx0 = max(xs, xlines[bx0 + sb])
             sx1 = min(xe, xlines[bx0 + sb + 1])
-            wrow = weight[yy, sx0:sx1]
-            drow = image[yy, sx0:sx1]
-            si = data[ri + sx0 : ri + sx1]
             dd = 0.0
             db = 0.0
             ds = 0.0
-            for c in range(sx1 - sx0):
-                ws = wrow[c] * si[c]
-                dd += ws * si[c]
-                db += ws * drow[c]
+            for c in range(sx0, sx1):
+                ws = wr[u(c)] * data[u(ri + c)]
+                dd += ws * data[u(ri + c)]
+                db += ws * dr[u(c)]
                 ds += ws
-            out[3 * (cell + sb)] += dd
-            out[3 * (cell + sb) + 1] += db
-            out[3 * (cell + sb) + 2] += ds
+            q = u(3 * (cell + sb))
+            out[q] += dd
+            out[q + u(1)] += db
+            out[q + u(2)] += ds
 
 
 @numba.njit(cache=True, nogil=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
+import numba
 import numpy as np
 
 from dask_phot.engine import _kernels as K
@@ -107,9 +108,8 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     weight = prep.weight if final_weight is None else final_weight
     # (image-sized temporaries cost page faults: the data without the light are made in
     # one array, and the light is added back into it in place)
-    usable = weight > 0
-    data = np.zeros_like(prep.data)
-    np.subtract(prep.data, light, out=data, where=usable)
+    data = np.empty(prep.data.shape)
+    _usable_minus(prep.data, light, weight, data)
     fit = prep.fit
     if final_weight is not None:
         fit = fit & second_fit_sources(rendered.stamps, np.argsort(order), final_weight)
@@ -118,11 +118,29 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     # factorisations
     *out, state = solve_scene(second, rendered.stamps, order=order,
                               state=None if final_weight is not None else state, **opts)
-    np.add(data, light, out=data, where=usable)
+    _usable_plus(data, light, weight)
     kept = prep.fit & ~fit
     if kept.any():
         out = [np.where(kept, a, b) for a, b in zip(first, out, strict=True)]
     return tuple(out), state, replace(second, fit=prep.fit), light
+
+
+@numba.njit(cache=True, nogil=True)
+def _usable_minus(data: np.ndarray, light: np.ndarray, weight: np.ndarray, out: np.ndarray
+                  ) -> None:
+    """``out = data - light`` where ``weight > 0``, 0 elsewhere (one pass, no temporaries)."""
+    for yy in range(out.shape[0]):
+        for xx in range(out.shape[1]):
+            out[yy, xx] = data[yy, xx] - light[yy, xx] if weight[yy, xx] > 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _usable_plus(data: np.ndarray, light: np.ndarray, weight: np.ndarray) -> None:
+    """``data += light`` where ``weight > 0`` (in place)."""
+    for yy in range(data.shape[0]):
+        for xx in range(data.shape[1]):
+            if weight[yy, xx] > 0.0:
+                data[yy, xx] += light[yy, xx]
 
 
 def second_fit_sources(stamps: Stamps, pos: np.ndarray, final_weight: np.ndarray
@@ -216,9 +234,20 @@ def _reorder(stamps: Stamps, order: np.ndarray) -> Stamps:
     sides_w, sides_h = stamps.w[order], stamps.h[order]
     ptr = np.zeros(order.size + 1, dtype=np.int64)
     np.cumsum(sides_w * sides_h, out=ptr[1:])
-    idx = np.concatenate([np.arange(stamps.ptr[i], stamps.ptr[i] + stamps.w[i] * stamps.h[i])
-                          for i in order]) if order.size else np.zeros(0, dtype=np.int64)
-    return Stamps(stamps.data[idx], ptr, sides_w, sides_h, stamps.x0[order], stamps.y0[order])
+    data = np.empty(int(ptr[-1]), dtype=stamps.data.dtype)
+    _gather_stamps(stamps.data, stamps.ptr, np.asarray(order, dtype=np.int64), ptr, data)
+    return Stamps(data, ptr, sides_w, sides_h, stamps.x0[order], stamps.y0[order])
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_stamps(data: np.ndarray, ptr: np.ndarray, order: np.ndarray, new_ptr: np.ndarray,
+                   out: np.ndarray) -> None:
+    """Copy stamp ``order[k]`` (``data[ptr[i]:]``) to ``out[new_ptr[k]:new_ptr[k + 1]]``."""
+    for k in range(order.shape[0]):
+        src = data[ptr[order[k]]:]
+        dst = out[new_ptr[k]:new_ptr[k + 1]]
+        for p in range(dst.shape[0]):
+            dst[p] = src[p]
 
 
 def _assemble(
@@ -234,9 +263,11 @@ def _assemble(
     flux, err, ok = settle_fits(prep, flux, var, status, hasdeg)
     sflux = np.empty_like(flux)
     sflux[pos] = flux
-    model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
-    if extra is not None:
-        model += extra
+    if extra is not None:  # (ours: the stamps are added into it, no new image)
+        K.scatter_into(*stamps.arrays, sflux, extra)
+        model = extra
+    else:
+        model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
     out_model = model + prep.sky if return_model else None
     resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
     mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)

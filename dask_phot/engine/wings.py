@@ -17,6 +17,9 @@ cent of their size: one iteration is enough.
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 
 from dask_phot.engine import _kernels as K
@@ -45,7 +48,10 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
     """
     out = np.zeros(shape)
     f = np.where(np.isfinite(flux), flux, 0.0)
-    if rendered.outer_index.size:
+    if rendered.outer_index.size and rendered.outer_hole is not None:
+        _scatter_holed(*rendered.outer.arrays, rendered.outer_hole, f[rendered.outer_index],
+                       out)
+    elif rendered.outer_index.size:
         K.scatter_into(*rendered.outer.arrays, f[rendered.outer_index], out)
     if psf is None:
         return out
@@ -66,8 +72,11 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
             cy = np.floor(y[near] + 0.5).astype(np.int64)
             # row by row down the image: the rows a kernel adds to stay in cache
             rows = np.argsort(cy, kind="stable")
-            K.add_kernel(psf.wing_kernel(int(k)), cx[rows], cy[rows],  # type: ignore
-                         f[near][rows], out)
+            kern = psf.wing_kernel(int(k))  # type: ignore[attr-defined]
+            sides = np.full(rows.size, kern.shape[0], dtype=np.int64)
+            _scatter_holed(kern.ravel(), np.zeros(rows.size + 1, dtype=np.int64), sides, sides,
+                           cx[rows] - kern.shape[0] // 2, cy[rows] - kern.shape[0] // 2,
+                           np.full(rows.size, int(k), dtype=np.int64), f[near][rows], out)
         if (sel & phased).any():
             _add_phased_wings(psf, x[sel & phased], y[sel & phased], f[sel & phased],
                               int(k), out)
@@ -81,7 +90,52 @@ def _add_phased_wings(psf: OversampledPSF, x: np.ndarray, y: np.ndarray, flux: n
     st, x0, y0 = psf.stamps(x, y, size=psf.wing_size)
     o = (psf.wing_size - inner) // 2
     st[:, o:o + inner, o:o + inner] = 0.0
-    K.scatter_into(*Stamps.from_square(st, x0, y0).arrays, flux, out)
+    _scatter_holed(*Stamps.from_square(st, x0, y0).arrays,
+                   np.full(x.shape[0], inner, dtype=np.int64), flux, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_holed(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                   x0: np.ndarray, y0: np.ndarray, hole: np.ndarray, flux: np.ndarray,
+                   out: np.ndarray) -> None:
+    """Add ``flux[i] * stamp_i`` to the image ``out`` (clipped at its edges; zero and
+    non-finite fluxes add nothing), skipping each stamp's central ``hole[i]`` box,
+    which is zero (the wings and outskirts around a fitted stamp): the same sums as
+    :func:`dask_phot.engine._image.scatter_into`, without adding the zeros. Stamps may
+    share their pixels (``ptr`` all 0: one kernel at many places)."""
+    ny, nx = out.shape
+    for i in range(w.shape[0]):
+        f = flux[i]
+        if f == 0.0 or not math.isfinite(f):
+            continue
+        wi = w[i]
+        cs, ce = max(0, -x0[i]), min(wi, nx - x0[i])
+        if cs >= ce:
+            continue
+        hx0 = (wi - hole[i]) // 2
+        hx1 = hx0 + hole[i]
+        hy0 = (h[i] - hole[i]) // 2
+        hy1 = hy0 + hole[i]
+        for r in range(max(0, -y0[i]), min(h[i], ny - y0[i])):
+            orow = out[y0[i] + r]
+            srow = data[ptr[i] + r * wi:ptr[i] + (r + 1) * wi]
+            if hy0 <= r < hy1:  # left and right of the hole
+                _add_row(orow, srow, f, x0[i], cs, min(ce, hx0))
+                _add_row(orow, srow, f, x0[i], max(cs, hx1), ce)
+            else:
+                _add_row(orow, srow, f, x0[i], cs, ce)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_row(orow: np.ndarray, srow: np.ndarray, f: float, x0: int, c0: int, c1: int
+             ) -> None:
+    """``orow[x0 + c] += f * srow[c]`` for ``c0 <= c < c1``."""
+    if c1 <= c0:
+        return
+    dst = orow[x0 + c0:x0 + c1]
+    src = srow[c0:c1]
+    for c in range(c1 - c0):
+        dst[c] += f * src[c]
 
 
 def model_image(shape: tuple[int, int], psf: object, x: np.ndarray, y: np.ndarray,

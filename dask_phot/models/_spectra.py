@@ -212,8 +212,7 @@ def galaxy_spectra(lay_fx: np.ndarray, lay_fy: np.ndarray, rre: np.ndarray, rim:
         for r in range(runs.shape[0]):
             p0, ln, f0 = runs[r, 0], runs[r, 1], runs[r, 2]
             ph = axc[runs[r, 3]] * ayc[runs[r, 4]]
-            _run(br[p0:p0 + ln], bi[p0:p0 + ln], ph.real, ph.imag, sre[f0:f0 + ln],
-                 sim[f0:f0 + ln])
+            _run(br, bi, p0, ln, ph.real, ph.imag, sre, sim, f0)
         _phase_bins(sre, sim, pxr, pxi, pyb, flat[g])
 
 
@@ -254,22 +253,26 @@ def _phase_bins(sre: np.ndarray, sim: np.ndarray, pxr: np.ndarray, pxi: np.ndarr
                 pyb: np.ndarray, out: np.ndarray) -> None:
     """``out[jy, jx] = (sre + i sim)[jy, jx] px[jx] py[jy]`` (flattened ``k x hw``)."""
     hw = pxr.shape[0]
+    u = np.uint64
     for jy in range(pyb.shape[0]):
         yr, yi = pyb[jy].real, pyb[jy].imag
         for jx in range(hw):
-            f = jy * hw + jx
+            f = u(jy * hw + jx)
             ar = pxr[jx] * yr - pxi[jx] * yi
             ai = pxr[jx] * yi + pxi[jx] * yr
             out[f] = complex(sre[f] * ar - sim[f] * ai, sre[f] * ai + sim[f] * ar)
 
 
 @numba.njit(inline="always", **_OPTS)
-def _run(br: np.ndarray, bi: np.ndarray, cr: float, ci: float, sre: np.ndarray,
-         sim: np.ndarray) -> None:
-    """``s += b c`` (complex, split into parts) over one run."""
-    for j in range(br.shape[0]):
-        sre[j] += br[j] * cr - bi[j] * ci
-        sim[j] += br[j] * ci + bi[j] * cr
+def _run(br: np.ndarray, bi: np.ndarray, p0: int, ln: int, cr: float, ci: float,
+         sre: np.ndarray, sim: np.ndarray, f0: int) -> None:
+    """``s[f0 + j] += b[p0 + j] c`` (complex, split into parts) over one run of ``ln``."""
+    u = np.uint64
+    for j in range(ln):
+        p = u(p0 + j)
+        f = u(f0 + j)
+        sre[f] += br[p] * cr - bi[p] * ci
+        sim[f] += br[p] * ci + bi[p] * cr
 
 
 @numba.njit(**_OPTS)
@@ -314,9 +317,9 @@ def _profile(t2: np.ndarray, row: np.ndarray, jlo: int, nt: int, tiny: float, lt
         jj[p] = j
         wt[p] = 0.0 if (fj >= nt - 1 or v <= tiny) else w
     for p in range(n):
-        j = jj[p]
+        j = np.uint64(jj[p])
         r0 = row[j]
-        g1[p] = r0 + wt[p] * (row[j + 1] - r0) - point
+        g1[p] = r0 + wt[p] * (row[j + np.uint64(1)] - r0) - point
 
 
 @numba.njit(cache=True, nogil=True)

@@ -88,6 +88,9 @@ class Rendered:
         Sources whose model was cut.
     capped : ndarray of bool
         Per source: the model itself was cut to ``max_size``.
+    outer_hole : ndarray of int, optional
+        Per stamp of ``outer``: the side of its central box, which is zero (the fitted
+        core); None when not known (outskirts made elsewhere).
     """
 
     stamps: Stamps
@@ -95,6 +98,7 @@ class Rendered:
     outer: Stamps
     outer_index: np.ndarray
     capped: np.ndarray
+    outer_hole: np.ndarray | None = None
 
 
 def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | None = None,
@@ -155,7 +159,7 @@ def render_sources(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | N
         for c in range(0, grp.size, step):
             _render_group(psf, x, y, shapes, grp[c:c + step], int(k),
                           int(fit_sides[grp[0]]), pos, cut, out, outer)
-    return Rendered(out, sides, outer, cut, capped)
+    return Rendered(out, sides, outer, cut, capped, fit_sides[cut])
 
 
 #: Pixels of the galaxy stamps rendered at a time.

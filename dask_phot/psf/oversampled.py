@@ -581,10 +581,11 @@ def wing_stamp(prf: np.ndarray, pcx: float, pcy: float, s: int, core: np.ndarray
             continue
         p0 = prf[iy]
         p1 = prf[iy + 1]
+        orow = out[r]
         for c in range(c0, c1):
             if inside_rows and o <= c < o + kc:
                 continue
-            ix = ixs[c]
+            ix = np.uint64(ixs[c])  # (>= 0 here; unsigned: no wrap-around tests)
             wx = wxs[c]
-            out[r, c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + 1])
-                         + wy * ((1 - wx) * p1[ix] + wx * p1[ix + 1]))
+            orow[c] = ((1 - wy) * ((1 - wx) * p0[ix] + wx * p0[ix + np.uint64(1)])
+                       + wy * ((1 - wx) * p1[ix] + wx * p1[ix + np.uint64(1)]))
