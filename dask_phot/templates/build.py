@@ -48,6 +48,8 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
+from dask_phot.templates.share import Shares
+from dask_phot.templates.wings import psf_at
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
 
@@ -99,41 +101,51 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
              bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
              cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
              fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
-             weights: np.ndarray, wptr: np.ndarray) -> None:
+             weights: np.ndarray, wptr: np.ndarray, block: int, wpsf: np.ndarray,
+             lp: np.ndarray) -> None:
     """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) and, when
     ``weights`` is not empty, its shares of the unlabelled pixels in its box (:mod:`.share`:
-    box ``i`` starts at ``wptr[i]`` in ``weights``); its light goes in ``total[i]``.
+    box ``i``'s blocks of ``block`` pixels start at ``wptr[i]`` in ``weights``); its light
+    goes in ``total[i]``.
+
+    With ``wpsf`` (the sharp PSF, not empty) the segment's pixels less ``lp[i]`` times
+    the sharp PSF at the centroid are deposited, and ``total[i]`` is ``lp[i]``
+    (:mod:`.wings`).
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
     """
     shared = weights.shape[0] > 0
+    wings = wpsf.shape[0] > 0
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        bw = bx1[i] - bx0[i] + 1
+        bw = bx1[i] // block - bx0[i] // block + 1
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
-            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
+            at = wptr[i] + (r - by0[i]) // block * bw  # the boxes start on whole blocks
+            cc = 0
             for c in range(bx0[i], bx1[i] + 1):
-                if shared:
-                    w = weights[at + c]
-                    if w <= 0.0:
-                        continue
-                elif seg[r, c] == label[i]:
-                    w = 1.0
-                else:
+                lab = seg[r, c]
+                w = 1.0 if lab == label[i] else (weights[at] if shared and lab == 0 else 0.0)
+                cc += 1
+                if cc == block:
+                    cc = 0
+                    at += 1
+                if w <= 0.0:
                     continue
                 v = (img[r, c] - bkg[i]) * w
                 if not np.isfinite(v):
                     continue
                 dx = c - cx[i]
+                if wings:
+                    v -= lp[i] * psf_at(wpsf, dx, dy)
                 fx = fx0[i] + m * (j00 * dx + j01 * dy)
                 fy = fy0[i] + m * (j10 * dx + j11 * dy)
                 splat(o, fx, fy, v)
                 tot += v
-        total[i] = tot
+        total[i] = lp[i] if wings else tot
 
 
 @numba.njit(cache=True)
@@ -198,10 +210,11 @@ def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.nd
 
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
-           kernel: TemplateKernel, k: int, gradients: bool, share: np.ndarray | None
-           ) -> tuple[np.ndarray, ...]:
+           kernel: TemplateKernel, k: int, gradients: bool, share: Shares | None,
+           wpsf: np.ndarray | None) -> tuple[np.ndarray, ...]:
     """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
     m = kernel.m
+    wings = wpsf is not None and share is None
     n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
@@ -212,15 +225,20 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
              seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
              m * (xs - ax0), m * (ys - ay0), m, lat, total,
-             share if share is not None else np.zeros(0),
-             seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64))
+             share.weights if share is not None else np.zeros(0),
+             seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64),
+             share.block if share is not None else 1,
+             wpsf if wings else np.zeros((0, 0)),
+             seg["lp"][rows] if wings else np.zeros(rows.size))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
-    # its phase ramp is separable, an outer product of one ramp per axis
+    # its phase ramp is separable, an outer product of one ramp per axis (with the
+    # PSF's wings given back, the deposit has no net light already: nothing taken away)
     cx, cy = m * (xs - ax0), m * (ys - ay0)
-    rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) * total[:, None]
+    rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) \
+        * (0.0 if wings else total[:, None])
     ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
     _convolve_less_point(spec, kernel.spectrum(n).astype(np.complex64),
                          kernel.point_spectrum(n).astype(np.complex64),
@@ -244,7 +262,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
                     kernel: TemplateKernel, *, gradients: bool = False,
                     max_size: int = 255, batch: int = 256,
-                    share: np.ndarray | None = None,
+                    share: Shares | None = None, wpsf: np.ndarray | None = None,
                     into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
@@ -274,9 +292,13 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         Largest stamp side; larger segments are cut (``capped``).
     batch : int
         Sources transformed at once.
-    share : ndarray, optional
-        :attr:`.share.Shares.weights`: the unlabelled pixels in each source's box
+    share : Shares, optional
+        :func:`.share.share_outskirts`'s: the unlabelled pixels in each source's box
         are shared (:mod:`.share`; the boxes are then the sharing boxes).
+    wpsf : ndarray, optional
+        The sharp PSF (sharp grid, unit sum): without ``share``, each template's
+        light beyond its segment is the PSF's (:mod:`.wings`; ``seg["lp"]`` is
+        each source's light, the segment's over the PSF's share on it).
     into : (TemplateStamps, ndarray), optional
         Stamps of more sources, whose slots ``rows`` (one per source here, of the
         sides :func:`stamp_sides` gives) these templates go in, instead of new ones.
@@ -301,7 +323,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
             model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
-                                               kernel, int(k), gradients, share)
+                                               kernel, int(k), gradients, share, wpsf)
             out.put(dest[rows], model, ax0, ay0)
             if gx is not None and gy is not None:
                 gx.put(dest[rows], ggx, ax0, ay0)

@@ -51,6 +51,7 @@ from dask_phot.templates.segments import (
     psf_concentration,
 )
 from dask_phot.templates.share import share_outskirts
+from dask_phot.templates.wings import segment_psf_fraction
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates",
            "template_stamps"]
@@ -75,6 +76,7 @@ class TemplateOptions:
     unresolved: float = 0.9
     grow: float = 0.0
     outskirts: str = "shared"
+    psf_wings: bool = True
     hires_background: str = "local"
     max_size: int = 255
     window: tuple[float, float] = (0.7, 1.0)
@@ -305,22 +307,26 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
                                       box=max(round(_MESH / hscale), 8))
     npix = (seg.npix - seg.nbad).astype(np.float64)
     flux = seg.flux.copy()
-    segd["amb"] = np.zeros(len(seg))
     if reach > 0 and opts.outskirts == "shared":
         shares = share_outskirts(inp.hires, inp.segmap, seg, reach)
-        inp.share = shares.weights
+        inp.share = shares
         segd["wptr"] = shares.params["wptr"]
         for key, box in (("xmin", "sx0"), ("xmax", "sx1"), ("ymin", "sy0"), ("ymax", "sy1")):
             segd[key] = shares.params[box]
         flux += shares.light
         npix += shares.wsum
-        segd["amb"] = shares.ambiguity
     flux -= segd["bkg"] * npix
+    light = flux
+    if opts.psf_wings and inp.share is None:
+        inp.wings = sharp
+        light = flux / segment_psf_fraction(inp.segmap, seg.id, seg.xmin, seg.xmax, seg.ymin,
+                                            seg.ymax, seg.x, seg.y, sharp)
+        segd["lp"] = light
     with np.errstate(divide="ignore", invalid="ignore"):
         conc = (seg.peak3 - 9.0 * segd["bkg"]) / flux / psf_concentration(
             sharp, np.round(npix).astype(np.int64))
     point = ~(flux > 0) | (conc >= opts.unresolved)
-    models = assemble_models(seg, segd, sx, sy, jac, segment_extent(segd, jac), point, flux,
+    models = assemble_models(seg, segd, sx, sy, jac, segment_extent(segd, jac), point, light,
                              extra, inp)
     return kernel, models, m
 

@@ -82,7 +82,7 @@ class Models:
             parts.append((t, build_templates(
                 inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                 self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
-                share=inp.share)))  # type: ignore[attr-defined]
+                share=inp.share, wpsf=inp.wings)))  # type: ignore[attr-defined]
         if pts.size:
             parts.append((pts, _points(psf, x[pts], y[pts], gradients)))
         if gal.size:
@@ -117,7 +117,8 @@ class Models:
         seg = {key: v[k] for key, v in self.seg.items()}
         build_templates(inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                         self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
-                        share=inp.share, into=(out, t))  # type: ignore[attr-defined]
+                        share=inp.share, wpsf=inp.wings,  # type: ignore[attr-defined]
+                        into=(out, t))
         out.capped[t] = capped_t
         if pts.size:
             p = _points(psf, x[pts], y[pts], gradients)

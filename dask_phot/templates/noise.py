@@ -42,6 +42,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
+from dask_phot.templates.share import Shares
 
 __all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
@@ -109,7 +110,7 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
            cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
            out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
-           weights: np.ndarray, wptr: np.ndarray, conf: float) -> np.ndarray:
+           weights: np.ndarray, wptr: np.ndarray, block: int, conf: float) -> np.ndarray:
     """Segment ``i``'s counts per blurred pixel (:func:`segment_cells`), segment after
     segment from the start of ``out_*``; returns where each segment's cells start."""
     ptr = np.zeros(label.shape[0] + 1, dtype=np.int64)
@@ -119,18 +120,19 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
         cnt = np.zeros((uh[i], uw[i]))
         shared_w = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        bw = bx1[i] - bx0[i] + 1
+        bw = bx1[i] // block - bx0[i] // block + 1
         for r in range(by0[i], by1[i] + 1):
             dy = r - cy[i]
-            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
+            at = wptr[i] + (r - by0[i]) // block * bw  # the boxes start on whole blocks
+            cc = 0
             for c in range(bx0[i], bx1[i] + 1):
-                if shared:
-                    w = weights[at + c]
-                    if w <= 0.0:
-                        continue
-                elif seg[r, c] == label[i]:
-                    w = 1.0
-                else:
+                lab = seg[r, c]
+                w = 1.0 if lab == label[i] else (weights[at] if shared and lab == 0 else 0.0)
+                cc += 1
+                if cc == block:
+                    cc = 0
+                    at += 1
+                if w <= 0.0:
                     continue
                 if not np.isfinite(img[r, c]):
                     continue
@@ -152,11 +154,11 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
-                  x: np.ndarray, y: np.ndarray, share: np.ndarray | None = None,
+                  x: np.ndarray, y: np.ndarray, share: Shares | None = None,
                   confusion: float = 0.0) -> tuple[np.ndarray, ...]:
     """Each segment's pixels counted per blurred pixel they fall in.
 
-    With ``share`` (:attr:`.share.Shares.weights`; ``seg`` then holds each box's
+    With ``share`` (:func:`.share.share_outskirts`'s; ``seg`` then holds each box's
     start in it, ``wptr``), a shared pixel counts as its share squared (the share of its noise
     in the template, in variance). ``confusion`` (:func:`confusion`, over the
     pixel variance) adds, per blurred pixel, its square times the shares summed
@@ -190,9 +192,10 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
                   np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
                   np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
                   np.asarray(y, np.float64), ux0, uy0, uw, uh, bx, by, cnt,
-                  share if share is not None else np.zeros(0),
+                  share.weights if share is not None else np.zeros(0),
                   np.asarray(seg["wptr"], np.int64) if share is not None
-                  else np.zeros(n, np.int64), float(confusion))
+                  else np.zeros(n, np.int64), share.block if share is not None else 1,
+                  float(confusion))
     used = int(ptr[-1])
     return ptr, bx[:used].copy(), by[:used].copy(), cnt[:used].copy()
 
