@@ -43,7 +43,7 @@ from dask_phot.templates.noise import (
     segment_cells,
     template_variance,
 )
-from dask_phot.templates.register import ShiftMap, estimate_shifts, gradient_images
+from dask_phot.templates.register import ShiftMap, estimate_shifts, model_gradients
 from dask_phot.templates.segments import (
     background_mesh,
     grow_segments,
@@ -246,8 +246,7 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         built = models.build(inp, kernel, dx, dy, gradients=False, max_size=opts.max_size)
         res = _fit(inp, models, built, dx, dy, opts)
         if it < iterations:
-            shift_map = shift_map + _shift_step(inp, models, kernel, res, dx, dy, opts,
-                                                region, scale)
+            shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale)
     table = _table(models, res, dx, dy, built.capped, inp,
                    _template_variance(inp, models, res, built, dx, dy, opts))
     info = {"oversample": m, "iterations": iterations, "region": shift_map.region,
@@ -342,13 +341,12 @@ def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
                       mismatch_sigma=5.0, return_model=True)
 
 
-def _shift_step(inp: Inputs, models: Models, kernel: TemplateKernel, res: PhotometryResult,
-                dx: np.ndarray, dy: np.ndarray, opts: TemplateOptions, region: int,
-                scale: float) -> ShiftMap:
+def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
+                opts: TemplateOptions, region: int, scale: float) -> ShiftMap:
     """One registration step from a fit's residual (:mod:`.register`).
 
-    The model's gradient comes from the sources with S/N >= ``register_snr``
-    (their templates rebuilt with derivatives at the current shifts); the
+    The model's gradient is the Fourier derivative of the image of the sources with
+    S/N >= ``register_snr`` (:func:`~.register.model_gradients`); the
     fainter ones add noise, not signal, to the cross-correlation.
     """
     from dask_phot.engine.prepare import prepare_inputs
@@ -361,9 +359,9 @@ def _shift_step(inp: Inputs, models: Models, kernel: TemplateKernel, res: Photom
         return ShiftMap.zero(shape, region)
     weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
                             weight=inp.weight, sky=None).weight
-    sub = models.build(inp, kernel, dx, dy, gradients=True, max_size=opts.max_size,
-                       rows=rows)
-    gx, gy = gradient_images(sub.grad_x, sub.grad_y, res.flux[rows], shape)
+    flux = np.zeros(res.flux.shape[0])
+    flux[rows] = res.flux[rows]
+    gx, gy = model_gradients(built.stamps, flux, shape)
     return estimate_shifts(inp.image - res.model, weight, gx, gy, region=region,
                            max_shift=opts.max_shift / scale, max_error=0.1)
 
