@@ -97,16 +97,17 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
 
 
 @numba.njit(cache=True)
-def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarray,
-             bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
-             cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
-             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
-             weights: np.ndarray, wptr: np.ndarray, block: int, wpsf: np.ndarray,
-             lp: np.ndarray) -> None:
-    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) and, when
-    ``weights`` is not empty, its shares of the unlabelled pixels in its box (:mod:`.share`:
-    box ``i``'s blocks of ``block`` pixels start at ``wptr[i]`` in ``weights``); its light
-    goes in ``total[i]``.
+def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, box: np.ndarray,
+             cx: np.ndarray, cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray,
+             fx0: np.ndarray, fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
+             weights: np.ndarray, wptr: np.ndarray, blocks: np.ndarray, block: int,
+             wpsf: np.ndarray, lp: np.ndarray) -> None:
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel; its
+    bounding box ``box[i, :4]``: x0, x1, y0, y1) and, when ``weights`` is not empty,
+    its shares of the unlabelled pixels of the blocks of its sharing box ``box[i,
+    4:]`` (:mod:`.share`: they start at ``wptr[i]`` in ``weights``), each block's light
+    (``blocks[1]``, its pixel count ``blocks[0]``) at its centre; its light goes in
+    ``total[i]``.
 
     With ``wpsf`` (the sharp PSF, not empty) the segment's pixels less ``lp[i]`` times
     the sharp PSF at the centroid are deposited, and ``total[i]`` is ``lp[i]``
@@ -117,34 +118,40 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarra
     """
     shared = weights.shape[0] > 0
     wings = wpsf.shape[0] > 0
+    ny, nx = seg.shape
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        bw = bx1[i] // block - bx0[i] // block + 1
-        for r in range(by0[i], by1[i] + 1):
+        for r in range(box[i, 2], box[i, 3] + 1):
             dy = r - cy[i]
-            at = wptr[i] + (r - by0[i]) // block * bw  # the boxes start on whole blocks
-            cc = 0
-            for c in range(bx0[i], bx1[i] + 1):
-                lab = seg[r, c]
-                w = 1.0 if lab == label[i] else (weights[at] if shared and lab == 0 else 0.0)
-                cc += 1
-                if cc == block:
-                    cc = 0
-                    at += 1
-                if w <= 0.0:
+            for c in range(box[i, 0], box[i, 1] + 1):
+                if seg[r, c] != label[i]:
                     continue
-                v = (img[r, c] - bkg[i]) * w
+                v = img[r, c] - bkg[i]
                 if not np.isfinite(v):
                     continue
                 dx = c - cx[i]
                 if wings:
                     v -= lp[i] * psf_at(wpsf, dx, dy)
-                fx = fx0[i] + m * (j00 * dx + j01 * dy)
-                fy = fy0[i] + m * (j10 * dx + j11 * dy)
-                splat(o, fx, fy, v)
+                splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
+                      fy0[i] + m * (j10 * dx + j11 * dy), v)
                 tot += v
+        if shared:
+            bx0, by0 = box[i, 4] // block, box[i, 6] // block
+            bw = box[i, 5] // block - bx0 + 1
+            for rb in range(by0, box[i, 7] // block + 1):
+                dy = 0.5 * (rb * block + min(rb * block + block, ny) - 1) - cy[i]
+                for cb in range(bx0, bx0 + bw):
+                    w = weights[wptr[i] + (rb - by0) * bw + cb - bx0]
+                    n = blocks[0, rb, cb]
+                    if w <= 0.0 or n <= 0.0:
+                        continue
+                    v = w * (blocks[1, rb, cb] - bkg[i] * n)
+                    dx = 0.5 * (cb * block + min(cb * block + block, nx) - 1) - cx[i]
+                    splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
+                          fy0[i] + m * (j10 * dx + j11 * dy), v)
+                    tot += v
         total[i] = lp[i] if wings else tot
 
 
@@ -208,6 +215,15 @@ def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.nd
     return grads[0], grads[1]
 
 
+def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
+    """Per source ``rows``: its segment's bounding box and its sharing box (the same
+    without shared outskirts), ``x0, x1, y0, y1`` each (inclusive)."""
+    own = [seg.get("seg_" + k, seg[k]) for k in ("xmin", "xmax", "ymin", "ymax")]
+    return np.ascontiguousarray(np.stack(
+        [a[rows] for a in own] + [seg[k][rows] for k in ("xmin", "xmax", "ymin", "ymax")],
+        axis=1).astype(np.int64))
+
+
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
            kernel: TemplateKernel, k: int, gradients: bool, share: Shares | None,
@@ -221,12 +237,12 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
     lat = np.zeros((rows.size, n, n), dtype=np.float32)
     total = np.zeros(rows.size)
-    _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
-             seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
-             seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
-             m * (xs - ax0), m * (ys - ay0), m, lat, total,
+    _deposit(hires, segmap, seg["id"][rows], boxes(seg, rows), seg["x"][rows],
+             seg["y"][rows], seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size),
+             jac[rows], m * (xs - ax0), m * (ys - ay0), m, lat, total,
              share.weights if share is not None else np.zeros(0),
              seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64),
+             share.blocks if share is not None else np.zeros((2, 1, 1)),
              share.block if share is not None else 1,
              wpsf if wings else np.zeros((0, 0)),
              seg["lp"][rows] if wings else np.zeros(rows.size))

@@ -326,6 +326,7 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
         inp.share = shares
         segd["wptr"] = shares.params["wptr"]
         for key, box in (("xmin", "sx0"), ("xmax", "sx1"), ("ymin", "sy0"), ("ymax", "sy1")):
+            segd["seg_" + key] = segd[key]
             segd[key] = shares.params[box]
         flux += shares.light
         npix += shares.wsum

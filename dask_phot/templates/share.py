@@ -74,6 +74,9 @@ class Shares:
         Every source's share ``w_i`` of the unlabelled pixels of each block of its
         sharing box (row by row, boxes one after the other); on its segment its
         weight is 1, on other segments 0.
+    blocks : ndarray, shape (2, ny / block, nx / block)
+        Per block some source reaches: the count and the sum of its finite
+        unlabelled pixels.
     light, wsum : ndarray
         Per segment: light of the shared pixels given to it (background not
         subtracted) and the sum of its shares.
@@ -84,6 +87,7 @@ class Shares:
     denom: np.ndarray
     params: dict
     weights: np.ndarray
+    blocks: np.ndarray
     light: np.ndarray
     wsum: np.ndarray
 
@@ -294,6 +298,7 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
         if len(table) else np.zeros(0, dtype=np.int64)
     weights = np.zeros(int(area.sum()))
     denom = np.zeros(((ny + b - 1) // b, (nx + b - 1) // b))
+    blocks = np.zeros((2, *denom.shape))
     if len(table) and reach > 0:
         _cover(*box, model[-1], b, denom)
         blocks = _block_sums(img, seg, b, denom)
@@ -302,7 +307,7 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
         sums = _normalise(blocks, *box, model[-1], b, denom, params["wptr"], weights)
     else:
         sums = np.zeros((len(table), 2))
-    return Shares(int(reach), b, denom, params, weights, sums[:, 0], sums[:, 1])
+    return Shares(int(reach), b, denom, params, weights, blocks, sums[:, 0], sums[:, 1])
 
 
 def shared_light(image: np.ndarray, segmap: np.ndarray, shares: Shares) -> np.ndarray:
