@@ -50,7 +50,7 @@ from dask_phot.templates.segments import (
     measure_segments,
     psf_concentration,
 )
-from dask_phot.templates.share import share_outskirts
+from dask_phot.templates.share import BLOCK, share_outskirts
 from dask_phot.templates.wings import segment_psf_fraction
 
 __all__ = ["TemplateOptions", "TemplateResult", "fit_templates", "run_templates",
@@ -308,7 +308,9 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     reach = round(opts.grow / hscale)
     if reach > 0 and opts.outskirts == "grown":
         inp.segmap = grow_segments(inp.segmap, reach)
-    seg = measure_segments(inp.hires, inp.segmap, max_label=inp.max_label)
+    shared = reach > 0 and opts.outskirts == "shared"
+    seg = measure_segments(inp.hires, inp.segmap, max_label=inp.max_label,
+                           block=BLOCK if shared else 0)
     sx, sy, jac = map_sources(inp.hires_wcs, inp.wcs, seg.x, seg.y)
     m = opts.oversample or _default_oversample(inp.psf, scale, hscale)
     kernel = TemplateKernel.build(inp.psf, sharp, np.median(jac, axis=0) if len(seg)
@@ -321,7 +323,7 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
                                       box=max(round(_MESH / hscale), 8))
     npix = (seg.npix - seg.nbad).astype(np.float64)
     flux = seg.flux.copy()
-    if reach > 0 and opts.outskirts == "shared":
+    if shared:
         shares = share_outskirts(inp.hires, inp.segmap, seg, reach)
         inp.share = shares
         segd["wptr"] = shares.params["wptr"]

@@ -48,7 +48,10 @@ import numpy as np
 
 from dask_phot.templates.segments import SegmentTable
 
-__all__ = ["Shares", "share_outskirts", "shared_light", "weight_at"]
+__all__ = ["BLOCK", "Shares", "share_outskirts", "shared_light", "weight_at"]
+
+#: Side (sharp pixels) of the blocks the outskirts are shared on (module docstring).
+BLOCK = 4
 
 
 @dataclass
@@ -92,29 +95,6 @@ class Shares:
     wsum: np.ndarray
 
 
-@numba.njit(cache=True)
-def _moments(img: np.ndarray, seg: np.ndarray, nl: int) -> np.ndarray:
-    """Per label: positive light and its first and second raw moments."""
-    out = np.zeros((nl + 1, 6))
-    ny, nx = img.shape
-    for r in range(ny):
-        for c in range(nx):
-            lab = seg[r, c]
-            if lab <= 0:
-                continue
-            v = img[r, c]
-            if not v > 0:  # also skips NaN
-                continue
-            o = out[lab]
-            o[0] += v
-            o[1] += v * c
-            o[2] += v * r
-            o[3] += v * c * c
-            o[4] += v * c * r
-            o[5] += v * r * r
-    return out
-
-
 @numba.njit(cache=True, inline="always")
 def weight_at(i: int, r: int, c: int, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
               a01: np.ndarray, a11: np.ndarray, norm: np.ndarray) -> float:
@@ -137,26 +117,24 @@ def _cover(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
 
 
 @numba.njit(cache=True)
-def _block_sums(img: np.ndarray, seg: np.ndarray, b: int, cover: np.ndarray) -> np.ndarray:
-    """Per ``b x b`` block some box holds (``cover``): the count and the sum of its finite
-    unlabelled pixels (``[2, ny / b, nx / b]``, rounded up)."""
+def _block_sums(img: np.ndarray, seg: np.ndarray, b: int) -> np.ndarray:
+    """Per ``b x b`` block: the count and the sum of its finite unlabelled pixels
+    (``[2, ny / b, nx / b]``, rounded up); as :func:`.segments.measure_segments` gives
+    them with ``block=b``."""
     ny, nx = seg.shape
-    out = np.zeros((2, cover.shape[0], cover.shape[1]))
-    col = np.arange(nx) // b
+    nbx = (nx + b - 1) // b
+    out = np.zeros((2, (ny + b - 1) // b, nbx))
     for r in range(ny):
         rb = r // b
-        crow = cover[rb]
-        n = out[0, rb]
-        t = out[1, rb]
-        for c in range(nx):
-            if seg[r, c] != 0:
-                continue
-            cb = col[c]
-            v = img[r, c]
-            if crow[cb] == 0.0 or not np.isfinite(v):
-                continue
-            n[cb] += 1.0
-            t[cb] += v
+        for cb in range(nbx):
+            n, t = 0.0, 0.0
+            for c in range(cb * b, min(cb * b + b, nx)):
+                v = img[r, c]
+                if seg[r, c] == 0 and np.isfinite(v):
+                    n += 1.0
+                    t += v
+            out[0, rb, cb] += n
+            out[1, rb, cb] += t
     return out
 
 
@@ -238,18 +216,11 @@ def _light(img: np.ndarray, seg: np.ndarray, x0: np.ndarray,
     return out
 
 
-def _models(img: np.ndarray, seg: np.ndarray, table: SegmentTable) -> dict:
+def _models(table: SegmentTable) -> dict:
     """Each segment's smooth model: light, centroid and second moments (+1 px^2)."""
-    nl = int(table.id.max(initial=0))
-    mom = _moments(img, seg, nl)[table.id]
-    light = mom[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        safe = np.where(light > 0, light, 1.0)
-        cx = np.where(light > 0, mom[:, 1] / safe, table.x)
-        cy = np.where(light > 0, mom[:, 2] / safe, table.y)
-        cxx = np.where(light > 0, mom[:, 3] / safe - cx * cx, 0.0) + 1.0
-        cxy = np.where(light > 0, mom[:, 4] / safe - cx * cy, 0.0)
-        cyy = np.where(light > 0, mom[:, 5] / safe - cy * cy, 0.0) + 1.0
+    light = table.light
+    cx, cy = table.x, table.y
+    cxx, cxy, cyy = table.cov[:, 0] + 1.0, table.cov[:, 1], table.cov[:, 2] + 1.0
     cxx, cyy = np.maximum(cxx, 1.0), np.maximum(cyy, 1.0)
     det = np.maximum(cxx * cyy - cxy * cxy, 1e-6)
     # an exponential of covariance C is exp(-sqrt(d^T A d)) with A = 3 C^-1
@@ -263,7 +234,7 @@ def _models(img: np.ndarray, seg: np.ndarray, table: SegmentTable) -> dict:
 
 
 def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
-                    reach: int, block: int = 4) -> Shares:
+                    reach: int, block: int = BLOCK) -> Shares:
     """Smooth models, their sum and each source's shared light (module docstring).
 
     Examples
@@ -283,7 +254,7 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
     b = int(block)
     img = np.ascontiguousarray(image)
     seg = np.ascontiguousarray(segmap)
-    params = _models(img, seg, table)
+    params = _models(table)
     ny, nx = seg.shape
     # sharing boxes of whole blocks
     params["sx0"] = np.maximum(table.xmin - reach, 0) // b * b
@@ -301,7 +272,8 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
     blocks = np.zeros((2, *denom.shape))
     if len(table) and reach > 0:
         _cover(*box, model[-1], b, denom)
-        blocks = _block_sums(img, seg, b, denom)
+        blocks = (table.blocks if table.block == b and table.blocks is not None
+                  else _block_sums(img, seg, b))
         denom = np.where(blocks[0] > 0, -denom, 0.0)
         _models_in_boxes(blocks[0], *box, *model, b, denom, params["wptr"], weights)
         sums = _normalise(blocks, *box, model[-1], b, denom, params["wptr"], weights)
