@@ -48,7 +48,7 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
-from dask_phot.templates.share import Shares
+from dask_phot.templates.share import Shares, source_blocks
 from dask_phot.templates.wings import psf_at
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
@@ -118,7 +118,6 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, box: np.ndarra
     """
     shared = weights.shape[0] > 0
     wings = wpsf.shape[0] > 0
-    ny, nx = seg.shape
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
@@ -138,20 +137,14 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, box: np.ndarra
                       fy0[i] + m * (j10 * dx + j11 * dy), v)
                 tot += v
         if shared:
-            bx0, by0 = box[i, 4] // block, box[i, 6] // block
-            bw = box[i, 5] // block - bx0 + 1
-            for rb in range(by0, box[i, 7] // block + 1):
-                dy = 0.5 * (rb * block + min(rb * block + block, ny) - 1) - cy[i]
-                for cb in range(bx0, bx0 + bw):
-                    w = weights[wptr[i] + (rb - by0) * bw + cb - bx0]
-                    n = blocks[0, rb, cb]
-                    if w <= 0.0 or n <= 0.0:
-                        continue
-                    v = w * (blocks[1, rb, cb] - bkg[i] * n)
-                    dx = 0.5 * (cb * block + min(cb * block + block, nx) - 1) - cx[i]
-                    splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
-                          fy0[i] + m * (j10 * dx + j11 * dy), v)
-                    tot += v
+            ws, ns, ls, ys, xs = source_blocks(box[i], block, weights, wptr[i], blocks,
+                                               seg.shape)
+            for q in range(ws.shape[0]):  # each block's light at its centre
+                v = ws[q] * (ls[q] - bkg[i] * ns[q])
+                dx, dy = xs[q] - cx[i], ys[q] - cy[i]
+                splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
+                      fy0[i] + m * (j10 * dx + j11 * dy), v)
+                tot += v
         total[i] = lp[i] if wings else tot
 
 

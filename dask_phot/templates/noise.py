@@ -43,7 +43,7 @@ from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.build import boxes
-from dask_phot.templates.share import Shares
+from dask_phot.templates.share import Shares, source_blocks
 
 __all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
@@ -118,7 +118,6 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, box: np.ndarray,
     segment from the start of ``out_*``; returns where each segment's cells start."""
     ptr = np.zeros(label.shape[0] + 1, dtype=np.int64)
     shared = weights.shape[0] > 0
-    ny, nx = seg.shape
     k = 0
     for i in range(label.shape[0]):
         cnt = np.zeros((uh[i], uw[i]))
@@ -135,21 +134,15 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, box: np.ndarray,
                 if 0 <= u < uw[i] and 0 <= v < uh[i]:
                     cnt[v, u] += 1.0
         if shared:
-            bx0, by0 = box[i, 4] // block, box[i, 6] // block
-            bw = box[i, 5] // block - bx0 + 1
-            for rb in range(by0, box[i, 7] // block + 1):
-                dy = 0.5 * (rb * block + min(rb * block + block, ny) - 1) - cy[i]
-                for cb in range(bx0, bx0 + bw):
-                    w = weights[wptr[i] + (rb - by0) * bw + cb - bx0]
-                    n = blocks[0, rb, cb]
-                    if w <= 0.0 or n <= 0.0:
-                        continue
-                    dx = 0.5 * (cb * block + min(cb * block + block, nx) - 1) - cx[i]
-                    u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
-                    v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
-                    if 0 <= u < uw[i] and 0 <= v < uh[i]:
-                        cnt[v, u] += w * w * n
-                        shared_w[v, u] += w * n
+            ws, ns, _, ys, xs = source_blocks(box[i], block, weights, wptr[i], blocks,
+                                              seg.shape)
+            for q in range(ws.shape[0]):  # each block counted at its centre
+                dx, dy = xs[q] - cx[i], ys[q] - cy[i]
+                u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
+                v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
+                if 0 <= u < uw[i] and 0 <= v < uh[i]:
+                    cnt[v, u] += ws[q] * ws[q] * ns[q]
+                    shared_w[v, u] += ws[q] * ns[q]
         for v in range(uh[i]):
             for u in range(uw[i]):
                 if cnt[v, u] > 0:

@@ -138,24 +138,54 @@ def _block_sums(img: np.ndarray, seg: np.ndarray, b: int) -> np.ndarray:
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def block_centre(k: int, b: int, n: int) -> float:
+    """Centre (pixels) of block ``k`` of side ``b`` along an axis of ``n`` pixels."""
+    return 0.5 * (k * b + min(k * b + b, n) - 1)
+
+
+@numba.njit(cache=True, inline="always")
+def box_blocks(x0: int, x1: int, y0: int, y1: int, b: int) -> tuple[int, int, int, int]:
+    """The blocks of a box (pixels, inclusive): first column and row, columns, rows."""
+    return x0 // b, y0 // b, x1 // b - x0 // b + 1, y1 // b - y0 // b + 1
+
+
+@numba.njit(cache=True)
+def source_blocks(box: np.ndarray, b: int, weights: np.ndarray, wptr: int,
+                  blocks: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """One source's shared blocks with light (sharing box ``box[4:]``, its weights from
+    ``wptr`` in ``weights``, :attr:`Shares.blocks`): their shares, pixel counts,
+    light and centres (row, column)."""
+    bx0, by0, bw, bh = box_blocks(box[4], box[5], box[6], box[7], b)
+    out = np.zeros((5, bw * bh))
+    k = 0
+    for rb in range(by0, by0 + bh):
+        for cb in range(bx0, bx0 + bw):
+            w = weights[wptr + (rb - by0) * bw + cb - bx0]
+            n = blocks[0, rb, cb]
+            if w > 0.0 and n > 0.0:
+                out[0, k], out[1, k], out[2, k] = w, n, blocks[1, rb, cb]
+                out[3, k] = block_centre(rb, b, shape[0])
+                out[4, k] = block_centre(cb, b, shape[1])
+                k += 1
+    return out[0, :k], out[1, :k], out[2, :k], out[3, :k], out[4, :k]
+
+
 @numba.njit(cache=True)
 def _models_in_boxes(cnt: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
                      y1: np.ndarray, cx: np.ndarray, cy: np.ndarray, a00: np.ndarray,
                      a01: np.ndarray, a11: np.ndarray, norm: np.ndarray, b: int,
-                     denom: np.ndarray, wptr: np.ndarray, weights: np.ndarray) -> None:
+                     denom: np.ndarray, wptr: np.ndarray, weights: np.ndarray,
+                     ny: int, nx: int) -> None:
     """Each source's blocks in ``weights``: 1 where it alone reaches, its model at the
-    block's centre where several do (their sum goes in ``denom``, whose counts
-    :func:`_counts` left), 0 elsewhere."""
-    ny, nx = cnt.shape[0] * b, cnt.shape[1] * b
+    block's centre where several do (their sum goes in ``denom``, where :func:`_cover`
+    left minus their number), 0 elsewhere."""
     for i in range(x0.shape[0]):
-        if not norm[i] > 0:
-            continue
-        bx0 = x0[i] // b
-        bw = x1[i] // b - bx0 + 1
-        for rb in range(y0[i] // b, y1[i] // b + 1):
-            at = wptr[i] + (rb - y0[i] // b) * bw - bx0
-            r = 0.5 * (rb * b + min(rb * b + b, ny) - 1)
-            for cb in range(bx0, x1[i] // b + 1):
+        bx0, by0, bw, bh = box_blocks(x0[i], x1[i], y0[i], y1[i], b)
+        for rb in range(by0, by0 + bh if norm[i] > 0 else by0):
+            at = wptr[i] + (rb - by0) * bw - bx0
+            r = block_centre(rb, b, ny)
+            for cb in range(bx0, bx0 + bw):
                 if cnt[rb, cb] <= 0.0:
                     continue
                 d = denom[rb, cb]
@@ -164,8 +194,7 @@ def _models_in_boxes(cnt: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.nda
                     continue
                 if d < 0.0:
                     denom[rb, cb] = 0.0
-                c = 0.5 * (cb * b + min(cb * b + b, nx) - 1)
-                s = weight_at(i, r, c, cx, cy, a00, a01, a11, norm)
+                s = weight_at(i, r, block_centre(cb, b, nx), cx, cy, a00, a01, a11, norm)
                 denom[rb, cb] += s
                 weights[at + cb] = s
 
@@ -178,23 +207,18 @@ def _normalise(sums: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray,
     shares' sum, from the blocks' sums."""
     out = np.zeros((x0.shape[0], 2))
     for i in range(x0.shape[0]):
-        if not norm[i] > 0:
-            continue
-        bx0 = x0[i] // b
-        bw = x1[i] // b - bx0 + 1
-        for rb in range(y0[i] // b, y1[i] // b + 1):
-            at = wptr[i] + (rb - y0[i] // b) * bw - bx0
-            for cb in range(bx0, x1[i] // b + 1):
-                d = denom[rb, cb]
-                if d > 0.0:
-                    w = min(weights[at + cb] / d, 1.0)
-                    weights[at + cb] = w
-                else:
-                    w = weights[at + cb]
-                if w <= 0.0:
-                    continue
-                out[i, 0] += w * sums[1, rb, cb]
-                out[i, 1] += w * sums[0, rb, cb]
+        bx0, by0, bw, bh = box_blocks(x0[i], x1[i], y0[i], y1[i], b)
+        for k in range(bw * bh if norm[i] > 0 else 0):  # the box's blocks, row by row
+            rb, cb = by0 + k // bw, bx0 + k % bw
+            d = denom[rb, cb]
+            w = weights[wptr[i] + k]
+            if d > 0.0:
+                w = min(w / d, 1.0)
+                weights[wptr[i] + k] = w
+            if w <= 0.0:
+                continue
+            out[i, 0] += w * sums[1, rb, cb]
+            out[i, 1] += w * sums[0, rb, cb]
     return out
 
 
@@ -275,7 +299,7 @@ def share_outskirts(image: np.ndarray, segmap: np.ndarray, table: SegmentTable,
         blocks = (table.blocks if table.block == b and table.blocks is not None
                   else _block_sums(img, seg, b))
         denom = np.where(blocks[0] > 0, -denom, 0.0)
-        _models_in_boxes(blocks[0], *box, *model, b, denom, params["wptr"], weights)
+        _models_in_boxes(blocks[0], *box, *model, b, denom, params["wptr"], weights, ny, nx)
         sums = _normalise(blocks, *box, model[-1], b, denom, params["wptr"], weights)
     else:
         sums = np.zeros((len(table), 2))
