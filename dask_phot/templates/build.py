@@ -32,10 +32,6 @@ around the lattice, and the PSF's far wings come from the PSF itself. A
 template is flux-conserving: it sums to the point stamp's enclosed light
 (the PSF beyond the stamp is the engine's wing pass), so its fitted amplitude
 is the source's total flux in the blurred image's units.
-
-Derivatives with respect to position (for registration, :mod:`.register`)
-come from the same spectra (a Fourier derivative on the lattice) and from
-finite differences of the point stamps.
 """
 
 from __future__ import annotations
@@ -59,15 +55,12 @@ _LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 2
 
 @dataclass
 class TemplateStamps:
-    """Unit-flux models of sources (input order) and, optionally, their gradients.
+    """Unit-flux models of sources (input order).
 
     Attributes
     ----------
     stamps : Stamps
         The models.
-    grad_x, grad_y : Stamps or None
-        ``d model / d X`` and ``d model / d Y`` (blurred-image pixel axes), same
-        layout as ``stamps``.
     sides : ndarray of int
         Stamp side per source.
     capped : ndarray of bool
@@ -75,8 +68,6 @@ class TemplateStamps:
     """
 
     stamps: Stamps
-    grad_x: Stamps | None
-    grad_y: Stamps | None
     sides: np.ndarray
     capped: np.ndarray
 
@@ -178,36 +169,6 @@ def _sampled_inverse(spec: np.ndarray, n: int, m: int, k: int) -> np.ndarray:
     return scipy.fft.irfft(cols, n=n, axis=2, workers=1)[:, :, :m * k:m]
 
 
-def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
-             ay0: np.ndarray) -> np.ndarray:
-    """Stamps moved (by whole pixels, zero fill) to corners ``(ax0, ay0)``."""
-    dx, dy = x0 - ax0, y0 - ay0
-    if not (dx.any() or dy.any()):
-        return st
-    out = np.zeros_like(st)
-    k = st.shape[1]
-    for i in np.flatnonzero((dx != 0) | (dy != 0)):
-        sx, sy = int(dx[i]), int(dy[i])
-        src = st[i, max(-sy, 0):k - max(sy, 0), max(-sx, 0):k - max(sx, 0)]
-        out[i, max(sy, 0):max(sy, 0) + src.shape[0], max(sx, 0):max(sx, 0) + src.shape[1]] \
-            = src
-    keep = (dx == 0) & (dy == 0)
-    out[keep] = st[keep]
-    return out
-
-
-def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.ndarray,
-                    y0: np.ndarray, h: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """``d/dX`` and ``d/dY`` of point stamps (image axes) by central differences."""
-    grads = []
-    for ex, ey in ((h, 0.0), (0.0, h)):
-        sp, px0, py0 = point_stamps(psf, x + ex, y + ey, k)
-        sm, mx0, my0 = point_stamps(psf, x - ex, y - ey, k)
-        diff = _aligned(sp, px0, py0, x0, y0) - _aligned(sm, mx0, my0, x0, y0)
-        grads.append(-diff / (2 * h))
-    return grads[0], grads[1]
-
-
 def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
     """Per source ``rows``: its segment's bounding box and its sharing box (the same
     without shared outskirts), ``x0, x1, y0, y1`` each (inclusive)."""
@@ -219,9 +180,9 @@ def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
 
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
-           kernel: TemplateKernel, k: int, gradients: bool, share: Shares | None,
+           kernel: TemplateKernel, k: int, share: Shares | None,
            wpsf: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
+    """Templates of sources ``rows``, all of stamp side ``k``."""
     m = kernel.m
     wings = wpsf is not None and share is None
     n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
@@ -256,20 +217,12 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
     _add_sampled(model, _sampled_inverse(spec, n, m, k), scale)
-    if not gradients:
-        return model, ax0, ay0, None, None
-    scale = scale[:, None, None]
-    fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
-    fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
-    gx = _sampled_inverse(spec * fx, n, m, k) * scale
-    gy = _sampled_inverse(spec * fy, n, m, k) * scale
-    pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
-    return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
+    return model, ax0, ay0
 
 
 def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
-                    kernel: TemplateKernel, *, gradients: bool = False,
+                    kernel: TemplateKernel, *,
                     max_size: int = 255, batch: int = 256,
                     share: Shares | None = None, wpsf: np.ndarray | None = None,
                     into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
@@ -295,8 +248,6 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         The band's PSF.
     kernel : TemplateKernel
         Matching kernel on the lattice.
-    gradients : bool
-        Also return the templates' derivatives.
     max_size : int
         Largest stamp side; larger segments are cut (``capped``).
     batch : int
@@ -322,22 +273,17 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     if into is None:
         dest = np.arange(nsrc)
         out = Stamps.empty(nsrc, sides)
-        gx = Stamps.empty(nsrc, sides) if gradients else None
-        gy = Stamps.empty(nsrc, sides) if gradients else None
     else:
         dest = into[1]
-        out, gx, gy = into[0].stamps, into[0].grad_x, into[0].grad_y
+        out = into[0].stamps
     for k in np.unique(sides):
         idx = np.flatnonzero(sides == k)
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
-            model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
-                                               kernel, int(k), gradients, share, wpsf)
+            model, ax0, ay0 = _group(hires, segmap, rows, seg, x, y, jac, psf, kernel, int(k),
+                                     share, wpsf)
             out.put(dest[rows], model, ax0, ay0)
-            if gx is not None and gy is not None:
-                gx.put(dest[rows], ggx, ax0, ay0)
-                gy.put(dest[rows], ggy, ax0, ay0)
-    return TemplateStamps(out, gx, gy, sides, capped)
+    return TemplateStamps(out, sides, capped)
 
 
 def segment_extent(seg: dict, jac: np.ndarray) -> np.ndarray:

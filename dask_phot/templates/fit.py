@@ -258,7 +258,7 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
     shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
-        built = models.build(inp, kernel, dx, dy, gradients=False, max_size=opts.max_size)
+        built = models.build(inp, kernel, dx, dy, max_size=opts.max_size)
         res = _fit(inp, models, built, dx, dy, opts)
         if it < iterations:
             shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale)
@@ -292,7 +292,7 @@ def template_stamps(image: np.ndarray, wcs: WCS, psf: object, hires: np.ndarray,
                       weight=None)
     kernel, models, _ = _prepare(inp, opts, extra, pixel_scale(inp.wcs, "wcs"))
     zero = np.zeros(models.x.shape[0])
-    built = models.build(inp, kernel, zero, zero, gradients=False, max_size=opts.max_size)
+    built = models.build(inp, kernel, zero, zero, max_size=opts.max_size)
     return models.ids, models.kinds, built.stamps
 
 

@@ -27,7 +27,7 @@ from scipy import ndimage
 from dask_phot.engine.fit import scatter_stamps
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["ShiftMap", "estimate_shifts", "gradient_images", "model_gradients"]
+__all__ = ["ShiftMap", "estimate_shifts", "model_gradients"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,6 @@ class ShiftMap:
         return cls(z, z.copy(), z.copy(), np.zeros((ny, nx), bool), region)
 
 
-def gradient_images(grad_x: Stamps, grad_y: Stamps, flux: np.ndarray,
-                    shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``dM/dX`` and ``dM/dY``: the models' gradients scaled by the fitted fluxes."""
-    f = np.where(np.isfinite(flux), flux, 0.0)
-    return (scatter_stamps(grad_x, f, shape), scatter_stamps(grad_y, f, shape))
-
-
 def model_gradients(stamps: Stamps, flux: np.ndarray, shape: tuple[int, int],
                     pad: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """``dM/dX`` and ``dM/dY`` of the model ``M`` (the stamps scaled by ``flux``; NaN and
@@ -85,7 +78,7 @@ def model_gradients(stamps: Stamps, flux: np.ndarray, shape: tuple[int, int],
 
     The model is as smooth as the band's PSF, so its sampled image holds its
     gradient: this takes one image and two inverse FFTs instead of every template
-    rebuilt with its derivatives (:func:`gradient_images`).
+    rebuilt with its derivatives.
 
     Examples
     --------
@@ -128,7 +121,7 @@ def estimate_shifts(resid: np.ndarray, weight: np.ndarray, gx: np.ndarray, gy: n
     resid, weight : ndarray
         Residual image (data minus model) and inverse variance.
     gx, gy : ndarray
-        The model's gradient images (:func:`gradient_images`).
+        The model's gradient images (:func:`model_gradients`).
     region : int
         Region side, pixels.
     max_shift : float
