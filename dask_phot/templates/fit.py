@@ -259,7 +259,7 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
         built = models.build(inp, kernel, dx, dy, max_size=opts.max_size)
-        res = _fit(inp, models, built, dx, dy, opts)
+        res = _fit(inp, models, built, dx, dy, opts, wings=it == iterations)
         if it < iterations:
             shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale)
     table = _table(models, res, dx, dy, built.capped, inp,
@@ -349,11 +349,14 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
 
 
 def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
-         dy: np.ndarray, opts: TemplateOptions) -> PhotometryResult:
+         dy: np.ndarray, opts: TemplateOptions, wings: bool = True) -> PhotometryResult:
     """The joint fit (the engine's :func:`~dask_phot.engine.fit.fit_stamps`), with the
-    band PSF's wings beyond each stamp subtracted between two fits."""
+    band PSF's wings beyond each stamp subtracted between two fits when ``wings`` (the
+    registration's intermediate fits leave them: their residuals only carry the
+    shifts, and a symmetric halo adds nothing to a gradient's cross-correlation)."""
     return fit_stamps(inp.image, built.stamps, models.x + dx, models.y + dy,
-                      fwhm=float(inp.psf.fwhm), psf=inp.psf,  # type: ignore[attr-defined]
+                      fwhm=float(inp.psf.fwhm),  # type: ignore[attr-defined]
+                      psf=inp.psf if wings else None,
                       sigma=inp.sigma, weight=inp.weight, fit_sky=opts.fit_sky,
                       sky_model=opts.sky_model, high_chi2=opts.high_chi2,
                       mismatch_sigma=5.0, return_model=True)
