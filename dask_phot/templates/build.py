@@ -153,6 +153,21 @@ def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
 
 
 @numba.njit(cache=True)
+def _shifted_less_point(src: np.ndarray, sx: np.ndarray, sy: np.ndarray, kspec: np.ndarray,
+                        pspec: np.ndarray, rx: np.ndarray, ry: np.ndarray, out: np.ndarray
+                        ) -> None:
+    """:func:`_convolve_less_point` of ``src`` translated by the phase ramps ``sx``,
+    ``sy`` (one per axis and source), into ``out``."""
+    for b in range(src.shape[0]):
+        for v in range(src.shape[1]):
+            ryv = ry[b, v]
+            syv = sy[b, v]
+            for u in range(src.shape[2]):
+                out[b, v, u] = (src[b, v, u] * syv * sx[b, u] * kspec[v, u]
+                                - ryv * rx[b, u] * pspec[v, u])
+
+
+@numba.njit(cache=True)
 def _add_sampled(model: np.ndarray, ext: np.ndarray, scale: np.ndarray) -> None:
     """``model[b] += ext[b] * scale[b]`` (``ext`` in single precision)."""
     k = model.shape[1]
@@ -181,14 +196,22 @@ def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
            kernel: TemplateKernel, k: int, share: Shares | None,
-           wpsf: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """Templates of sources ``rows``, all of stamp side ``k``."""
+           wpsf: np.ndarray | None, cache: dict | None = None) -> tuple[np.ndarray, ...]:
+    """Templates of sources ``rows``, all of stamp side ``k``; with ``cache``, the
+    deposits' spectra are kept there the first time and translated (Fourier phase
+    ramps) to the new positions after (registration shifts move templates rigidly)."""
     m = kernel.m
     wings = wpsf is not None and share is None
     n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
+    cx, cy = m * (xs - ax0), m * (ys - ay0)  # the reference point on the lattice
+    key = (k, int(rows[0]), rows.size)
+    if cache is not None and key in cache:
+        src, total, cx0, cy0 = cache[key]
+        return _finish(src, total, cx, cy, cx - cx0, cy - cy0, xs, ys, ax0, ay0, n, m, k,
+                       psf, kernel, wings)
     lat = np.zeros((rows.size, n, n), dtype=np.float32)
     total = np.zeros(rows.size)
     _deposit(hires, segmap, seg["id"][rows], boxes(seg, rows), seg["x"][rows],
@@ -202,17 +225,40 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["lp"][rows] if wings else np.zeros(rows.size))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
+    if cache is not None:
+        cache[key] = (spec, total, cx, cy)
+        zero = np.zeros(rows.size)
+        return _finish(spec, total, cx, cy, zero, zero, xs, ys, ax0, ay0, n, m, k, psf,
+                       kernel, wings)
+    return _finish(spec, total, cx, cy, None, None, xs, ys, ax0, ay0, n, m, k, psf, kernel,
+                   wings)
+
+
+def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+            dx: np.ndarray | None, dy: np.ndarray | None, xs: np.ndarray, ys: np.ndarray,
+            ax0: np.ndarray, ay0: np.ndarray, n: int, m: int, k: int, psf: object,
+            kernel: TemplateKernel, wings: bool) -> tuple[np.ndarray, ...]:
+    """The deposits' spectra ``spec`` (translated by ``dx, dy`` lattice points, kept as
+    they are; None: changed in place) convolved, less the point part, sampled and
+    normalised, plus the band's point stamps."""
+    fx, fy = scipy.fft.rfftfreq(n), scipy.fft.fftfreq(n)
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
     # its phase ramp is separable, an outer product of one ramp per axis (with the
     # PSF's wings given back, the deposit has no net light already: nothing taken away)
-    cx, cy = m * (xs - ax0), m * (ys - ay0)
-    rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) \
-        * (0.0 if wings else total[:, None])
-    ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
-    _convolve_less_point(spec, kernel.spectrum(n).astype(np.complex64),
-                         kernel.point_spectrum(n).astype(np.complex64),
-                         rx.astype(np.complex64), ry.astype(np.complex64))
+    rx = np.exp(-2j * np.pi * fx[None, :] * cx[:, None]) * (0.0 if wings else total[:, None])
+    ry = np.exp(-2j * np.pi * fy[None, :] * cy[:, None])
+    kspec = kernel.spectrum(n).astype(np.complex64)
+    pspec = kernel.point_spectrum(n).astype(np.complex64)
+    rx, ry = rx.astype(np.complex64), ry.astype(np.complex64)
+    if dx is None or dy is None:
+        _convolve_less_point(spec, kspec, pspec, rx, ry)
+    else:
+        sx = np.exp(-2j * np.pi * fx[None, :] * dx[:, None]).astype(np.complex64)
+        sy = np.exp(-2j * np.pi * fy[None, :] * dy[:, None]).astype(np.complex64)
+        out = np.empty_like(spec)
+        _shifted_less_point(spec, sx, sy, kspec, pspec, rx, ry, out)
+        spec = out
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
@@ -225,7 +271,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
                     kernel: TemplateKernel, *,
                     max_size: int = 255, batch: int = 256,
                     share: Shares | None = None, wpsf: np.ndarray | None = None,
-                    into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
+                    into: tuple[TemplateStamps, np.ndarray] | None = None,
+                    cache: dict | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
     Parameters
@@ -262,6 +309,9 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     into : (TemplateStamps, ndarray), optional
         Stamps of more sources, whose slots ``rows`` (one per source here, of the
         sides :func:`stamp_sides` gives) these templates go in, instead of new ones.
+    cache : dict, optional
+        The same dict for every build of the same sources at other positions (the
+        registration's): the deposits are made and transformed once, then translated.
 
     Returns
     -------
@@ -281,7 +331,7 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
             model, ax0, ay0 = _group(hires, segmap, rows, seg, x, y, jac, psf, kernel, int(k),
-                                     share, wpsf)
+                                     share, wpsf, cache)
             out.put(dest[rows], model, ax0, ay0)
     return TemplateStamps(out, sides, capped)
 

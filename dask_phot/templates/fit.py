@@ -256,9 +256,10 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
     if shifts is not None:
         iterations = 0
     shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
+    cache: dict | None = {} if iterations else None  # (the deposits, built once)
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
-        built = models.build(inp, kernel, dx, dy, max_size=opts.max_size)
+        built = models.build(inp, kernel, dx, dy, max_size=opts.max_size, cache=cache)
         res = _fit(inp, models, built, dx, dy, opts, wings=it == iterations)
         if it < iterations:
             shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale)

@@ -57,9 +57,11 @@ class Models:
     off: pd.DataFrame
 
     def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
-              max_size: int, rows: np.ndarray | None = None) -> TemplateStamps:
+              max_size: int, rows: np.ndarray | None = None, cache: dict | None = None
+              ) -> TemplateStamps:
         """Unit-flux stamps of sources ``rows`` (default all, in that order), shifted by
-        ``(dx, dy)`` (arrays over all sources)."""
+        ``(dx, dy)`` (arrays over all sources); ``cache``: the same dict for every build
+        of the same rows (:func:`~.build.build_templates`)."""
         psf = inp.psf  # type: ignore[attr-defined]
         rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
         x, y = (self.x + dx)[rows], (self.y + dy)[rows]
@@ -69,14 +71,14 @@ class Models:
         pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
         k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
         if t.size and not gal.size:  # templates and points: built in place, no merge
-            return self._in_place(inp, kernel, x, y, t, k, pts, max_size)
+            return self._in_place(inp, kernel, x, y, t, k, pts, max_size, cache)
         parts: list[tuple[np.ndarray, TemplateStamps]] = []
         if t.size:
             seg = {key: v[k] for key, v in self.seg.items()}
             parts.append((t, build_templates(
                 inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                 self.extent[k], psf, kernel, max_size=max_size,
-                share=inp.share, wpsf=inp.wings)))  # type: ignore[attr-defined]
+                share=inp.share, wpsf=inp.wings, cache=cache)))  # type: ignore[attr-defined]
         if pts.size:
             parts.append((pts, _points(psf, x[pts], y[pts])))
         if gal.size:
@@ -95,8 +97,8 @@ class Models:
         return TemplateStamps(st, np.maximum(st.w, st.h), capped)
 
     def _in_place(self, inp: object, kernel: TemplateKernel, x: np.ndarray, y: np.ndarray,
-                  t: np.ndarray, k: np.ndarray, pts: np.ndarray, max_size: int
-                  ) -> TemplateStamps:
+                  t: np.ndarray, k: np.ndarray, pts: np.ndarray, max_size: int,
+                  cache: dict | None) -> TemplateStamps:
         """:meth:`build` without Sersic sources: the templates (``t``, template rows
         ``k``) and points (``pts``) put straight into one set of stamps."""
         psf = inp.psf  # type: ignore[attr-defined]
@@ -109,7 +111,7 @@ class Models:
         build_templates(inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                         self.extent[k], psf, kernel, max_size=max_size,
                         share=inp.share, wpsf=inp.wings,  # type: ignore[attr-defined]
-                        into=(out, t))
+                        into=(out, t), cache=cache)
         out.capped[t] = capped_t
         if pts.size:
             p = _points(psf, x[pts], y[pts])
