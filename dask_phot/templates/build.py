@@ -32,10 +32,6 @@ around the lattice, and the PSF's far wings come from the PSF itself. A
 template is flux-conserving: it sums to the point stamp's enclosed light
 (the PSF beyond the stamp is the engine's wing pass), so its fitted amplitude
 is the source's total flux in the blurred image's units.
-
-Derivatives with respect to position (for registration, :mod:`.register`)
-come from the same spectra (a Fourier derivative on the lattice) and from
-finite differences of the point stamps.
 """
 
 from __future__ import annotations
@@ -48,6 +44,8 @@ import scipy.fft
 
 from dask_phot.models.stamps import Stamps
 from dask_phot.templates.kernel import TemplateKernel, point_stamps, splat
+from dask_phot.templates.share import Shares, source_blocks
+from dask_phot.templates.wings import psf_at
 
 __all__ = ["TemplateStamps", "build_templates", "stamp_sides"]
 
@@ -57,15 +55,12 @@ _LADDER = np.array([0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 2
 
 @dataclass
 class TemplateStamps:
-    """Unit-flux models of sources (input order) and, optionally, their gradients.
+    """Unit-flux models of sources (input order).
 
     Attributes
     ----------
     stamps : Stamps
         The models.
-    grad_x, grad_y : Stamps or None
-        ``d model / d X`` and ``d model / d Y`` (blurred-image pixel axes), same
-        layout as ``stamps``.
     sides : ndarray of int
         Stamp side per source.
     capped : ndarray of bool
@@ -73,8 +68,6 @@ class TemplateStamps:
     """
 
     stamps: Stamps
-    grad_x: Stamps | None
-    grad_y: Stamps | None
     sides: np.ndarray
     capped: np.ndarray
 
@@ -95,45 +88,55 @@ def stamp_sides(extent: np.ndarray, psf_size: int, max_size: int
 
 
 @numba.njit(cache=True)
-def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, bx0: np.ndarray,
-             bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
-             cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray, fx0: np.ndarray,
-             fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
-             weights: np.ndarray, wptr: np.ndarray) -> None:
-    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel) and, when
-    ``weights`` is not empty, its shares of the unlabelled pixels in its box (:mod:`.share`:
-    box ``i`` starts at ``wptr[i]`` in ``weights``); its light goes in ``total[i]``.
+def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, box: np.ndarray,
+             cx: np.ndarray, cy: np.ndarray, bkg: np.ndarray, jac: np.ndarray,
+             fx0: np.ndarray, fy0: np.ndarray, m: int, out: np.ndarray, total: np.ndarray,
+             weights: np.ndarray, wptr: np.ndarray, blocks: np.ndarray, block: int,
+             wpsf: np.ndarray, lp: np.ndarray) -> None:
+    """Deposit segment ``label[i]`` (less the background ``bkg[i]`` per pixel; its
+    bounding box ``box[i, :4]``: x0, x1, y0, y1) and, when ``weights`` is not empty,
+    its shares of the unlabelled pixels of the blocks of its sharing box ``box[i,
+    4:]`` (:mod:`.share`: they start at ``wptr[i]`` in ``weights``), each block's light
+    (``blocks[1]``, its pixel count ``blocks[0]``) at its centre; its light goes in
+    ``total[i]``.
+
+    With ``wpsf`` (the sharp PSF, not empty) the segment's pixels less ``lp[i]`` times
+    the sharp PSF at the centroid are deposited, and ``total[i]`` is ``lp[i]``
+    (:mod:`.wings`).
 
     Lattice coordinates of sharp pixel ``(c, r)``: ``m * (jac @ (c - cx, r - cy)) +
     (fx0, fy0)``, where ``(fx0, fy0)`` is the reference point on the lattice.
     """
     shared = weights.shape[0] > 0
+    wings = wpsf.shape[0] > 0
     for i in range(label.shape[0]):
         o = out[i]
         tot = 0.0
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        bw = bx1[i] - bx0[i] + 1
-        for r in range(by0[i], by1[i] + 1):
+        for r in range(box[i, 2], box[i, 3] + 1):
             dy = r - cy[i]
-            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
-            for c in range(bx0[i], bx1[i] + 1):
-                if shared:
-                    w = weights[at + c]
-                    if w <= 0.0:
-                        continue
-                elif seg[r, c] == label[i]:
-                    w = 1.0
-                else:
+            for c in range(box[i, 0], box[i, 1] + 1):
+                if seg[r, c] != label[i]:
                     continue
-                v = (img[r, c] - bkg[i]) * w
+                v = img[r, c] - bkg[i]
                 if not np.isfinite(v):
                     continue
                 dx = c - cx[i]
-                fx = fx0[i] + m * (j00 * dx + j01 * dy)
-                fy = fy0[i] + m * (j10 * dx + j11 * dy)
-                splat(o, fx, fy, v)
+                if wings:
+                    v -= lp[i] * psf_at(wpsf, dx, dy)
+                splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
+                      fy0[i] + m * (j10 * dx + j11 * dy), v)
                 tot += v
-        total[i] = tot
+        if shared:
+            ws, ns, ls, ys, xs = source_blocks(box[i], block, weights, wptr[i], blocks,
+                                               seg.shape)
+            for q in range(ws.shape[0]):  # each block's light at its centre
+                v = ws[q] * (ls[q] - bkg[i] * ns[q])
+                dx, dy = xs[q] - cx[i], ys[q] - cy[i]
+                splat(o, fx0[i] + m * (j00 * dx + j01 * dy),
+                      fy0[i] + m * (j10 * dx + j11 * dy), v)
+                tot += v
+        total[i] = lp[i] if wings else tot
 
 
 @numba.njit(cache=True)
@@ -147,6 +150,21 @@ def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
             ryv = ry[b, v]
             for u in range(spec.shape[2]):
                 spec[b, v, u] = spec[b, v, u] * kspec[v, u] - ryv * rx[b, u] * pspec[v, u]
+
+
+@numba.njit(cache=True)
+def _shifted_less_point(src: np.ndarray, sx: np.ndarray, sy: np.ndarray, kspec: np.ndarray,
+                        pspec: np.ndarray, rx: np.ndarray, ry: np.ndarray, out: np.ndarray
+                        ) -> None:
+    """:func:`_convolve_less_point` of ``src`` translated by the phase ramps ``sx``,
+    ``sy`` (one per axis and source), into ``out``."""
+    for b in range(src.shape[0]):
+        for v in range(src.shape[1]):
+            ryv = ry[b, v]
+            syv = sy[b, v]
+            for u in range(src.shape[2]):
+                out[b, v, u] = (src[b, v, u] * syv * sx[b, u] * kspec[v, u]
+                                - ryv * rx[b, u] * pspec[v, u])
 
 
 @numba.njit(cache=True)
@@ -166,86 +184,95 @@ def _sampled_inverse(spec: np.ndarray, n: int, m: int, k: int) -> np.ndarray:
     return scipy.fft.irfft(cols, n=n, axis=2, workers=1)[:, :, :m * k:m]
 
 
-def _aligned(st: np.ndarray, x0: np.ndarray, y0: np.ndarray, ax0: np.ndarray,
-             ay0: np.ndarray) -> np.ndarray:
-    """Stamps moved (by whole pixels, zero fill) to corners ``(ax0, ay0)``."""
-    dx, dy = x0 - ax0, y0 - ay0
-    if not (dx.any() or dy.any()):
-        return st
-    out = np.zeros_like(st)
-    k = st.shape[1]
-    for i in np.flatnonzero((dx != 0) | (dy != 0)):
-        sx, sy = int(dx[i]), int(dy[i])
-        src = st[i, max(-sy, 0):k - max(sy, 0), max(-sx, 0):k - max(sx, 0)]
-        out[i, max(sy, 0):max(sy, 0) + src.shape[0], max(sx, 0):max(sx, 0) + src.shape[1]] \
-            = src
-    keep = (dx == 0) & (dy == 0)
-    out[keep] = st[keep]
-    return out
-
-
-def point_gradients(psf: object, x: np.ndarray, y: np.ndarray, k: int, x0: np.ndarray,
-                    y0: np.ndarray, h: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """``d/dX`` and ``d/dY`` of point stamps (image axes) by central differences."""
-    grads = []
-    for ex, ey in ((h, 0.0), (0.0, h)):
-        sp, px0, py0 = point_stamps(psf, x + ex, y + ey, k)
-        sm, mx0, my0 = point_stamps(psf, x - ex, y - ey, k)
-        diff = _aligned(sp, px0, py0, x0, y0) - _aligned(sm, mx0, my0, x0, y0)
-        grads.append(-diff / (2 * h))
-    return grads[0], grads[1]
+def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
+    """Per source ``rows``: its segment's bounding box and its sharing box (the same
+    without shared outskirts), ``x0, x1, y0, y1`` each (inclusive)."""
+    own = [seg.get("seg_" + k, seg[k]) for k in ("xmin", "xmax", "ymin", "ymax")]
+    return np.ascontiguousarray(np.stack(
+        [a[rows] for a in own] + [seg[k][rows] for k in ("xmin", "xmax", "ymin", "ymax")],
+        axis=1).astype(np.int64))
 
 
 def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
            x: np.ndarray, y: np.ndarray, jac: np.ndarray, psf: object,
-           kernel: TemplateKernel, k: int, gradients: bool, share: np.ndarray | None
-           ) -> tuple[np.ndarray, ...]:
-    """Templates (and gradients) of sources ``rows``, all of stamp side ``k``."""
+           kernel: TemplateKernel, k: int, share: Shares | None,
+           wpsf: np.ndarray | None, cache: dict | None = None) -> tuple[np.ndarray, ...]:
+    """Templates of sources ``rows``, all of stamp side ``k``; with ``cache``, the
+    deposits' spectra are kept there the first time and translated (Fourier phase
+    ramps) to the new positions after (registration shifts move templates rigidly)."""
     m = kernel.m
+    wings = wpsf is not None and share is None
     n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
+    cx, cy = m * (xs - ax0), m * (ys - ay0)  # the reference point on the lattice
+    key = (k, int(rows[0]), rows.size)
+    if cache is not None and key in cache:
+        src, total, cx0, cy0 = cache[key]
+        return _finish(src, total, cx, cy, cx - cx0, cy - cy0, xs, ys, ax0, ay0, n, m, k,
+                       psf, kernel, wings)
     lat = np.zeros((rows.size, n, n), dtype=np.float32)
     total = np.zeros(rows.size)
-    _deposit(hires, segmap, seg["id"][rows], seg["xmin"][rows], seg["xmax"][rows],
-             seg["ymin"][rows], seg["ymax"][rows], seg["x"][rows], seg["y"][rows],
-             seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size), jac[rows],
-             m * (xs - ax0), m * (ys - ay0), m, lat, total,
-             share if share is not None else np.zeros(0),
-             seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64))
+    _deposit(hires, segmap, seg["id"][rows], boxes(seg, rows), seg["x"][rows],
+             seg["y"][rows], seg["bkg"][rows] if "bkg" in seg else np.zeros(rows.size),
+             jac[rows], m * (xs - ax0), m * (ys - ay0), m, lat, total,
+             share.weights if share is not None else np.zeros(0),
+             seg["wptr"][rows] if share is not None else np.zeros(rows.size, np.int64),
+             share.blocks if share is not None else np.zeros((2, 1, 1)),
+             share.block if share is not None else 1,
+             wpsf if wings else np.zeros((0, 0)),
+             seg["lp"][rows] if wings else np.zeros(rows.size))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
+    if cache is not None:
+        cache[key] = (spec, total, cx, cy)
+        zero = np.zeros(rows.size)
+        return _finish(spec, total, cx, cy, zero, zero, xs, ys, ax0, ay0, n, m, k, psf,
+                       kernel, wings)
+    return _finish(spec, total, cx, cy, None, None, xs, ys, ax0, ay0, n, m, k, psf, kernel,
+                   wings)
+
+
+def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
+            dx: np.ndarray | None, dy: np.ndarray | None, xs: np.ndarray, ys: np.ndarray,
+            ax0: np.ndarray, ay0: np.ndarray, n: int, m: int, k: int, psf: object,
+            kernel: TemplateKernel, wings: bool) -> tuple[np.ndarray, ...]:
+    """The deposits' spectra ``spec`` (translated by ``dx, dy`` lattice points, kept as
+    they are; None: changed in place) convolved, less the point part, sampled and
+    normalised, plus the band's point stamps."""
+    fx, fy = scipy.fft.rfftfreq(n), scipy.fft.fftfreq(n)
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
-    # its phase ramp is separable, an outer product of one ramp per axis
-    cx, cy = m * (xs - ax0), m * (ys - ay0)
-    rx = np.exp(-2j * np.pi * scipy.fft.rfftfreq(n)[None, :] * cx[:, None]) * total[:, None]
-    ry = np.exp(-2j * np.pi * scipy.fft.fftfreq(n)[None, :] * cy[:, None])
-    _convolve_less_point(spec, kernel.spectrum(n).astype(np.complex64),
-                         kernel.point_spectrum(n).astype(np.complex64),
-                         rx.astype(np.complex64), ry.astype(np.complex64))
+    # its phase ramp is separable, an outer product of one ramp per axis (with the
+    # PSF's wings given back, the deposit has no net light already: nothing taken away)
+    rx = np.exp(-2j * np.pi * fx[None, :] * cx[:, None]) * (0.0 if wings else total[:, None])
+    ry = np.exp(-2j * np.pi * fy[None, :] * cy[:, None])
+    kspec = kernel.spectrum(n).astype(np.complex64)
+    pspec = kernel.point_spectrum(n).astype(np.complex64)
+    rx, ry = rx.astype(np.complex64), ry.astype(np.complex64)
+    if dx is None or dy is None:
+        _convolve_less_point(spec, kspec, pspec, rx, ry)
+    else:
+        sx = np.exp(-2j * np.pi * fx[None, :] * dx[:, None]).astype(np.complex64)
+        sy = np.exp(-2j * np.pi * fy[None, :] * dy[:, None]).astype(np.complex64)
+        out = np.empty_like(spec)
+        _shifted_less_point(spec, sx, sy, kspec, pspec, rx, ry, out)
+        spec = out
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
     _add_sampled(model, _sampled_inverse(spec, n, m, k), scale)
-    if not gradients:
-        return model, ax0, ay0, None, None
-    scale = scale[:, None, None]
-    fx = (2j * np.pi * m * scipy.fft.rfftfreq(n)[None, None, :]).astype(np.complex64)
-    fy = (2j * np.pi * m * scipy.fft.fftfreq(n)[None, :, None]).astype(np.complex64)
-    gx = _sampled_inverse(spec * fx, n, m, k) * scale
-    gy = _sampled_inverse(spec * fy, n, m, k) * scale
-    pgx, pgy = point_gradients(psf, xs, ys, k, ax0, ay0)
-    return model, ax0, ay0, gx.astype(np.float64) + pgx, gy.astype(np.float64) + pgy
+    return model, ax0, ay0
 
 
 def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
                     y: np.ndarray, jac: np.ndarray, extent: np.ndarray, psf: object,
-                    kernel: TemplateKernel, *, gradients: bool = False,
+                    kernel: TemplateKernel, *,
                     max_size: int = 255, batch: int = 256,
-                    share: np.ndarray | None = None,
-                    into: tuple[TemplateStamps, np.ndarray] | None = None) -> TemplateStamps:
+                    share: Shares | None = None, wpsf: np.ndarray | None = None,
+                    into: tuple[TemplateStamps, np.ndarray] | None = None,
+                    cache: dict | None = None) -> TemplateStamps:
     """Build the templates of the segments in ``seg`` (see the module docstring).
 
     Parameters
@@ -268,18 +295,23 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         The band's PSF.
     kernel : TemplateKernel
         Matching kernel on the lattice.
-    gradients : bool
-        Also return the templates' derivatives.
     max_size : int
         Largest stamp side; larger segments are cut (``capped``).
     batch : int
         Sources transformed at once.
-    share : ndarray, optional
-        :attr:`.share.Shares.weights`: the unlabelled pixels in each source's box
+    share : Shares, optional
+        :func:`.share.share_outskirts`'s: the unlabelled pixels in each source's box
         are shared (:mod:`.share`; the boxes are then the sharing boxes).
+    wpsf : ndarray, optional
+        The sharp PSF (sharp grid, unit sum): without ``share``, each template's
+        light beyond its segment is the PSF's (:mod:`.wings`; ``seg["lp"]`` is
+        each source's light, the segment's over the PSF's share on it).
     into : (TemplateStamps, ndarray), optional
         Stamps of more sources, whose slots ``rows`` (one per source here, of the
         sides :func:`stamp_sides` gives) these templates go in, instead of new ones.
+    cache : dict, optional
+        The same dict for every build of the same sources at other positions (the
+        registration's): the deposits are made and transformed once, then translated.
 
     Returns
     -------
@@ -291,22 +323,17 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
     if into is None:
         dest = np.arange(nsrc)
         out = Stamps.empty(nsrc, sides)
-        gx = Stamps.empty(nsrc, sides) if gradients else None
-        gy = Stamps.empty(nsrc, sides) if gradients else None
     else:
         dest = into[1]
-        out, gx, gy = into[0].stamps, into[0].grad_x, into[0].grad_y
+        out = into[0].stamps
     for k in np.unique(sides):
         idx = np.flatnonzero(sides == k)
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
-            model, ax0, ay0, ggx, ggy = _group(hires, segmap, rows, seg, x, y, jac, psf,
-                                               kernel, int(k), gradients, share)
+            model, ax0, ay0 = _group(hires, segmap, rows, seg, x, y, jac, psf, kernel, int(k),
+                                     share, wpsf, cache)
             out.put(dest[rows], model, ax0, ay0)
-            if gx is not None and gy is not None:
-                gx.put(dest[rows], ggx, ax0, ay0)
-                gy.put(dest[rows], ggy, ax0, ay0)
-    return TemplateStamps(out, gx, gy, sides, capped)
+    return TemplateStamps(out, sides, capped)
 
 
 def segment_extent(seg: dict, jac: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from dask_phot.templates.segments import label_range
+from dask_phot.templates.share import Shares
 
 __all__ = ["Inputs", "load_inputs"]
 
@@ -33,7 +34,8 @@ class Inputs:
     image_name: str
     hires_name: str
     segmap_name: str
-    share: np.ndarray | None = None
+    share: Shares | None = None
+    wings: np.ndarray | None = None
     max_label: int | None = None
 
 

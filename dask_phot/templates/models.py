@@ -21,12 +21,7 @@ from dask_phot.models.render import render_sources
 from dask_phot.models.shapes import Shapes, sky_to_pixel, wcs_jacobian
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
-from dask_phot.templates.build import (
-    TemplateStamps,
-    build_templates,
-    point_gradients,
-    stamp_sides,
-)
+from dask_phot.templates.build import TemplateStamps, build_templates, stamp_sides
 from dask_phot.templates.kernel import TemplateKernel, point_stamps
 from dask_phot.templates.segments import SegmentTable
 
@@ -62,10 +57,11 @@ class Models:
     off: pd.DataFrame
 
     def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
-              gradients: bool, max_size: int, rows: np.ndarray | None = None
+              max_size: int, rows: np.ndarray | None = None, cache: dict | None = None
               ) -> TemplateStamps:
-        """Unit-flux stamps (and gradients) of sources ``rows`` (default all, in that
-        order), shifted by ``(dx, dy)`` (arrays over all sources)."""
+        """Unit-flux stamps of sources ``rows`` (default all, in that order), shifted by
+        ``(dx, dy)`` (arrays over all sources); ``cache``: the same dict for every build
+        of the same rows (:func:`~.build.build_templates`)."""
         psf = inp.psf  # type: ignore[attr-defined]
         rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
         x, y = (self.x + dx)[rows], (self.y + dy)[rows]
@@ -75,34 +71,34 @@ class Models:
         pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
         k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
         if t.size and not gal.size:  # templates and points: built in place, no merge
-            return self._in_place(inp, kernel, x, y, t, k, pts, gradients, max_size)
+            return self._in_place(inp, kernel, x, y, t, k, pts, max_size, cache)
         parts: list[tuple[np.ndarray, TemplateStamps]] = []
         if t.size:
             seg = {key: v[k] for key, v in self.seg.items()}
             parts.append((t, build_templates(
                 inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
-                self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
-                share=inp.share)))  # type: ignore[attr-defined]
+                self.extent[k], psf, kernel, max_size=max_size,
+                share=inp.share, wpsf=inp.wings, cache=cache)))  # type: ignore[attr-defined]
         if pts.size:
-            parts.append((pts, _points(psf, x[pts], y[pts], gradients)))
+            parts.append((pts, _points(psf, x[pts], y[pts])))
         if gal.size:
             shapes = self.shapes
             sub = Shapes(*(getattr(shapes, f)[rows[gal] - self.gal[0]]  # type: ignore
                            for f in ("r_e", "q", "theta", "n")))
-            parts.append((gal, _galaxies(psf, x[gal], y[gal], sub, gradients)))
+            rend = render_sources(psf, x[gal], y[gal], sub)
+            parts.append((gal, TemplateStamps(rend.stamps, np.maximum(rend.stamps.w,
+                                                                      rend.stamps.h),
+                                              rend.capped)))
         n = rows.size
         capped = np.zeros(n, dtype=bool)
         for r, p in parts:
             capped[r] = p.capped
         st = merge_stamps(n, [(r, p.stamps) for r, p in parts])
-        gx = merge_stamps(n, [(r, p.grad_x) for r, p in parts]) if gradients else None
-        gy = merge_stamps(n, [(r, p.grad_y) for r, p in parts]) if gradients else None
-        return TemplateStamps(st, gx, gy, np.maximum(st.w, st.h), capped)
-
+        return TemplateStamps(st, np.maximum(st.w, st.h), capped)
 
     def _in_place(self, inp: object, kernel: TemplateKernel, x: np.ndarray, y: np.ndarray,
-                  t: np.ndarray, k: np.ndarray, pts: np.ndarray, gradients: bool,
-                  max_size: int) -> TemplateStamps:
+                  t: np.ndarray, k: np.ndarray, pts: np.ndarray, max_size: int,
+                  cache: dict | None) -> TemplateStamps:
         """:meth:`build` without Sersic sources: the templates (``t``, template rows
         ``k``) and points (``pts``) put straight into one set of stamps."""
         psf = inp.psf  # type: ignore[attr-defined]
@@ -110,64 +106,25 @@ class Models:
         ps = int(psf.size)
         sides = np.full(n, ps, dtype=np.int64)
         sides[t], capped_t = stamp_sides(self.extent[k], ps, max_size)
-        out = TemplateStamps(Stamps.empty(n, sides),
-                             Stamps.empty(n, sides) if gradients else None,
-                             Stamps.empty(n, sides) if gradients else None,
-                             sides, np.zeros(n, dtype=bool))
+        out = TemplateStamps(Stamps.empty(n, sides), sides, np.zeros(n, dtype=bool))
         seg = {key: v[k] for key, v in self.seg.items()}
         build_templates(inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
-                        self.extent[k], psf, kernel, gradients=gradients, max_size=max_size,
-                        share=inp.share, into=(out, t))  # type: ignore[attr-defined]
+                        self.extent[k], psf, kernel, max_size=max_size,
+                        share=inp.share, wpsf=inp.wings,  # type: ignore[attr-defined]
+                        into=(out, t), cache=cache)
         out.capped[t] = capped_t
         if pts.size:
-            p = _points(psf, x[pts], y[pts], gradients)
-            for mine, theirs in ((out.stamps, p.stamps), (out.grad_x, p.grad_x),
-                                 (out.grad_y, p.grad_y)):
-                if mine is not None and theirs is not None:
-                    mine.put(pts, theirs.data.reshape(pts.size, ps, ps), theirs.x0,
-                             theirs.y0)
+            p = _points(psf, x[pts], y[pts])
+            out.stamps.put(pts, p.stamps.data.reshape(pts.size, ps, ps), p.stamps.x0,
+                           p.stamps.y0)
         return out
 
 
-def _points(psf: object, x: np.ndarray, y: np.ndarray, gradients: bool) -> TemplateStamps:
+def _points(psf: object, x: np.ndarray, y: np.ndarray) -> TemplateStamps:
     k = int(psf.size)  # type: ignore[attr-defined]
     st, x0, y0 = point_stamps(psf, x, y, k)
-    out = Stamps.from_square(st, x0, y0)
-    gx = gy = None
-    if gradients:
-        a, b = point_gradients(psf, x, y, k, x0, y0)
-        gx, gy = Stamps.from_square(a, x0, y0), Stamps.from_square(b, x0, y0)
-    return TemplateStamps(out, gx, gy, np.full(x.size, k), np.zeros(x.size, bool))
-
-
-def _galaxies(psf: object, x: np.ndarray, y: np.ndarray, shapes: Shapes | None,
-              gradients: bool, h: float = 0.05) -> TemplateStamps:
-    rend = render_sources(psf, x, y, shapes)
-    st = rend.stamps
-    gx = gy = None
-    if gradients:
-        grads = []
-        for ex, ey in ((h, 0.0), (0.0, h)):
-            plus = render_sources(psf, x + ex, y + ey, shapes).stamps
-            minus = render_sources(psf, x - ex, y - ey, shapes).stamps
-            grads.append(_difference(plus, minus, st, h))
-        gx, gy = grads
-    return TemplateStamps(st, gx, gy, np.maximum(st.w, st.h), rend.capped)
-
-
-def _difference(plus: Stamps, minus: Stamps, ref: Stamps, h: float) -> Stamps:
-    """``-(plus - minus) / 2h`` on ``ref``'s boxes (image-axis gradient)."""
-    out = Stamps(np.zeros_like(ref.data), ref.ptr, ref.w, ref.h, ref.x0, ref.y0)
-    for i in range(len(ref)):
-        acc = out.stamp(i)
-        for s, sign in ((plus, -1.0), (minus, 1.0)):
-            a = s.stamp(i)
-            ox, oy = int(s.x0[i] - ref.x0[i]), int(s.y0[i] - ref.y0[i])
-            ys, xs = max(oy, 0), max(ox, 0)
-            ye = min(oy + a.shape[0], acc.shape[0])
-            xe = min(ox + a.shape[1], acc.shape[1])
-            acc[ys:ye, xs:xe] += sign * a[ys - oy:ye - oy, xs - ox:xe - ox] / (2 * h)
-    return out
+    return TemplateStamps(Stamps.from_square(st, x0, y0), np.full(x.size, k),
+                          np.zeros(x.size, bool))
 
 
 def merge_stamps(n: int, parts: list[tuple[np.ndarray, Stamps]]) -> Stamps:

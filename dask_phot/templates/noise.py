@@ -42,6 +42,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dask_phot.models.stamps import Stamps
+from dask_phot.templates.build import boxes
+from dask_phot.templates.share import Shares, source_blocks
 
 __all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
 
@@ -104,13 +106,15 @@ def confusion(image: np.ndarray, segmap: np.ndarray, block: int, sigma: float,
 
 
 @numba.njit(cache=True)
-def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
-           bx1: np.ndarray, by0: np.ndarray, by1: np.ndarray, cx: np.ndarray,
-           cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
+def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, box: np.ndarray,
+           cx: np.ndarray, cy: np.ndarray, jac: np.ndarray, rx: np.ndarray, ry: np.ndarray,
            ux0: np.ndarray, uy0: np.ndarray, uw: np.ndarray, uh: np.ndarray,
            out_x: np.ndarray, out_y: np.ndarray, out_n: np.ndarray,
-           weights: np.ndarray, wptr: np.ndarray, conf: float) -> np.ndarray:
-    """Segment ``i``'s counts per blurred pixel (:func:`segment_cells`), segment after
+           weights: np.ndarray, wptr: np.ndarray, blocks: np.ndarray, block: int,
+           conf: float) -> np.ndarray:
+    """Segment ``i``'s counts per blurred pixel (:func:`segment_cells`; its boxes
+    ``box[i]`` as :func:`.build.boxes` gives them, its shared blocks as
+    :func:`.build._deposit` reads them, each counted at its centre), segment after
     segment from the start of ``out_*``; returns where each segment's cells start."""
     ptr = np.zeros(label.shape[0] + 1, dtype=np.int64)
     shared = weights.shape[0] > 0
@@ -119,28 +123,26 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
         cnt = np.zeros((uh[i], uw[i]))
         shared_w = np.zeros((uh[i], uw[i]))
         j00, j01, j10, j11 = jac[i, 0, 0], jac[i, 0, 1], jac[i, 1, 0], jac[i, 1, 1]
-        bw = bx1[i] - bx0[i] + 1
-        for r in range(by0[i], by1[i] + 1):
+        for r in range(box[i, 2], box[i, 3] + 1):
             dy = r - cy[i]
-            at = wptr[i] + (r - by0[i]) * bw - bx0[i] if shared else 0
-            for c in range(bx0[i], bx1[i] + 1):
-                if shared:
-                    w = weights[at + c]
-                    if w <= 0.0:
-                        continue
-                elif seg[r, c] == label[i]:
-                    w = 1.0
-                else:
-                    continue
-                if not np.isfinite(img[r, c]):
+            for c in range(box[i, 0], box[i, 1] + 1):
+                if seg[r, c] != label[i] or not np.isfinite(img[r, c]):
                     continue
                 dx = c - cx[i]
                 u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
                 v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
                 if 0 <= u < uw[i] and 0 <= v < uh[i]:
-                    cnt[v, u] += w * w
-                    if seg[r, c] == 0:
-                        shared_w[v, u] += w
+                    cnt[v, u] += 1.0
+        if shared:
+            ws, ns, _, ys, xs = source_blocks(box[i], block, weights, wptr[i], blocks,
+                                              seg.shape)
+            for q in range(ws.shape[0]):  # each block counted at its centre
+                dx, dy = xs[q] - cx[i], ys[q] - cy[i]
+                u = int(np.floor(rx[i] + j00 * dx + j01 * dy + 0.5)) - ux0[i]
+                v = int(np.floor(ry[i] + j10 * dx + j11 * dy + 0.5)) - uy0[i]
+                if 0 <= u < uw[i] and 0 <= v < uh[i]:
+                    cnt[v, u] += ws[q] * ws[q] * ns[q]
+                    shared_w[v, u] += ws[q] * ns[q]
         for v in range(uh[i]):
             for u in range(uw[i]):
                 if cnt[v, u] > 0:
@@ -152,11 +154,11 @@ def _cells(seg: np.ndarray, img: np.ndarray, label: np.ndarray, bx0: np.ndarray,
 
 
 def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndarray,
-                  x: np.ndarray, y: np.ndarray, share: np.ndarray | None = None,
+                  x: np.ndarray, y: np.ndarray, share: Shares | None = None,
                   confusion: float = 0.0) -> tuple[np.ndarray, ...]:
     """Each segment's pixels counted per blurred pixel they fall in.
 
-    With ``share`` (:attr:`.share.Shares.weights`; ``seg`` then holds each box's
+    With ``share`` (:func:`.share.share_outskirts`'s; ``seg`` then holds each box's
     start in it, ``wptr``), a shared pixel counts as its share squared (the share of its noise
     in the template, in variance). ``confusion`` (:func:`confusion`, over the
     pixel variance) adds, per blurred pixel, its square times the shares summed
@@ -185,14 +187,14 @@ def segment_cells(hires: np.ndarray, segmap: np.ndarray, seg: dict, jac: np.ndar
     by = np.zeros_like(bx)
     cnt = np.zeros(cap)
     ptr = _cells(segmap, hires, np.asarray(seg["id"], dtype=np.int64),
-                  *(np.asarray(seg[k], dtype=np.int64) for k in ("xmin", "xmax", "ymin",
-                                                                   "ymax")),
-                  np.asarray(seg["x"], dtype=np.float64), np.asarray(seg["y"], np.float64),
-                  np.ascontiguousarray(jac, dtype=np.float64), np.asarray(x, np.float64),
-                  np.asarray(y, np.float64), ux0, uy0, uw, uh, bx, by, cnt,
-                  share if share is not None else np.zeros(0),
-                  np.asarray(seg["wptr"], np.int64) if share is not None
-                  else np.zeros(n, np.int64), float(confusion))
+                 boxes(seg, np.arange(n)), np.asarray(seg["x"], dtype=np.float64),
+                 np.asarray(seg["y"], np.float64), np.ascontiguousarray(jac, dtype=np.float64),
+                 np.asarray(x, np.float64), np.asarray(y, np.float64), ux0, uy0, uw, uh,
+                 bx, by, cnt, share.weights if share is not None else np.zeros(0),
+                 np.asarray(seg["wptr"], np.int64) if share is not None
+                 else np.zeros(n, np.int64),
+                 share.blocks if share is not None else np.zeros((2, 1, 1)),
+                 share.block if share is not None else 1, float(confusion))
     used = int(ptr[-1])
     return ptr, bx[:used].copy(), by[:used].copy(), cnt[:used].copy()
 

@@ -49,6 +49,16 @@ class SegmentTable:
         The segment touches the image's edge (its light may be cut).
     nbad : ndarray of int64
         Non-finite pixels in the segment (skipped).
+    light : ndarray
+        Sum of the segment's positive pixels.
+    cov : ndarray, shape (n, 3)
+        Second central moments ``xx, xy, yy`` of its positive light (pixels^2).
+    blocks : ndarray or None
+        With ``block``: per ``block x block`` block of the image, the count and the
+        sum of its finite unlabelled pixels, shape ``(2, ny / block, nx / block)``
+        (rounded up).
+    block : int
+        Side of those blocks (0: not summed).
     """
 
     id: np.ndarray
@@ -63,13 +73,21 @@ class SegmentTable:
     peak3: np.ndarray
     edge: np.ndarray
     nbad: np.ndarray
+    light: np.ndarray
+    cov: np.ndarray
+    blocks: np.ndarray | None = None
+    block: int = 0
 
     def __len__(self) -> int:
         return int(self.id.shape[0])
 
     def to_pandas(self) -> pd.DataFrame:
-        """The table as a DataFrame."""
-        return pd.DataFrame(self.__dict__)
+        """The table as a DataFrame (the second moments as ``cxx, cxy, cyy``; without
+        the blocks)."""
+        cols = {k: v for k, v in self.__dict__.items() if k not in ("cov", "blocks",
+                                                                     "block")}
+        cols.update(cxx=self.cov[:, 0], cxy=self.cov[:, 1], cyy=self.cov[:, 2])
+        return pd.DataFrame(cols)
 
     def concentration(self) -> np.ndarray:
         """``peak3 / flux`` (NaN where the flux is not positive)."""
@@ -78,14 +96,12 @@ class SegmentTable:
 
 
 @numba.njit(cache=True)
-def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
+def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int, b: int) -> tuple:
     ny, nx = img.shape
     cnt = np.zeros(nl + 1, dtype=np.int64)
     nbad = np.zeros(nl + 1, dtype=np.int64)
     tot = np.zeros(nl + 1)
-    sp = np.zeros(nl + 1)
-    sx = np.zeros(nl + 1)
-    sy = np.zeros(nl + 1)
+    mom = np.zeros((nl + 1, 6))  # positive light, its first and second raw moments
     big = np.iinfo(np.int64).max
     x0 = np.full(nl + 1, big, dtype=np.int64)
     x1 = np.full(nl + 1, -1, dtype=np.int64)
@@ -95,29 +111,48 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
     px = np.zeros(nl + 1, dtype=np.int64)
     py = np.zeros(nl + 1, dtype=np.int64)
     edge = np.zeros(nl + 1, dtype=np.bool_)
+    step = b if b > 0 else nx  # the row is read in blocks of b pixels
+    nbx = (nx + step - 1) // step
+    blocks = np.zeros((2, (ny + step - 1) // step if b > 0 else 1, nbx if b > 0 else 1))
     for r in range(ny):
-        for c in range(nx):
-            lab = seg[r, c]
-            if lab <= 0:
-                continue
-            cnt[lab] += 1
-            x0[lab] = min(x0[lab], c)
-            x1[lab] = max(x1[lab], c)
-            y0[lab] = min(y0[lab], r)
-            y1[lab] = max(y1[lab], r)
-            if r == 0 or c == 0 or r == ny - 1 or c == nx - 1:
-                edge[lab] = True
-            v = img[r, c]
-            if not np.isfinite(v):
-                nbad[lab] += 1
-                continue
-            tot[lab] += v
-            if v > 0:
-                sp[lab] += v
-                sx[lab] += v * c
-                sy[lab] += v * r
-            if v > peak[lab]:
-                peak[lab], px[lab], py[lab] = v, c, r
+        rb = r // step if b > 0 else 0
+        for cb in range(nbx):
+            n, t = 0.0, 0.0
+            for c in range(cb * step, min(cb * step + step, nx)):
+                lab = seg[r, c]
+                if lab == 0:
+                    v = img[r, c]
+                    if b > 0 and np.isfinite(v):
+                        n += 1.0
+                        t += v
+                    continue
+                if lab < 0:
+                    continue
+                cnt[lab] += 1
+                x0[lab] = min(x0[lab], c)
+                x1[lab] = max(x1[lab], c)
+                y0[lab] = min(y0[lab], r)
+                y1[lab] = max(y1[lab], r)
+                if r == 0 or c == 0 or r == ny - 1 or c == nx - 1:
+                    edge[lab] = True
+                v = img[r, c]
+                if not np.isfinite(v):
+                    nbad[lab] += 1
+                    continue
+                tot[lab] += v
+                if v > 0:
+                    o = mom[lab]
+                    o[0] += v
+                    o[1] += v * c
+                    o[2] += v * r
+                    o[3] += v * c * c
+                    o[4] += v * c * r
+                    o[5] += v * r * r
+                if v > peak[lab]:
+                    peak[lab], px[lab], py[lab] = v, c, r
+            if b > 0:
+                blocks[0, rb, cb] += n
+                blocks[1, rb, cb] += t
     p3 = np.zeros(nl + 1)  # the 3 x 3 sum around the brightest pixel
     for lab in range(1, nl + 1):
         if cnt[lab] == 0:
@@ -126,7 +161,7 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int) -> tuple:
             for cc in range(max(px[lab] - 1, 0), min(px[lab] + 2, nx)):
                 if np.isfinite(img[rr, cc]):
                     p3[lab] += img[rr, cc]
-    return cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge
+    return cnt, nbad, tot, mom, x0, x1, y0, y1, p3, edge, blocks
 
 
 @numba.njit(cache=True)
@@ -156,9 +191,11 @@ def label_range(segmap: np.ndarray) -> tuple[int, int]:
 
 
 def measure_segments(image: np.ndarray, segmap: np.ndarray, *,
-                     max_label: int | None = None) -> SegmentTable:
+                     max_label: int | None = None, block: int = 0) -> SegmentTable:
     """Measure every segment of ``segmap`` on ``image`` (see :class:`SegmentTable`);
-    ``max_label``, its largest label when known (:func:`label_range`), saves a pass.
+    ``max_label``, its largest label when known (:func:`label_range`), saves a pass;
+    ``block`` > 0 also sums the unlabelled pixels in blocks of that side (for
+    :func:`.share.share_outskirts`, in the same pass).
 
     Examples
     --------
@@ -176,14 +213,20 @@ def measure_segments(image: np.ndarray, segmap: np.ndarray, *,
     img, seg = (a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
                 for a in (img, seg))
     nl = int(seg.max(initial=0)) if max_label is None else int(max_label)
-    out = _accumulate(img, seg, nl)
-    cnt, nbad, tot, sp, sx, sy, x0, x1, y0, y1, p3, edge = out
+    out = _accumulate(img, seg, nl, int(block))
+    cnt, nbad, tot, mom, x0, x1, y0, y1, p3, edge, blocks = out
     ids = np.flatnonzero(cnt[1:] > 0) + 1
+    sp = mom[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        cx = np.where(sp > 0, sx / sp, 0.5 * (x0 + x1))
-        cy = np.where(sp > 0, sy / sp, 0.5 * (y0 + y1))
+        safe = np.where(sp > 0, sp, 1.0)
+        cx = np.where(sp > 0, mom[:, 1] / safe, 0.5 * (x0 + x1))
+        cy = np.where(sp > 0, mom[:, 2] / safe, 0.5 * (y0 + y1))
+        cov = np.stack([np.where(sp > 0, mom[:, 3] / safe - cx * cx, 0.0),
+                        np.where(sp > 0, mom[:, 4] / safe - cx * cy, 0.0),
+                        np.where(sp > 0, mom[:, 5] / safe - cy * cy, 0.0)], axis=1)
     return SegmentTable(ids.astype(np.int64), cx[ids], cy[ids], tot[ids], cnt[ids], x0[ids],
-                        x1[ids], y0[ids], y1[ids], p3[ids], edge[ids], nbad[ids])
+                        x1[ids], y0[ids], y1[ids], p3[ids], edge[ids], nbad[ids], sp[ids],
+                        cov[ids], blocks if block else None, int(block))
 
 
 def psf_concentration(psf: np.ndarray, npix: np.ndarray) -> np.ndarray:
