@@ -44,7 +44,12 @@ def scatter_into(
     data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
     y0: np.ndarray, flux: np.ndarray, out: np.ndarray,
 ) -> None:
-    """Add ``flux[i] * stamp_i`` to the image ``out`` (NaN fluxes skipped)."""
+    """Add ``flux[i] * stamp_i`` to the image ``out`` (NaN fluxes skipped).
+
+    Rows and columns are clipped to the image before the loops, and the pixels are
+    indexed with unsigned integers, so numba adds no negative-index test per pixel.
+    """
+    u = np.uint64
     ny, nx = out.shape
     for i in range(w.shape[0]):
         f = flux[i]
@@ -53,15 +58,11 @@ def scatter_into(
         cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
         if cs >= ce:
             continue
-        for r in range(h[i]):
-            yy = y0[i] + r
-            if yy < 0 or yy >= ny:
-                continue
-            orow = out[yy, x0[i] + cs : x0[i] + ce]
-            o = ptr[i] + r * w[i]
-            srow = data[o + cs : o + ce]
-            for c in range(ce - cs):
-                orow[c] += f * srow[c]
+        for r in range(max(0, -y0[i]), min(h[i], ny - y0[i])):
+            orow = out[u(y0[i] + r)]
+            o = ptr[i] + r * w[i] - x0[i]
+            for xx in range(x0[i] + cs, x0[i] + ce):
+                orow[u(xx)] += f * data[u(o + xx)]
 
 
 @numba.njit(cache=True, nogil=True)
