@@ -294,6 +294,32 @@ def test_solve_tiles_matches_reference(psf, tiling, nsky):
 
 
 @pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_large_tiles_use_the_blocked_solvers_and_match_reference(psf, nsky):
+    """Tiles of a crowded field (hundreds of members, as GALEX's) are factored and their
+    variances computed by the blocked kernels: the reference's results to rounding."""
+    from dask_phot.engine._blocked import BLOCKED_MIN
+
+    img, weight, x, y = field(psf, seed=17, n=700)
+    prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
+    st = stamps_of(psf, prep.x, prep.y, 17)
+    footprint_flags(prep, *boxes(st))
+    tl = tiling_of(prep, st, 40, 12, nsky)
+    assert np.diff(tl.ptr).max() >= 2 * BLOCKED_MIN
+    ref = reference_solve_tiles(tl, st, prep.data, prep.weight, nsky, 1e-7)
+    prepared = K.tile_table(tl.members, tl.regions, *st.arrays, prep.data, prep.weight)
+    out = K.solve_tiles(tl.ptr, tl.members, tl.primary, tl.regions, *st.arrays,
+                        prep.data, prep.weight, nsky, 1e-7, prepared)
+    np.testing.assert_array_equal(out[2], ref[2])
+    np.testing.assert_array_equal(out[3], ref[3])
+    assert (ref[2] == K.ST_DEGENERATE).any()
+    ok = np.isfinite(ref[0])
+    np.testing.assert_array_equal(np.isfinite(out[0]), ok)
+    err = np.sqrt(ref[1][ok])
+    assert np.max(np.abs(out[0][ok] - ref[0][ok]) / err) < 1e-6
+    np.testing.assert_allclose(out[1][ok], ref[1][ok], rtol=1e-6)
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
 def test_scene_in_tile_order_matches_input_order(psf, nsky):
     img, weight, x, y = field(psf, seed=8)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
