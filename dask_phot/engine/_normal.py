@@ -341,7 +341,6 @@ def _solve_tiles(
     tol: float, prepared: tuple, variances: bool, keep: bool, factors: tuple,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
     """:func:`solve_tiles` with its factor store allocated (:func:`_factor_store`)."""
-    table, _, xb, yb, blocks = prepared
     n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
     flux = np.full(n, np.nan)
@@ -361,15 +360,8 @@ def _solve_tiles(
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
         m = hi - lo
-        if blocks:
-            nmat = nbuf[: (m + nsky) ** 2].reshape((m + nsky, m + nsky))
-            nmat[:] = 0.0
-            rhs = np.zeros(m + nsky)
-            _build_tile_into(nmat, rhs, members, data, ptr, w, h, x0, y0, image, weight,
-                             regions[t], nsky, table, xb, yb, loc)
-        else:
-            nmat, rhs = build_normal(members, data, ptr, w, h, x0, y0, image, weight,
-                                     regions[t], nsky)
+        nmat, rhs = _tile_system(nbuf, members, data, ptr, w, h, x0, y0, image, weight,
+                                 regions[t], nsky, prepared, loc)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
@@ -391,22 +383,36 @@ def _solve_tiles(
             factors[2][factors[4][t]:factors[4][t + 1]] = scale
             factors[3][factors[4][t]:factors[4][t + 1]] = st
         sol = substitute_packed(packed, plen, m, scale, st, rhs)
-        if big:
-            v = variances_blocked(up, m, scale, st, want, BLOCK)
-        else:
-            v = variances_packed(packed, plen, m, scale, st, want)
-        for s in range(nsky):
-            sky[t, s] = sol[m + s]
+        v = (variances_blocked(up, m, scale, st, want, BLOCK) if big
+             else variances_packed(packed, plen, m, scale, st, want))
+        sky[t, :nsky] = sol[m:]
         for a in range(m):
-            if not tile_primary[lo + a]:
-                continue
-            i = members[a]
-            status[i] = st[a]
-            if st[a] == ST_OK:
-                flux[i] = sol[a]
-                var[i] = v[a]
-                hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
+            if tile_primary[lo + a]:
+                i = members[a]
+                status[i] = st[a]
+                if st[a] == ST_OK:
+                    flux[i], var[i] = sol[a], v[a]
+                    hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
     return flux, var, status, hasdeg, sky, factors
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_system(nbuf: np.ndarray, members: np.ndarray, data: np.ndarray, ptr: np.ndarray,
+                 w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                 image: np.ndarray, weight: np.ndarray, region: np.ndarray, nsky: int,
+                 prepared: tuple, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's normal equations, the matrix in the front of ``nbuf`` (from the pair
+    table's blocks; built directly when the tiles have none)."""
+    table, _, xb, yb, blocks = prepared
+    p = members.shape[0] + nsky
+    if not blocks:
+        return build_normal(members, data, ptr, w, h, x0, y0, image, weight, region, nsky)
+    nmat = nbuf[: p * p].reshape((p, p))
+    nmat[:] = 0.0
+    rhs = np.zeros(p)
+    _build_tile_into(nmat, rhs, members, data, ptr, w, h, x0, y0, image, weight, region,
+                     nsky, table, xb, yb, loc)
+    return nmat, rhs
 
 
 @numba.njit(cache=True, nogil=True)
