@@ -15,12 +15,10 @@ floating-point sums differs from the scalar kernels (results agree to rounding).
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from dask_phot.engine._solve import ST_DEGENERATE, ST_OK
+from dask_phot.engine._solve import ST_OK, _jacobi, pivot, scaled_rows
 
 __all__ = ["BLOCK", "BLOCKED_MIN", "factor_blocked", "variances_blocked"]
 
@@ -32,47 +30,14 @@ BLOCKED_MIN = 96
 
 
 @numba.njit(cache=True, nogil=True)
-def _scaled_profile(nmat: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jacobi scales, initial status and each row's profile end (as in ``factor_rl``);
-    ``nmat``'s upper triangle becomes the scaled matrix (kept columns only)."""
-    p = nmat.shape[0]
-    scale = np.zeros(p)
-    status = np.zeros(p, dtype=np.int64)
-    for a in range(p):
-        if nmat[a, a] > 0.0:
-            scale[a] = 1.0 / math.sqrt(nmat[a, a])
-        else:
-            status[a] = ST_DEGENERATE
-    end = np.empty(p, dtype=np.int64)
-    for c in range(p):
-        e = c + 1
-        row = nmat[c]
-        sc = scale[c]
-        for r in range(c, p):
-            v = 0.0
-            if status[c] == ST_OK and status[r] == ST_OK:
-                v = row[r] * scale[r] * sc
-                if v != 0.0 and r < m:
-                    e = r + 1
-            row[r] = v
-        end[c] = min(e, m) if c < m else c + 1
-    return scale, status, end
-
-
-@numba.njit(cache=True, nogil=True)
 def _panel(up: np.ndarray, k: int, k1: int, env: int, m: int, p: int, tol: float,
            status: np.ndarray, end: np.ndarray) -> None:
     """Factor rows ``k`` to ``k1 - 1`` among themselves (updates of rows outside the
     block are left to :func:`_trailing`); columns reach ``env`` and the sky ``m:p``."""
     for c in range(k, k1):
-        if status[c] != ST_OK:
+        d = pivot(up, c, tol, status)
+        if d == 0.0:
             continue
-        piv = up[c, c]
-        if piv <= tol:
-            status[c] = ST_DEGENERATE
-            continue
-        d = math.sqrt(piv)
-        up[c, c] = d
         urow = up[c]
         for q in range(c + 1, env):
             urow[q] = urow[q] / d
@@ -150,7 +115,8 @@ def factor_blocked(nmat: np.ndarray, tol: float, m: int = -1, nb: int = BLOCK,
     p = nmat.shape[0]
     if m < 0 or m > p:
         m = p
-    scale, status, end = _scaled_profile(nmat, m)
+    scale, status = _jacobi(nmat)
+    end = scaled_rows(nmat, nmat, m, scale, status)
     up = nmat
     if work is None:
         work = np.empty((nb + p) * p)
