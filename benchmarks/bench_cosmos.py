@@ -194,12 +194,14 @@ def _reads(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace) -> Non
     """Every cell's reads, in the run's order on the run's workers, and what they cost."""
     from distributed import Client, LocalCluster, as_completed
 
+    from dask_phot.cluster import local_worker_settings
     from dask_phot.pipeline import plan_cells
     from dask_phot.pipeline.run import run_order
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      memory_limit=args.memory_limit,
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_worker_settings(), LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True,
+            memory_limit=args.memory_limit, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
         parts, indexes = plan_cells(cfg)
         s3.ask("reset")
         t0 = time.perf_counter()
@@ -219,11 +221,13 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
          n_bands: int) -> dict[str, Any]:
     from distributed import Client, LocalCluster, performance_report
 
+    from dask_phot.cluster import local_worker_settings
     from dask_phot.pipeline import plan_cells, run_catalog
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      memory_limit=args.memory_limit,
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+    with local_worker_settings(), LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True,
+            memory_limit=args.memory_limit, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
         t0 = time.perf_counter()
         parts, _ = plan_cells(cfg)
         t_plan = time.perf_counter() - t0

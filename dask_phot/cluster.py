@@ -34,10 +34,13 @@ from dask_phot._optional import require
 from dask_phot.config import ClusterConfig
 from dask_phot.deploy import kube_cluster_spec
 
-__all__ = ["JUPYTERHUB_LINK", "IgnoreInterrupts", "RunProgress", "connect",
-           "dashboard_link_template"]
+__all__ = ["JUPYTERHUB_LINK", "PROFILE_KEY", "IgnoreInterrupts", "RunProgress", "connect",
+           "dashboard_link_template", "local_worker_settings"]
 
 log = logging.getLogger(__name__)
+
+#: Dask's statistical profiler of worker threads (the dashboard's Profile page).
+PROFILE_KEY = "distributed.worker.profile.enabled"
 
 #: Dask's own ``distributed.dashboard.link`` default.
 DASK_DEFAULT_LINK = "{scheme}://{host}:{port}/status"
@@ -90,7 +93,7 @@ def _connect(cfg: ClusterConfig, scheduler: str | None) -> Iterator[Any]:
         log.info("using the scheduler from Dask's configuration: %s", env_address)
         target = env_address
     if target == "local":
-        with _interrupts_ignored():
+        with _interrupts_ignored(), local_worker_settings():
             cluster = LocalCluster(n_workers=cfg.n_workers,
                                    threads_per_worker=cfg.threads_per_worker,
                                    memory_limit=cfg.memory_limit, processes=True,
@@ -107,6 +110,20 @@ def _connect(cfg: ClusterConfig, scheduler: str | None) -> Iterator[Any]:
     else:
         with Client(target) as client:
             yield client
+
+
+@contextlib.contextmanager
+def local_worker_settings() -> Iterator[None]:
+    """Dask settings for the workers of a local cluster started within: Dask's
+    statistical profiler is off. It cost 14% of the workers' CPU on the COSMOS bench's
+    225 arcmin^2 cut (process CPU 865 -> 746 us per source-band, tasks unchanged). It
+    stays as set when ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED`` is in the
+    environment."""
+    if "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED" in os.environ:
+        yield
+        return
+    with dask.config.set({PROFILE_KEY: False}):
+        yield
 
 
 @contextlib.contextmanager

@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pandas as pd
 import pytest
 
-from dask_phot.cluster import RunProgress
+from dask_phot.cluster import PROFILE_KEY, RunProgress, local_worker_settings
 from dask_phot.commands._shared import ProgressPrinter
 from dask_phot.deploy import kube_cluster_spec
 from dask_phot.pipeline import CellReport
@@ -174,3 +175,15 @@ def test_dashboard_link_user_setting_wins(monkeypatch):
         assert dashboard_link_template() == "https://hub.example/{port}/status"
     with dask.config.set({"distributed.dashboard.link": "{scheme}://{host}:{port}/status"}):
         assert dashboard_link_template() == "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+
+
+def test_local_workers_run_without_dask_profiler(monkeypatch):
+    monkeypatch.delenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", raising=False)
+    before = dask.config.get(PROFILE_KEY)
+    with local_worker_settings():
+        assert dask.config.get(PROFILE_KEY) is False
+    assert dask.config.get(PROFILE_KEY) == before
+    # a setting in the environment is kept
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    with dask.config.set({PROFILE_KEY: True}), local_worker_settings():
+        assert dask.config.get(PROFILE_KEY) is True

@@ -273,9 +273,17 @@ def reference_solve_tiles(tl, st, data, weight, nsky, tol):
 @pytest.mark.parametrize("tiling", [None, (5, 3)])  # (5, 3): narrow blocks, direct build
 @pytest.mark.parametrize("nsky", [0, 1])
 def test_solve_tiles_matches_reference(psf, tiling, nsky):
-    img, weight, x, y = field(psf, seed=7)
+    _, ref = check_solve_tiles(psf, 7, 90, tiling, nsky, 1e-8, 1e-9)
+    assert ref[3].any() and (ref[2] == K.ST_DEGENERATE).any()
+
+
+def check_solve_tiles(psf, seed, n, tiling, nsky, flux_tol, var_rtol):
+    """:func:`K.solve_tiles` on a field of ``n`` sources against the reference: the same
+    status and merged partners, fluxes within ``flux_tol`` sigma, variances within
+    ``var_rtol``. Returns the tiling and the reference's results."""
+    img, weight, x, y = field(psf, seed=seed, n=n)
     prep = prepare_inputs(img, psf, x, y, sigma=None, weight=weight, sky=None)
-    st = stamps_of(psf, prep.x, prep.y, 7)
+    st = stamps_of(psf, prep.x, prep.y, seed)
     footprint_flags(prep, *boxes(st))
     t, g = tiling or default_tiling(psf.size, psf.fwhm)
     tl = tiling_of(prep, st, t, g, nsky)
@@ -285,12 +293,23 @@ def test_solve_tiles_matches_reference(psf, tiling, nsky):
                         prep.data, prep.weight, nsky, 1e-7, prepared)
     np.testing.assert_array_equal(out[2], ref[2])
     np.testing.assert_array_equal(out[3], ref[3])
-    assert ref[3].any() and (ref[2] == K.ST_DEGENERATE).any()
     ok = np.isfinite(ref[0])
     np.testing.assert_array_equal(np.isfinite(out[0]), ok)
     err = np.sqrt(ref[1][ok])
-    assert np.max(np.abs(out[0][ok] - ref[0][ok]) / err) < 1e-8
-    np.testing.assert_allclose(out[1][ok], ref[1][ok], rtol=1e-9)
+    assert np.max(np.abs(out[0][ok] - ref[0][ok]) / err) < flux_tol
+    np.testing.assert_allclose(out[1][ok], ref[1][ok], rtol=var_rtol)
+    return tl, ref
+
+
+@pytest.mark.parametrize("nsky", [0, 1, 3])
+def test_large_tiles_use_the_blocked_solvers_and_match_reference(psf, nsky):
+    """Tiles of a crowded field (hundreds of members, as GALEX's) are factored and their
+    variances computed by the blocked kernels: the reference's results to rounding."""
+    from dask_phot.engine._blocked import BLOCKED_MIN
+
+    tl, ref = check_solve_tiles(psf, 17, 700, (40, 12), nsky, 1e-6, 1e-6)
+    assert np.diff(tl.ptr).max() >= 2 * BLOCKED_MIN
+    assert (ref[2] == K.ST_DEGENERATE).any()
 
 
 @pytest.mark.parametrize("nsky", [0, 1, 3])

@@ -19,6 +19,7 @@ import math
 import numba
 import numpy as np
 
+from dask_phot.engine._blocked import BLOCK, BLOCKED_MIN, factor_blocked, variances_blocked
 from dask_phot.engine._pairs import block_lines, cells_in, pair_table, region_sum, sky_sums
 from dask_phot.engine._solve import (
     ST_DEGENERATE,
@@ -138,17 +139,30 @@ def build_normal_tile(
     ``region`` must be a union of the blocks (its edges among the block lines);
     ``loc`` is a work array of ``-1`` (one per source), returned as it came.
     """
+    p = members.shape[0] + nsky
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    _build_tile_into(nmat, rhs, members, data, ptr, w, h, x0, y0, image, weight, region,
+                     nsky, table, xb, yb, loc)
+    return nmat, rhs
+
+
+@numba.njit(cache=True, nogil=True)
+def _build_tile_into(
+    nmat: np.ndarray, rhs: np.ndarray, members: np.ndarray, data: np.ndarray,
+    ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+    image: np.ndarray, weight: np.ndarray, region: np.ndarray, nsky: int, table: tuple,
+    xb: np.ndarray, yb: np.ndarray, loc: np.ndarray,
+) -> None:
+    """:func:`build_normal_tile` into given zeroed arrays (``p x p`` and ``p``)."""
     pptr, nbr, pcell, pvals, scell, svals, sums = table
     m = members.shape[0]
     rx0, rx1, ry0, ry1 = region[0], region[1], region[2], region[3]
-    p = m + nsky
-    nmat = np.zeros((p, p))
-    rhs = np.zeros(p)
     xc = 0.5 * (rx0 + rx1 - 1)
     yc = 0.5 * (ry0 + ry1 - 1)
     half = max(0.5 * (rx1 - rx0), 0.5 * (ry1 - ry0), 1.0)
     if rx0 >= rx1 or ry0 >= ry1:
-        return nmat, rhs
+        return
     rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
     rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
     for a in range(m):
@@ -187,7 +201,6 @@ def build_normal_tile(
         _mirror_sky(nmat, m, m + 1)
     elif nsky > 1:
         _sky_block(nmat, rhs, image, weight, region, m, nsky, xc, yc, half)
-    return nmat, rhs
 
 
 @numba.njit(cache=True, nogil=True)
@@ -328,7 +341,6 @@ def _solve_tiles(
     tol: float, prepared: tuple, variances: bool, keep: bool, factors: tuple,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
     """:func:`solve_tiles` with its factor store allocated (:func:`_factor_store`)."""
-    table, _, xb, yb, blocks = prepared
     n = w.shape[0]
     ntiles = tile_ptr.shape[0] - 1
     flux = np.full(n, np.nan)
@@ -341,21 +353,24 @@ def _solve_tiles(
     for t in range(ntiles):
         widest = max(widest, tile_ptr[t + 1] - tile_ptr[t])
     scratch = np.empty(0 if keep else packed_size(widest + nsky))
+    # one matrix buffer for every tile (fresh large arrays cost page faults)
+    nbuf = np.empty((widest + nsky) ** 2)
+    work = np.empty((BLOCK + widest + nsky) * (widest + nsky))
     for t in range(ntiles):
         lo, hi = tile_ptr[t], tile_ptr[t + 1]
         members = tile_members[lo:hi]
         m = hi - lo
-        if blocks:
-            nmat, rhs = build_normal_tile(members, data, ptr, w, h, x0, y0, image, weight,
-                                          regions[t], nsky, table, xb, yb, loc)
-        else:
-            nmat, rhs = build_normal(members, data, ptr, w, h, x0, y0, image, weight,
-                                     regions[t], nsky)
+        nmat, rhs = _tile_system(nbuf, members, data, ptr, w, h, x0, y0, image, weight,
+                                 regions[t], nsky, prepared, loc)
         want = np.zeros(m + nsky, dtype=np.bool_)
         for a in range(m):
             want[a] = tile_primary[lo + a] and variances
         diag = np.diag(nmat).copy()
-        up, scale, st = factor_rl(nmat, tol, m, True)  # N's lower triangle is kept
+        big = m >= BLOCKED_MIN
+        if big:  # N's lower triangle is kept
+            up, scale, st = factor_blocked(nmat, tol, m, BLOCK, work)
+        else:
+            up, scale, st = factor_rl(nmat, tol, m, True)
         if keep:  # into the store, after the previous tile's
             packed = factors[0][factors[1][t]:]
             plen = factors[5][factors[4][t]:factors[4][t + 1]]
@@ -368,19 +383,36 @@ def _solve_tiles(
             factors[2][factors[4][t]:factors[4][t + 1]] = scale
             factors[3][factors[4][t]:factors[4][t + 1]] = st
         sol = substitute_packed(packed, plen, m, scale, st, rhs)
-        v = variances_packed(packed, plen, m, scale, st, want)
-        for s in range(nsky):
-            sky[t, s] = sol[m + s]
+        v = (variances_blocked(up, m, scale, st, want, BLOCK) if big
+             else variances_packed(packed, plen, m, scale, st, want))
+        sky[t, :nsky] = sol[m:]
         for a in range(m):
-            if not tile_primary[lo + a]:
-                continue
-            i = members[a]
-            status[i] = st[a]
-            if st[a] == ST_OK:
-                flux[i] = sol[a]
-                var[i] = v[a]
-                hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
+            if tile_primary[lo + a]:
+                i = members[a]
+                status[i] = st[a]
+                if st[a] == ST_OK:
+                    flux[i], var[i] = sol[a], v[a]
+                    hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
     return flux, var, status, hasdeg, sky, factors
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_system(nbuf: np.ndarray, members: np.ndarray, data: np.ndarray, ptr: np.ndarray,
+                 w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                 image: np.ndarray, weight: np.ndarray, region: np.ndarray, nsky: int,
+                 prepared: tuple, loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's normal equations, the matrix in the front of ``nbuf`` (from the pair
+    table's blocks; built directly when the tiles have none)."""
+    table, _, xb, yb, blocks = prepared
+    p = members.shape[0] + nsky
+    if not blocks:
+        return build_normal(members, data, ptr, w, h, x0, y0, image, weight, region, nsky)
+    nmat = nbuf[: p * p].reshape((p, p))
+    nmat[:] = 0.0
+    rhs = np.zeros(p)
+    _build_tile_into(nmat, rhs, members, data, ptr, w, h, x0, y0, image, weight, region,
+                     nsky, table, xb, yb, loc)
+    return nmat, rhs
 
 
 @numba.njit(cache=True, nogil=True)

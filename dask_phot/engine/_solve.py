@@ -27,6 +27,8 @@ __all__ = [
     "factor_rl",
     "pack_factor",
     "packed_size",
+    "pivot",
+    "scaled_rows",
     "solve_normal",
     "solve_normal_rl",
     "substitute_packed",
@@ -136,6 +138,47 @@ def solve_normal(
 
 
 @numba.njit(cache=True, nogil=True)
+def scaled_rows(nmat: np.ndarray, up: np.ndarray, m: int, scale: np.ndarray,
+                status: np.ndarray) -> np.ndarray:
+    """The upper triangle of the scaled matrix ``diag(scale) N diag(scale)`` into ``up``
+    (zero in the rows and columns not kept; ``up`` may be ``nmat``), and each row's
+    profile end: one past its last non-zero entry among the first ``m`` columns (at
+    least the diagonal's successor); ``c + 1`` for the dense rows."""
+    p = nmat.shape[0]
+    end = np.empty(p, dtype=np.int64)
+    for c in range(p):
+        e = c + 1
+        # row c of N (N is symmetric: its rows are read, not its columns)
+        src = nmat[c]
+        dst = up[c]
+        sc = scale[c]
+        for r in range(c, p):
+            v = 0.0
+            if status[c] == ST_OK and status[r] == ST_OK:
+                v = src[r] * scale[r] * sc
+                if v != 0.0 and r < m:
+                    e = r + 1
+            dst[r] = v
+        end[c] = min(e, m) if c < m else c + 1
+    return end
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def pivot(up: np.ndarray, c: int, tol: float, status: np.ndarray) -> float:
+    """Row ``c``'s Cholesky pivot: its square root into ``up[c, c]`` and returned, or 0
+    for a column not kept (a pivot at most ``tol`` makes it ``ST_DEGENERATE``)."""
+    if status[c] != ST_OK:
+        return 0.0
+    piv = up[c, c]
+    if piv <= tol:
+        status[c] = ST_DEGENERATE
+        return 0.0
+    d = math.sqrt(piv)
+    up[c, c] = d
+    return d
+
+
+@numba.njit(cache=True, nogil=True)
 def factor_rl(nmat: np.ndarray, tol: float, m: int = -1, in_place: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobi-scaled upper Cholesky factor of ``N``, computed right-looking.
@@ -160,30 +203,11 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1, in_place: bool = False
         m = p
     scale, status = _jacobi(nmat)
     up = nmat if in_place else np.zeros((p, p))
-    end = np.empty(p, dtype=np.int64)
+    end = scaled_rows(nmat, up, m, scale, status)
     for c in range(p):
-        e = c + 1
-        # row c of N (N is symmetric: its rows are read, not its columns)
-        src = nmat[c]
-        dst = up[c]
-        sc = scale[c]
-        for r in range(c, p):
-            v = 0.0
-            if status[c] == ST_OK and status[r] == ST_OK:
-                v = src[r] * scale[r] * sc
-                if v != 0.0 and r < m:
-                    e = r + 1
-            dst[r] = v
-        end[c] = min(e, m) if c < m else c + 1
-    for c in range(p):
-        if status[c] != ST_OK:
+        d = pivot(up, c, tol, status)
+        if d == 0.0:
             continue
-        piv = up[c, c]
-        if piv <= tol:
-            status[c] = ST_DEGENERATE
-            continue
-        d = math.sqrt(piv)
-        up[c, c] = d
         # (loops over slices from 0 so that the indices are known non-negative
         # and the compiler vectorises them)
         row = up[c, c + 1 :]
