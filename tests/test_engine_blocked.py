@@ -91,3 +91,30 @@ def test_blocked_factor_allocates_its_work_buffer_or_uses_the_given_one():
     a = factor_blocked(nmat.copy(), 1e-7, 60, 8)[0]
     b = factor_blocked(nmat.copy(), 1e-7, 60, 8, np.full((8 + 61) * 61, np.nan))[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_blas_held_to_one_thread_only_for_blocked_tiles():
+    """Tiles big enough for the blocked factor are solved with BLAS on one thread (its
+    spinning threads cost ~3x the CPU where nothing sets ``OPENBLAS_NUM_THREADS``);
+    fits of small tiles leave BLAS as it is."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from dask_phot.engine._blocked import BLOCKED_MIN
+    from dask_phot.engine.scene import Tiling, _one_blas_thread
+
+    def tiling(sizes):
+        ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return Tiling(ptr, np.arange(ptr[-1]), np.zeros(ptr[-1], bool), np.zeros((len(sizes), 4)),
+                      np.zeros((len(sizes), 4)), 30, 17, 1, np.arange(len(sizes)))
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("no BLAS library found by threadpoolctl")
+    with threadpool_limits(limits=2, user_api="blas"):
+        with _one_blas_thread(tiling([20, BLOCKED_MIN, 40])):
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
+        with _one_blas_thread(tiling([20, BLOCKED_MIN - 1])):
+            assert blas_threads() == {2}
