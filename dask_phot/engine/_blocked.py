@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from dask_phot.engine._solve import ST_OK, _jacobi, pivot, scaled_rows
+from dask_phot.engine._solve import ST_OK, jacobi_scale, pivot, scaled_rows
 
 __all__ = ["BLOCK", "BLOCKED_MIN", "factor_blocked", "variances_blocked"]
 
@@ -115,7 +115,7 @@ def factor_blocked(nmat: np.ndarray, tol: float, m: int = -1, nb: int = BLOCK,
     p = nmat.shape[0]
     if m < 0 or m > p:
         m = p
-    scale, status = _jacobi(nmat)
+    scale, status = jacobi_scale(nmat)
     end = scaled_rows(nmat, nmat, m, scale, status)
     up = nmat
     if work is None:

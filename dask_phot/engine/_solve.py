@@ -25,6 +25,7 @@ __all__ = [
     "ST_FAILED",
     "ST_OK",
     "factor_rl",
+    "jacobi_scale",
     "pack_factor",
     "packed_size",
     "pivot",
@@ -42,7 +43,7 @@ ST_FAILED = 2
 
 
 @numba.njit(cache=True, nogil=True)
-def _jacobi(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def jacobi_scale(nmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Jacobi scales ``1 / sqrt(N_aa)`` and the initial status (a zero diagonal is
     degenerate)."""
     p = nmat.shape[0]
@@ -77,7 +78,7 @@ def solve_normal(
         Per-column status code.
     """
     p = rhs.shape[0]
-    scale, status = _jacobi(nmat)
+    scale, status = jacobi_scale(nmat)
     low = np.zeros((p, p))
     for a in range(p):
         if status[a] != ST_OK:
@@ -201,7 +202,7 @@ def factor_rl(nmat: np.ndarray, tol: float, m: int = -1, in_place: bool = False
     p = nmat.shape[0]
     if m < 0 or m > p:
         m = p
-    scale, status = _jacobi(nmat)
+    scale, status = jacobi_scale(nmat)
     up = nmat if in_place else np.zeros((p, p))
     end = scaled_rows(nmat, up, m, scale, status)
     for c in range(p):
