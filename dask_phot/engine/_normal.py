@@ -165,8 +165,9 @@ def _build_tile_into(
         return
     rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
     rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
+    u = np.uint64  # unsigned indices: no wrap-around tests (see engine._pairs)
     for a in range(m):
-        loc[members[a]] = a
+        loc[u(members[a])] = a
     for a in range(m):
         i = members[a]
         if scell[i, 1] > 0:
@@ -186,13 +187,14 @@ def _build_tile_into(
                     s2 += sv * (yy - yc) / half
             nmat[a, m + 1] = s1
             nmat[a, m + 2] = s2
-        for q in range(pptr[i], pptr[i + 1]):
-            bb = loc[nbr[q]]
+        ua = u(a)
+        for q in range(u(pptr[i]), u(pptr[i + 1])):
+            bb = loc[u(nbr[q])]
             if bb < 0:
                 continue
             g = cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
-            nmat[a, bb] = g
-            nmat[bb, a] = g
+            nmat[ua, u(bb)] = g
+            nmat[u(bb), ua] = g
     for a in range(m):
         loc[members[a]] = -1
     if nsky == 1:
