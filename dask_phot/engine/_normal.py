@@ -543,6 +543,7 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
         return
     scell, svals = table[4], table[5]
     ny, nx = weight.shape
+    u = np.uint64  # unsigned indices, whole rows: no wrap-around tests, no slices
     for i in range(w.shape[0]):
         if scell[i, 1] == 0:
             continue
@@ -553,14 +554,13 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
             svals[off + 3 * q + 1] = 0.0
         for yy in range(ys, ye):
             cell = (yb[yy] - by0) * nbx
-            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+            ri = u(ptr[i] + (yy - y0[i]) * w[i] - x0[i])
+            wrow = weight[yy]
+            drow = image[yy]
             for sb in range(nbx):
-                sx0 = max(xs, xlines[bx0 + sb])
-                sx1 = min(xe, xlines[bx0 + sb + 1])
-                wrow = weight[yy, sx0:sx1]
-                drow = image[yy, sx0:sx1]
-                si = data[ri + sx0 : ri + sx1]
+                sx0 = u(max(xs, xlines[bx0 + sb]))
+                sx1 = u(min(xe, xlines[bx0 + sb + 1]))
                 acc = 0.0
-                for c in range(sx1 - sx0):
-                    acc += wrow[c] * si[c] * drow[c]
-                svals[off + 3 * (cell + sb) + 1] += acc
+                for c in range(sx0, sx1):
+                    acc += wrow[c] * data[ri + c] * drow[c]
+                svals[u(off + 3 * (cell + sb) + 1)] += acc
