@@ -34,24 +34,25 @@ def _panel(up: np.ndarray, k: int, k1: int, env: int, m: int, p: int, tol: float
            status: np.ndarray, end: np.ndarray) -> None:
     """Factor rows ``k`` to ``k1 - 1`` among themselves (updates of rows outside the
     block are left to :func:`_trailing`); columns reach ``env`` and the sky ``m:p``."""
+    u = np.uint64  # unsigned indices: no wrap-around tests (see engine._pairs)
     for c in range(k, k1):
         d = pivot(up, c, tol, status)
         if d == 0.0:
             continue
         urow = up[c]
-        for q in range(c + 1, env):
+        for q in range(u(c + 1), u(env)):
             urow[q] = urow[q] / d
-        for q in range(max(m, env), p):
+        for q in range(u(max(m, env)), u(p)):
             urow[q] = urow[q] / d
         ec = max(end[c], c + 1) if c < m else p  # the sky rows are dense
         for r in range(c + 1, min(k1, ec)):
-            f = urow[r]
+            f = urow[u(r)]
             if f == 0.0 or status[r] != ST_OK:
                 continue
             drow = up[r]
-            for q in range(r, ec):
+            for q in range(u(r), u(ec)):
                 drow[q] -= f * urow[q]
-            for q in range(max(m, ec), p):
+            for q in range(u(max(m, ec)), u(p)):
                 drow[q] -= f * urow[q]
             if end[r] < ec:
                 end[r] = ec
@@ -85,20 +86,21 @@ def _trailing(up: np.ndarray, k: int, k1: int, env: int, m: int, p: int,
         return
     nb = k1 - k
     pt = work[: r * nb].reshape((r, nb))  # P^T, C order: its row strips are contiguous
+    u = np.uint64  # unsigned indices: no wrap-around tests (see engine._pairs)
     for j in range(r):
         ptj = pt[j]
-        cj = cols[j]
+        cj = u(cols[j])
         for i in range(nb):
-            ptj[i] = up[k + i, cj] if status[k + i] == ST_OK else 0.0
+            ptj[i] = up[u(k + i), cj] if status[u(k + i)] == ST_OK else 0.0
     for i0 in range(0, r, nb):
         i1 = min(i0 + nb, r)
         g = work[r * nb : r * nb + (i1 - i0) * (r - i0)].reshape((i1 - i0, r - i0))
         np.dot(pt[i0:i1], pt[i0:].T, g)
         for i in range(i0, i1):
-            row = up[cols[i]]
+            row = up[u(cols[i])]
             gi = g[i - i0]
-            for j in range(i, r):
-                row[cols[j]] -= gi[j - i0]
+            for j in range(u(i), u(r)):
+                row[u(cols[j])] -= gi[j - u(i0)]
     for q in range(k1, min(env, m)):
         if end[q] < env:
             end[q] = env
@@ -164,6 +166,7 @@ def variances_blocked(up: np.ndarray, m: int, scale: np.ndarray, status: np.ndar
     if nw == 0:
         return var
     end = _row_ends(up, m)
+    u = np.uint64  # unsigned indices: no wrap-around tests (see engine._pairs)
     k0 = cols[0]
     t = np.zeros((p, nw))
     for j in range(nw):
@@ -181,12 +184,13 @@ def variances_blocked(up: np.ndarray, m: int, scale: np.ndarray, status: np.ndar
                 continue
             xr = x[c - k]
             tr = t[c]
-            dinv = 1.0 / up[c, c]
+            urow = up[c]
+            dinv = 1.0 / urow[u(c)]
             for j in range(nw):
                 xr[j] = tr[j] * dinv
                 ssq[j] += xr[j] * xr[j]
-            for r in range(c + 1, min(k1, end[c])):
-                f = up[c, r]
+            for r in range(u(c + 1), u(min(k1, end[c]))):
+                f = urow[r]
                 if f == 0.0:
                     continue
                 dst = t[r]
@@ -199,11 +203,13 @@ def variances_blocked(up: np.ndarray, m: int, scale: np.ndarray, status: np.ndar
             for i in range(k1 - k):
                 if status[k + i] != ST_OK:
                     continue
+                prow = pan[i]
+                urow = up[u(k + i)]
                 for j in range(nr):
-                    pan[i, j] = up[k + i, bcols[j]]
+                    prow[j] = urow[u(bcols[j])]
             g = np.dot(pan.T, x)
             for i in range(nr):
-                dst = t[bcols[i]]
+                dst = t[u(bcols[i])]
                 gi = g[i]
                 for j in range(nw):
                     dst[j] -= gi[j]

@@ -165,8 +165,9 @@ def _build_tile_into(
         return
     rbx0, rbx1 = xb[rx0], xb[rx1 - 1] + 1
     rby0, rby1 = yb[ry0], yb[ry1 - 1] + 1
+    u = np.uint64  # unsigned indices: no wrap-around tests (see engine._pairs)
     for a in range(m):
-        loc[members[a]] = a
+        loc[u(members[a])] = a
     for a in range(m):
         i = members[a]
         if scell[i, 1] > 0:
@@ -186,13 +187,14 @@ def _build_tile_into(
                     s2 += sv * (yy - yc) / half
             nmat[a, m + 1] = s1
             nmat[a, m + 2] = s2
-        for q in range(pptr[i], pptr[i + 1]):
-            bb = loc[nbr[q]]
+        ua = u(a)
+        for q in range(u(pptr[i]), u(pptr[i + 1])):
+            bb = loc[u(nbr[q])]
             if bb < 0:
                 continue
             g = cells_in(pcell[q], pvals, 1, 0, rbx0, rbx1, rby0, rby1)
-            nmat[a, bb] = g
-            nmat[bb, a] = g
+            nmat[ua, u(bb)] = g
+            nmat[u(bb), ua] = g
     for a in range(m):
         loc[members[a]] = -1
     if nsky == 1:
@@ -541,6 +543,7 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
         return
     scell, svals = table[4], table[5]
     ny, nx = weight.shape
+    u = np.uint64  # unsigned indices, whole rows: no wrap-around tests, no slices
     for i in range(w.shape[0]):
         if scell[i, 1] == 0:
             continue
@@ -551,14 +554,13 @@ def refresh_data_sums(prepared: tuple, data: np.ndarray, ptr: np.ndarray, w: np.
             svals[off + 3 * q + 1] = 0.0
         for yy in range(ys, ye):
             cell = (yb[yy] - by0) * nbx
-            ri = ptr[i] + (yy - y0[i]) * w[i] - x0[i]
+            ri = u(ptr[i] + (yy - y0[i]) * w[i] - x0[i])
+            wrow = weight[yy]
+            drow = image[yy]
             for sb in range(nbx):
-                sx0 = max(xs, xlines[bx0 + sb])
-                sx1 = min(xe, xlines[bx0 + sb + 1])
-                wrow = weight[yy, sx0:sx1]
-                drow = image[yy, sx0:sx1]
-                si = data[ri + sx0 : ri + sx1]
+                sx0 = u(max(xs, xlines[bx0 + sb]))
+                sx1 = u(min(xe, xlines[bx0 + sb + 1]))
                 acc = 0.0
-                for c in range(sx1 - sx0):
-                    acc += wrow[c] * si[c] * drow[c]
-                svals[off + 3 * (cell + sb) + 1] += acc
+                for c in range(sx0, sx1):
+                    acc += wrow[c] * data[ri + c] * drow[c]
+                svals[u(off + 3 * (cell + sb) + 1)] += acc

@@ -320,9 +320,10 @@ def cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
               rbx0: int, rbx1: int, rby0: int, rby1: int) -> float:
     """Sum of the block partial sums of one entry over the blocks of a region."""
     bx0, nbx, by0, nby, off = cell[0], cell[1], cell[2], cell[3], cell[4]
+    u = np.uint64  # unsigned indices: no wrap-around tests
     acc = 0.0
     for by in range(max(by0, rby0), min(by0 + nby, rby1)):
-        row = off + stride * (by - by0) * nbx
+        row = u(off + stride * (by - by0) * nbx + comp)
         for bx in range(max(bx0, rbx0), min(bx0 + nbx, rbx1)):
-            acc += vals[row + stride * (bx - bx0) + comp]
+            acc += vals[row + u(stride * (bx - bx0))]
     return acc

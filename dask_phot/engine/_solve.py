@@ -272,6 +272,7 @@ def pack_factor(up: np.ndarray, m: int, out: np.ndarray, plen: np.ndarray) -> in
     if m < 0 or m > p:
         m = p
     o = 0
+    u = np.uint64  # unsigned indices: no wrap-around tests
     for c in range(p):
         row = up[c]
         e = p
@@ -280,12 +281,12 @@ def pack_factor(up: np.ndarray, m: int, out: np.ndarray, plen: np.ndarray) -> in
             while e > c + 1 and row[e - 1] == 0.0:
                 e -= 1
         plen[c] = e - c
-        for q in range(c, e):
-            out[o] = row[q]
+        for q in range(u(c), u(e)):
+            out[u(o)] = row[q]
             o += 1
         if c < m:
-            for q in range(m, p):
-                out[o] = row[q]
+            for q in range(u(m), u(p)):
+                out[u(o)] = row[q]
                 o += 1
     return o
 
@@ -305,11 +306,12 @@ def _axpy_row(packed: np.ndarray, o: int, c: int, plen: int, m: int, p: int, f: 
               dst: np.ndarray) -> None:
     """``dst[q] -= U[c, q] f`` for the stored entries of row ``c`` beyond its diagonal
     (``o``: where the row starts)."""
-    for q in range(1, plen):
-        dst[c + q] -= packed[o + q] * f
+    u = np.uint64  # unsigned indices: no wrap-around tests
+    for q in range(u(1), u(plen)):
+        dst[u(c) + q] -= packed[u(o) + q] * f
     if c < m:
-        t = o + plen - m
-        for q in range(m, p):
+        t = u(o + plen - m)
+        for q in range(u(m), u(p)):
             dst[q] -= packed[t + q] * f
 
 
@@ -323,6 +325,7 @@ def substitute_packed(packed: np.ndarray, plen: np.ndarray, m: int, scale: np.nd
     if m < 0 or m > p:
         m = p
     ro = _row_offsets(plen, m, p)
+    u = np.uint64  # unsigned indices: no wrap-around tests
     b = np.zeros(p)
     for a in range(p):
         if status[a] == ST_OK:
@@ -342,13 +345,13 @@ def substitute_packed(packed: np.ndarray, plen: np.ndarray, m: int, scale: np.nd
     for a in range(p - 1, -1, -1):
         if status[a] != ST_OK:
             continue
-        o = ro[a]
+        o = u(ro[a])
         acc = z[a]
-        for q in range(1, plen[a]):
-            acc -= packed[o + q] * sol[a + q]
+        for q in range(u(1), u(plen[a])):
+            acc -= packed[o + q] * sol[u(a) + q]
         if a < m:
-            t = o + plen[a] - m
-            for q in range(m, p):
+            t = u(ro[a] + plen[a] - m)
+            for q in range(u(m), u(p)):
                 acc -= packed[t + q] * sol[q]
         sol[a] = acc / packed[o]
     for a in range(p):
