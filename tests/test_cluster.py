@@ -15,7 +15,7 @@ import dask
 import pandas as pd
 import pytest
 
-from dask_phot.cluster import PROFILE_KEY, RunProgress, local_worker_settings
+from dask_phot.cluster import PROFILE_KEY, QUIET_MONITORS, RunProgress, local_worker_settings
 from dask_phot.commands._shared import ProgressPrinter
 from dask_phot.deploy import kube_cluster_spec
 from dask_phot.pipeline import CellReport
@@ -187,3 +187,16 @@ def test_local_workers_run_without_dask_profiler(monkeypatch):
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
     with dask.config.set({PROFILE_KEY: True}), local_worker_settings():
         assert dask.config.get(PROFILE_KEY) is True
+
+
+def test_local_workers_run_quieter_monitors():
+    tick = "distributed.admin.tick.interval"
+    before = dask.config.get(tick)
+    with local_worker_settings():
+        for key, value in QUIET_MONITORS.items():
+            assert dask.config.get(key) == value
+    assert dask.config.get(tick) == before
+    # a value set on purpose is kept
+    with dask.config.set({tick: "100ms"}), local_worker_settings():
+        assert dask.config.get(tick) == "100ms"
+        assert dask.config.get("distributed.admin.system-monitor.interval") == "2s"

@@ -43,6 +43,7 @@ from dask_phot.models.sersic import N_MAX, N_MIN
 from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.pipeline.psfs import band_psf, band_psf_error
 from dask_phot.pipeline.resume import owners
+from dask_phot.pipeline.zones import within_reach
 from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
@@ -135,40 +136,8 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
               else np.where(np.isfinite(region.data), 1.0 / robust_sigma(region.data) ** 2, 0.0))
     if not primary.any() or reach_pix <= 0:
         return np.zeros_like(weight)
-    weight[~_within_reach(weight.shape, x[primary], y[primary], reach_pix)] = 0.0
+    weight[~within_reach(weight.shape, x[primary], y[primary], reach_pix)] = 0.0
     return weight
-
-
-def _within_reach(shape: tuple[int, int], x: np.ndarray, y: np.ndarray,
-                  reach: float) -> np.ndarray:
-    """Pixels closer than ``reach`` to a point ``(x, y)``, exactly.
-
-    The distance transform to the points' nearest pixels is within half a pixel
-    diagonal of the true distance, so only the pixels in that shell around ``reach``
-    are measured (k-d tree) against the points themselves.
-    """
-    from scipy.ndimage import distance_transform_edt
-    from scipy.spatial import cKDTree
-
-    ny, nx = shape
-    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
-    tree = cKDTree(np.column_stack([x, y]))
-    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-    if not inside.all():  # points off the box: measure every pixel
-        yy, xx = np.mgrid[0:ny, 0:nx]
-        dist, _ = tree.query(np.column_stack([xx.ravel(), yy.ravel()]),
-                             distance_upper_bound=reach)
-        return np.isfinite(dist.reshape(ny, nx))
-    free = np.ones(shape, dtype=bool)
-    free[iy, ix] = False
-    approx = distance_transform_edt(free)
-    half = 0.5 * np.sqrt(2.0) + 1e-9
-    keep = approx < reach - half
-    yy, xx = np.nonzero((approx >= reach - half) & (approx <= reach + half))
-    if yy.size:
-        dist, _ = tree.query(np.column_stack([xx, yy]), distance_upper_bound=reach)
-        keep[yy, xx] = np.isfinite(dist)
-    return keep
 
 
 def source_shapes(sources: pd.DataFrame, region: Region, x: np.ndarray, y: np.ndarray,
