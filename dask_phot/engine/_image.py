@@ -16,7 +16,6 @@ import numba
 import numpy as np
 
 __all__ = [
-    "add_kernel",
     "fill_sky",
     "footprint_counts",
     "footprint_stats",
@@ -164,26 +163,3 @@ def _fill_sky_into(cores: np.ndarray, regions: np.ndarray, sky: np.ndarray, nsky
             for xx in range(x0, x1):
                 out[yy, xx] += sky[p, 0] + (sky[p, 1] * (xx - xc) / half
                                             + sky[p, 2] * (yy - yc) / half)
-
-
-@numba.njit(cache=True, nogil=True)
-def add_kernel(kernel: np.ndarray, cx: np.ndarray, cy: np.ndarray, flux: np.ndarray,
-               out: np.ndarray) -> None:
-    """Add ``flux[i]`` times the odd square ``kernel`` centred on pixel ``(cx[i], cy[i])``
-    to the image ``out`` (clipped at its edges; zero and non-finite fluxes add nothing)."""
-    ny, nx = out.shape
-    k = kernel.shape[0]
-    h = k // 2
-    for i in range(cx.shape[0]):
-        f = flux[i]
-        if f == 0.0 or not math.isfinite(f):
-            continue
-        x0, y0 = cx[i] - h, cy[i] - h
-        cs, ce = max(0, -x0), min(k, nx - x0)
-        if cs >= ce:
-            continue
-        for r in range(max(0, -y0), min(k, ny - y0)):
-            orow = out[y0 + r, x0 + cs:x0 + ce]
-            krow = kernel[r, cs:ce]
-            for c in range(ce - cs):
-                orow[c] += f * krow[c]

@@ -14,7 +14,6 @@ and :mod:`~dask_phot.engine._image` (model image, footprint statistics).
 """
 
 from dask_phot.engine._image import (
-    add_kernel,
     fill_sky,
     footprint_counts,
     footprint_stats,
@@ -40,7 +39,6 @@ __all__ = [
     "ST_DEGENERATE",
     "ST_FAILED",
     "ST_OK",
-    "add_kernel",
     "block_lines",
     "build_normal",
     "build_normal_tile",

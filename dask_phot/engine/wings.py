@@ -48,11 +48,10 @@ def wing_image(psf: object | None, rendered: Rendered, x: np.ndarray, y: np.ndar
     """
     out = np.zeros(shape)
     f = np.where(np.isfinite(flux), flux, 0.0)
-    if rendered.outer_index.size and rendered.outer_hole is not None:
-        _scatter_holed(*rendered.outer.arrays, rendered.outer_hole, f[rendered.outer_index],
-                       out)
-    elif rendered.outer_index.size:
-        K.scatter_into(*rendered.outer.arrays, f[rendered.outer_index], out)
+    if rendered.outer_index.size:  # (no hole: every stamp pixel added)
+        hole = (rendered.outer_hole if rendered.outer_hole is not None
+                else np.zeros(rendered.outer_index.size, dtype=np.int64))
+        _scatter_holed(*rendered.outer.arrays, hole, f[rendered.outer_index], out)
     if psf is None:
         return out
     wing = int(getattr(psf, "wing_size", 0) or 0)
