@@ -43,7 +43,7 @@ from dask_phot.templates.noise import (
     segment_cells,
     template_variance,
 )
-from dask_phot.templates.register import ShiftMap, estimate_shifts, model_gradients
+from dask_phot.templates.register import ShiftMap, measure_shifts
 from dask_phot.templates.segments import (
     background_mesh,
     grow_segments,
@@ -68,11 +68,12 @@ class TemplateOptions:
     The defaults are the cheapest setting measured to meet the accuracy targets
     on a crowded COSMOS-density 2'x2' pair (``benchmarks/bench_templates.py``):
     segments grown 1.2" with shared outskirts, the sharp image taken as
-    background subtracted, two registration iterations: bias -0.1%, pull std
-    1.14 at S/N 5-100, a 0.3" offset recovered as 0.293". Cheaper settings fail
-    there: default segments (``grow=0``) 1.75 (1.61 with ``psf_wings``), bias
-    -3.1% (-2.1%); ``grow=0.6`` 1.29; hard grown boundaries 1.34; one
-    registration iteration recovers 0.254" (pull std 1.37); and the local
+    background subtracted, one registration iteration with the shifts fitted
+    jointly with the fluxes (:func:`~.register.decorrelate`): bias -0.2%, pull
+    std 1.13 at S/N 5-100, a 0.3" offset recovered as 0.290" (pull std 1.15).
+    Cheaper settings fail there: default segments (``grow=0``) 1.75 (1.61 with
+    ``psf_wings``), bias -3.1% (-2.1%); ``grow=0.6`` 1.29; hard grown
+    boundaries 1.34; and the local
     sharp background (``hires_background="local"``), a median of unlabelled
     pixels that holds the sources' outskirts, takes 3.9% off grown templates
     (pull std 2.2).
@@ -81,7 +82,7 @@ class TemplateOptions:
     fit_sky: bool = True
     sky_model: str = "constant"
     register: bool = True
-    register_iterations: int = 2
+    register_iterations: int = 1
     register_snr: float = 10.0
     region_size: float = 60.0
     max_shift: float = 1.0
@@ -187,7 +188,8 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         instead of measured.
     **options
         :class:`TemplateOptions`: ``register`` (measure and correct the
-        registration, default True), ``register_iterations`` (2),
+        registration, default True), ``register_iterations`` (1: fit, measure,
+        rebuild and refit once),
         ``register_snr`` (sources at this S/N or more carry the registration, 10),
         ``region_size`` (arcsec, 60), ``max_shift`` (arcsec, 1.0),
         ``oversample`` (lattice points per blurred pixel; default from the PSF's
@@ -383,9 +385,8 @@ def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
                             weight=inp.weight, sky=None).weight
     flux = np.zeros(res.flux.shape[0])
     flux[rows] = res.flux[rows]
-    gx, gy = model_gradients(built.stamps, flux, shape)
-    return estimate_shifts(inp.image - res.model, weight, gx, gy, region=region,
-                           max_shift=opts.max_shift / scale, max_error=0.1)
+    return measure_shifts(inp.image - res.model, weight, built.stamps, flux, region=region,
+                          max_shift=opts.max_shift / scale, max_error=0.1)
 
 
 def _default_oversample(psf: object, scale: float, hscale: float) -> int:
