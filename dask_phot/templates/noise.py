@@ -376,7 +376,8 @@ def stamp_products(stamps: Stamps, weight: np.ndarray
 
 def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.ndarray,
                       tpl: np.ndarray, hires_flux: np.ndarray, cells: tuple[np.ndarray, ...],
-                      sigma: float, min_correlation: float = 0.01) -> np.ndarray:
+                      sigma: float, min_correlation: float = 0.01,
+                      products: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """Variance of every fitted flux from the sharp noise in the templates (see the
     module docstring).
 
@@ -399,13 +400,17 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
     min_correlation : float
         Neighbours whose models' normalised overlap with the source's is smaller
         are left out of its blend.
+    products : tuple, optional
+        :func:`stamp_products` of these stamps or of the same stamps at positions
+        shifted together (the registration's first build: a common shift leaves
+        the products as they are, to the weights' variation).
     """
     n = len(stamps)
     if n == 0 or tpl.size == 0 or not sigma > 0:
         return np.zeros(n)
     weight = np.ascontiguousarray(weight, dtype=np.float64)
     arrays = stamps.arrays
-    a, b, vals, diag = stamp_products(stamps, weight)
+    a, b, vals, diag = products if products is not None else stamp_products(stamps, weight)
     # the blend: neighbours whose models are correlated with the source's by > 1%
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.abs(vals) / np.sqrt(diag[a] * diag[b])

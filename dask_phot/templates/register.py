@@ -113,7 +113,7 @@ def model_gradients(stamps: Stamps, flux: np.ndarray, shape: tuple[int, int],
 
 def measure_shifts(resid: np.ndarray, weight: np.ndarray, stamps: Stamps, flux: np.ndarray,
                    *, region: int, max_shift: float, max_error: float, joint: bool = True,
-                   pad: int = 16) -> ShiftMap:
+                   products: tuple[np.ndarray, ...] | None = None, pad: int = 16) -> ShiftMap:
     """Shifts of the model ``M`` (the stamps scaled by ``flux``) that best fit the
     residual ``resid`` of a joint fit of the same stamps, fitted jointly with their
     fluxes (``joint``; see :func:`decorrelate`) or with the fluxes held.
@@ -127,6 +127,8 @@ def measure_shifts(resid: np.ndarray, weight: np.ndarray, stamps: Stamps, flux: 
         registration (0 or NaN: left out).
     region, max_shift, max_error
         As :func:`estimate_shifts`.
+    products : tuple, optional
+        :func:`.noise.stamp_products` of the stamps, when already taken.
 
     Returns
     -------
@@ -135,7 +137,7 @@ def measure_shifts(resid: np.ndarray, weight: np.ndarray, stamps: Stamps, flux: 
     """
     gx, gy = model_gradients(stamps, flux, resid.shape, pad=pad)
     if joint:
-        gx, gy = decorrelate([gx, gy], weight, stamps)
+        gx, gy = decorrelate([gx, gy], weight, stamps, products=products)
     return estimate_shifts(resid, weight, gx, gy, region=region, max_shift=max_shift,
                            max_error=max_error)
 
@@ -159,7 +161,8 @@ def _gather(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0:
 
 
 def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
-                iterations: int = 10) -> list[np.ndarray]:
+                iterations: int = 10, products: tuple[np.ndarray, ...] | None = None
+                ) -> list[np.ndarray]:
     """Each image of ``grads`` less its weighted least-squares fit by the stamps: the part
     of a gradient the fluxes of a joint fit cannot take.
 
@@ -172,13 +175,14 @@ def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
     so only the normal matrix changes. ``M^T W M`` is sparse (the overlapping
     stamps' products, :func:`.noise.stamp_products`); ``u`` is solved by
     ``iterations`` of conjugate gradients (Jacobi preconditioned): on the crowded
-    pair 5 give 0.289", 10 0.290", 30 0.291".
+    pair 5 give 0.289", 10 0.290", 30 0.291". ``products``: the stamps'
+    :func:`~.noise.stamp_products`, when already taken.
     """
     from dask_phot.templates.noise import stamp_products
 
     weight = np.ascontiguousarray(weight, dtype=np.float64)
     n = len(stamps)
-    a, b, vals, diag = stamp_products(stamps, weight)
+    a, b, vals, diag = products if products is not None else stamp_products(stamps, weight)
     live = diag > 0
     pre = np.where(live, 1.0 / np.where(live, diag, 1.0), 0.0)
     off = sparse.csr_matrix((np.concatenate([vals, vals]), (np.concatenate([a, b]),
