@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import scipy.fft
-from scipy import ndimage, sparse
+from scipy import ndimage
 
 from dask_phot.engine.fit import scatter_stamps
 from dask_phot.models.stamps import Stamps
@@ -160,6 +160,18 @@ def _gather(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0:
     return out
 
 
+@numba.njit(cache=True)
+def _normal_product(a: np.ndarray, b: np.ndarray, vals: np.ndarray, diag: np.ndarray,
+                    p: np.ndarray) -> np.ndarray:
+    """``N p`` for the symmetric ``N`` of diagonal ``diag`` and entries ``vals`` at
+    ``(a, b)`` and ``(b, a)``."""
+    q = diag * p
+    for t in range(a.shape[0]):
+        q[a[t]] += vals[t] * p[b[t]]
+        q[b[t]] += vals[t] * p[a[t]]
+    return q
+
+
 def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
                 iterations: int = 10, products: tuple[np.ndarray, ...] | None = None
                 ) -> list[np.ndarray]:
@@ -185,9 +197,6 @@ def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
     a, b, vals, diag = products if products is not None else stamp_products(stamps, weight)
     live = diag > 0
     pre = np.where(live, 1.0 / np.where(live, diag, 1.0), 0.0)
-    off = sparse.csr_matrix((np.concatenate([vals, vals]), (np.concatenate([a, b]),
-                                                            np.concatenate([b, a]))),
-                            shape=(n, n))
     out = []
     for g in grads:
         r = np.where(live, _gather(*stamps.arrays, weight * g), 0.0)
@@ -197,7 +206,7 @@ def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
         for _ in range(iterations):
             if not rz > 0:
                 break
-            q = diag * p + off @ p
+            q = _normal_product(a, b, vals, diag, p)
             alpha = rz / float(p @ q)
             u += alpha * p
             r -= alpha * q
