@@ -7,11 +7,12 @@ PSF) image of the same irregular, clumpy galaxies at COSMOS density.
 1. Accuracy (``--accuracy-size``, 2'x2' by default, as in
    ``tests/test_templates.py``): segments from ``detect_sources`` without
    deblending (1.5 sigma); templates fitted with the function's default options
-   (segments grown 1.2" with the outskirts shared between neighbours, two
-   registration iterations), with the blurred WCS handed out true and 0.3"
-   east of the truth. Prints the flux bias and the pulls' std (and 1.4826 MAD)
-   by S/N over segments owned by one source, the registration recovered, and
-   whether the issue's targets are met (:data:`TARGETS`).
+   (segments grown 1.2" with the outskirts shared between neighbours, one
+   registration iteration with the shifts fitted jointly with the fluxes), with
+   the blurred WCS handed out true and 0.3" east of the truth. Prints the flux
+   bias and the pulls' std (and 1.4826 MAD) by S/N over segments owned by one
+   source, the registration recovered, and whether the issue's targets are met
+   (:data:`TARGETS`).
 2. Time (``--size``, 15'x15' by default, ~32,500 sources, 15000^2 sharp
    pixels; simulating it takes ~10 min of CPU, keep it with ``--cache``): the
    sharp image segmented as detection without deblending does (smoothed,
@@ -23,8 +24,8 @@ PSF) image of the same irregular, clumpy galaxies at COSMOS density.
      segment's position (its centroid through both WCSs) with the sky fitted;
    * the template fit of the whole image: :func:`dask_phot.templates.run_templates`,
      templates built and fitted: with the default options (the setting of part
-     1: grown, shared, registration measured in two iterations: three builds and
-     three fits); once more with the measured shifts given (the registration is
+     1: grown, shared, registration measured in one iteration: two builds and
+     two fits); once more with the measured shifts given (the registration is
      a property of the two mosaics: measured once, then every fit is one pass);
      one pass without registration; and one pass with the default segments
      (``grow=0``, which fails part 1's targets), for reference;

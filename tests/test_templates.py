@@ -264,6 +264,39 @@ def test_extra_sources_fall_back_to_models() -> None:
     assert abs(row.flux - 200.0) < 4 * row.flux_err
 
 
+def test_decorrelate_gradient_is_orthogonal_to_the_stamps() -> None:
+    """The joint registration's gradient: less its weighted fit by the stamps, it is
+    orthogonal to each of them (to the CG's precision), and unchanged where no stamp
+    reaches."""
+    from dask_phot.models.stamps import Stamps
+    from dask_phot.templates.register import decorrelate
+
+    shape = (40, 50)
+    xs, ys = np.array([12.3, 15.1, 33.0]), np.array([14.2, 16.0, 20.4])
+    side = 15
+    cube = np.stack([_integrated((side, side), x - np.floor(x) + 7, y - np.floor(y) + 7, 1.3)
+                     for x, y in zip(xs, ys, strict=True)])
+    stamps = Stamps.from_square(cube, np.floor(xs).astype(int) - 7,
+                                np.floor(ys).astype(int) - 7)
+    rng = np.random.default_rng(5)
+    weight = rng.uniform(0.5, 2.0, shape)
+    g = rng.normal(0.0, 1.0, shape)
+    (out,) = decorrelate([g], weight, stamps)
+    before = [float(np.sum(weight * g * _place(stamps, i, shape))) for i in range(3)]
+    after = [float(np.sum(weight * out * _place(stamps, i, shape))) for i in range(3)]
+    assert np.abs(after).max() < 1e-6 * np.abs(before).max()
+    covered = sum(_place(stamps, i, shape) != 0 for i in range(3))
+    np.testing.assert_array_equal(out[~covered.astype(bool)], g[~covered.astype(bool)])
+
+
+def _place(stamps: object, i: int, shape: tuple[int, int]) -> np.ndarray:
+    img = np.zeros(shape)
+    x0, y0 = int(stamps.x0[i]), int(stamps.y0[i])  # type: ignore[attr-defined]
+    st = stamps.stamp(i)  # type: ignore[attr-defined]
+    img[y0:y0 + st.shape[0], x0:x0 + st.shape[1]] = st
+    return img
+
+
 def test_registration_recovers_an_offset() -> None:
     """The blurred image's WCS handed out 0.3" off: the shift is found and removed."""
     hw, lw, img, seg, hpsf = _scene()

@@ -140,31 +140,53 @@ def _deposit(img: np.ndarray, seg: np.ndarray, label: np.ndarray, box: np.ndarra
 
 
 @numba.njit(cache=True)
-def _convolve_less_point(spec: np.ndarray, kspec: np.ndarray, pspec: np.ndarray,
-                         rx: np.ndarray, ry: np.ndarray) -> None:
-    """``spec[b] = spec[b] * kspec - outer(ry[b], rx[b]) * pspec`` in place: the deposited
-    light convolved with the kernel, less the same light as a sharp point at the
-    reference position (phase ramps ``ry``, ``rx``, the light included in ``rx``)."""
+def _fold_less_point(spec: np.ndarray, sx: np.ndarray, sy: np.ndarray, kspec: np.ndarray,
+                     pspec: np.ndarray, rx: np.ndarray, ry: np.ndarray, m: int,
+                     out: np.ndarray) -> None:
+    """``spec[b] * kspec - outer(ry[b], rx[b]) * pspec`` (the deposited light convolved
+    with the kernel, less the same light as a sharp point at the reference position:
+    phase ramps ``ry``, ``rx``, the light included in ``rx``), translated by the
+    phase ramps ``sx``, ``sy`` when they are not empty, and folded into ``out``.
+
+    ``spec`` is a half spectrum (``rfft2``) of an ``n x n`` lattice; ``out`` gets the
+    half spectrum of the ``L x L`` lattice of every ``m``-th point (``n = m L``), up
+    to a factor ``m^2``: every frequency's aliases summed (its conjugate mirror for
+    the half not stored), so one inverse transform of ``L x L`` points gives the
+    samples at the pixel centres.
+    """
+    n, nu = spec.shape[1], spec.shape[2]
+    nl = out.shape[1]
+    half = nl // 2
+    # where each stored frequency lands, and its conjugate mirror (columns 1 .. (n - 1) // 2
+    # stand for n - u too); -1: on the half not stored
+    col = np.full(nu, -1)
+    mcol = np.full(nu, -1)
+    for u in range(nu):
+        if u % nl <= half:
+            col[u] = u % nl
+        if 1 <= u <= (n - 1) // 2 and (n - u) % nl <= half:
+            mcol[u] = (n - u) % nl
+    shifted = sx.shape[1] > 0
+    val = np.empty(nu, dtype=spec.dtype)
     for b in range(spec.shape[0]):
-        for v in range(spec.shape[1]):
+        o = out[b]
+        for v in range(n):
             ryv = ry[b, v]
-            for u in range(spec.shape[2]):
-                spec[b, v, u] = spec[b, v, u] * kspec[v, u] - ryv * rx[b, u] * pspec[v, u]
-
-
-@numba.njit(cache=True)
-def _shifted_less_point(src: np.ndarray, sx: np.ndarray, sy: np.ndarray, kspec: np.ndarray,
-                        pspec: np.ndarray, rx: np.ndarray, ry: np.ndarray, out: np.ndarray
-                        ) -> None:
-    """:func:`_convolve_less_point` of ``src`` translated by the phase ramps ``sx``,
-    ``sy`` (one per axis and source), into ``out``."""
-    for b in range(src.shape[0]):
-        for v in range(src.shape[1]):
-            ryv = ry[b, v]
-            syv = sy[b, v]
-            for u in range(src.shape[2]):
-                out[b, v, u] = (src[b, v, u] * syv * sx[b, u] * kspec[v, u]
-                                - ryv * rx[b, u] * pspec[v, u])
+            if shifted:
+                syv = sy[b, v]
+                for u in range(nu):
+                    val[u] = (spec[b, v, u] * kspec[v, u] * syv * sx[b, u]
+                              - ryv * rx[b, u] * pspec[v, u])
+            else:
+                for u in range(nu):
+                    val[u] = spec[b, v, u] * kspec[v, u] - ryv * rx[b, u] * pspec[v, u]
+            orow = o[v % nl]
+            mrow = o[(n - v) % n % nl]
+            for u in range(nu):
+                if col[u] >= 0:
+                    orow[col[u]] += val[u]
+                if mcol[u] >= 0:
+                    mrow[mcol[u]] += np.conj(val[u])
 
 
 @numba.njit(cache=True)
@@ -177,11 +199,11 @@ def _add_sampled(model: np.ndarray, ext: np.ndarray, scale: np.ndarray) -> None:
                 model[b, v, u] += np.float64(ext[b, v, u] * scale[b])
 
 
-def _sampled_inverse(spec: np.ndarray, n: int, m: int, k: int) -> np.ndarray:
-    """``irfft2(spec)[:, :m k:m, :m k:m]`` (the lattice at the ``k x k`` pixel centres),
-    with the row transforms done only for the rows sampled."""
-    cols = scipy.fft.ifft(spec, axis=1, workers=1)[:, :m * k:m]
-    return scipy.fft.irfft(cols, n=n, axis=2, workers=1)[:, :, :m * k:m]
+def _sampled_inverse(folded: np.ndarray, m: int, k: int) -> np.ndarray:
+    """The lattice at the ``k x k`` pixel centres (every ``m``-th point) from its folded
+    half spectrum (:func:`_fold_less_point`)."""
+    nl = folded.shape[1]
+    return scipy.fft.irfft2(folded, s=(nl, nl), axes=(1, 2), workers=1)[:, :k, :k]
 
 
 def boxes(seg: dict, rows: np.ndarray) -> np.ndarray:
@@ -202,7 +224,9 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
     ramps) to the new positions after (registration shifts move templates rigidly)."""
     m = kernel.m
     wings = wpsf is not None and share is None
-    n = scipy.fft.next_fast_len(m * k, real=True)  # the lattice is periodic: pad freely
+    # the lattice is periodic: pad freely, to a multiple of m (the pixel centres are every
+    # m-th point: the inverse transform is of those alone, :func:`_fold_less_point`)
+    n = m * scipy.fft.next_fast_len(k, real=True)
     xs, ys = x[rows], y[rows]
     ax0 = np.floor(xs + 0.5).astype(np.int64) - k // 2
     ay0 = np.floor(ys + 0.5).astype(np.int64) - k // 2
@@ -225,11 +249,8 @@ def _group(hires: np.ndarray, segmap: np.ndarray, rows: np.ndarray, seg: dict,
              seg["lp"][rows] if wings else np.zeros(rows.size))
     # single precision: the FFTs dominate the cost, and 1e-7 of a template is noise-free
     spec = scipy.fft.rfft2(lat, axes=(1, 2), workers=1)
-    if cache is not None:
+    if cache is not None:  # (the spectra are not changed: they are read only)
         cache[key] = (spec, total, cx, cy)
-        zero = np.zeros(rows.size)
-        return _finish(spec, total, cx, cy, zero, zero, xs, ys, ax0, ay0, n, m, k, psf,
-                       kernel, wings)
     return _finish(spec, total, cx, cy, None, None, xs, ys, ax0, ay0, n, m, k, psf, kernel,
                    wings)
 
@@ -238,9 +259,9 @@ def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
             dx: np.ndarray | None, dy: np.ndarray | None, xs: np.ndarray, ys: np.ndarray,
             ax0: np.ndarray, ay0: np.ndarray, n: int, m: int, k: int, psf: object,
             kernel: TemplateKernel, wings: bool) -> tuple[np.ndarray, ...]:
-    """The deposits' spectra ``spec`` (translated by ``dx, dy`` lattice points, kept as
-    they are; None: changed in place) convolved, less the point part, sampled and
-    normalised, plus the band's point stamps."""
+    """The deposits' spectra ``spec`` (translated by ``dx, dy`` lattice points unless
+    None) convolved, less the point part, sampled and normalised, plus the band's point
+    stamps."""
     fx, fy = scipy.fft.rfftfreq(n), scipy.fft.fftfreq(n)
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
@@ -252,17 +273,18 @@ def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
     pspec = kernel.point_spectrum(n).astype(np.complex64)
     rx, ry = rx.astype(np.complex64), ry.astype(np.complex64)
     if dx is None or dy is None:
-        _convolve_less_point(spec, kspec, pspec, rx, ry)
+        sx = sy = np.zeros((spec.shape[0], 0), dtype=np.complex64)
     else:
         sx = np.exp(-2j * np.pi * fx[None, :] * dx[:, None]).astype(np.complex64)
         sy = np.exp(-2j * np.pi * fy[None, :] * dy[:, None]).astype(np.complex64)
-        out = np.empty_like(spec)
-        _shifted_less_point(spec, sx, sy, kspec, pspec, rx, ry, out)
-        spec = out
-    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0)
+    nl = n // m
+    folded = np.zeros((spec.shape[0], nl, nl // 2 + 1), dtype=np.complex64)
+    _fold_less_point(spec, sx, sy, kspec, pspec, rx, ry, m, folded)
+    # the folded inverse is m^2 times the samples (its normalisation is 1 / L^2, not 1 / n^2)
+    scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0) / m ** 2
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
-    _add_sampled(model, _sampled_inverse(spec, n, m, k), scale)
+    _add_sampled(model, _sampled_inverse(folded, m, k), scale)
     return model, ax0, ay0
 
 

@@ -41,9 +41,10 @@ from dask_phot.templates.noise import (
     confusion,
     hires_rms,
     segment_cells,
+    stamp_products,
     template_variance,
 )
-from dask_phot.templates.register import ShiftMap, estimate_shifts, model_gradients
+from dask_phot.templates.register import ShiftMap, measure_shifts
 from dask_phot.templates.segments import (
     background_mesh,
     grow_segments,
@@ -68,11 +69,12 @@ class TemplateOptions:
     The defaults are the cheapest setting measured to meet the accuracy targets
     on a crowded COSMOS-density 2'x2' pair (``benchmarks/bench_templates.py``):
     segments grown 1.2" with shared outskirts, the sharp image taken as
-    background subtracted, two registration iterations: bias -0.1%, pull std
-    1.14 at S/N 5-100, a 0.3" offset recovered as 0.293". Cheaper settings fail
-    there: default segments (``grow=0``) 1.75 (1.61 with ``psf_wings``), bias
-    -3.1% (-2.1%); ``grow=0.6`` 1.29; hard grown boundaries 1.34; one
-    registration iteration recovers 0.254" (pull std 1.37); and the local
+    background subtracted, one registration iteration with the shifts fitted
+    jointly with the fluxes (:func:`~.register.decorrelate`): bias -0.2%, pull
+    std 1.13 at S/N 5-100, a 0.3" offset recovered as 0.290" (pull std 1.15).
+    Cheaper settings fail there: default segments (``grow=0``) 1.75 (1.61 with
+    ``psf_wings``), bias -3.1% (-2.1%); ``grow=0.6`` 1.29; hard grown
+    boundaries 1.34; and the local
     sharp background (``hires_background="local"``), a median of unlabelled
     pixels that holds the sources' outskirts, takes 3.9% off grown templates
     (pull std 2.2).
@@ -81,7 +83,7 @@ class TemplateOptions:
     fit_sky: bool = True
     sky_model: str = "constant"
     register: bool = True
-    register_iterations: int = 2
+    register_iterations: int = 1
     register_snr: float = 10.0
     region_size: float = 60.0
     max_shift: float = 1.0
@@ -187,7 +189,8 @@ def fit_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         instead of measured.
     **options
         :class:`TemplateOptions`: ``register`` (measure and correct the
-        registration, default True), ``register_iterations`` (2),
+        registration, default True), ``register_iterations`` (1: fit, measure,
+        rebuild and refit once),
         ``register_snr`` (sources at this S/N or more carry the registration, 10),
         ``region_size`` (arcsec, 60), ``max_shift`` (arcsec, 1.0),
         ``oversample`` (lattice points per blurred pixel; default from the PSF's
@@ -257,14 +260,16 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         iterations = 0
     shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
     cache: dict | None = {} if iterations else None  # (the deposits, built once)
+    products = None  # the stamps' products (noise.stamp_products), taken once
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
         built = models.build(inp, kernel, dx, dy, max_size=opts.max_size, cache=cache)
         res = _fit(inp, models, built, dx, dy, opts, wings=it == iterations)
         if it < iterations:
-            shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale)
+            step, products = _shift_step(inp, built, res, opts, region, scale, products)
+            shift_map = shift_map + step
     table = _table(models, res, dx, dy, built.capped, inp,
-                   _template_variance(inp, models, res, built, dx, dy, opts))
+                   _template_variance(inp, models, res, built, dx, dy, opts, products))
     info = {"oversample": m, "iterations": iterations, "region": shift_map.region,
             "shift_x": float(np.median(dx)) if dx.size else 0.0,
             "shift_y": float(np.median(dy)) if dy.size else 0.0}
@@ -364,12 +369,17 @@ def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
 
 
 def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
-                opts: TemplateOptions, region: int, scale: float) -> ShiftMap:
-    """One registration step from a fit's residual (:mod:`.register`).
+                opts: TemplateOptions, region: int, scale: float,
+                products: tuple[np.ndarray, ...] | None
+                ) -> tuple[ShiftMap, tuple[np.ndarray, ...] | None]:
+    """One registration step from a fit's residual (:mod:`.register`), and the stamps'
+    products (:func:`.noise.stamp_products`: given, or taken here).
 
     The model's gradient is the Fourier derivative of the image of the sources with
     S/N >= ``register_snr`` (:func:`~.register.model_gradients`); the
-    fainter ones add noise, not signal, to the cross-correlation.
+    fainter ones add noise, not signal, to the cross-correlation. A shift moves
+    every stamp of a region together, which leaves their products as they are:
+    the first build's serve every later step and the noise propagation.
     """
     from dask_phot.engine.prepare import prepare_inputs
 
@@ -378,14 +388,16 @@ def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
         snr = res.flux / res.flux_err
     rows = np.flatnonzero(np.isfinite(snr) & (snr >= opts.register_snr))
     if rows.size == 0 or res.model is None:
-        return ShiftMap.zero(shape, region)
+        return ShiftMap.zero(shape, region), products
     weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
                             weight=inp.weight, sky=None).weight
     flux = np.zeros(res.flux.shape[0])
     flux[rows] = res.flux[rows]
-    gx, gy = model_gradients(built.stamps, flux, shape)
-    return estimate_shifts(inp.image - res.model, weight, gx, gy, region=region,
-                           max_shift=opts.max_shift / scale, max_error=0.1)
+    if products is None:
+        products = stamp_products(built.stamps, weight)
+    return measure_shifts(inp.image - res.model, weight, built.stamps, flux, region=region,
+                          max_shift=opts.max_shift / scale, max_error=0.1,
+                          products=products), products
 
 
 def _default_oversample(psf: object, scale: float, hscale: float) -> int:
@@ -409,9 +421,10 @@ def _check_widths(sharp: np.ndarray, hscale: float, psf: object, scale: float) -
 
 def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
                        built: TemplateStamps, dx: np.ndarray, dy: np.ndarray,
-                       opts: TemplateOptions) -> np.ndarray:
+                       opts: TemplateOptions, products: tuple[np.ndarray, ...] | None = None
+                       ) -> np.ndarray:
     """Variance of each fitted flux from the sharp image's noise in the templates it
-    is blended with (:mod:`.noise`)."""
+    is blended with (:mod:`.noise`; ``products``: the stamps' products, if taken)."""
     from dask_phot.engine.prepare import prepare_inputs
 
     if not models.tpl.size:
@@ -425,7 +438,7 @@ def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
     weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
                             weight=inp.weight, sky=None).weight
     return template_variance(built.stamps, weight, inp.psf, res.flux, t,
-                             models.hires_flux[t], cells, sig)
+                             models.hires_flux[t], cells, sig, products=products)
 
 
 def _confusion(inp: Inputs, sigma: float) -> float:

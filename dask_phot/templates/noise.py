@@ -45,7 +45,7 @@ from dask_phot.models.stamps import Stamps
 from dask_phot.templates.build import boxes
 from dask_phot.templates.share import Shares, source_blocks
 
-__all__ = ["confusion", "hires_rms", "segment_cells", "template_variance"]
+__all__ = ["confusion", "hires_rms", "segment_cells", "stamp_products", "template_variance"]
 
 
 def hires_rms(image: np.ndarray, segmap: np.ndarray, max_pixels: int = 250_000
@@ -354,9 +354,30 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
     return out
 
 
+def stamp_products(stamps: Stamps, weight: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The weighted products of the stamps that overlap, ``<M_a, M_b>_W`` for each pair
+    ``a < b`` (returned as ``a, b, values``), and every stamp's squared norm: the
+    normal matrix of a joint fit of the stamps, without the sky."""
+    n = len(stamps)
+    cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
+    reach = float(np.max(np.maximum(stamps.w, stamps.h))) if n else 0.0
+    pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
+    a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
+    over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
+            & (np.abs(cy[a] - cy[b]) * 2 < stamps.h[a] + stamps.h[b]))
+    a, b = a[over].astype(np.int64), b[over].astype(np.int64)
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    arrays = stamps.arrays
+    vals = _pair_products(*arrays, weight, a, b)
+    diag = _pair_products(*arrays, weight, np.arange(n), np.arange(n))
+    return a, b, vals, diag
+
+
 def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.ndarray,
                       tpl: np.ndarray, hires_flux: np.ndarray, cells: tuple[np.ndarray, ...],
-                      sigma: float, min_correlation: float = 0.01) -> np.ndarray:
+                      sigma: float, min_correlation: float = 0.01,
+                      products: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """Variance of every fitted flux from the sharp noise in the templates (see the
     module docstring).
 
@@ -379,21 +400,17 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
     min_correlation : float
         Neighbours whose models' normalised overlap with the source's is smaller
         are left out of its blend.
+    products : tuple, optional
+        :func:`stamp_products` of these stamps or of the same stamps at positions
+        shifted together (the registration's first build: a common shift leaves
+        the products as they are, to the weights' variation).
     """
     n = len(stamps)
     if n == 0 or tpl.size == 0 or not sigma > 0:
         return np.zeros(n)
-    cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
-    reach = float(np.max(np.maximum(stamps.w, stamps.h)))
-    pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
-    a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
-    over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
-            & (np.abs(cy[a] - cy[b]) * 2 < stamps.h[a] + stamps.h[b]))
-    a, b = a[over].astype(np.int64), b[over].astype(np.int64)
     weight = np.ascontiguousarray(weight, dtype=np.float64)
     arrays = stamps.arrays
-    vals = _pair_products(*arrays, weight, a, b)
-    diag = _pair_products(*arrays, weight, np.arange(n), np.arange(n))
+    a, b, vals, diag = products if products is not None else stamp_products(stamps, weight)
     # the blend: neighbours whose models are correlated with the source's by > 1%
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = np.abs(vals) / np.sqrt(diag[a] * diag[b])

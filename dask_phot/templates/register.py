@@ -11,8 +11,10 @@ the weighted least-squares shift is
     ``d = -(G^T W G)^-1 G^T W R``,   ``G = (dM/dX, dM/dY)``,
 
 the zero-lag peak of the cross-correlation of ``R`` with the model's gradient.
-Templates are rebuilt at the shifted positions and refitted; a second
-iteration removes the linearisation's error. Regions whose shift is not
+The first fit's fluxes take part of a shift where sources blend, so ``G`` is
+taken less its fit by the templates (:func:`decorrelate`): the shift is
+fitted jointly with the fluxes, to first order. Templates are rebuilt at the
+shifted positions and refitted. Regions whose shift is not
 measured well enough take the shift of the whole image; the shifts between
 region centres are interpolated bilinearly.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft
 from scipy import ndimage
@@ -28,7 +31,7 @@ from scipy import ndimage
 from dask_phot.engine.fit import scatter_stamps
 from dask_phot.models.stamps import Stamps
 
-__all__ = ["ShiftMap", "estimate_shifts", "model_gradients"]
+__all__ = ["ShiftMap", "decorrelate", "estimate_shifts", "measure_shifts", "model_gradients"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,112 @@ def model_gradients(stamps: Stamps, flux: np.ndarray, shape: tuple[int, int],
     gx = scipy.fft.irfft2(spec * kx, s=full, workers=1)[pad:pad + ny, pad:pad + nx]
     gy = scipy.fft.irfft2(spec * ky, s=full, workers=1)[pad:pad + ny, pad:pad + nx]
     return gx.astype(np.float64), gy.astype(np.float64)
+
+
+def measure_shifts(resid: np.ndarray, weight: np.ndarray, stamps: Stamps, flux: np.ndarray,
+                   *, region: int, max_shift: float, max_error: float, joint: bool = True,
+                   products: tuple[np.ndarray, ...] | None = None, pad: int = 16) -> ShiftMap:
+    """Shifts of the model ``M`` (the stamps scaled by ``flux``) that best fit the
+    residual ``resid`` of a joint fit of the same stamps, fitted jointly with their
+    fluxes (``joint``; see :func:`decorrelate`) or with the fluxes held.
+
+    Parameters
+    ----------
+    resid, weight : ndarray
+        The fit's residual (data minus its whole model) and inverse variance.
+    stamps, flux : Stamps, ndarray
+        Every fitted source's model, and the fluxes of those that carry the
+        registration (0 or NaN: left out).
+    region, max_shift, max_error
+        As :func:`estimate_shifts`.
+    products : tuple, optional
+        :func:`.noise.stamp_products` of the stamps, when already taken.
+
+    Returns
+    -------
+    ShiftMap
+        The shifts to add to the model's positions.
+    """
+    gx, gy = model_gradients(stamps, flux, resid.shape, pad=pad)
+    if joint:
+        gx, gy = decorrelate([gx, gy], weight, stamps, products=products)
+    return estimate_shifts(resid, weight, gx, gy, region=region, max_shift=max_shift,
+                           max_error=max_error)
+
+
+@numba.njit(cache=True)
+def _gather(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray, x0: np.ndarray,
+            y0: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """Per stamp, the sum over its pixels on the image of the stamp times ``img``."""
+    ny, nx = img.shape
+    out = np.zeros(w.shape[0])
+    for i in range(w.shape[0]):
+        cs, ce = max(0, -x0[i]), min(w[i], nx - x0[i])
+        acc = 0.0
+        for r in range(max(0, -y0[i]), min(h[i], ny - y0[i])):
+            row = img[y0[i] + r]
+            o = ptr[i] + r * w[i] - x0[i]
+            for xx in range(x0[i] + cs, x0[i] + ce):
+                acc += data[o + xx] * row[xx]
+        out[i] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _normal_product(a: np.ndarray, b: np.ndarray, vals: np.ndarray, diag: np.ndarray,
+                    p: np.ndarray) -> np.ndarray:
+    """``N p`` for the symmetric ``N`` of diagonal ``diag`` and entries ``vals`` at
+    ``(a, b)`` and ``(b, a)``."""
+    q = diag * p
+    for t in range(a.shape[0]):
+        q[a[t]] += vals[t] * p[b[t]]
+        q[b[t]] += vals[t] * p[a[t]]
+    return q
+
+
+def decorrelate(grads: list[np.ndarray], weight: np.ndarray, stamps: Stamps, *,
+                iterations: int = 10, products: tuple[np.ndarray, ...] | None = None
+                ) -> list[np.ndarray]:
+    """Each image of ``grads`` less its weighted least-squares fit by the stamps: the part
+    of a gradient the fluxes of a joint fit cannot take.
+
+    A fit at the wrong position lets neighbours' fluxes take part of a shift (in a
+    blend, one brighter and one fainter mimic a shift between them), so the
+    residual's cross-correlation with the gradient ``G`` measures less than the
+    shift (on a crowded pair, 0.254" of 0.3"). Fitting the shift jointly with the
+    fluxes, to first order, is the cross-correlation with ``G' = G - M u``,
+    ``u = (M^T W M)^-1 M^T W G``: the residual is orthogonal to the stamps ``M``,
+    so only the normal matrix changes. ``M^T W M`` is sparse (the overlapping
+    stamps' products, :func:`.noise.stamp_products`); ``u`` is solved by
+    ``iterations`` of conjugate gradients (Jacobi preconditioned): on the crowded
+    pair 5 give 0.289", 10 0.290", 30 0.291". ``products``: the stamps'
+    :func:`~.noise.stamp_products`, when already taken.
+    """
+    from dask_phot.templates.noise import stamp_products
+
+    weight = np.ascontiguousarray(weight, dtype=np.float64)
+    n = len(stamps)
+    a, b, vals, diag = products if products is not None else stamp_products(stamps, weight)
+    live = diag > 0
+    pre = np.where(live, 1.0 / np.where(live, diag, 1.0), 0.0)
+    out = []
+    for g in grads:
+        r = np.where(live, _gather(*stamps.arrays, weight * g), 0.0)
+        u = np.zeros(n)
+        z = pre * r
+        p, rz = z, float(r @ z)
+        for _ in range(iterations):
+            if not rz > 0:
+                break
+            q = _normal_product(a, b, vals, diag, p)
+            alpha = rz / float(p @ q)
+            u += alpha * p
+            r -= alpha * q
+            z = pre * r
+            rz, old = float(r @ z), rz
+            p = z + (rz / old) * p
+        out.append(g - scatter_stamps(stamps, u, g.shape))
+    return out
 
 
 def _sums(a: np.ndarray, region: int, shape: tuple[int, int]) -> np.ndarray:
