@@ -302,15 +302,38 @@ def _geometry(order: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _boundary_distance(xyz: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """Angular distance (rad) of unit vectors to a polygon of great-circle arcs."""
+    """Angular distance (rad) of unit vectors to a polygon of great-circle arcs: to its
+    nearest arc (:func:`_arc_distance`) or vertex (:func:`_vertex_distance`)."""
+    return np.minimum(_arc_distance(xyz, verts), _vertex_distance(xyz, verts))
+
+
+def _arc_distance(xyz: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Angular distance (rad) of unit vectors to the nearest arc of a polygon whose
+    interior holds their foot (inf: none does). The minimum is taken before ``arcsin``
+    (monotonic): one call per point."""
     nxt = np.roll(verts, -1, axis=0)
     n = np.cross(verts, nxt)
     n /= np.linalg.norm(n, axis=1, keepdims=True)
     inside = (xyz @ np.cross(n, verts).T >= 0) & (xyz @ np.cross(nxt, n).T >= 0)
-    sin_d = np.clip(np.abs(xyz @ n.T), 0.0, 1.0)
-    arc = np.where(inside, np.arcsin(sin_d), np.inf).min(axis=1)
-    chord = np.sqrt(np.maximum(2.0 - 2.0 * (xyz @ verts.T), 0.0)).min(axis=1)
-    return np.minimum(arc, 2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0)))
+    sin_d = np.abs(xyz @ n.T)
+    sin_d[~inside] = np.inf
+    nearest = sin_d.min(axis=1)
+    arc = np.full(len(xyz), np.inf)
+    on_arc = np.isfinite(nearest)
+    arc[on_arc] = np.arcsin(np.minimum(nearest[on_arc], 1.0))
+    return arc
+
+
+def _vertex_distance(xyz: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """Angular distance (rad) of unit vectors to the nearest of the vertices (from the
+    chord to the vertex of greatest dot product: ``sqrt`` is monotonic)."""
+    chord = np.sqrt(np.maximum(2.0 - 2.0 * (xyz @ verts.T).max(axis=1), 0.0))
+    return 2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0))
+
+
+def _angle(xyz: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Angular distance (rad) of unit vectors to one, from their chord (accurate when small)."""
+    return 2.0 * np.arcsin(np.minimum(np.linalg.norm(xyz - center, axis=-1) / 2.0, 1.0))
 
 
 def _candidate_lists(
@@ -323,12 +346,40 @@ def _candidate_lists(
     return cKDTree(xyz).query_ball_point(centers, 2.0 * np.sin(ang / 2.0))
 
 
+#: Slack (rad, ~20 microarcsec) of the bounds that spare :func:`_boundary_distance`: far
+#: above the rounding of the angles, far below any margin's meaning.
+_BOUND_SLACK = 1e-10
+
+
 def _margin_mask(
-    xyz: np.ndarray, pix: np.ndarray, pixel: int, verts: np.ndarray, margin_rad: float
+    xyz: np.ndarray, pix: np.ndarray, pixel: int, verts: np.ndarray, margin_rad: float,
+    center: np.ndarray,
 ) -> np.ndarray:
+    """Sources of other cells within ``margin_rad`` of the cell's boundary polygon.
+
+    A source at angle ``D`` from the centre is within ``D - r_in`` of the boundary when
+    outside the polygon and within ``R - D`` when inside it (``r_in``, ``R``: the least and
+    greatest distances from the centre to the boundary, which the great-circle arc from
+    the centre through the source crosses), so one with ``R - margin <= D <= r_in +
+    margin`` is in the margin whichever side it lies. Of the others, those within the
+    margin of a vertex are in it, and those farther than the margin plus half the
+    longest arc from every vertex are not; only the rest need the distance to the arcs
+    (the result is that of :func:`_boundary_distance` for all).
+    """
     out = pix != pixel
-    if out.any():
-        out[out] = _boundary_distance(xyz[out], verts) <= margin_rad
+    if not out.any():
+        return out
+    r_in = float(_boundary_distance(center[None, :], verts)[0])
+    r_out = float(_angle(verts, center).max())
+    dist = _angle(xyz[out], center)
+    sure = (dist >= r_out - margin_rad + _BOUND_SLACK) \
+        & (dist <= r_in + margin_rad - _BOUND_SLACK)
+    check = np.flatnonzero(out)[~sure]
+    to_vertex = _vertex_distance(xyz[check], verts)
+    half_arc = float(_angle(verts, np.roll(verts, -1, axis=0)).max()) / 2.0
+    out[check] = to_vertex <= margin_rad
+    check = check[(to_vertex > margin_rad) & (to_vertex <= margin_rad + half_arc + _BOUND_SLACK)]
+    out[check] = _arc_distance(xyz[check], verts) <= margin_rad
     return out
 
 
@@ -372,7 +423,8 @@ def margin_sources(df: pd.DataFrame, cell: Cell, margin_arcsec: float) -> pd.Dat
     centers, verts, radius = _geometry(cell.order, np.array([cell.pixel]))
     cand = np.asarray(_candidate_lists(xyz, centers, radius, margin)[0], dtype=np.int64)
     pix = healpix_29(ra[cand], dec[cand]) >> (2 * (MAX_ORDER - cell.order))
-    keep = np.sort(cand[_margin_mask(xyz[cand], pix, cell.pixel, verts[0], margin)])
+    keep = np.sort(cand[_margin_mask(xyz[cand], pix, cell.pixel, verts[0], margin,
+                                     centers[0])])
     return df.iloc[keep]
 
 
@@ -397,7 +449,8 @@ def _cell_rows(
         own = primary_order[bounds[i]:bounds[i + 1]]
         cand = np.asarray(cand_lists[i], dtype=np.int64)
         if cand.size:
-            cand = cand[_margin_mask(xyz[cand], pix[cand], int(pixel), verts[i], margin)]
+            cand = cand[_margin_mask(xyz[cand], pix[cand], int(pixel), verts[i], margin,
+                                        centers[i])]
             cand = cand[np.argsort(h29[cand], kind="stable")]
         rows.append(np.concatenate([own, cand]))
         sizes.append((own.size, cand.size))

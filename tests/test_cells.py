@@ -158,3 +158,34 @@ def test_partition_of_a_15_arcmin_field_counts_every_prior():
     df = _catalog(37_000, 150.1, 2.2, 1.4, seed=2)
     parts = partition_priors(df, order=10, margin_arcsec=5.0)
     assert sum(p.n_primary for p in parts) == len(df)
+
+
+@pytest.mark.parametrize(("order", "pixel", "margin"),
+                         [(9, 1744530, 146.4), (9, 1744530, 20.0), (12, 100000, 200.0),
+                          (6, 20000, 30.0), (3, 300, 3600.0)])
+def test_margin_mask_bounds_match_boundary_distance(order, pixel, margin):
+    """The bounds that spare the distance to the boundary decide as the distance does,
+    also for points placed on those bounds (within rounding of them)."""
+    from dask_phot.cells import _angle, _boundary_distance, _geometry, _margin_mask
+
+    centers, verts, radius = _geometry(order, np.array([pixel]))
+    c, v, m = centers[0], verts[0], margin * np.radians(ARCSEC)
+    rng = np.random.default_rng(order)
+    basis = np.linalg.svd(c[None, :])[2][1:]  # two unit vectors orthogonal to the centre
+    r_in = float(_boundary_distance(c[None, :], v)[0])
+    r_out = float(_angle(v, c).max())
+    near = np.array([r_out - m, r_in + m, m, r_in + m + radius[0] * 0.1])
+    near = np.repeat(near[near > 0], 500)  # on each bound, within ~20 microarcsec
+    ang = np.r_[rng.uniform(0, radius[0] * 1.01 + m, 20000),
+                near + rng.normal(0, 1e-10, near.size)]
+    phi = rng.uniform(0, 2 * np.pi, ang.size)
+    xyz = np.cos(ang)[:, None] * c + np.sin(ang)[:, None] * (
+        np.cos(phi)[:, None] * basis[0] + np.sin(phi)[:, None] * basis[1])
+    pix = healpix_29(np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360,
+                     np.degrees(np.arcsin(np.clip(xyz[:, 2], -1, 1)))) >> (2 * (29 - order))
+    got = _margin_mask(xyz, pix, pixel, v, m, c)
+    other = pix != pixel
+    want = other.copy()
+    want[other] = _boundary_distance(xyz[other], v) <= m
+    assert np.array_equal(got, want)
+    assert 0 < want.sum() < other.sum()

@@ -112,3 +112,27 @@ def test_a_mosaic_in_another_frame_measures_every_source(name, priors, tmp_path)
     # the MAD-based sigma of N normal pulls has a standard error of 1.166 / sqrt(N), 0.09
     # for these ~156 (0.85-1.15 was 1.6 of them: a 1-in-10 failure of a right fit)
     assert abs(robust - 1) < 2.5 * 1.166 / np.sqrt(len(p)), (robust, len(p))
+
+
+@pytest.mark.parametrize(("ctype", "keys"), [
+    (("RA---TAN", "DEC--TAN"), {"RADESYS": "ICRS"}),
+    (("RA---TAN", "DEC--TAN"), {}),
+    (("RA---TAN", "DEC--TAN"), {"EQUINOX": 2000.0}),
+    (("RA---TAN", "DEC--TAN"), {"RADESYS": "FK5", "EQUINOX": 2000.0}),
+    (("RA---TAN", "DEC--TAN"), {"RADESYS": "ICRS", "EQUINOX": 2000.0}),
+    (("GLON-TAN", "GLAT-TAN"), {}),
+    (("GLON-TAN", "GLAT-TAN"), {"RADESYS": "ICRS"}),
+])
+def test_is_icrs_agrees_with_astropy_frame(ctype, keys):
+    """The shortcut for plain ICRS headers says what astropy's frame says."""
+    from astropy.coordinates import ICRS
+    from astropy.io import fits
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    from dask_phot.images.frames import is_icrs
+
+    header = fits.Header({"NAXIS": 2, "CTYPE1": ctype[0], "CTYPE2": ctype[1], "CRVAL1": 150.0,
+                          "CRVAL2": 2.0, "CDELT1": -1e-4, "CDELT2": 1e-4, **keys})
+    wcs = WCS(header)
+    want = isinstance(wcs_to_celestial_frame(wcs), ICRS) and wcs.wcs.lng == 0
+    assert is_icrs(wcs) == want

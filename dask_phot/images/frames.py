@@ -39,6 +39,11 @@ def is_icrs(wcs: WCS) -> bool:
     from astropy.coordinates import ICRS
     from astropy.wcs.utils import wcs_to_celestial_frame
 
+    w = wcs.wcs
+    icrs = w.radesys == "ICRS" or (w.radesys == "" and np.isnan(w.equinox))
+    if icrs and w.lng == 0 and w.lat == 1 and w.ctype[0].startswith("RA--") \
+            and w.ctype[1].startswith("DEC-"):
+        return True  # what astropy's frame of such a WCS is, without building it (~0.4 ms)
     try:
         frame = wcs_to_celestial_frame(wcs)
     except ValueError:  # no celestial frame astropy knows: take the values as they are

@@ -250,9 +250,17 @@ def fit_band(
                           flags=res.flags)
     if use.all():
         return part
-    table = band_table(len(sources), flags=Flag.NOT_COVERED)
-    table.iloc[np.flatnonzero(use)] = part.to_numpy()
-    return table.astype(part.dtypes.to_dict())
+    columns = _uncovered(len(sources))
+    rows = np.flatnonzero(use)
+    for name, values in columns.items():
+        values[rows] = part[name].to_numpy()
+    return pd.DataFrame(columns)
+
+
+def _uncovered(n: int) -> dict[str, np.ndarray]:
+    """The columns of a band table of ``n`` sources none of which is measured, writable."""
+    return {name: column.to_numpy(copy=True)
+            for name, column in band_table(n, flags=Flag.NOT_COVERED).items()}
 
 
 def _model_codes(res: PhotometryResult, shapes: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -306,13 +314,15 @@ def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImage
                      engine: EngineConfig, margin_arcsec: float | None,
                      priors: PriorsConfig | None, templates: TemplateSetup | None,
                      modelled: dict[str, int] | None) -> pd.DataFrame:
-    table = band_table(len(sources), flags=Flag.NOT_COVERED)
+    columns = _uncovered(len(sources))
     for targets, region in groups:
         part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
                         targets=targets, priors=priors, templates=templates,
                         modelled=modelled)
-        table.loc[targets, :] = part.loc[targets, :].to_numpy()
-    return table.astype({"flags": np.int32, "model": np.int8})
+        rows = np.flatnonzero(targets)
+        for name, values in columns.items():
+            values[rows] = part[name].to_numpy()[rows]
+    return pd.DataFrame(columns)
 
 
 def fit_cell(
