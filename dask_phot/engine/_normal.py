@@ -20,7 +20,14 @@ import numba
 import numpy as np
 
 from dask_phot.engine._blocked import BLOCK, BLOCKED_MIN, factor_blocked, variances_blocked
-from dask_phot.engine._pairs import block_lines, cells_in, pair_table, region_sum, sky_sums
+from dask_phot.engine._pairs import (
+    block_lines,
+    cells_in,
+    pair_table,
+    region_sum,
+    reused_pair_table,
+    sky_sums,
+)
 from dask_phot.engine._solve import (
     ST_DEGENERATE,
     ST_FAILED,
@@ -271,13 +278,17 @@ def _mirror_sky(nmat: np.ndarray, m: int, p: int) -> None:
 def tile_table(
     tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
     w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
-    weight: np.ndarray,
+    weight: np.ndarray, prior: tuple | None = None,
 ) -> tuple:
     """The block lines of the tiles' regions and the pair table of their members.
 
     Returns ``(table, xlines, xb, yb, blocks)``; ``blocks`` is False where the
     blocks are narrower than a quarter stamp on average (tiles of a few pixels):
     entries would be split into many cells, and the tiles are built directly.
+    ``prior = (prepared, weight)``, the result for the same stamps with other
+    weights (a first fit's), lends its pair sums where they are the same
+    (:func:`~dask_phot.engine._pairs.reused_pair_table`) when its block lines are
+    these.
     """
     n = w.shape[0]
     use = np.zeros(n, dtype=np.bool_)
@@ -289,12 +300,22 @@ def tile_table(
     ylines, yb = block_lines(regions, ny, 1)
     blocks = bool((4 * nx >= (xlines.shape[0] - 1) * k)
                   and (4 * ny >= (ylines.shape[0] - 1) * k))
-    if blocks:
+    table = None
+    if blocks and prior is not None and _same_blocks(prior[0], xlines, yb):
+        table = reused_pair_table(prior[0][0], prior[1], data, ptr, w, h, x0, y0, image,
+                                  weight, use, xlines, xb, yb)
+    if table is None and blocks:
         table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
-    else:
+    elif table is None:
         table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
                            use[:0], xlines, xb, yb)
     return table, xlines, xb, yb, blocks
+
+
+def _same_blocks(prepared: tuple, xlines: np.ndarray, yb: np.ndarray) -> bool:
+    """Whether a :func:`tile_table` result has pair sums on these block lines."""
+    return bool(prepared[4]) and np.array_equal(prepared[1], xlines) \
+        and np.array_equal(prepared[3], yb)
 
 
 def solve_tiles(

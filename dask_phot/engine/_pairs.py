@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_lines", "cells_in", "pair_table"]
+__all__ = ["block_lines", "cells_in", "pair_table", "reused_pair_table"]
 
 # Flags for kernels whose only floating-point liberty is the order of sums
 # (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
@@ -167,6 +167,131 @@ def pair_table(
     return pp, nbr, pcell, pvals, scell, svals, sums
 
 
+def reused_pair_table(
+    prior: tuple, prior_weight: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndarray,
+    h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray, weight: np.ndarray,
+    use: np.ndarray, xlines: np.ndarray, xb: np.ndarray, yb: np.ndarray,
+) -> tuple | None:
+    """:func:`pair_table` for new weights and data, from the table ``prior`` of the same
+    stamps and block lines made with ``prior_weight`` (a first fit's).
+
+    A pair's sums are copied where its overlap has no pixel whose weight changed,
+    and the pair is left out where its overlap has no pixel of non-zero weight (its
+    sums are 0, as those of a pair missing from the table); only the other pairs,
+    and the stamps' own sums (which hold the data), are summed again, so the result
+    equals :func:`pair_table`'s value for value. None when ``use`` marks a stamp that
+    has no pairs in ``prior`` (not used there).
+    """
+    scell, stotal = _self_cells(w, h, x0, y0, weight.shape, use, xb, yb)
+    if ((scell[:, 1] > 0) & (prior[4][:, 1] == 0)).any():
+        return None
+    ny, nx = weight.shape
+    counts = np.empty((2, ny + 1, nx + 1), dtype=np.int64)
+    _change_counts(prior_weight, weight, counts)
+    pp, nbr, pcell, src, ptotal = _kept_pairs(prior[0], prior[1], prior[2], w, h, x0, y0,
+                                              use, counts)
+    pvals = np.zeros(ptotal)
+    svals = np.zeros(stotal)
+    _reused_sums(data, ptr, w, h, x0, y0, weight, xlines, yb, pp, nbr, pcell, src,
+                 prior[3], pvals)
+    _self_sums(data, ptr, w, h, x0, y0, image, weight, xlines, yb, scell, svals)
+    sums = np.empty((2, ny + 1, nx + 1))
+    sky_sums(image, weight, sums)
+    return pp, nbr, pcell, pvals, scell, svals, sums
+
+
+@numba.njit(cache=True, nogil=True)
+def _change_counts(before: np.ndarray, after: np.ndarray, counts: np.ndarray) -> None:
+    """Summed-area tables (laid out as :func:`sky_sums`'s) of the pixels whose weight
+    changed (``counts[0]``) and of those whose new weight is not 0 (``counts[1]``)."""
+    ny, nx = after.shape
+    counts[:, 0, :] = 0
+    for yy in range(ny):
+        a0 = 0
+        a1 = 0
+        counts[:, yy + 1, 0] = 0
+        for xx in range(nx):
+            a0 += before[yy, xx] != after[yy, xx]
+            a1 += after[yy, xx] != 0.0
+            counts[0, yy + 1, xx + 1] = counts[0, yy, xx + 1] + a0
+            counts[1, yy + 1, xx + 1] = counts[1, yy, xx + 1] + a1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _box_count(counts: np.ndarray, k: int, xs: int, xe: int, ys: int, ye: int) -> int:
+    """Pixels counted by table ``k`` of :func:`_change_counts` in a box."""
+    return (counts[k, ye, xe] - counts[k, ys, xe]) - (counts[k, ye, xs] - counts[k, ys, xs])
+
+
+@numba.njit(cache=True, nogil=True)
+def _kept_pairs(opp: np.ndarray, onbr: np.ndarray, opcell: np.ndarray, w: np.ndarray,
+                h: np.ndarray, x0: np.ndarray, y0: np.ndarray, use: np.ndarray,
+                counts: np.ndarray) -> tuple:
+    """The pairs of a prior table (``opp, onbr, opcell``) between used stamps whose overlap
+    has a pixel of non-zero weight (:func:`_change_counts`): ``pp, nbr, pcell`` as
+    :func:`pair_table`'s, ``src`` (the offset of the prior sums to copy, or -1 where a
+    weight changed: summed again) and the length of the sums' buffer."""
+    n = w.shape[0]
+    nx, ny = counts.shape[2] - 1, counts.shape[1] - 1
+    pp = np.zeros(n + 1, dtype=np.int64)
+    old = np.empty(onbr.shape[0], dtype=np.int64)
+    src = np.empty(onbr.shape[0], dtype=np.int64)
+    m = 0
+    for i in range(n):
+        pp[i] = m
+        if not use[i]:
+            continue
+        for q in range(opp[i], opp[i + 1]):
+            j = onbr[q]
+            if not use[j]:
+                continue
+            xs, xe = max(x0[i], x0[j], 0), min(x0[i] + w[i], x0[j] + w[j], nx)
+            ys, ye = max(y0[i], y0[j], 0), min(y0[i] + h[i], y0[j] + h[j], ny)
+            if _box_count(counts, 1, xs, xe, ys, ye) == 0:
+                continue
+            old[m] = q
+            src[m] = opcell[q, 4] if _box_count(counts, 0, xs, xe, ys, ye) == 0 else -1
+            m += 1
+    pp[n] = m
+    nbr = np.empty(m, dtype=np.int64)
+    pcell = np.empty((m, 5), dtype=np.int64)
+    ptotal = 0
+    for k in range(m):
+        q = old[k]
+        nbr[k] = onbr[q]
+        pcell[k, :4] = opcell[q, :4]
+        pcell[k, 4] = ptotal
+        ptotal += pcell[k, 1] * pcell[k, 3]
+    return pp, nbr, pcell, src[:m], ptotal
+
+
+@numba.njit(cache=True, nogil=True)
+def _reused_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                 x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, xlines: np.ndarray,
+                 yb: np.ndarray, pp: np.ndarray, nbr: np.ndarray, pcell: np.ndarray,
+                 src: np.ndarray, opvals: np.ndarray, pvals: np.ndarray) -> None:
+    """:func:`reused_pair_table`'s pair sums, into the zeroed ``pvals``: copied from the
+    prior table's ``opvals`` (the same blocks, from offset ``src``), or summed again."""
+    ny, nx = weight.shape
+    u = np.uint64
+    for i in range(w.shape[0]):
+        xi, yi = x0[i], y0[i]
+        for k in range(pp[i], pp[i + 1]):
+            off = u(pcell[k, 4])
+            if src[k] >= 0:
+                at = u(src[k])
+                for c in range(u(pcell[k, 1] * pcell[k, 3])):
+                    pvals[off + c] = opvals[at + c]
+                continue
+            j = nbr[k]
+            xj, yj = x0[j], y0[j]
+            xs, xe = max(xi, xj, 0), min(xi + w[i], xj + w[j], nx)
+            ys, ye = max(yi, yj, 0), min(yi + h[i], yj + h[j], ny)
+            _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
+                       ye, xlines, pcell[k, 0], pcell[k, 1], yb, pcell[k, 2],
+                       pvals[pcell[k, 4]:])
+
+
 @numba.njit(cache=True, nogil=True)
 def sky_sums(image: np.ndarray, weight: np.ndarray, sums: np.ndarray,
              with_weights: bool = True) -> None:
@@ -259,7 +384,17 @@ def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, sh
     for q in range(pp[n]):
         pcell[q, 4] = ptotal
         ptotal += pcell[q, 1] * pcell[q, 3]
-    # each stamp's own sums
+    scell, stotal = _self_cells(w, h, x0, y0, shape, use, xb, yb)
+    return pp, nbr, pcell, scell, ptotal, stotal
+
+
+@numba.njit(cache=True, nogil=True)
+def _self_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, shape: tuple,
+                use: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each used stamp's blocks ``scell`` (as :func:`pair_table`'s) and the length of the
+    self sums' buffer."""
+    ny, nx = shape
+    n = w.shape[0]
     scell = np.zeros((n, 5), dtype=np.int64)
     stotal = 0
     for i in range(n):
@@ -273,7 +408,7 @@ def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, sh
         scell[i, 3] = yb[ye - 1] + 1 - yb[ys]
         scell[i, 4] = stotal
         stotal += 3 * scell[i, 1] * scell[i, 3]
-    return pp, nbr, pcell, scell, ptotal, stotal
+    return scell, stotal
 
 
 @numba.njit(cache=True, nogil=True)
@@ -306,7 +441,17 @@ def _pair_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
             _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
                        ye, xlines, pcell[q, 0], pcell[q, 1], yb, pcell[q, 2],
                        pvals[pcell[q, 4]:])
-    for i in range(n):
+    _self_sums(data, ptr, w, h, x0, y0, image, weight, xlines, yb, scell, svals)
+
+
+@numba.njit(cache=True, nogil=True)
+def _self_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+               x0: np.ndarray, y0: np.ndarray, image: np.ndarray, weight: np.ndarray,
+               xlines: np.ndarray, yb: np.ndarray, scell: np.ndarray, svals: np.ndarray
+               ) -> None:
+    """The stamps' own block sums of :func:`pair_table`, into the zeroed ``svals``."""
+    ny, nx = weight.shape
+    for i in range(w.shape[0]):
         if scell[i, 1] == 0:
             continue
         xs, xe = max(x0[i], 0), min(x0[i] + w[i], nx)
