@@ -332,60 +332,90 @@ def region_sum(sums: np.ndarray, k: int, rx0: int, rx1: int, ry0: int, ry1: int)
     return (sums[k, ry1, rx1] - sums[k, ry0, rx1]) - (sums[k, ry1, rx0] - sums[k, ry0, rx0])
 
 
-@numba.njit(cache=True, nogil=True)
 def _pair_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, shape: tuple,
                 use: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple:
     """The index part of :func:`pair_table`: ``pp, nbr, pcell, scell`` and the lengths of
-    the pair and self sums' buffers."""
-    n = w.shape[0]
+    the pair and self sums' buffers.
+
+    The pairs are found twice, counted then written: into buffers of their size made
+    by numpy (huge pages), where growing buffers made in numba cost more in page
+    faults and copies than the search itself.
+    """
+    grid = _pair_grid(w, h, x0, y0, shape, use)
+    pp = np.zeros(w.shape[0] + 1, dtype=np.int64)
+    count, _ = _pair_scan(w, h, x0, y0, shape, use, xb, yb, grid, pp,
+                          np.empty(0, dtype=np.int64), np.empty((0, 5), dtype=np.int64), False)
+    nbr = np.empty(count, dtype=np.int64)
+    pcell = np.empty((count, 5), dtype=np.int64)
+    _, ptotal = _pair_scan(w, h, x0, y0, shape, use, xb, yb, grid, pp, nbr, pcell, True)
+    scell, stotal = _self_cells(w, h, x0, y0, shape, use, xb, yb)
+    return pp, nbr, pcell, scell, ptotal, stotal
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_grid(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, shape: tuple,
+               use: np.ndarray) -> tuple:
+    """Buckets about the median stamp side (:func:`_buckets`) for :func:`_pair_scan`:
+    ``(c, start, members, boxes, ngx)``, each member's box ``(x0, x1, y0, y1)`` beside it
+    (read in sequence)."""
     ny, nx = shape
-    # buckets about the median stamp side: each pair is found in the bucket that
-    # holds the top-left corner of its overlap, exactly once
     c = 16
-    if n > 0:
+    if w.shape[0] > 0:
         c = max(int(np.median(w)), 8)
     bstart, bsrc, ngx, _ = _buckets(x0, y0, w, h, use, nx, ny, c)
-    pp = np.zeros(n + 1, dtype=np.int64)
-    # one sweep, into buffers that grow as needed
-    nbr = np.empty(max(16 * n, 64), dtype=np.int64)
-    pcell = np.empty((nbr.shape[0], 5), dtype=np.int64)
+    box = np.empty((bsrc.shape[0], 4), dtype=np.int64)
+    for q in range(bsrc.shape[0]):
+        j = bsrc[q]
+        box[q, 0], box[q, 1] = x0[j], x0[j] + w[j]
+        box[q, 2], box[q, 3] = y0[j], y0[j] + h[j]
+    return c, bstart, bsrc, box, ngx
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_scan(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, shape: tuple,
+               use: np.ndarray, xb: np.ndarray, yb: np.ndarray, grid: tuple, pp: np.ndarray,
+               nbr: np.ndarray, pcell: np.ndarray, fill: bool) -> tuple[int, int]:
+    """Find the pairs (``pp``), and with ``fill`` write ``nbr`` and ``pcell``; return their
+    number and the length of their sums' buffer.
+
+    Each pair is found in the bucket that holds the top-left corner of its overlap,
+    exactly once. Buckets list their members in index order, so the first member
+    after stamp ``i`` in each bucket only moves on as ``i`` does.
+    """
+    c, bstart, bsrc, box, ngx = grid
+    ny, nx = shape
+    after = bstart[:-1].copy()
     pos = 0
-    for i in range(n):
+    ptotal = 0
+    for i in range(w.shape[0]):
         pp[i] = pos
-        if not use[i]:
-            continue
-        xi, yi = x0[i], y0[i]
-        ixs, ixe = max(xi, 0), min(xi + w[i], nx)
-        iys, iye = max(yi, 0), min(yi + h[i], ny)
-        if ixs >= ixe or iys >= iye:
+        ixs, ixe = max(x0[i], 0), min(x0[i] + w[i], nx)
+        iys, iye = max(y0[i], 0), min(y0[i] + h[i], ny)
+        if not use[i] or ixs >= ixe or iys >= iye:
             continue
         for gy in range(iys // c, (iye - 1) // c + 1):
             for gx in range(ixs // c, (ixe - 1) // c + 1):
                 b = gy * ngx + gx
-                for q in range(bstart[b], bstart[b + 1]):
-                    j = bsrc[q]
-                    if j <= i:
-                        continue
-                    xs, xe = max(ixs, x0[j]), min(ixe, x0[j] + w[j])
-                    ys, ye = max(iys, y0[j]), min(iye, y0[j] + h[j])
+                first, end = after[b], bstart[b + 1]
+                while first < end and bsrc[first] <= i:
+                    first += 1
+                after[b] = first
+                for q in range(first, end):
+                    xs, xe = max(ixs, box[q, 0]), min(ixe, box[q, 1])
+                    ys, ye = max(iys, box[q, 2]), min(iye, box[q, 3])
                     if xs >= xe or ys >= ye or xs // c != gx or ys // c != gy:
                         continue
-                    if pos == nbr.shape[0]:
-                        nbr, pcell = _grown(nbr, pcell)
-                    nbr[pos] = j
-                    pcell[pos, 0] = xb[xs]
-                    pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
-                    pcell[pos, 2] = yb[ys]
-                    pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
+                    if fill:
+                        nbr[pos] = bsrc[q]
+                        pcell[pos, 0] = xb[xs]
+                        pcell[pos, 1] = xb[xe - 1] + 1 - xb[xs]
+                        pcell[pos, 2] = yb[ys]
+                        pcell[pos, 3] = yb[ye - 1] + 1 - yb[ys]
+                        pcell[pos, 4] = ptotal
+                        ptotal += pcell[pos, 1] * pcell[pos, 3]
                     pos += 1
-    pp[n] = pos
-    nbr, pcell = nbr[:pos], pcell[:pos]
-    ptotal = 0
-    for q in range(pp[n]):
-        pcell[q, 4] = ptotal
-        ptotal += pcell[q, 1] * pcell[q, 3]
-    scell, stotal = _self_cells(w, h, x0, y0, shape, use, xb, yb)
-    return pp, nbr, pcell, scell, ptotal, stotal
+    pp[w.shape[0]] = pos
+    return pos, ptotal
 
 
 @numba.njit(cache=True, nogil=True)
@@ -409,17 +439,6 @@ def _self_cells(w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, sh
         scell[i, 4] = stotal
         stotal += 3 * scell[i, 1] * scell[i, 3]
     return scell, stotal
-
-
-@numba.njit(cache=True, nogil=True)
-def _grown(nbr: np.ndarray, pcell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pair buffers, twice as long, with their contents."""
-    k = nbr.shape[0]
-    nbr2 = np.empty(2 * k, dtype=np.int64)
-    pcell2 = np.empty((2 * k, 5), dtype=np.int64)
-    nbr2[:k] = nbr
-    pcell2[:k] = pcell
-    return nbr2, pcell2
 
 
 @numba.njit(cache=True, nogil=True)
