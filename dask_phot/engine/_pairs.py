@@ -447,20 +447,69 @@ def _pair_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
                xlines: np.ndarray, yb: np.ndarray, pp: np.ndarray, nbr: np.ndarray,
                pcell: np.ndarray, pvals: np.ndarray, scell: np.ndarray,
                svals: np.ndarray) -> None:
-    """The sums part of :func:`pair_table`, into the zeroed ``pvals`` and ``svals``."""
+    """The sums part of :func:`pair_table`, into the zeroed ``pvals`` and ``svals``.
+
+    Stamp ``i``'s weighted pixels ``w s_i`` are made once (:func:`_weighted`) for all its
+    pairs: the products ``(w s_i) s_j`` are those of ``w s_i s_j`` summed left to right.
+    """
     n = w.shape[0]
     ny, nx = weight.shape
+    most = 0
     for i in range(n):
+        most = max(most, w[i] * h[i])
+    ws = np.empty(most)
+    for i in range(n):
+        if pp[i + 1] == pp[i]:
+            continue
         xi, yi = x0[i], y0[i]
+        ixs, ixe = max(xi, 0), min(xi + w[i], nx)
+        iys, iye = max(yi, 0), min(yi + h[i], ny)
+        _weighted(data, ptr[i], w[i], xi, yi, weight, ixs, ixe, iys, iye, ws)
         for q in range(pp[i], pp[i + 1]):
             j = nbr[q]
             xj, yj = x0[j], y0[j]
-            xs, xe = max(xi, xj, 0), min(xi + w[i], xj + w[j], nx)
-            ys, ye = max(yi, yj, 0), min(yi + h[i], yj + h[j], ny)
-            _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
-                       ye, xlines, pcell[q, 0], pcell[q, 1], yb, pcell[q, 2],
-                       pvals[pcell[q, 4]:])
+            xs, xe = max(ixs, xj), min(ixe, xj + w[j])
+            ys, ye = max(iys, yj), min(iye, yj + h[j])
+            _cell_products(ws, ixe - ixs, ixs, iys, data, ptr[j], w[j], xj, yj, xs, xe, ys,
+                           ye, xlines, pcell[q, 0], pcell[q, 1], yb, pcell[q, 2],
+                           pvals[pcell[q, 4]:])
     _self_sums(data, ptr, w, h, x0, y0, image, weight, xlines, yb, scell, svals)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _weighted(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.ndarray,
+              xs: int, xe: int, ys: int, ye: int, out: np.ndarray) -> None:
+    """``w s_i`` over the box ``[xs, xe) x [ys, ye)`` of the image, into ``out`` (rows of
+    ``xe - xs``)."""
+    u = np.uint64
+    k = u(0)
+    for yy in range(ys, ye):
+        ri = u(oi + (yy - yi) * wi - xi)
+        wr = weight[yy]
+        for c in range(u(xs), u(xe)):
+            out[k] = wr[c] * data[ri + c]
+            k += u(1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _cell_products(ws: np.ndarray, wi: int, xi: int, yi: int, data: np.ndarray, oj: int,
+                   wj: int, xj: int, yj: int, xs: int, xe: int, ys: int, ye: int,
+                   xlines: np.ndarray, bx0: int, nbx: int, yb: np.ndarray, by0: int,
+                   out: np.ndarray) -> None:
+    """:func:`_cell_dots` with stamp ``i`` already weighted (``ws``: rows of ``wi`` pixels
+    from image column ``xi`` and row ``yi``)."""
+    u = np.uint64
+    for yy in range(ys, ye):
+        cell = (yb[yy] - by0) * nbx
+        ri = (yy - yi) * wi - xi
+        rj = oj + (yy - yj) * wj - xj
+        for sb in range(nbx):
+            sx0 = max(xs, xlines[bx0 + sb])
+            sx1 = min(xe, xlines[bx0 + sb + 1])
+            acc = 0.0
+            for c in range(sx0, sx1):
+                acc += ws[u(ri + c)] * data[u(rj + c)]
+            out[u(cell + sb)] += acc
 
 
 @numba.njit(cache=True, nogil=True)
