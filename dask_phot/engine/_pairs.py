@@ -186,10 +186,17 @@ def reused_pair_table(
     if ((scell[:, 1] > 0) & (prior[4][:, 1] == 0)).any():
         return None
     ny, nx = weight.shape
-    counts = np.empty((2, ny + 1, nx + 1), dtype=np.int64)
+    counts = np.empty((ny + 1, nx + 1, 2), dtype=np.int64)
     _change_counts(prior_weight, weight, counts)
-    pp, nbr, pcell, src, ptotal = _kept_pairs(prior[0], prior[1], prior[2], w, h, x0, y0,
-                                              use, counts)
+    opp, onbr, opcell = prior[0], prior[1], prior[2]
+    pp = np.zeros(w.shape[0] + 1, dtype=np.int64)
+    fate = np.empty(onbr.shape[0], dtype=np.int8)
+    m = _pair_fates(opp, onbr, w, h, x0, y0, use, counts, pp, fate)
+    # (buffers made by numpy: huge pages)
+    nbr = np.empty(m, dtype=np.int64)
+    pcell = np.empty((m, 5), dtype=np.int64)
+    src = np.empty(m, dtype=np.int64)
+    ptotal = _kept_pairs(onbr, opcell, fate, nbr, pcell, src)
     pvals = np.zeros(ptotal)
     svals = np.zeros(stotal)
     _reused_sums(data, ptr, w, h, x0, y0, weight, xlines, yb, pp, nbr, pcell, src,
@@ -202,67 +209,68 @@ def reused_pair_table(
 
 @numba.njit(cache=True, nogil=True)
 def _change_counts(before: np.ndarray, after: np.ndarray, counts: np.ndarray) -> None:
-    """Summed-area tables (laid out as :func:`sky_sums`'s) of the pixels whose weight
-    changed (``counts[0]``) and of those whose new weight is not 0 (``counts[1]``)."""
+    """Summed-area tables ``(ny + 1, nx + 1, 2)`` (as :func:`sky_sums`'s, the two side by
+    side) of the pixels whose weight changed (``[..., 0]``) and of those whose new
+    weight is not 0 (``[..., 1]``)."""
     ny, nx = after.shape
-    counts[:, 0, :] = 0
+    counts[0, :, :] = 0
     for yy in range(ny):
         a0 = 0
         a1 = 0
-        counts[:, yy + 1, 0] = 0
+        counts[yy + 1, 0, :] = 0
         for xx in range(nx):
             a0 += before[yy, xx] != after[yy, xx]
             a1 += after[yy, xx] != 0.0
-            counts[0, yy + 1, xx + 1] = counts[0, yy, xx + 1] + a0
-            counts[1, yy + 1, xx + 1] = counts[1, yy, xx + 1] + a1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _box_count(counts: np.ndarray, k: int, xs: int, xe: int, ys: int, ye: int) -> int:
-    """Pixels counted by table ``k`` of :func:`_change_counts` in a box."""
-    return (counts[k, ye, xe] - counts[k, ys, xe]) - (counts[k, ye, xs] - counts[k, ys, xs])
+            counts[yy + 1, xx + 1, 0] = counts[yy, xx + 1, 0] + a0
+            counts[yy + 1, xx + 1, 1] = counts[yy, xx + 1, 1] + a1
 
 
 @numba.njit(cache=True, nogil=True)
-def _kept_pairs(opp: np.ndarray, onbr: np.ndarray, opcell: np.ndarray, w: np.ndarray,
-                h: np.ndarray, x0: np.ndarray, y0: np.ndarray, use: np.ndarray,
-                counts: np.ndarray) -> tuple:
-    """The pairs of a prior table (``opp, onbr, opcell``) between used stamps whose overlap
-    has a pixel of non-zero weight (:func:`_change_counts`): ``pp, nbr, pcell`` as
-    :func:`pair_table`'s, ``src`` (the offset of the prior sums to copy, or -1 where a
-    weight changed: summed again) and the length of the sums' buffer."""
-    n = w.shape[0]
-    nx, ny = counts.shape[2] - 1, counts.shape[1] - 1
-    pp = np.zeros(n + 1, dtype=np.int64)
-    old = np.empty(onbr.shape[0], dtype=np.int64)
-    src = np.empty(onbr.shape[0], dtype=np.int64)
+def _pair_fates(opp: np.ndarray, onbr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                x0: np.ndarray, y0: np.ndarray, use: np.ndarray, counts: np.ndarray,
+                pp: np.ndarray, fate: np.ndarray) -> int:
+    """What becomes of each pair of a prior table (``opp, onbr``; ``fate``): 0, left out
+    (a stamp not used, or no pixel of non-zero weight: :func:`_change_counts`); 1, its
+    sums copied (no weight changed); 2, summed again. Sets the kept pairs' ``pp`` (as
+    :func:`pair_table`'s) and returns their number."""
+    nx, ny = counts.shape[1] - 1, counts.shape[0] - 1
     m = 0
-    for i in range(n):
+    for i in range(w.shape[0]):
         pp[i] = m
-        if not use[i]:
-            continue
         for q in range(opp[i], opp[i + 1]):
+            fate[q] = 0
             j = onbr[q]
-            if not use[j]:
+            if not (use[i] and use[j]):
                 continue
             xs, xe = max(x0[i], x0[j], 0), min(x0[i] + w[i], x0[j] + w[j], nx)
             ys, ye = max(y0[i], y0[j], 0), min(y0[i] + h[i], y0[j] + h[j], ny)
-            if _box_count(counts, 1, xs, xe, ys, ye) == 0:
+            a, b, c, d = counts[ye, xe], counts[ys, xe], counts[ye, xs], counts[ys, xs]
+            if (a[1] - b[1]) - (c[1] - d[1]) == 0:
                 continue
-            old[m] = q
-            src[m] = opcell[q, 4] if _box_count(counts, 0, xs, xe, ys, ye) == 0 else -1
+            fate[q] = 1 if (a[0] - b[0]) - (c[0] - d[0]) == 0 else 2
             m += 1
-    pp[n] = m
-    nbr = np.empty(m, dtype=np.int64)
-    pcell = np.empty((m, 5), dtype=np.int64)
+    pp[w.shape[0]] = m
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _kept_pairs(onbr: np.ndarray, opcell: np.ndarray, fate: np.ndarray, nbr: np.ndarray,
+                pcell: np.ndarray, src: np.ndarray) -> int:
+    """The kept pairs' ``nbr, pcell`` (as :func:`pair_table`'s) and ``src`` (the offset of
+    the prior sums to copy, or -1: summed again), from their :func:`_pair_fates`;
+    returns the length of their sums' buffer."""
+    k = 0
     ptotal = 0
-    for k in range(m):
-        q = old[k]
+    for q in range(onbr.shape[0]):
+        if fate[q] == 0:
+            continue
         nbr[k] = onbr[q]
         pcell[k, :4] = opcell[q, :4]
         pcell[k, 4] = ptotal
         ptotal += pcell[k, 1] * pcell[k, 3]
-    return pp, nbr, pcell, src[:m], ptotal
+        src[k] = opcell[q, 4] if fate[q] == 1 else -1
+        k += 1
+    return ptotal
 
 
 @numba.njit(cache=True, nogil=True)
