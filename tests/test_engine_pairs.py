@@ -24,10 +24,10 @@ from dask_phot.psf import OversampledPSF
 
 @pytest.fixture(scope="module")
 def wing_psf():
-    """An oversampled Gaussian-pair PSF with wings past its 15-pixel core."""
-    u = np.arange(241) - 120.0
-    r2 = u[:, None] ** 2 + u[None, :] ** 2
-    arr = np.exp(-0.5 * r2 / 7.2**2) + 0.003 * np.exp(-0.5 * r2 / 40.0**2)
+    """An oversampled Moffat PSF (0.1" samples, 0.6" pixels, beta 2.5), whose wings
+    reach past its 15-pixel core."""
+    u = (np.arange(241) - 120.0) / 8.0
+    arr = (1.0 + u[:, None] ** 2 + u[None, :] ** 2) ** -2.5
     return OversampledPSF(arr, 0.1, 0.6, size=15, wing_size=33)
 
 
