@@ -71,9 +71,13 @@ def tables(psf, seed, nsky):
 
 @pytest.mark.parametrize("nsky", [0, 1, 3])
 def test_final_pair_table_from_the_first_builds_the_same_tiles(wing_psf, nsky):
+    """With a fitted sky every tile is kept: the same block lines, and the lent table
+    gives the fresh one's matrices bit for bit. Without, the final fit keeps fewer
+    tiles, and the lent table keeps the first's finer blocks: only the order of sums
+    differs."""
     st, tl, img, final, first, fresh, lent = tables(wing_psf, 3, nsky)
-    if nsky:  # every tile kept: the same block lines, the first fit's sums are lent
-        assert lent[0][1].size < fresh[0][1].size < first[0][1].size
+    assert lent[0][1].size < fresh[0][1].size < first[0][1].size  # pairs left out
+    assert (lent[1].size > fresh[1].size) == (nsky == 0)
     loc = np.full(len(st), -1)
     for t in range(tl.ptr.size - 1):
         mem = tl.members[tl.ptr[t]:tl.ptr[t + 1]]
@@ -81,10 +85,16 @@ def test_final_pair_table_from_the_first_builds_the_same_tiles(wing_psf, nsky):
                                    fresh[0], fresh[2], fresh[3], loc)
         got = K.build_normal_tile(mem, *st.arrays, img, final, tl.regions[t], nsky, lent[0],
                                   lent[2], lent[3], loc)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_array_equal(got[1], want[1])
-    for k in (4, 5, 6):  # the stamps' own sums and the sky's tables
-        np.testing.assert_array_equal(lent[0][k], fresh[0][k])
+        for a, b in zip(got, want, strict=True):
+            if nsky:
+                np.testing.assert_array_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.abs(b).max())
+                np.testing.assert_array_equal(a != 0, b != 0)
+    np.testing.assert_array_equal(lent[0][6], fresh[0][6])  # the sky's tables
+    if nsky:  # the stamps' own sums, on the same blocks
+        for k in (4, 5):
+            np.testing.assert_array_equal(lent[0][k], fresh[0][k])
 
 
 def test_pairs_lent_copied_and_summed_again(wing_psf):
@@ -121,8 +131,8 @@ def test_reuse_refused_for_stamps_the_first_table_left_out(wing_psf):
 
 @pytest.mark.parametrize("fit_sky", [False, True])
 def test_final_fit_with_lent_pair_sums_is_identical(wing_psf, monkeypatch, fit_sky):
-    """A cell's two fits (``final_weight``): fluxes, errors, flags and sky bit for bit
-    those of a final pair table summed from scratch."""
+    """A cell's two fits (``final_weight``): fluxes, errors, flags and sky those of a
+    final pair table summed from scratch (bit for bit with a fitted sky)."""
     img, weight, final, x, y = crowded(wing_psf, 11)
     kw = dict(weight=weight, final_weight=final, fit_sky=fit_sky)
     got = forced_photometry(img, wing_psf, x, y, **kw)
@@ -134,8 +144,9 @@ def test_final_fit_with_lent_pair_sums_is_identical(wing_psf, monkeypatch, fit_s
 
     monkeypatch.setattr(_normal, "reused_pair_table", refuse)
     ref = forced_photometry(img, wing_psf, x, y, **kw)
-    if fit_sky:  # every tile kept: the same block lines, so the first's sums are lent
-        assert calls == [1]
+    assert calls == [1]
     assert np.isfinite(got.flux).sum() > 100
-    for name in ("flux", "flux_err", "chi2", "flags", "sky"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+    for name in ("flags", "flux", "flux_err", "chi2", "sky"):
+        # (without a fitted sky, the lent table's finer blocks change the order of sums)
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name),
+                                   rtol=0 if fit_sky else 1e-11, atol=0)

@@ -287,8 +287,10 @@ def tile_table(
     entries would be split into many cells, and the tiles are built directly.
     ``prior = (prepared, weight)``, the result for the same stamps with other
     weights (a first fit's), lends its pair sums where they are the same
-    (:func:`~dask_phot.engine._pairs.reused_pair_table`) when its block lines are
-    these.
+    (:func:`~dask_phot.engine._pairs.reused_pair_table`) when its block lines include
+    these (its tiles include these tiles): the table is then made on its lines. With
+    the same lines (a fitted sky keeps every tile) it is the table made without
+    ``prior``, value for value; with more, only the order of sums differs.
     """
     n = w.shape[0]
     use = np.zeros(n, dtype=np.bool_)
@@ -300,22 +302,27 @@ def tile_table(
     ylines, yb = block_lines(regions, ny, 1)
     blocks = bool((4 * nx >= (xlines.shape[0] - 1) * k)
                   and (4 * ny >= (ylines.shape[0] - 1) * k))
-    table = None
-    if blocks and prior is not None and _same_blocks(prior[0], xlines, yb):
+    if blocks and prior is not None and _finer_blocks(prior[0], xlines, ylines, ny):
+        _, pxlines, pxb, pyb, _ = prior[0]
         table = reused_pair_table(prior[0][0], prior[1], data, ptr, w, h, x0, y0, image,
-                                  weight, use, xlines, xb, yb)
-    if table is None and blocks:
+                                  weight, use, pxlines, pxb, pyb)
+        if table is not None:
+            return table, pxlines, pxb, pyb, True
+    if blocks:
         table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
-    elif table is None:
+    else:
         table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
                            use[:0], xlines, xb, yb)
     return table, xlines, xb, yb, blocks
 
 
-def _same_blocks(prepared: tuple, xlines: np.ndarray, yb: np.ndarray) -> bool:
-    """Whether a :func:`tile_table` result has pair sums on these block lines."""
-    return bool(prepared[4]) and np.array_equal(prepared[1], xlines) \
-        and np.array_equal(prepared[3], yb)
+def _finer_blocks(prepared: tuple, xlines: np.ndarray, ylines: np.ndarray, ny: int) -> bool:
+    """Whether a :func:`tile_table` result has pair sums on blocks whose lines include
+    these (every region of these lines is a union of its blocks)."""
+    _, pxlines, _, pyb, blocks = prepared
+    pylines = np.concatenate([[0], np.flatnonzero(np.diff(pyb)) + 1, [ny]])
+    return bool(blocks) and bool(np.isin(xlines, pxlines).all()) \
+        and bool(np.isin(ylines, pylines).all())
 
 
 def solve_tiles(
