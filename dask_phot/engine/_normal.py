@@ -20,7 +20,14 @@ import numba
 import numpy as np
 
 from dask_phot.engine._blocked import BLOCK, BLOCKED_MIN, factor_blocked, variances_blocked
-from dask_phot.engine._pairs import block_lines, cells_in, pair_table, region_sum, sky_sums
+from dask_phot.engine._pairs import (
+    block_lines,
+    cells_in,
+    pair_table,
+    region_sum,
+    reused_pair_table,
+    sky_sums,
+)
 from dask_phot.engine._solve import (
     ST_DEGENERATE,
     ST_FAILED,
@@ -271,13 +278,19 @@ def _mirror_sky(nmat: np.ndarray, m: int, p: int) -> None:
 def tile_table(
     tile_members: np.ndarray, regions: np.ndarray, data: np.ndarray, ptr: np.ndarray,
     w: np.ndarray, h: np.ndarray, x0: np.ndarray, y0: np.ndarray, image: np.ndarray,
-    weight: np.ndarray,
+    weight: np.ndarray, prior: tuple | None = None,
 ) -> tuple:
     """The block lines of the tiles' regions and the pair table of their members.
 
     Returns ``(table, xlines, xb, yb, blocks)``; ``blocks`` is False where the
     blocks are narrower than a quarter stamp on average (tiles of a few pixels):
     entries would be split into many cells, and the tiles are built directly.
+    ``prior = (prepared, weight)``, the result for the same stamps with other
+    weights (a first fit's), lends its pair sums where they are the same
+    (:func:`~dask_phot.engine._pairs.reused_pair_table`) when its block lines include
+    these (its tiles include these tiles): the table is then made on its lines. With
+    the same lines (a fitted sky keeps every tile) it is the table made without
+    ``prior``, value for value; with more, only the order of sums differs.
     """
     n = w.shape[0]
     use = np.zeros(n, dtype=np.bool_)
@@ -289,12 +302,27 @@ def tile_table(
     ylines, yb = block_lines(regions, ny, 1)
     blocks = bool((4 * nx >= (xlines.shape[0] - 1) * k)
                   and (4 * ny >= (ylines.shape[0] - 1) * k))
+    if blocks and prior is not None and _finer_blocks(prior[0], xlines, ylines, ny):
+        _, pxlines, pxb, pyb, _ = prior[0]
+        table = reused_pair_table(prior[0][0], prior[1], data, ptr, w, h, x0, y0, image,
+                                  weight, use, pxlines, pxb, pyb)
+        if table is not None:
+            return table, pxlines, pxb, pyb, True
     if blocks:
         table = pair_table(data, ptr, w, h, x0, y0, image, weight, use, xlines, xb, yb)
     else:
         table = pair_table(data, ptr[:1], w[:0], h[:0], x0[:0], y0[:0], image, weight,
                            use[:0], xlines, xb, yb)
     return table, xlines, xb, yb, blocks
+
+
+def _finer_blocks(prepared: tuple, xlines: np.ndarray, ylines: np.ndarray, ny: int) -> bool:
+    """Whether a :func:`tile_table` result has pair sums on blocks whose lines include
+    these (every region of these lines is a union of its blocks)."""
+    _, pxlines, _, pyb, blocks = prepared
+    pylines = np.concatenate([[0], np.flatnonzero(np.diff(pyb)) + 1, [ny]])
+    return bool(blocks) and bool(np.isin(xlines, pxlines).all()) \
+        and bool(np.isin(ylines, pylines).all())
 
 
 def solve_tiles(

@@ -116,8 +116,10 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     second = replace(prep, weight=weight, data=data, fit=fit)
     # with the same weights, the second fit only substitutes new data into the first's
     # factorisations
+    # (with other weights, the new pair table copies the first's sums where they agree)
     *out, state = solve_scene(second, rendered.stamps, order=order,
-                              state=None if final_weight is not None else state, **opts)
+                              state=None if final_weight is not None else state,
+                              like=state, **opts)
     _usable_plus(data, light, weight)
     kept = prep.fit & ~fit
     if kept.any():

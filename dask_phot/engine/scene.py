@@ -235,7 +235,8 @@ class SceneState:
     """What a scene fit of given stamps can reuse for another image (the tiling and the
     pair table; only the data sums change) and, when kept, every tile's factorisation
     with the fit's variances, status and degeneracies (the new fit then only
-    substitutes its right-hand sides)."""
+    substitutes its right-hand sides). A fit of the same stamps with other weights
+    copies the pair sums that these ``weight`` leave the same."""
 
     tiling: Tiling
     pos: np.ndarray
@@ -244,6 +245,7 @@ class SceneState:
     factors: tuple | None = None
     settled: tuple | None = None  # (var, status, hasdeg) of the fit that kept the factors
     has_variances: bool = False  # whether that fit computed the variances
+    weight: np.ndarray | None = None  # the weights of the pair table
 
 
 def _one_blas_thread(tiling: Tiling) -> contextlib.AbstractContextManager:
@@ -272,6 +274,7 @@ def solve_scene(
     state: SceneState | None = None,
     variances: bool = True,
     keep_factors: bool = False,
+    like: SceneState | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, SceneState]:
     """Joint fit of all sources marked ``prep.fit``.
 
@@ -282,7 +285,9 @@ def solve_scene(
     holds the tile sky parameters (``tiling.sky``). Given the ``state`` of a fit
     of the same stamps and weights, only the data sums are recomputed, and with
     that fit's factors (``keep_factors``) the tiles' matrices are not factored
-    again; without ``variances`` they are not computed (NaN).
+    again; without ``variances`` they are not computed (NaN). Without ``state``, the
+    ``like`` state of a fit of the same stamps with other weights (whose fitted sources
+    include these) lends the pair sums these weights leave the same.
     """
     if state is None:
         n = prep.x.shape[0]
@@ -293,8 +298,10 @@ def solve_scene(
         tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
                              all_tiles=nsky > 0)
         members = pos[tiling.members]  # rows of the stamps, in each tile's order
-        prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight)
-        state = SceneState(tiling, pos, members, prepared)
+        prior = None if like is None or like.weight is None else (like.prepared, like.weight)
+        prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight,
+                                prior=prior)
+        state = SceneState(tiling, pos, members, prepared, weight=prep.weight)
     else:
         K.refresh_data_sums(state.prepared, *stamps.arrays, prep.data, prep.weight)
     tiling, pos = state.tiling, state.pos
