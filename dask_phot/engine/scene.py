@@ -15,12 +15,13 @@ the noise, at a cost linear in the number of sources.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from dask_phot.engine import _kernels as K
 from dask_phot.engine._blocked import BLOCKED_MIN
@@ -254,12 +255,22 @@ def _one_blas_thread(tiling: Tiling) -> contextlib.AbstractContextManager:
     Their updates are small matrix products: with OpenBLAS's default of one thread
     per core, the extra threads spin and the solve takes about 3x the CPU for no
     gain in time (Dask's workers set ``OPENBLAS_NUM_THREADS=1``; a notebook does not).
-    Fits without such tiles skip the ~1 ms it takes to find the BLAS libraries.
+    The BLAS libraries are found once per process (:func:`_blas_controller`): finding
+    them takes 2-6 ms, a tenth of a small IRAC band task if done on every solve.
     """
     sizes = np.diff(tiling.ptr)
     if sizes.size and sizes.max() >= BLOCKED_MIN:
-        return threadpool_limits(limits=1, user_api="blas")
+        return _blas_controller().limit(limits=1, user_api="blas")
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's thread-pool libraries, found once, after loading scipy's BLAS (the
+    one numba's ``np.dot`` calls in the blocked factor)."""
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS before the search)
+
+    return ThreadpoolController()
 
 
 def solve_scene(
