@@ -55,8 +55,9 @@ def test_packaged_defaults_load(tmp_path):
     assert cfg.storage == {"anon": True}
     assert cfg.band_names == ("irac1",) and cfg.bands[0].band is PRESETS["irac1"]
     assert cfg.bands[0].noise_kind == "weight" and cfg.bands[0].sky == "fit"
-    # auto margin: twice the PSF stamp's half-diagonal (h * sqrt(2)) when 2 FWHM is smaller
-    assert cfg.margin_arcsec == pytest.approx((10 + 10 + 34) * 2**0.5 * 0.6)
+    # auto margin: the stamp's half-width h, the final fit's radius (the stamp's
+    # half-diagonal, h * sqrt(2), when 2 FWHM is smaller) and the wings' half-width + h
+    assert cfg.margin_arcsec == pytest.approx((10 + 10 * 2**0.5 + 24 + 10) * 0.6)
     assert cfg.engine.forced_kwargs() == {
         "mode": "scene", "fit_sky": True, "sky_model": "constant", "fit_positions": False,
         "max_shift": 0.5, "position_snr": 5.0, "high_chi2": 5.0, "mismatch_sigma": 3.0,
@@ -165,7 +166,7 @@ pixel_scale = 1.2
     assert mine.noise_kind == "none"
     assert cfg.band("irac2").band.pixel_scale == 1.2  # preset overridden
     assert cfg.margin_arcsec == pytest.approx(max(b.margin_arcsec for b in cfg.bands))
-    assert cfg.band("irac2").margin_arcsec == pytest.approx((10 + 10 + 34) * 2**0.5 * 1.2)
+    assert cfg.band("irac2").margin_arcsec == pytest.approx((10 + 10 * 2**0.5 + 24 + 10) * 1.2)
     with pytest.raises(ConfigError, match=r"config\.toml: bands\.myband\.pixel_scal: unknown "
                                           r"key; .*did you mean 'pixel_scale'"):
         _load(_write(tmp_path, text.replace("pixel_scale = 0.5", "pixel_scal = 0.5")))
@@ -264,12 +265,12 @@ def test_default_toml_states_the_auto_margin_the_code_computes():
     comment = " ".join(line.split("#", 1)[1] for line in lines[at:at + 2])
     stated = float(re.search(r'irac1: ([\d.]+)"', comment)[1])
     irac1 = BandImages(name="irac1", band=PRESETS["irac1"], images=("x.fits",))
-    assert stated == round(irac1.margin_arcsec, 1) == 45.8
+    assert stated == round(irac1.margin_arcsec, 1) == 34.9
     cfg = load_config({"priors": {"path": "p.parquet"}, "bands": {"irac1": {"images": ["x"]}}},
                       environ={})
     assert round(cfg.margin_arcsec, 1) == stated
     assert f'{stated}"' in BandImages.margin_arcsec.__doc__
-    assert "max(h, 2 FWHM)" in comment and "w + h" in comment
+    assert "max(h sqrt 2, 2 FWHM)" in comment and "w + h" in comment and "half-widths" in comment
 
 
 def test_detect_toml_documents_every_key_of_the_model():

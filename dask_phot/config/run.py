@@ -142,7 +142,7 @@ def load_config(
     ...                    "bands": {"irac1": {"images": ["/data/irac1_*.fits"]}}},
     ...                   environ={})
     >>> cfg.band_names, cfg.cells.order, round(cfg.margin_arcsec, 2)
-    (('irac1',), 'auto', 45.82)
+    (('irac1',), 'auto', 34.89)
     >>> load_config({"priors": {"path": "p.csv"}, "bands": {"irac1": {"images": ["i.fits"]}},
     ...              "engine": {"fit_skyy": True}}, environ={})
     Traceback (most recent call last):
