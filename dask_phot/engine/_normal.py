@@ -33,6 +33,7 @@ from dask_phot.engine._solve import (
     ST_FAILED,
     ST_OK,
     factor_rl,
+    misfit_column,
     pack_factor,
     packed_size,
     solve_normal,
@@ -397,22 +398,18 @@ def _solve_tiles(
             want[a] = tile_primary[lo + a] and variances
         diag = np.diag(nmat).copy()
         big = m >= BLOCKED_MIN
-        if big:  # N's lower triangle is kept
-            up, scale, st = factor_blocked(nmat, tol, m, BLOCK, work)
-        else:
-            up, scale, st = factor_rl(nmat, tol, m, True)
         if keep:  # into the store, after the previous tile's
             packed = factors[0][factors[1][t]:]
             plen = factors[5][factors[4][t]:factors[4][t + 1]]
         else:
             packed = scratch
             plen = np.empty(m + nsky, dtype=np.int64)
-        size = pack_factor(up, m, packed, plen)
+        up, scale, st, size, sol = _factor_tile(nmat, diag, rhs, tol, m, big, work, packed,
+                                                plen)
         if keep:
             factors[1][t + 1] = factors[1][t] + size
             factors[2][factors[4][t]:factors[4][t + 1]] = scale
             factors[3][factors[4][t]:factors[4][t + 1]] = st
-        sol = substitute_packed(packed, plen, m, scale, st, rhs)
         v = (variances_blocked(up, m, scale, st, want, BLOCK) if big
              else variances_packed(packed, plen, m, scale, st, want))
         sky[t, :nsky] = sol[m:]
@@ -424,6 +421,37 @@ def _solve_tiles(
                     flux[i], var[i] = sol[a], v[a]
                     hasdeg[i] = _merged_partner(nmat, diag, st, a, m)
     return flux, var, status, hasdeg, sky, factors
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_tile(nmat: np.ndarray, diag: np.ndarray, rhs: np.ndarray, tol: float, m: int,
+                 big: bool, work: np.ndarray, packed: np.ndarray, plen: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """Factor a tile's matrix in place (blocked when ``big``), pack the factor into
+    ``packed, plen`` and solve; returns ``up, scale, status``, the packed size and the
+    solution.
+
+    While the solution misses its equations (the kept matrix is singular to rounding:
+    :func:`~dask_phot.engine._solve.misfit_column`), that column is left out
+    (``ST_DEGENERATE``: its diagonal set to 0) and the matrix, restored from its lower
+    triangle (kept by the factorisations) and ``diag``, factored again.
+    """
+    p = nmat.shape[0]
+    while True:
+        if big:  # N's lower triangle is kept
+            up, scale, st = factor_blocked(nmat, tol, m, BLOCK, work)
+        else:
+            up, scale, st = factor_rl(nmat, tol, m, True)
+        size = pack_factor(up, m, packed, plen)
+        sol = substitute_packed(packed, plen, m, scale, st, rhs)
+        bad = misfit_column(nmat, diag, rhs, sol, st, m)
+        if bad < 0:
+            return up, scale, st, size, sol
+        for c in range(p):
+            nmat[c, c] = diag[c] if st[c] == ST_OK or c >= m else 0.0
+            for r in range(c + 1, p):
+                nmat[c, r] = nmat[r, c]
+        nmat[bad, bad] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)

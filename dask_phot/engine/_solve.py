@@ -21,11 +21,13 @@ import numba
 import numpy as np
 
 __all__ = [
+    "MISFIT",
     "ST_DEGENERATE",
     "ST_FAILED",
     "ST_OK",
     "factor_rl",
     "jacobi_scale",
+    "misfit_column",
     "pack_factor",
     "packed_size",
     "pivot",
@@ -40,6 +42,10 @@ __all__ = [
 ST_OK = 0
 ST_DEGENERATE = 1
 ST_FAILED = 2
+
+#: A solution that misses its normal equations by more than ``MISFIT`` (in units of each
+#: equation's noise, ``sqrt(N_aa)``) is not a solution (:func:`misfit_column`).
+MISFIT = 1e-2
 
 
 @numba.njit(cache=True, nogil=True)
@@ -388,6 +394,53 @@ def variances_packed(packed: np.ndarray, plen: np.ndarray, m: int, scale: np.nda
             _axpy_row(packed, o, c, plen[c], m, p, uc, t)
         var[a] = acc * scale[a] * scale[a]
     return var
+
+
+@numba.njit(cache=True, nogil=True)
+def misfit_column(nmat: np.ndarray, diag: np.ndarray, rhs: np.ndarray, sol: np.ndarray,
+                  status: np.ndarray, m: int) -> int:
+    """A source column to leave out when ``sol`` does not solve ``N sol = rhs``, or -1.
+
+    Unpivoted Cholesky sees a dependence only when one pivot falls below the tolerance.
+    When the kept columns are already ill-conditioned (a chain of sources that are each
+    partly dependent: flat PSF wings over the same few weighted pixels), a column that
+    depends on them exactly gets a pivot of rounding noise, ~1e-7 or more: the matrix is
+    then singular to rounding, and the solution along its null direction is rounding
+    noise divided by ~1e-15 (fluxes of 1e17 with error bars 4e4 times smaller). Such a
+    solution misses its equations: ``|N sol - rhs|_a / sqrt(N_aa)`` (noise units) is
+    then far above :data:`MISFIT` (rounding leaves ~1e-11 in sound tiles). The column
+    returned carries the largest part of the solution (``|sol_a| sqrt(N_aa)``).
+
+    ``nmat``'s strict lower triangle and ``diag`` are those of ``N`` (the factor kernels
+    leave them); ``m``: the source columns (the others, sky terms, are never returned).
+    Costs one product with the lower triangle.
+    """
+    p = rhs.shape[0]
+    res = np.zeros(p)
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        row = nmat[a]
+        xa = sol[a]
+        acc = diag[a] * xa
+        for bb in range(a):
+            v = row[bb]
+            if v != 0.0 and status[bb] == ST_OK:
+                acc += v * sol[bb]
+                res[bb] += v * xa
+        res[a] += acc
+    worst = -1
+    miss = False
+    big = 0.0
+    for a in range(p):
+        if status[a] != ST_OK:
+            continue
+        noise = math.sqrt(diag[a])
+        if not abs(res[a] - rhs[a]) <= MISFIT * noise:  # (NaN too)
+            miss = True
+        if a < m and abs(sol[a]) * noise > big:
+            big, worst = abs(sol[a]) * noise, a
+    return worst if miss else -1
 
 
 @numba.njit(cache=True, nogil=True)
