@@ -128,9 +128,11 @@ def clean_weight(region: Region, x: np.ndarray, y: np.ndarray, primary: np.ndarr
     """Weight map with pixels that unmodelled sources may light set to 0.
 
     Every source not in the cell's partition lies more than the margin from all
-    primary sources, so a pixel within ``reach_pix`` (margin minus the half-diagonal
-    of the box a source's light reaches: its PSF's wings, or its stamp) of a primary
-    source receives light from modelled sources only.
+    primary sources, so a pixel within ``reach_pix`` (margin minus the half-width of
+    the box a source's light reaches: its PSF's wings, or its stamp) of a primary
+    source receives light from modelled sources only, but for the box's corners, which
+    hold less light than the stamp's edges every fit leaves out
+    (:attr:`~dask_phot.config.model.BandImages.margin_arcsec`).
     """
     weight = (region.weight.copy() if region.weight is not None
               else np.where(np.isfinite(region.data), 1.0 / robust_sigma(region.data) ** 2, 0.0))
