@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from astropy.wcs import WCS
 
+import dask_phot
 from dask_phot.psf import OversampledPSF, PixelPSF, PSFError, gaussian_psf
 from dask_phot.templates import fit_templates, matching_kernel, run_templates
 from dask_phot.templates.build import build_templates, segment_extent
@@ -25,7 +26,8 @@ from dask_phot.templates.segments import grow_segments, measure_segments
 from dask_phot.testing.pairs import tan_wcs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-GOLFIR = SHARED / "golfir-irac-psf" / "irac_ch1_warm_psf.fits"
+# the golfir 0.1" IRAC ch1 PSF, as packaged (a byte copy of ../shared/data/golfir-irac-psf's)
+GOLFIR = Path(dask_phot.__file__).parent / "data" / "psf" / "irac_ch1_warm_psf.fits"
 SCARLET = SHARED / "scarlet-cosmos-hst-hsc"
 SHARP, BLUR = 0.06, 0.6
 
