@@ -35,7 +35,8 @@ from dask_phot.config import ClusterConfig
 from dask_phot.deploy import kube_cluster_spec
 
 __all__ = ["JUPYTERHUB_LINK", "PROFILE_KEY", "QUIET_MONITORS", "IgnoreInterrupts", "RunProgress",
-           "connect", "dashboard_link_template", "local_worker_settings"]
+           "connect", "dashboard_link_template", "local_worker_settings",
+           "silence_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,15 @@ def _connect(cfg: ClusterConfig, scheduler: str | None) -> Iterator[Any]:
                                    threads_per_worker=cfg.threads_per_worker,
                                    memory_limit=cfg.memory_limit, processes=True,
                                    dashboard_address="127.0.0.1:0")
-        with cluster, Client(cluster) as client:
+        quiet = contextlib.ExitStack()  # exits last: after the cluster has closed
+        with quiet, cluster, Client(cluster) as client:
             client.register_plugin(IgnoreInterrupts())
-            yield client
+            try:
+                yield client
+            except KeyboardInterrupt:
+                quiet.enter_context(_logs_silenced("distributed"))
+                silence_workers(client)
+                raise
     elif target == "kubernetes":
         KubeCluster = require("dask_kubernetes.operator").KubeCluster
         spec = kube_cluster_spec("dask-phot", n_workers=cfg.n_workers,
@@ -152,6 +159,47 @@ def _interrupts_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _logs_silenced(name: str) -> Iterator[None]:
+    """Logger ``name`` (and its children) log only CRITICAL records within."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _silence_distributed() -> None:
+    """Run on a worker: its ``distributed`` loggers log only CRITICAL records."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def silence_workers(client: Any, timeout: float = 5.0) -> bool:
+    """Quiet the ``distributed`` loggers of ``client``'s workers before an interrupted close.
+
+    A cluster closed in the middle of a run races its workers' heartbeats: a worker
+    whose heartbeat meets the closing scheduler logs the failure with a traceback, on
+    the terminal the run shares with it, after the run's one line. The workers go
+    away next, so nothing they would log then is news. Waits at most ``timeout``
+    seconds (workers busy in their event loop); returns whether every worker answered.
+    """
+    done = threading.Event()
+
+    def quiet() -> None:
+        try:
+            client.run(_silence_distributed, on_error="ignore")
+            done.set()
+        except OSError as exc:  # the scheduler is already gone: nothing left to quiet
+            log.debug("workers not quieted: %s", exc)
+
+    thread = threading.Thread(target=quiet, name="dask-phot-quiet-workers", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return done.is_set()
 
 
 class IgnoreInterrupts(WorkerPlugin):

@@ -200,3 +200,32 @@ def test_local_workers_run_quieter_monitors():
     with dask.config.set({tick: "100ms"}), local_worker_settings():
         assert dask.config.get(tick) == "100ms"
         assert dask.config.get("distributed.admin.system-monitor.interval") == "2s"
+
+
+def _distributed_level() -> int:
+    import logging
+
+    return logging.getLogger("distributed").level
+
+
+@pytest.mark.slow
+def test_interrupted_local_cluster_closes_quietly():
+    """Ctrl-C during a run: the workers' and this process's ``distributed`` loggers are
+    quieted before the cluster closes (a heartbeat racing the closing scheduler would
+    print a traceback after the run's one line), and this process's level comes back."""
+    import logging
+
+    from dask_phot.cluster import connect, silence_workers
+    from dask_phot.config import ClusterConfig
+
+    before = _distributed_level()
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        with connect(ClusterConfig(n_workers=1, threads_per_worker=1)) as client:
+            seen.append(client)
+            assert set(client.run(_distributed_level).values()) != {logging.CRITICAL}
+            assert silence_workers(client)
+            assert set(client.run(_distributed_level).values()) == {logging.CRITICAL}
+            raise KeyboardInterrupt
+    assert seen and seen[0].status == "closed"
+    assert _distributed_level() == before
