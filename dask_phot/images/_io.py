@@ -162,9 +162,9 @@ def cache_directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dask-phot"
 
 
-def _version_tag(info: Mapping[str, Any]) -> str:
-    """A file's version in fsspec's ``info``: its ETag, else its modification time."""
-    return next(
+def _cache_name(url: str, info: Mapping[str, Any]) -> str:
+    """File name in the cache: a digest of the URL and its version, then its base name."""
+    version = next(
         (
             str(info[k])
             for k in ("ETag", "etag", "mtime", "LastModified", "last_modified")
@@ -172,23 +172,6 @@ def _version_tag(info: Mapping[str, Any]) -> str:
         ),
         "",
     )
-
-
-def file_version(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """What tells this file's content from that of another object once at its URL: size
-    and ETag (S3) or modification time (others; ``mtime_ns`` for a local file).
-
-    One metadata request for a remote file (none where fsspec holds its listing)."""
-    if _is_local(fs):
-        st = os.stat(path)
-        return f"{st.st_size}:{st.st_mtime_ns}"
-    info = fs.info(path)
-    return f"{info.get('size')}:{_version_tag(info)}"
-
-
-def _cache_name(url: str, info: Mapping[str, Any]) -> str:
-    """File name in the cache: a digest of the URL and its version, then its base name."""
-    version = _version_tag(info)
     digest = hashlib.sha256(f"{url}\0{info.get('size')}\0{version}".encode()).hexdigest()
     base = url.rstrip("/").rsplit("/", 1)[-1]
     if base.lower().endswith(".gz"):

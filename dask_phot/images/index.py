@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from dask_phot import storage
 from dask_phot.images import _io
 from dask_phot.images._fits import (
     BLOCK,
@@ -69,9 +70,10 @@ class Mosaic:
     source_url, noise_source_url : str or None
         The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
     version, noise_version : str
-        Size and ETag or modification time of the files read when indexed
-        (:func:`~dask_phot.images._io.file_version`): the row cache's entries are
-        keyed by them, so that an object replaced at the same URL is read afresh.
+        Size and ETag or modification time of the files read, when indexed
+        (:func:`dask_phot.storage.file_identity`: one metadata request per remote
+        file): the row cache's entries are keyed by them, so that an object replaced
+        at the same URL is read afresh.
     header : astropy.io.fits.Header
         The science image header (calibration keywords, etc.).
     tiles, noise_tiles : TiledImage or None
@@ -180,7 +182,7 @@ def _read_layout(
             raise
         raise MosaicError(f"{err} (decompressed copy of {given})") from err
     log.debug("indexed %s from %d header bytes (HDU %d)", url, nbytes, layout.hdu_index)
-    return path_url, layout, _io.file_version(fs, path)
+    return path_url, layout, storage.file_identity(path_url, storage_options)
 
 
 def _corners(wcs: WCS, shape: tuple[int, int]) -> tuple[tuple[float, float], ...]:
