@@ -97,3 +97,36 @@ def test_row_cache_reads_at_s3(s3_server, write_mosaic):
     # without the cache the box is read row by row
     third = read_region(mosaic, (350, 650), (100, 180), storage_options=options)
     assert third.requests == 2 * 80 and third.bytes_read == third.box_bytes
+
+
+def test_row_cache_reads_a_replaced_object_afresh(s3_server, write_mosaic):
+    """An object replaced at the same URL (same size, another ETag: a notebook re-run
+    after the mosaic was remade) is read afresh in the same process once indexed again;
+    reads of an unchanged mosaic still come from the cache."""
+    old = write_mosaic("same", shape=(120, 1500), seed=1)
+    bucket = f"replaced-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(bucket)
+    for p in (old.sci, old.noise):
+        s3_server.upload(p, bucket, p.name)
+    options = s3_server.storage_options(anon=True)
+    urls = (f"s3://{bucket}/{old.sci.name}", f"s3://{bucket}/{old.noise.name}")
+    cached = {"storage_options": options, "row_cache_bytes": 64 * 2**20}
+    row_cache(1).resize(0)  # start empty
+    (mosaic,) = build_index(*urls, band="x", storage_options=options)
+    first = read_region(mosaic, (100, 300), (10, 60), **cached)
+    np.testing.assert_array_equal(first.data, old.data[10:60, 100:300])
+    (again,) = build_index(*urls, band="x", storage_options=options)
+    s3_server.reset_counts()
+    repeat = read_region(again, (100, 300), (10, 60), **cached)
+    np.testing.assert_array_equal(repeat.data, old.data[10:60, 100:300])
+    assert repeat.bytes_read == 0 and s3_server.requests_served(bucket) == 0  # cache hit
+    new = write_mosaic("same", shape=(120, 1500), seed=2, directory=old.sci.parent / "new")
+    assert new.sci.stat().st_size == old.sci.stat().st_size
+    for p in (new.sci, new.noise):
+        s3_server.upload(p, bucket, p.name)
+    (replaced,) = build_index(*urls, band="x", storage_options=options)
+    assert (replaced.version, replaced.noise_version) != (mosaic.version, mosaic.noise_version)
+    fresh = read_region(replaced, (100, 300), (10, 60), **cached)
+    assert fresh.bytes_read == 2 * 50 * 1500 * 4
+    np.testing.assert_array_equal(fresh.data, new.data[10:60, 100:300])
+    assert not np.array_equal(fresh.data, old.data[10:60, 100:300], equal_nan=True)

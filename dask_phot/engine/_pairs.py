@@ -53,29 +53,6 @@ def block_lines(regions: np.ndarray, n: int, axis: int) -> tuple[np.ndarray, np.
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
-def _cell_dots(data: np.ndarray, oi: int, wi: int, oj: int, wj: int, xi: int, yi: int,
-               xj: int, yj: int, weight: np.ndarray, xs: int, xe: int, ys: int, ye: int,
-               xlines: np.ndarray, bx0: int, nbx: int, yb: np.ndarray, by0: int,
-               out: np.ndarray) -> None:
-    """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
-    ``out[(by - by0) * nbx + (bx - bx0)]``; stamp ``i`` starts at ``data[oi]`` with
-    rows of ``wi`` pixels (likewise ``j``)."""
-    u = np.uint64
-    for yy in range(ys, ye):
-        cell = (yb[yy] - by0) * nbx
-        ri = oi + (yy - yi) * wi - xi
-        rj = oj + (yy - yj) * wj - xj
-        wr = weight[yy]
-        for sb in range(nbx):
-            sx0 = max(xs, xlines[bx0 + sb])
-            sx1 = min(xe, xlines[bx0 + sb + 1])
-            acc = 0.0
-            for c in range(sx0, sx1):
-                acc += wr[u(c)] * data[u(ri + c)] * data[u(rj + c)]
-            out[u(cell + sb)] += acc
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_REASSOC)
 def _cell_self(data: np.ndarray, oi: int, wi: int, xi: int, yi: int, weight: np.ndarray,
                image: np.ndarray, xs: int, xe: int, ys: int, ye: int, xlines: np.ndarray,
                bx0: int, nbx: int, yb: np.ndarray, by0: int, out: np.ndarray) -> None:
@@ -279,11 +256,19 @@ def _reused_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray
                  yb: np.ndarray, pp: np.ndarray, nbr: np.ndarray, pcell: np.ndarray,
                  src: np.ndarray, opvals: np.ndarray, pvals: np.ndarray) -> None:
     """:func:`reused_pair_table`'s pair sums, into the zeroed ``pvals``: copied from the
-    prior table's ``opvals`` (the same blocks, from offset ``src``), or summed again."""
+    prior table's ``opvals`` (the same blocks, from offset ``src``), or summed again
+    as :func:`_pair_sums` does (stamp ``i`` weighted once, when it has a pair to sum)."""
     ny, nx = weight.shape
     u = np.uint64
+    most = 0
+    for i in range(w.shape[0]):
+        most = max(most, w[i] * h[i])
+    ws = np.empty(most)
     for i in range(w.shape[0]):
         xi, yi = x0[i], y0[i]
+        ixs, ixe = max(xi, 0), min(xi + w[i], nx)
+        iys, iye = max(yi, 0), min(yi + h[i], ny)
+        made = False
         for k in range(pp[i], pp[i + 1]):
             off = u(pcell[k, 4])
             if src[k] >= 0:
@@ -291,13 +276,16 @@ def _reused_sums(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray
                 for c in range(u(pcell[k, 1] * pcell[k, 3])):
                     pvals[off + c] = opvals[at + c]
                 continue
+            if not made:
+                _weighted(data, ptr[i], w[i], xi, yi, weight, ixs, ixe, iys, iye, ws)
+                made = True
             j = nbr[k]
             xj, yj = x0[j], y0[j]
-            xs, xe = max(xi, xj, 0), min(xi + w[i], xj + w[j], nx)
-            ys, ye = max(yi, yj, 0), min(yi + h[i], yj + h[j], ny)
-            _cell_dots(data, ptr[i], w[i], ptr[j], w[j], xi, yi, xj, yj, weight, xs, xe, ys,
-                       ye, xlines, pcell[k, 0], pcell[k, 1], yb, pcell[k, 2],
-                       pvals[pcell[k, 4]:])
+            xs, xe = max(ixs, xj), min(ixe, xj + w[j])
+            ys, ye = max(iys, yj), min(iye, yj + h[j])
+            _cell_products(ws, ixe - ixs, ixs, iys, data, ptr[j], w[j], xj, yj, xs, xe, ys,
+                           ye, xlines, pcell[k, 0], pcell[k, 1], yb, pcell[k, 2],
+                           pvals[pcell[k, 4]:])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -504,8 +492,10 @@ def _cell_products(ws: np.ndarray, wi: int, xi: int, yi: int, data: np.ndarray, 
                    wj: int, xj: int, yj: int, xs: int, xe: int, ys: int, ye: int,
                    xlines: np.ndarray, bx0: int, nbx: int, yb: np.ndarray, by0: int,
                    out: np.ndarray) -> None:
-    """:func:`_cell_dots` with stamp ``i`` already weighted (``ws``: rows of ``wi`` pixels
-    from image column ``xi`` and row ``yi``)."""
+    """Add ``sum(w s_i s_j)`` over ``[xs, xe) x [ys, ye)``, split by block, to
+    ``out[(by - by0) * nbx + (bx - bx0)]``, with stamp ``i`` already weighted (``ws``
+    from :func:`_weighted`: rows of ``wi`` pixels from image column ``xi`` and row
+    ``yi``); stamp ``j`` starts at ``data[oj]`` with rows of ``wj`` pixels."""
     u = np.uint64
     for yy in range(ys, ye):
         cell = (yb[yy] - by0) * nbx

@@ -15,6 +15,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from dask_phot import storage
 from dask_phot.images import _io
 from dask_phot.images._fits import (
     BLOCK,
@@ -68,6 +69,11 @@ class Mosaic:
         ICRS positions of the four outer pixel corners, degrees.
     source_url, noise_source_url : str or None
         The URLs given (differ from ``url``/``noise_url`` for cached gzip files).
+    version, noise_version : str
+        Size and ETag or modification time of the files read, when indexed
+        (:func:`dask_phot.storage.file_identity`: one metadata request per remote
+        file): the row cache's entries are keyed by them, so that an object replaced
+        at the same URL is read afresh.
     header : astropy.io.fits.Header
         The science image header (calibration keywords, etc.).
     tiles, noise_tiles : TiledImage or None
@@ -98,6 +104,8 @@ class Mosaic:
     header: fits.Header = field(default_factory=fits.Header, repr=False)
     tiles: TiledImage | None = field(default=None, repr=False)
     noise_tiles: TiledImage | None = field(default=None, repr=False)
+    version: str = ""
+    noise_version: str = ""
 
     @property
     def pixel_scale_arcsec(self) -> float:
@@ -152,9 +160,9 @@ class _RangeReader:
 
 def _read_layout(
     url: str, storage_options: Mapping[str, Any] | None, cache_dir: str | os.PathLike[str] | None
-) -> tuple[str, FitsImageLayout]:
-    """``(file read from, layout)`` of a URL (``[EXT]`` suffix allowed); gzip files are
-    indexed via a local copy."""
+) -> tuple[str, FitsImageLayout, str]:
+    """``(file read from, layout, its version)`` of a URL (``[EXT]`` suffix allowed); gzip
+    files are indexed via a local copy."""
     given, ext = _io.split_extension(url)
     extension = ExtensionSpec.parse(ext) if ext else None
     path_url = given
@@ -174,7 +182,7 @@ def _read_layout(
             raise
         raise MosaicError(f"{err} (decompressed copy of {given})") from err
     log.debug("indexed %s from %d header bytes (HDU %d)", url, nbytes, layout.hdu_index)
-    return path_url, layout
+    return path_url, layout, storage.file_identity(path_url, storage_options)
 
 
 def _corners(wcs: WCS, shape: tuple[int, int]) -> tuple[tuple[float, float], ...]:
@@ -189,6 +197,7 @@ def _make_mosaic(
     urls: tuple[str, str | None],
     read: tuple[str, str | None],
     layouts: tuple[FitsImageLayout, FitsImageLayout | None],
+    versions: tuple[str, str],
     noise_kind: NoiseKind,
     band: str,
 ) -> Mosaic:
@@ -225,6 +234,8 @@ def _make_mosaic(
         header=sci.header,
         tiles=sci.tiles,
         noise_tiles=None if noise is None else noise.tiles,
+        version=versions[0],
+        noise_version=versions[1],
     )
 
 
@@ -312,13 +323,13 @@ def build_index(
     paired, kind = _pair_noise(image_urls, noise_urls, noise_kind)
     index = []
     for url, noise_url in zip(image_urls, paired, strict=True):
-        read_url, layout = _named(url, _read_layout, url, storage_options, cache_dir)
-        noise_read, noise_layout = None, None
+        read_url, layout, version = _named(url, _read_layout, url, storage_options, cache_dir)
+        noise_read, noise_layout, noise_version = None, None, ""
         if noise_url is not None:
-            noise_read, noise_layout = _named(noise_url, _read_layout, noise_url,
-                                              storage_options, cache_dir)
+            noise_read, noise_layout, noise_version = _named(
+                noise_url, _read_layout, noise_url, storage_options, cache_dir)
         index.append(_named(url, _make_mosaic, (url, noise_url), (read_url, noise_read),
-                            (layout, noise_layout), kind, band))
+                            (layout, noise_layout), (version, noise_version), kind, band))
     log.info("indexed %d mosaic(s) of band %s", len(index), band)
     return index
 
@@ -350,7 +361,7 @@ def companion(
     MosaicError
         The map cannot be read, or its shape differs from the mosaic's.
     """
-    read_url, layout = _read_layout(url, storage_options, cache_dir)
+    read_url, layout, version = _read_layout(url, storage_options, cache_dir)
     if layout.shape != mosaic.shape:
         raise MosaicError(f"{url} has shape {layout.shape}, but the mosaic "
                           f"{mosaic.source_url} whose grid it should share has {mosaic.shape}")
@@ -359,7 +370,8 @@ def companion(
         bitpix=layout.bitpix, bscale=layout.bscale, bzero=layout.bzero, blank=layout.blank,
         data_offset=layout.data_offset, noise_bitpix=None, noise_bscale=None, noise_bzero=None,
         noise_blank=None, noise_data_offset=None, source_url=url, noise_source_url=None,
-        header=layout.header, tiles=layout.tiles, noise_tiles=None)
+        header=layout.header, tiles=layout.tiles, noise_tiles=None, version=version,
+        noise_version="")
 
 
 def _pixel_placement(

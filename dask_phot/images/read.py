@@ -213,6 +213,7 @@ class _Pixels(NamedTuple):
     blank: int | None
     data_offset: int
     tiles: TiledImage | None
+    version: str = ""
 
 
 def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
@@ -226,6 +227,7 @@ def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
             mosaic.blank,
             mosaic.data_offset,
             mosaic.tiles,
+            mosaic.version,
         )
     if mosaic.noise_url is None or mosaic.noise_bitpix is None:
         raise ValueError(f"mosaic {mosaic.url!r} has no noise map")
@@ -238,6 +240,7 @@ def _pixels(mosaic: Mosaic, noise: bool) -> _Pixels:
         mosaic.noise_blank,
         int(mosaic.noise_data_offset or 0),
         mosaic.noise_tiles,
+        mosaic.noise_version,
     )
 
 
@@ -290,7 +293,7 @@ def _read_boxes(mosaic: Mosaic, box: tuple[int, int, int, int], noise: bool,
     overread = (costs or ReadCosts()).max_overread
     if (max_gap is None and 0 < 2 * whole <= cache_bytes and width * overread < nx
             and all(_io.is_remote(r.pix.url) and r.tiles is None for r in reads)):
-        files = [(r.pix.url, r.pix.data_offset, r.dtype) for r in reads]
+        files = [(r.pix.url, r.pix.data_offset, r.dtype, r.pix.version) for r in reads]
         raws, nbytes, n_requests = read_rows(files, nx, box, row_cache(cache_bytes),
                                              storage_options)
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,9 @@ __all__ = ["RowCache", "read_rows", "row_cache"]
 
 
 class RowCache:
-    """Rows of files by ``(url, row)``, least recently used dropped beyond ``capacity`` bytes.
+    """Rows of files by ``(file, row)``, least recently used dropped beyond ``capacity``
+    bytes. ``file`` is any key naming one version of a file (:func:`read_rows` uses its
+    URL and version, so that an object replaced at the same URL is not served stale).
 
     Parameters
     ----------
@@ -38,7 +40,7 @@ class RowCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
-        self._rows: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._rows: OrderedDict[tuple[Hashable, int], bytes] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
@@ -47,21 +49,21 @@ class RowCache:
         """Bytes held."""
         return self._size
 
-    def get(self, url: str, row: int) -> bytes | None:
+    def get(self, file: Hashable, row: int) -> bytes | None:
         """A cached row (marked as just used), or None."""
         with self._lock:
-            data = self._rows.get((url, row))
+            data = self._rows.get((file, row))
             if data is not None:
-                self._rows.move_to_end((url, row))
+                self._rows.move_to_end((file, row))
             return data
 
-    def put(self, url: str, row: int, data: bytes) -> None:
+    def put(self, file: Hashable, row: int, data: bytes) -> None:
         """Keep a row, dropping the least recently used beyond the capacity."""
         with self._lock:
-            old = self._rows.pop((url, row), None)
+            old = self._rows.pop((file, row), None)
             if old is not None:
                 self._size -= len(old)
-            self._rows[(url, row)] = data
+            self._rows[(file, row)] = data
             self._size += len(data)
             self._trim()
 
@@ -104,7 +106,7 @@ def _runs(rows: list[int]) -> list[tuple[int, int]]:
 
 
 def read_rows(
-    files: list[tuple[str, int, np.dtype]],
+    files: list[tuple[str, int, np.dtype, str]],
     nx: int,
     box: tuple[int, int, int, int],
     cache: RowCache,
@@ -114,8 +116,9 @@ def read_rows(
 
     Parameters
     ----------
-    files : list of (url, data offset, dtype)
-        The images (a mosaic and its noise map).
+    files : list of (url, data offset, dtype, version)
+        The images (a mosaic and its noise map); rows are cached under the URL and
+        the version (:attr:`~dask_phot.images.index.Mosaic.version`).
     nx : int
         Row length, pixels.
     box : (x0, x1, y0, y1)
@@ -134,9 +137,9 @@ def read_rows(
     fetch: list[tuple[str, list[int], list[int]]] = []
     plans: list[list[tuple[int, int]]] = []
     held: list[dict[int, bytes]] = []
-    for url, offset, dtype in files:
+    for url, offset, dtype, version in files:
         row_bytes = nx * dtype.itemsize
-        have = {r: cache.get(url, r) for r in range(y0, y1)}
+        have = {r: cache.get((url, version), r) for r in range(y0, y1)}
         held.append({r: d for r, d in have.items() if d is not None})
         missing = [r for r, d in have.items() if d is None]
         per = max(1, _io.MAX_REQUEST // row_bytes)
@@ -148,8 +151,8 @@ def read_rows(
     parts = iter(_io.fetch_files_ranges(todo, storage_options) if todo else [])
     nbytes = n_requests = 0
     out = []
-    for (url, _, dtype), (_, starts, _), pieces, rows in zip(files, fetch, plans, held,
-                                                              strict=True):
+    for (url, _, dtype, version), (_, starts, _), pieces, rows in zip(files, fetch, plans,
+                                                                       held, strict=True):
         row_bytes = nx * dtype.itemsize
         if starts:
             for (a, b), blob in zip(pieces, next(parts), strict=True):
@@ -157,7 +160,7 @@ def read_rows(
                 n_requests += 1
                 for r in range(a, b):
                     rows[r] = blob[(r - a) * row_bytes:(r - a + 1) * row_bytes]
-                    cache.put(url, r, rows[r])
+                    cache.put((url, version), r, rows[r])
         out.append(np.stack([np.frombuffer(rows[r], dtype=dtype)[x0:x1]
                              for r in range(y0, y1)]))
     return out, nbytes, n_requests

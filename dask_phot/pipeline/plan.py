@@ -29,7 +29,7 @@ import pandas as pd
 from dask_phot.cells import CellSources, choose_order, partition_priors
 from dask_phot.config import RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
-from dask_phot.pipeline.memory import split_cells
+from dask_phot.pipeline.memory import OwnerMemo, split_cells
 from dask_phot.pipeline.output import CatalogStore
 from dask_phot.pipeline.psfs import epsf_keys
 from dask_phot.pipeline.resume import (
@@ -156,8 +156,12 @@ def _check_bands(config: RunConfig, indexes: Mapping[str, list[Mosaic]]) -> None
                     "(and psf_pixel_scale, if its PSF file is not on that grid)")
 
 
-def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mosaic]]]:
+def plan_cells(config: RunConfig, memo: OwnerMemo | None = None
+               ) -> tuple[list[CellSources], dict[str, list[Mosaic]]]:
     """Load and check the priors, cut them into cells and index every band's mosaics.
+
+    ``memo`` receives the mosaic owners of the cells' sources found while sizing them
+    (:func:`~dask_phot.pipeline.memory.split_cells`).
 
     Raises
     ------
@@ -179,7 +183,7 @@ def plan_cells(config: RunConfig) -> tuple[list[CellSources], dict[str, list[Mos
     parts = partition_priors(priors, order=int(order), margin_arcsec=config.margin_arcsec)
     indexes = _index_bands(config, storage)
     _check_bands(config, indexes)
-    parts = split_cells(parts, indexes, config)
+    parts = split_cells(parts, indexes, config, memo)
     log.info("%d priors in %d cells at HEALPix order %d (or deeper: split to the memory "
              "budget); margin %.1f\"", len(priors), len(parts), order, config.margin_arcsec)
     return parts, indexes
@@ -225,11 +229,15 @@ def prepare_run(config: RunConfig, *, output: str | os.PathLike[str] | None = No
     storage = storage_options(config)
     out = os.fspath(output or config.output.path)
     check_endpoint(storage, [out])
-    parts, indexes = plan_cells(config)
+    memo: OwnerMemo = {}
+    parts, indexes = plan_cells(config, memo)
     margins = config.band_margins()
-    owner = {(p.cell.order, p.cell.pixel): {b: owners(p, indexes[b], config.band(b), margins[b])
-                                            for b in indexes}
-             for p in parts}
+    owner: dict[CellKey, dict[str, np.ndarray]] = {}
+    for p in parts:  # the owners found while sizing the cells, the rest now
+        found = memo.get((p.cell.order, p.cell.pixel), {})
+        owner[p.cell.order, p.cell.pixel] = {
+            b: found[b] if b in found else owners(p, indexes[b], config.band(b), margins[b])
+            for b in indexes}
     coverage, warnings = _coverage(config, parts, owner)
     try:
         identities = mosaic_identities(indexes, config)
