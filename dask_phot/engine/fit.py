@@ -181,6 +181,7 @@ def fit_stamps(
     mismatch_sigma: float = 3.0,
     return_model: bool = False,
     keep_state: bool = False,
+    in_place: bool = False,
 ) -> PhotometryResult:
     """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
 
@@ -210,6 +211,11 @@ def fit_stamps(
         Keep the scene's state in ``info["state"]``: its
         :meth:`~dask_phot.engine.scene.SceneState.products` are the stamps' weighted
         products, already summed for the fit.
+    in_place : bool
+        Use the stamps where they are stored, instead of a copy of them in the order of
+        :func:`~dask_phot.engine.scene.spatial_order` (which keeps each tile's stamps
+        close in memory): for stamps already stored near their neighbours (sources
+        listed in that order). The fluxes are the same to rounding.
 
     Returns
     -------
@@ -229,11 +235,13 @@ def fit_stamps(
                 tile_size=int(tile_size or tile_default),
                 margin=int(margin if margin is not None else margin_default), tol=degenerate_tol)
     blend_flags(prep, fwhm)
-    order = spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
+    order = (np.arange(n) if in_place
+             else spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"]))
     none = np.zeros(0, dtype=np.int64)
     idx = none if outer_index is None else np.asarray(outer_index, dtype=np.int64)
     rendered = Rendered(
-        stamps=_reorder(stamps, order), sides=np.maximum(stamps.w, stamps.h),
+        stamps=stamps if in_place else _reorder(stamps, order),
+        sides=np.maximum(stamps.w, stamps.h),
         outer=outer if outer is not None else Stamps.empty(0, none), outer_index=idx,
         capped=np.zeros(n, dtype=bool))
     return solve_models(prep, rendered, order, psf=psf, mode="scene", opts=opts,

@@ -24,10 +24,11 @@ from astropy.wcs import WCS
 
 from dask_phot.engine.fit import fit_stamps
 from dask_phot.engine.result import PhotometryResult
+from dask_phot.engine.scene import default_tiling, spatial_order
 from dask_phot.models.shapes import wcs_jacobian
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
-from dask_phot.templates.build import TemplateStamps, segment_extent
+from dask_phot.templates.build import TemplateStamps, segment_extent, stamp_sides
 from dask_phot.templates.geometry import (
     check_overlap,
     check_psf_scale,
@@ -254,6 +255,7 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
                       weight=weight)
     scale = pixel_scale(inp.wcs, "wcs")
     kernel, models, m = _prepare(inp, opts, extra, scale)
+    models = _in_fit_order(models, inp, opts)
     region = max(8, round(opts.region_size / scale))
     iterations = opts.register_iterations if opts.register and models.x.size else 0
     if shifts is not None:
@@ -354,6 +356,22 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     return kernel, models, m
 
 
+def _in_fit_order(models: Models, inp: Inputs, opts: TemplateOptions) -> Models:
+    """The models listed in the order in which the engine would copy their stamps
+    (:func:`~dask_phot.engine.scene.spatial_order` on the tiles
+    :func:`~dask_phot.engine.fit.fit_stamps` takes by default): built in that order,
+    the fits use them in place (``in_place``). Without Sersic sources only."""
+    n = models.x.shape[0]
+    if models.gal.size or n == 0:
+        return models
+    ps = int(inp.psf.size)  # type: ignore[attr-defined]
+    sides = np.full(n, ps, dtype=np.int64)
+    sides[models.tpl] = stamp_sides(models.extent, ps, opts.max_size)[0]
+    tile, _ = default_tiling(int(np.median(sides)) | 1,
+                             float(inp.psf.fwhm))  # type: ignore[attr-defined]
+    return models.reordered(spatial_order(models.x, models.y, inp.image.shape, tile))
+
+
 def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
          dy: np.ndarray, opts: TemplateOptions, wings: bool = True) -> PhotometryResult:
     """The joint fit (the engine's :func:`~dask_phot.engine.fit.fit_stamps`), with the
@@ -366,7 +384,8 @@ def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
                       psf=inp.psf if wings else None,
                       sigma=inp.sigma, weight=inp.weight, fit_sky=opts.fit_sky,
                       sky_model=opts.sky_model, high_chi2=opts.high_chi2,
-                      mismatch_sigma=5.0, return_model=True, keep_state=True)
+                      mismatch_sigma=5.0, return_model=True, keep_state=True,
+                      in_place=not models.gal.size)
 
 
 def _weights(inp: Inputs) -> np.ndarray:
