@@ -410,7 +410,8 @@ def stamp_products(stamps: Stamps, weight: np.ndarray
     normal matrix of a joint fit of the stamps, without the sky."""
     n = len(stamps)
     cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
-    reach = float(np.max(np.maximum(stamps.w, stamps.h))) if n else 0.0
+    # (two boxes overlap with their centres up to a side apart along each axis)
+    reach = float(np.max(np.maximum(stamps.w, stamps.h))) * np.sqrt(2.0) if n else 0.0
     pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
     a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
     over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
