@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_lines", "cells_in", "pair_table", "reused_pair_table"]
+__all__ = ["block_lines", "cells_in", "pair_table", "pair_totals", "reused_pair_table"]
 
 # Flags for kernels whose only floating-point liberty is the order of sums
 # (vectorised reductions, fused multiply-adds); NaN and infinity semantics are kept.
@@ -538,3 +538,32 @@ def cells_in(cell: np.ndarray, vals: np.ndarray, stride: int, comp: int,
         for bx in range(max(bx0, rbx0), min(bx0 + nbx, rbx1)):
             acc += vals[row + u(stride * (bx - bx0))]
     return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_totals(pp: np.ndarray, nbr: np.ndarray, pcell: np.ndarray, pvals: np.ndarray,
+                scell: np.ndarray, svals: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The whole-image products of a :func:`pair_table`: each pair's ``sum(w s_i s_j)``
+    (as ``a, b, values``, stamp rows ``a < b`` in the table's order) and every stamp's
+    ``sum(w s_i^2)`` (0 for the stamps the table does not hold): its blocks' partial
+    sums added up."""
+    m = nbr.shape[0]
+    a = np.empty(m, dtype=np.int64)
+    vals = np.zeros(m)
+    for i in range(pp.shape[0] - 1):
+        for q in range(pp[i], pp[i + 1]):
+            a[q] = i
+            off = pcell[q, 4]
+            acc = 0.0
+            for c in range(pcell[q, 1] * pcell[q, 3]):
+                acc += pvals[off + c]
+            vals[q] = acc
+    diag = np.zeros(scell.shape[0])
+    for i in range(scell.shape[0]):
+        off = scell[i, 4]
+        acc = 0.0
+        for c in range(scell[i, 1] * scell[i, 3]):
+            acc += svals[off + 3 * c]
+        diag[i] = acc
+    return a, nbr.copy(), vals, diag

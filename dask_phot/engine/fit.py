@@ -43,14 +43,17 @@ EXACT_WINGS_SNR = 300.0
 def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: object | None,
                  mode: str, opts: dict, cutout_width: int, sky_given: bool, high_chi2: float,
                  mismatch_sigma: float, return_model: bool,
-                 final_weight: np.ndarray | None = None) -> PhotometryResult:
+                 final_weight: np.ndarray | None = None, keep_state: bool = False
+                 ) -> PhotometryResult:
     """Fit rendered models (``rendered.stamps[k]`` is source ``order[k]``).
 
     In scene mode, light the fitted stamps leave out (PSF wings, cut galaxies'
     outskirts; :mod:`dask_phot.engine.wings`) is rendered from a first fit,
     subtracted, and the fit repeated, with ``final_weight`` when given (a
     pipeline cell fits fewer pixels the second time: see
-    :meth:`dask_phot.config.BandImages.fit_zones`).
+    :meth:`dask_phot.config.BandImages.fit_zones`). With ``keep_state``, a scene fit's
+    :class:`~dask_phot.engine.scene.SceneState` is kept in the result's
+    ``info["state"]`` (its pair table: :meth:`~.SceneState.products`).
     """
     stamps = rendered.stamps
     pos = np.argsort(order)
@@ -80,6 +83,8 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
             extra = sky_image(tiling, tiling.sky, opts["nsky"], prep.data.shape, out=extra)
         info = {"mode": "scene", "tiles": int(tiling.ptr.size - 1),
                 "tile_size": tiling.tile_size, "margin": tiling.margin, "wings": wings}
+        if keep_state:
+            info["state"] = state
     return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,
                      info, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
                      return_model=return_model)
@@ -175,6 +180,8 @@ def fit_stamps(
     high_chi2: float = 5.0,
     mismatch_sigma: float = 3.0,
     return_model: bool = False,
+    keep_state: bool = False,
+    in_place: bool = False,
 ) -> PhotometryResult:
     """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
 
@@ -200,6 +207,15 @@ def fit_stamps(
     sigma, weight, sky, fit_sky, sky_model, tile_size, margin, degenerate_tol,
     high_chi2, mismatch_sigma, return_model
         As for :func:`dask_phot.forced_photometry`.
+    keep_state : bool
+        Keep the scene's state in ``info["state"]``: its
+        :meth:`~dask_phot.engine.scene.SceneState.products` are the stamps' weighted
+        products, already summed for the fit.
+    in_place : bool
+        Use the stamps where they are stored, instead of a copy of them in the order of
+        :func:`~dask_phot.engine.scene.spatial_order` (which keeps each tile's stamps
+        close in memory): for stamps already stored near their neighbours (sources
+        listed in that order). The fluxes are the same to rounding.
 
     Returns
     -------
@@ -219,16 +235,19 @@ def fit_stamps(
                 tile_size=int(tile_size or tile_default),
                 margin=int(margin if margin is not None else margin_default), tol=degenerate_tol)
     blend_flags(prep, fwhm)
-    order = spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"])
+    order = (np.arange(n) if in_place
+             else spatial_order(prep.x, prep.y, prep.data.shape, opts["tile_size"]))
     none = np.zeros(0, dtype=np.int64)
     idx = none if outer_index is None else np.asarray(outer_index, dtype=np.int64)
     rendered = Rendered(
-        stamps=_reorder(stamps, order), sides=np.maximum(stamps.w, stamps.h),
+        stamps=stamps if in_place else _reorder(stamps, order),
+        sides=np.maximum(stamps.w, stamps.h),
         outer=outer if outer is not None else Stamps.empty(0, none), outer_index=idx,
         capped=np.zeros(n, dtype=bool))
     return solve_models(prep, rendered, order, psf=psf, mode="scene", opts=opts,
                         cutout_width=side, sky_given=sky is not None, high_chi2=high_chi2,
-                        mismatch_sigma=mismatch_sigma, return_model=return_model)
+                        mismatch_sigma=mismatch_sigma, return_model=return_model,
+                        keep_state=keep_state)
 
 
 def _reorder(stamps: Stamps, order: np.ndarray) -> Stamps:

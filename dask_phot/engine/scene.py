@@ -248,6 +248,20 @@ class SceneState:
     has_variances: bool = False  # whether that fit computed the variances
     weight: np.ndarray | None = None  # the weights of the pair table
 
+    def products(self) -> tuple[np.ndarray, ...] | None:
+        """The fit's normal matrix without the sky, from its pair table: ``a, b, values``
+        (each pair of overlapping fitted stamps once, sources in input order) and every
+        source's ``sum(w s^2)`` (0 for those not fitted); None when the tiles were built
+        without a table (tiles of a few pixels)."""
+        from dask_phot.engine._pairs import pair_totals
+
+        table, _, _, _, blocks = self.prepared
+        if not blocks:
+            return None
+        a, b, vals, diag = pair_totals(*table[:6])
+        order = np.argsort(self.pos)  # the source of each stamp row
+        return order[a], order[b], vals, diag[self.pos]
+
 
 def _one_blas_thread(tiling: Tiling) -> contextlib.AbstractContextManager:
     """BLAS held to one thread while tiles large enough for the blocked factor are solved.

@@ -24,10 +24,11 @@ from astropy.wcs import WCS
 
 from dask_phot.engine.fit import fit_stamps
 from dask_phot.engine.result import PhotometryResult
+from dask_phot.engine.scene import default_tiling, spatial_order
 from dask_phot.models.shapes import wcs_jacobian
 from dask_phot.models.stamps import Stamps
 from dask_phot.schema import Flag
-from dask_phot.templates.build import TemplateStamps, segment_extent
+from dask_phot.templates.build import TemplateStamps, segment_extent, stamp_sides
 from dask_phot.templates.geometry import (
     check_overlap,
     check_psf_scale,
@@ -254,20 +255,21 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
                       weight=weight)
     scale = pixel_scale(inp.wcs, "wcs")
     kernel, models, m = _prepare(inp, opts, extra, scale)
+    models = _in_fit_order(models, inp, opts)
     region = max(8, round(opts.region_size / scale))
     iterations = opts.register_iterations if opts.register and models.x.size else 0
     if shifts is not None:
         iterations = 0
     shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
     cache: dict | None = {} if iterations else None  # (the deposits, built once)
-    products = None  # the stamps' products (noise.stamp_products), taken once
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
         built = models.build(inp, kernel, dx, dy, max_size=opts.max_size, cache=cache)
         res = _fit(inp, models, built, dx, dy, opts, wings=it == iterations)
+        products = _products(inp, built, res)
         if it < iterations:
-            step, products = _shift_step(inp, built, res, opts, region, scale, products)
-            shift_map = shift_map + step
+            shift_map = shift_map + _shift_step(inp, built, res, opts, region, scale,
+                                                products)
     table = _table(models, res, dx, dy, built.capped, inp,
                    _template_variance(inp, models, res, built, dx, dy, opts, products))
     info = {"oversample": m, "iterations": iterations, "region": shift_map.region,
@@ -354,50 +356,79 @@ def _prepare(inp: Inputs, opts: TemplateOptions, extra: pd.DataFrame | None, sca
     return kernel, models, m
 
 
+def _in_fit_order(models: Models, inp: Inputs, opts: TemplateOptions) -> Models:
+    """The models listed in the order in which the engine would copy their stamps
+    (:func:`~dask_phot.engine.scene.spatial_order` on the tiles
+    :func:`~dask_phot.engine.fit.fit_stamps` takes by default): built in that order,
+    the fits use them in place (``in_place``). Without Sersic sources only."""
+    n = models.x.shape[0]
+    if models.gal.size or n == 0:
+        return models
+    ps = int(inp.psf.size)  # type: ignore[attr-defined]
+    sides = np.full(n, ps, dtype=np.int64)
+    sides[models.tpl] = stamp_sides(models.extent, ps, opts.max_size)[0]
+    tile, _ = default_tiling(int(np.median(sides)) | 1,
+                             float(inp.psf.fwhm))  # type: ignore[attr-defined]
+    return models.reordered(spatial_order(models.x, models.y, inp.image.shape, tile))
+
+
 def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
          dy: np.ndarray, opts: TemplateOptions, wings: bool = True) -> PhotometryResult:
     """The joint fit (the engine's :func:`~dask_phot.engine.fit.fit_stamps`), with the
     band PSF's wings beyond each stamp subtracted between two fits when ``wings`` (the
     registration's intermediate fits leave them: their residuals only carry the
-    shifts, and a symmetric halo adds nothing to a gradient's cross-correlation)."""
+    shifts, and a symmetric halo adds nothing to a gradient's cross-correlation). The
+    scene's state is kept in ``info["state"]`` (:func:`_products`)."""
     return fit_stamps(inp.image, built.stamps, models.x + dx, models.y + dy,
                       fwhm=float(inp.psf.fwhm),  # type: ignore[attr-defined]
                       psf=inp.psf if wings else None,
                       sigma=inp.sigma, weight=inp.weight, fit_sky=opts.fit_sky,
                       sky_model=opts.sky_model, high_chi2=opts.high_chi2,
-                      mismatch_sigma=5.0, return_model=True)
+                      mismatch_sigma=5.0, return_model=True, keep_state=True,
+                      in_place=not models.gal.size)
+
+
+def _weights(inp: Inputs) -> np.ndarray:
+    """The blurred image's inverse-variance weights, as the engine takes them."""
+    from dask_phot.engine.prepare import prepare_inputs
+
+    return prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
+                          weight=inp.weight, sky=None).weight
+
+
+def _products(inp: Inputs, built: TemplateStamps, res: PhotometryResult
+              ) -> tuple[np.ndarray, ...]:
+    """The fitted stamps' weighted products (as :func:`.noise.stamp_products` gives
+    them), which the fit summed for its normal matrices: taken from its state (dropped
+    from ``res.info``), or summed here when it kept none (tiles built without a pair
+    table)."""
+    state = res.info.pop("state", None)
+    products = state.products() if state is not None else None
+    return products if products is not None else stamp_products(built.stamps,
+                                                                _weights(inp))
 
 
 def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
                 opts: TemplateOptions, region: int, scale: float,
-                products: tuple[np.ndarray, ...] | None
-                ) -> tuple[ShiftMap, tuple[np.ndarray, ...] | None]:
-    """One registration step from a fit's residual (:mod:`.register`), and the stamps'
-    products (:func:`.noise.stamp_products`: given, or taken here).
+                products: tuple[np.ndarray, ...]) -> ShiftMap:
+    """One registration step from a fit's residual (:mod:`.register`), with the fitted
+    stamps' products (:func:`_products`).
 
     The model's gradient is the Fourier derivative of the image of the sources with
     S/N >= ``register_snr`` (:func:`~.register.model_gradients`); the
-    fainter ones add noise, not signal, to the cross-correlation. A shift moves
-    every stamp of a region together, which leaves their products as they are:
-    the first build's serve every later step and the noise propagation.
+    fainter ones add noise, not signal, to the cross-correlation.
     """
-    from dask_phot.engine.prepare import prepare_inputs
-
     shape = inp.image.shape
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = res.flux / res.flux_err
     rows = np.flatnonzero(np.isfinite(snr) & (snr >= opts.register_snr))
     if rows.size == 0 or res.model is None:
-        return ShiftMap.zero(shape, region), products
-    weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
-                            weight=inp.weight, sky=None).weight
+        return ShiftMap.zero(shape, region)
     flux = np.zeros(res.flux.shape[0])
     flux[rows] = res.flux[rows]
-    if products is None:
-        products = stamp_products(built.stamps, weight)
-    return measure_shifts(inp.image - res.model, weight, built.stamps, flux, region=region,
-                          max_shift=opts.max_shift / scale, max_error=0.1,
-                          products=products), products
+    return measure_shifts(inp.image - res.model, _weights(inp), built.stamps, flux,
+                          region=region, max_shift=opts.max_shift / scale, max_error=0.1,
+                          products=products)
 
 
 def _default_oversample(psf: object, scale: float, hscale: float) -> int:
@@ -425,8 +456,6 @@ def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
                        ) -> np.ndarray:
     """Variance of each fitted flux from the sharp image's noise in the templates it
     is blended with (:mod:`.noise`; ``products``: the stamps' products, if taken)."""
-    from dask_phot.engine.prepare import prepare_inputs
-
     if not models.tpl.size:
         return np.zeros(models.x.shape[0])
     sig = opts.hires_sigma if opts.hires_sigma is not None else hires_rms(inp.hires,
@@ -435,9 +464,7 @@ def _template_variance(inp: Inputs, models: Models, res: PhotometryResult,
     cells = segment_cells(inp.hires, inp.segmap, models.seg, models.jac,
                           (models.x + dx)[t], (models.y + dy)[t], inp.share,
                           _confusion(inp, sig) if inp.share is not None else 0.0)
-    weight = prepare_inputs(inp.image, None, np.zeros(0), np.zeros(0), sigma=inp.sigma,
-                            weight=inp.weight, sky=None).weight
-    return template_variance(built.stamps, weight, inp.psf, res.flux, t,
+    return template_variance(built.stamps, _weights(inp), inp.psf, res.flux, t,
                              models.hires_flux[t], cells, sig, products=products)
 
 

@@ -56,6 +56,23 @@ class Models:
     shapes: Shapes | None
     off: pd.DataFrame
 
+    def reordered(self, order: np.ndarray) -> Models:
+        """The same models listed in ``order`` (new row ``r`` is row ``order[r]``; the
+        Sersic sources, when there are any, must stay last and in place)."""
+        order = np.asarray(order, dtype=np.int64)
+        nseg = self.x.shape[0] - self.gal.size
+        if not np.array_equal(order[nseg:], np.arange(nseg, self.x.shape[0])):
+            raise ValueError("the Sersic sources must keep their rows")
+        kinds = self.kinds[order]
+        tpl = np.flatnonzero(kinds[:nseg] == "template")
+        k = np.searchsorted(self.tpl, order[tpl])  # rows of the template arrays
+        return Models(
+            ids=self.ids[order], kinds=kinds, x=self.x[order], y=self.y[order],
+            ra=self.ra[order], dec=self.dec[order], hires_flux=self.hires_flux[order],
+            edge=self.edge[order], tpl=tpl, pts=np.flatnonzero(kinds[:nseg] == "point"),
+            gal=self.gal, seg={key: v[k] for key, v in self.seg.items()}, jac=self.jac[k],
+            extent=self.extent[k], shapes=self.shapes, off=self.off)
+
     def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
               max_size: int, rows: np.ndarray | None = None, cache: dict | None = None
               ) -> TemplateStamps:

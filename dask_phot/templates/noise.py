@@ -208,20 +208,48 @@ def _psf_core(psf: object, core: int = 9) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _needed_boxes(nptr: np.ndarray, nbr: np.ndarray, diag: np.ndarray, w: np.ndarray,
-                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, tpl_of: np.ndarray,
-                  cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray, amp: np.ndarray
-                  ) -> np.ndarray:
-    """Per stamp ``k``, the box (``x0, x1, y0, y1``, image pixels; empty when ``x0 > x1``)
-    of its pixels where :func:`_variances` needs ``(W M_k) * P``: the cells of the
-    templates in the blends ``k`` belongs to, within its stamp."""
+def _pair_products(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
+                   x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, a: np.ndarray,
+                   b: np.ndarray) -> np.ndarray:
+    """``<M_a, M_b>_W`` over the image for each pair (``a == b``: the squared norm)."""
+    ny, nx = weight.shape
+    out = np.zeros(a.shape[0])
+    for t in range(a.shape[0]):
+        i, k = a[t], b[t]
+        xs, xe = max(x0[i], x0[k], 0), min(x0[i] + w[i], x0[k] + w[k], nx)
+        ys, ye = max(y0[i], y0[k], 0), min(y0[i] + h[i], y0[k] + h[k], ny)
+        acc = 0.0
+        for yy in range(ys, ye):
+            for xx in range(xs, xe):
+                acc += (weight[yy, xx] * data[ptr[i] + (yy - y0[i]) * w[i] + xx - x0[i]]
+                        * data[ptr[k] + (yy - y0[k]) * w[k] + xx - x0[k]])
+        out[t] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _cell_boxes(cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray) -> np.ndarray:
+    """Each template's cells' bounding box ``(x0, x1, y0, y1)`` (inclusive; empty when
+    ``x0 > x1``)."""
     big = 1 << 40
-    tb = np.empty((cptr.shape[0] - 1, 4), dtype=np.int64)  # each template's cells' box
+    tb = np.empty((cptr.shape[0] - 1, 4), dtype=np.int64)
     for t in range(tb.shape[0]):
         tb[t, 0], tb[t, 1], tb[t, 2], tb[t, 3] = big, -big, big, -big
         for q in range(cptr[t], cptr[t + 1]):
             tb[t, 0], tb[t, 1] = min(tb[t, 0], cbx[q]), max(tb[t, 1], cbx[q])
             tb[t, 2], tb[t, 3] = min(tb[t, 2], cby[q]), max(tb[t, 3], cby[q])
+    return tb
+
+
+@numba.njit(cache=True)
+def _needed_boxes(nptr: np.ndarray, nbr: np.ndarray, diag: np.ndarray, w: np.ndarray,
+                  h: np.ndarray, x0: np.ndarray, y0: np.ndarray, tpl_of: np.ndarray,
+                  tb: np.ndarray, amp: np.ndarray) -> np.ndarray:
+    """Per stamp ``k``, the box (``x0, x1, y0, y1``, image pixels; empty when ``x0 > x1``)
+    of its pixels where :func:`_variances` needs ``(W M_k) * P``: the cells of the
+    templates in the blends ``k`` belongs to (``tb``: :func:`_cell_boxes`), within its
+    stamp."""
+    big = 1 << 40
     out = np.empty((diag.shape[0], 4), dtype=np.int64)
     for k in range(diag.shape[0]):
         out[k, 0], out[k, 1], out[k, 2], out[k, 3] = big, -big, big, -big
@@ -249,7 +277,7 @@ def _correlations(box: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
                   pc: np.ndarray) -> np.ndarray:
     """``(W M_k) * P`` (stamp ``k`` times the weights, correlated with the PSF core
     ``pc``) over each stamp's ``box`` (:func:`_needed_boxes`), in a buffer laid out as
-    the stamps' ``data``; one whole box at a time (the inner loop runs along rows)."""
+    the stamps' ``data``; one whole box at a time."""
     ny, nx = weight.shape
     hc = pc.shape[0] // 2
     corr = np.zeros(data.shape[0])
@@ -258,7 +286,8 @@ def _correlations(box: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
             continue
         bx0, by0 = box[k, 0] - hc, box[k, 2] - hc
         ow, oh = box[k, 1] - box[k, 0] + 1, box[k, 3] - box[k, 2] + 1
-        pad = np.zeros((oh + 2 * hc, ow + 2 * hc))  # W M_k, zero off the stamp and image
+        pad = np.zeros((oh + 2 * hc, ow + 2 * hc), dtype=np.float32)  # W M_k, zero off
+        # the stamp and image
         for r in range(max(0, y0[k] - by0, -by0), min(oh + 2 * hc, y0[k] + h[k] - by0,
                                                        ny - by0)):
             yy = by0 + r
@@ -266,37 +295,50 @@ def _correlations(box: np.ndarray, data: np.ndarray, ptr: np.ndarray, w: np.ndar
             for c in range(max(0, x0[k] - bx0, -bx0), min(ow + 2 * hc, x0[k] + w[k] - bx0,
                                                            nx - bx0)):
                 pad[r, c] = weight[yy, bx0 + c] * data[at + bx0 + c]
-        out = np.zeros((oh, ow))
+        # on the padded rows laid end to end: one long loop per core pixel (row r's
+        # output starts at r * pw; the 2 hc values between rows are not used)
+        pw = ow + 2 * hc
+        flat = pad.ravel()
+        out = np.zeros((oh - 1) * pw + ow, dtype=np.float32)
         for a in range(2 * hc + 1):
             for b in range(2 * hc + 1):
-                p = pc[a, b]
-                for r in range(oh):
-                    for c in range(ow):
-                        out[r, c] += pad[r + a, c + b] * p
+                p = np.float32(pc[a, b])
+                src = flat[a * pw + b:]
+                for t in range(out.shape[0]):
+                    out[t] += src[t] * p
         for r in range(oh):
             at = ptr[k] + (box[k, 2] + r - y0[k]) * w[k] + box[k, 0] - x0[k]
-            corr[at:at + ow] = out[r]
+            corr[at:at + ow] = out[r * pw:r * pw + ow]
     return corr
 
 
 @numba.njit(cache=True)
-def _pair_products(data: np.ndarray, ptr: np.ndarray, w: np.ndarray, h: np.ndarray,
-                   x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, a: np.ndarray,
-                   b: np.ndarray) -> np.ndarray:
-    """``<M_a, M_b>_W`` over the image for each pair (``a == b``: the squared norm)."""
-    ny, nx = weight.shape
-    out = np.zeros(a.shape[0])
-    for t in range(a.shape[0]):
-        i, k = a[t], b[t]
-        xs, xe = max(x0[i], x0[k], 0), min(x0[i] + w[i], x0[k] + w[k], nx)
-        ys, ye = max(y0[i], y0[k], 0), min(y0[i] + h[i], y0[k] + h[k], ny)
-        acc = 0.0
-        for yy in range(ys, ye):
-            for xx in range(xs, xe):
-                acc += (weight[yy, xx] * data[ptr[i] + (yy - y0[i]) * w[i] + xx - x0[i]]
-                        * data[ptr[k] + (yy - y0[k]) * w[k] + xx - x0[k]])
-        out[t] = acc
-    return out
+def _blend_matrix(i: int, nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray,
+                  diag: np.ndarray, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source ``i`` and its blend (``grp``, ``i`` first) and their normal matrix, less the
+    sky, with a 1e-10 ridge; ``mark`` (all -1) is left as it was found."""
+    m = nptr[i + 1] - nptr[i] + 1
+    grp = np.empty(m, dtype=np.int64)
+    grp[0] = i
+    grp[1:] = nbr[nptr[i]:nptr[i + 1]]
+    mat = np.zeros((m, m))
+    for a in range(m):
+        mat[a, a] = diag[grp[a]]
+        mark[grp[a]] = a
+    for a in range(1, m):  # i's pairs are in nval; neighbours' pairs among themselves
+        mat[0, a] = mat[a, 0] = nval[nptr[i] + a - 1]
+    for a in range(1, m):
+        ka = grp[a]
+        for t in range(nptr[ka], nptr[ka + 1]):
+            bb = mark[nbr[t]]
+            if bb >= 1:
+                mat[a, bb] = nval[t]
+    for a in range(m):
+        mark[grp[a]] = -1
+    ridge = 1e-10 * np.trace(mat) / m
+    for a in range(m):
+        mat[a, a] += ridge
+    return grp, mat
 
 
 @numba.njit(cache=True)
@@ -305,34 +347,47 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
                x0: np.ndarray, y0: np.ndarray, weight: np.ndarray, pc: np.ndarray,
                tpl_of: np.ndarray, cptr: np.ndarray, cbx: np.ndarray, cby: np.ndarray,
                ccnt: np.ndarray, amp: np.ndarray) -> np.ndarray:
+    """The sum of the module docstring per source, over the sharp noise variance.
+
+    Per source ``i``: ``c``, row ``i`` of its blend's inverse normal matrix (the blend:
+    ``i`` and its neighbours ``nbr[nptr[i]:nptr[i + 1]]``, products ``nval``), and
+    ``g_i = sum_k c_k (W M_k) * P`` (the stamps' correlations with the PSF core ``pc``,
+    :func:`_correlations`, each within its stamp), summed stamp by stamp into an image
+    over the box of the blend's templates' cells, then read at each cell."""
     n = diag.shape[0]
     out = np.zeros(n)
-    box = _needed_boxes(nptr, nbr, diag, w, h, x0, y0, tpl_of, cptr, cbx, cby, amp)
+    tb = _cell_boxes(cptr, cbx, cby)
+    box = _needed_boxes(nptr, nbr, diag, w, h, x0, y0, tpl_of, tb, amp)
     corr = _correlations(box, data, ptr, w, h, x0, y0, weight, pc)  # (W M_k) * P
+    mark = np.full(n, -1, dtype=np.int64)
+    big = 1 << 40
     for i in range(n):
         if not diag[i] > 0:
             continue
-        grp = np.empty(nptr[i + 1] - nptr[i] + 1, dtype=np.int64)
-        grp[0] = i
-        grp[1:] = nbr[nptr[i]:nptr[i + 1]]
+        grp, mat = _blend_matrix(i, nptr, nbr, nval, diag, mark)
         m = grp.shape[0]
-        mat = np.zeros((m, m))
-        for a in range(m):
-            mat[a, a] = diag[grp[a]]
-        for a in range(1, m):  # i's pairs are in nval; neighbours' pairs among themselves
-            mat[0, a] = mat[a, 0] = nval[nptr[i] + a - 1]
-        for a in range(1, m):
-            ka = grp[a]
-            for t in range(nptr[ka], nptr[ka + 1]):
-                for bb in range(1, m):
-                    if nbr[t] == grp[bb]:
-                        mat[a, bb] = nval[t]
-        ridge = 1e-10 * np.trace(mat) / m
-        for a in range(m):
-            mat[a, a] += ridge
         e = np.zeros(m)
         e[0] = 1.0
         c = np.linalg.solve(mat, e)
+        gx0, gx1, gy0, gy1 = big, -big, big, -big  # the blend's templates' cells
+        for a in range(m):
+            tj = tpl_of[grp[a]]
+            if tj < 0 or amp[grp[a]] == 0.0 or tb[tj, 0] > tb[tj, 1]:
+                continue
+            gx0, gx1 = min(gx0, tb[tj, 0]), max(gx1, tb[tj, 1])
+            gy0, gy1 = min(gy0, tb[tj, 2]), max(gy1, tb[tj, 3])
+        if gx0 > gx1:
+            continue
+        g = np.zeros((gy1 - gy0 + 1, gx1 - gx0 + 1))
+        for bb in range(m):  # (in the blend's order: the sums of the cell by cell loop)
+            k = grp[bb]
+            ck = c[bb]
+            xs, xe = max(x0[k], gx0), min(x0[k] + w[k], gx1 + 1)
+            for yy in range(max(y0[k], gy0), min(y0[k] + h[k], gy1 + 1)):
+                at = ptr[k] + (yy - y0[k]) * w[k] - x0[k]
+                row = g[yy - gy0]
+                for xx in range(xs, xe):
+                    row[xx - gx0] += ck * corr[at + xx]
         acc = 0.0
         for a in range(m):
             j = grp[a]
@@ -341,13 +396,7 @@ def _variances(nptr: np.ndarray, nbr: np.ndarray, nval: np.ndarray, diag: np.nda
                 continue
             part = 0.0
             for q in range(cptr[tj], cptr[tj + 1]):
-                ux, uy = cbx[q], cby[q]
-                g = 0.0
-                for bb in range(m):
-                    k = grp[bb]
-                    if x0[k] <= ux < x0[k] + w[k] and y0[k] <= uy < y0[k] + h[k]:
-                        g += c[bb] * corr[ptr[k] + (uy - y0[k]) * w[k] + ux - x0[k]]
-                d = (1.0 if a == 0 else 0.0) - g
+                d = (1.0 if a == 0 else 0.0) - g[cby[q] - gy0, cbx[q] - gx0]
                 part += ccnt[q] * d * d
             acc += amp[j] * amp[j] * part
         out[i] = acc
@@ -361,7 +410,8 @@ def stamp_products(stamps: Stamps, weight: np.ndarray
     normal matrix of a joint fit of the stamps, without the sky."""
     n = len(stamps)
     cx, cy = stamps.x0 + stamps.w / 2.0, stamps.y0 + stamps.h / 2.0
-    reach = float(np.max(np.maximum(stamps.w, stamps.h))) if n else 0.0
+    # (two boxes overlap with their centres up to a side apart along each axis)
+    reach = float(np.max(np.maximum(stamps.w, stamps.h))) * np.sqrt(2.0) if n else 0.0
     pairs = cKDTree(np.column_stack([cx, cy])).query_pairs(reach, output_type="ndarray")
     a, b = (pairs[:, 0], pairs[:, 1]) if len(pairs) else (np.zeros(0, int),) * 2
     over = ((np.abs(cx[a] - cx[b]) * 2 < stamps.w[a] + stamps.w[b])
@@ -401,9 +451,8 @@ def template_variance(stamps: Stamps, weight: np.ndarray, psf: object, flux: np.
         Neighbours whose models' normalised overlap with the source's is smaller
         are left out of its blend.
     products : tuple, optional
-        :func:`stamp_products` of these stamps or of the same stamps at positions
-        shifted together (the registration's first build: a common shift leaves
-        the products as they are, to the weights' variation).
+        :func:`stamp_products` of these stamps, when already taken (a fit of them sums
+        them: :meth:`dask_phot.engine.scene.SceneState.products`).
     """
     n = len(stamps)
     if n == 0 or tpl.size == 0 or not sigma > 0:
