@@ -114,17 +114,51 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     if final_weight is not None:
         fit = fit & second_fit_sources(rendered.stamps, np.argsort(order), final_weight)
     second = replace(prep, weight=weight, data=data, fit=fit)
-    # with the same weights, the second fit only substitutes new data into the first's
-    # factorisations
-    # (with other weights, the new pair table copies the first's sums where they agree)
-    *out, state = solve_scene(second, rendered.stamps, order=order,
-                              state=None if final_weight is not None else state,
-                              like=state, **opts)
+    if final_weight is None:
+        # with the same weights, the second fit only substitutes new data into the first's
+        # factorisations
+        *out, state = solve_scene(second, rendered.stamps, order=order, state=state, **opts)
+    else:
+        out, state = _halo_free_fit(second, rendered.stamps, order, opts, flux, state)
     _usable_plus(data, light, weight)
     kept = prep.fit & ~fit
     if kept.any():
         out = [np.where(kept, a, b) for a, b in zip(first, out, strict=True)]
     return tuple(out), state, replace(second, fit=prep.fit), light
+
+
+def _halo_free_fit(prep: Prepared, stamps: Stamps, order: np.ndarray, opts: dict,
+                   first_flux: np.ndarray, like: SceneState) -> tuple[list, SceneState]:
+    """A scene fit of ``prep`` whose tiles free only the sources centred in their regions
+    (``halo=False``): every source's stamp times its ``first_flux`` (finite ones) is
+    subtracted, and each tile fits the change of its free sources' fluxes with its sky,
+    its other sources held at their first fluxes.
+
+    A tile's halo (sources centred outside its region, half its members in crowded GALEX
+    fields, most with a small part of their light in it) is then measured where it is
+    primary, not again as poorly constrained free columns of every tile it touches: the
+    solves cost a fraction, and the result is one overlapping block-Jacobi step from the
+    first fit towards the joint solution. Returns ``[flux, var, status, has_degenerate,
+    local_sky]`` (input order) and the scene state; ``like`` (the first fit's state)
+    lends its pair sums.
+    """
+    base = np.where(np.isfinite(first_flux), first_flux, 0.0)
+    resid = prep.data.copy()
+    K.scatter_into(*stamps.arrays, -base[order], resid)
+    _zero_unweighted(resid, prep.weight)
+    *out, state = solve_scene(replace(prep, data=resid), stamps, order=order, like=like,
+                              halo=False, **opts)
+    out[0] = out[0] + base
+    return out, state
+
+
+@numba.njit(cache=True, nogil=True)
+def _zero_unweighted(data: np.ndarray, weight: np.ndarray) -> None:
+    """``data = 0`` where ``weight <= 0`` (in place)."""
+    for yy in range(data.shape[0]):
+        for xx in range(data.shape[1]):
+            if not weight[yy, xx] > 0.0:
+                data[yy, xx] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
