@@ -10,6 +10,12 @@ marginal variance come from the tile whose core holds it. With a margin of at
 least half a stamp, the core sources' footprints lie inside the region and the
 tile solution agrees with the global joint least-squares solution far below
 the noise, at a cost linear in the number of sources.
+
+In a crowded field half a tile's members are its *halo*, centred outside its region
+with little of their light in it (GALEX: ~410 members, ~40 primaries). A fit whose
+tiles drop the halo (``halo=False``) frees only the sources centred in each region,
+and must first subtract the others' light at fluxes measured where they are primary
+(:func:`dask_phot.engine.fit.solve_models` does so for a pipeline cell's fits).
 """
 
 from __future__ import annotations
