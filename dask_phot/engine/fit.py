@@ -51,8 +51,10 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     outskirts; :mod:`dask_phot.engine.wings`) is rendered from a first fit,
     subtracted, and the fit repeated, with ``final_weight`` when given (a
     pipeline cell fits fewer pixels the second time: see
-    :meth:`dask_phot.config.BandImages.fit_zones`). With ``keep_state``, a scene fit's
-    :class:`~dask_phot.engine.scene.SceneState` is kept in the result's
+    :meth:`dask_phot.config.BandImages.fit_zones`). Then both fits' tiles free only the
+    sources centred in their regions: the first leaves the others out, the final holds
+    them at the first fit's fluxes (:func:`_halo_free_fit`). With ``keep_state``, a scene
+    fit's :class:`~dask_phot.engine.scene.SceneState` is kept in the result's
     ``info["state"]`` (its pair table: :meth:`~.SceneState.products`).
     """
     stamps = rendered.stamps
@@ -70,9 +72,14 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     else:
         wings = has_wings(psf, rendered)
         # a second fit with the same weights only substitutes new data into the first's
-        # factorisations
+        # factorisations; one with other weights holds each tile's halo at the first
+        # fit's fluxes, which need no halo of their own (see _halo_free_fit)
+        halo = not wings or final_weight is None
         flux, var, status, hasdeg, local_sky, state = solve_scene(
-            prep, stamps, order=order, keep_factors=wings and final_weight is None, **opts)
+            prep, stamps, order=order, keep_factors=wings, halo=halo, **opts)
+        if not halo:  # the first fit's halo light, from its own fluxes (see _halo_free_fit)
+            (flux, var, status, hasdeg, local_sky), state = _halo_free_fit(
+                prep, stamps, order, opts, flux, state=state)
         if wings:
             first = (flux, var, status, hasdeg, local_sky)
             (flux, var, status, hasdeg, local_sky), state, prep, extra = _second_fit(
@@ -119,17 +126,53 @@ def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: obje
     if final_weight is not None:
         fit = fit & second_fit_sources(rendered.stamps, np.argsort(order), final_weight)
     second = replace(prep, weight=weight, data=data, fit=fit)
-    # with the same weights, the second fit only substitutes new data into the first's
-    # factorisations
-    # (with other weights, the new pair table copies the first's sums where they agree)
-    *out, state = solve_scene(second, rendered.stamps, order=order,
-                              state=None if final_weight is not None else state,
-                              like=state, **opts)
+    if final_weight is None:
+        # with the same weights, the second fit only substitutes new data into the first's
+        # factorisations
+        *out, state = solve_scene(second, rendered.stamps, order=order, state=state, **opts)
+    else:
+        out, state = _halo_free_fit(second, rendered.stamps, order, opts, flux, like=state)
     _usable_plus(data, light, weight)
     kept = prep.fit & ~fit
     if kept.any():
         out = [np.where(kept, a, b) for a, b in zip(first, out, strict=True)]
     return tuple(out), state, replace(second, fit=prep.fit), light
+
+
+def _halo_free_fit(prep: Prepared, stamps: Stamps, order: np.ndarray, opts: dict,
+                   first_flux: np.ndarray, *, state: SceneState | None = None,
+                   like: SceneState | None = None) -> tuple[list, SceneState]:
+    """A scene fit of ``prep`` whose tiles free only the sources centred in their regions
+    (``halo=False``): every source's stamp times its ``first_flux`` (finite ones) is
+    subtracted, and each tile fits the change of its free sources' fluxes with its sky,
+    its other sources held at their first fluxes.
+
+    A tile's halo (sources centred outside its region, half its members in crowded GALEX
+    fields, most with a small part of their light in it) is then measured where it is
+    primary, not again as poorly constrained free columns of every tile it touches: the
+    solves cost a fraction, and the result is one overlapping block-Jacobi step from the
+    first fit towards the joint solution. Returns ``[flux, var, status, has_degenerate,
+    local_sky]`` (input order) and the scene state. ``state``, that of the halo-free fit
+    that gave ``first_flux`` (same stamps and weights, factors kept), is reused (only the
+    data sums change); else ``like`` (the first fit's state) lends its pair sums.
+    """
+    base = np.where(np.isfinite(first_flux), first_flux, 0.0)
+    resid = prep.data.copy()
+    K.scatter_into(*stamps.arrays, -base[order], resid)
+    _zero_unweighted(resid, prep.weight)
+    *out, state = solve_scene(replace(prep, data=resid), stamps, order=order, state=state,
+                              like=like, halo=False, **opts)
+    out[0] = out[0] + base
+    return out, state
+
+
+@numba.njit(cache=True, nogil=True)
+def _zero_unweighted(data: np.ndarray, weight: np.ndarray) -> None:
+    """``data = 0`` where ``weight <= 0`` (in place)."""
+    for yy in range(data.shape[0]):
+        for xx in range(data.shape[1]):
+            if not weight[yy, xx] > 0.0:
+                data[yy, xx] = 0.0
 
 
 @numba.njit(cache=True, nogil=True)

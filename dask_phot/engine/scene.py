@@ -10,6 +10,12 @@ marginal variance come from the tile whose core holds it. With a margin of at
 least half a stamp, the core sources' footprints lie inside the region and the
 tile solution agrees with the global joint least-squares solution far below
 the noise, at a cost linear in the number of sources.
+
+In a crowded field half a tile's members are its *halo*, centred outside its region
+with little of their light in it (GALEX: ~410 members, ~40 primaries). A fit whose
+tiles drop the halo (``halo=False``) frees only the sources centred in each region,
+and must first subtract the others' light at fluxes measured where they are primary
+(:func:`dask_phot.engine.fit.solve_models` does so for a pipeline cell's fits).
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def default_tiling(psf_size: int, fwhm: float, density: float = 0.0) -> tuple[in
 def make_tiling(
     cx: np.ndarray, cy: np.ndarray, boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     fit: np.ndarray, shape: tuple[int, int], tile_size: int, margin: int,
-    all_tiles: bool = False,
+    all_tiles: bool = False, halo: bool = True,
 ) -> Tiling:
     """Assign fitted sources (centre pixels ``cx, cy``) to tiles.
 
@@ -89,7 +95,9 @@ def make_tiling(
     A tile lists its sources by the column of their boxes' centres, then input
     order (two sources at one place: the first listed is kept, the other found
     degenerate). Tiles without primary sources are dropped unless ``all_tiles`` (needed
-    when the sky is fitted, so that every pixel has a sky).
+    when the sky is fitted, so that every pixel has a sky). Without ``halo``, a tile models
+    only the sources whose centre pixel lies in its region: the light the others put
+    there must have been subtracted from the data (:func:`solve_scene`'s ``halo``).
     """
     ny, nx = shape
     t, g = int(tile_size), int(margin)
@@ -98,7 +106,7 @@ def make_tiling(
     bx0, by0, bw, bh = (np.asarray(v, dtype=np.int64)[idx] for v in boxes)
     sx, sy = (np.asarray(v, dtype=np.int64)[idx] for v in (cx, cy))
     ptr, members, primary, uniq = _tile_lists(idx.astype(np.int64), bx0, by0, bw, bh, sx, sy,
-                                              t, g, ntx, nty, bool(all_tiles))
+                                              t, g, ntx, nty, bool(all_tiles), bool(halo))
     utx, uty = uniq % ntx, uniq // ntx
     cores = np.column_stack([utx * t, np.minimum((utx + 1) * t, nx),
                              uty * t, np.minimum((uty + 1) * t, ny)]).astype(np.int64)
@@ -113,19 +121,33 @@ def _span(lo: int, size: int, g: int, t: int, nt: int) -> tuple[int, int]:
     return min(max((lo - g) // t, 0), nt - 1), min(max((lo + size + g - 1) // t, 0), nt - 1)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _member_span(lo: int, size: int, c: int, g: int, t: int, nt: int, halo: bool
+                 ) -> tuple[int, int]:
+    """First and last tile (along one axis) that model a source whose box spans
+    ``[lo, lo + size)`` and whose centre pixel is ``c`` (without ``halo``, only tiles whose
+    region holds ``c``: ``[(c - g) // t, (c + g) // t]``)."""
+    a, b = _span(lo, size, g, t, nt)
+    if not halo:
+        a = max(a, min(max((c - g) // t, 0), nt - 1))
+        b = min(b, min(max((c + g) // t, 0), nt - 1))
+    return a, b
+
+
 @numba.njit(cache=True, nogil=True)
 def _tile_lists(idx: np.ndarray, bx0: np.ndarray, by0: np.ndarray, bw: np.ndarray,
                 bh: np.ndarray, sx: np.ndarray, sy: np.ndarray, t: int, g: int, ntx: int,
-                nty: int, all_tiles: bool) -> tuple:
+                nty: int, all_tiles: bool, halo: bool) -> tuple:
     """:func:`make_tiling`'s CSR lists: ``ptr, members, primary`` and the kept tiles' flat
     ids, every tile's sources by the column of their boxes' centres, then input order
-    (sources ``idx``, with their boxes and centre pixels)."""
+    (sources ``idx``, with their boxes and centre pixels; without ``halo``, only those
+    whose centre pixel lies in the tile's region)."""
     k = idx.shape[0]
     ntile = ntx * nty
     start = np.zeros(ntile + 1, dtype=np.int64)
     for s in range(k):
-        tx0, tx1 = _span(bx0[s], bw[s], g, t, ntx)
-        ty0, ty1 = _span(by0[s], bh[s], g, t, nty)
+        tx0, tx1 = _member_span(bx0[s], bw[s], sx[s], g, t, ntx, halo)
+        ty0, ty1 = _member_span(by0[s], bh[s], sy[s], g, t, nty, halo)
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 start[ty * ntx + tx + 1] += 1
@@ -135,8 +157,8 @@ def _tile_lists(idx: np.ndarray, bx0: np.ndarray, by0: np.ndarray, bw: np.ndarra
     src = np.empty(start[-1], dtype=np.int64)
     lead = np.zeros(ntile, dtype=np.bool_)  # tiles with a primary source
     for s in range(k):  # in input order
-        tx0, tx1 = _span(bx0[s], bw[s], g, t, ntx)
-        ty0, ty1 = _span(by0[s], bh[s], g, t, nty)
+        tx0, tx1 = _member_span(bx0[s], bw[s], sx[s], g, t, ntx, halo)
+        ty0, ty1 = _member_span(by0[s], bh[s], sy[s], g, t, nty, halo)
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 b = ty * ntx + tx
@@ -300,6 +322,7 @@ def solve_scene(
     variances: bool = True,
     keep_factors: bool = False,
     like: SceneState | None = None,
+    halo: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, SceneState]:
     """Joint fit of all sources marked ``prep.fit``.
 
@@ -312,7 +335,9 @@ def solve_scene(
     that fit's factors (``keep_factors``) the tiles' matrices are not factored
     again; without ``variances`` they are not computed (NaN). Without ``state``, the
     ``like`` state of a fit of the same stamps with other weights (whose fitted sources
-    include these) lends the pair sums these weights leave the same.
+    include these) lends the pair sums these weights leave the same. Without ``halo``, a
+    new tiling's tiles model only the sources centred in their regions
+    (:func:`make_tiling`): the data must hold no light of the others.
     """
     if state is None:
         n = prep.x.shape[0]
@@ -321,7 +346,7 @@ def solve_scene(
         cy = np.floor(prep.y + 0.5).astype(np.int64)
         boxes = (stamps.x0[pos], stamps.y0[pos], stamps.w[pos], stamps.h[pos])
         tiling = make_tiling(cx, cy, boxes, prep.fit, prep.data.shape, tile_size, margin,
-                             all_tiles=nsky > 0)
+                             all_tiles=nsky > 0, halo=halo)
         members = pos[tiling.members]  # rows of the stamps, in each tile's order
         prior = None if like is None or like.weight is None else (like.prepared, like.weight)
         prepared = K.tile_table(members, tiling.regions, *stamps.arrays, prep.data, prep.weight,
