@@ -35,7 +35,7 @@ def scheduler_and_worker(tmp_path):
          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)]
     try:
-        for _ in range(200):
+        for _ in range(900):  # a scheduler starts in ~2 s, beyond 20 s on a loaded machine
             if sched_file.exists() and sched_file.stat().st_size:
                 break
             time.sleep(0.1)

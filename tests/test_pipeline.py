@@ -337,8 +337,11 @@ def _cells_against_whole_mosaic(paths, out: Path, band: str, margin: str | float
     weight = fits.getdata(paths[f"{band}_wht"])
     x, y = WCS(header).all_world2pix(cat["ra"], cat["dec"], 0)
     b = cfg.bands[0].band
+    # final_weight: the whole mosaic's fit takes a cell's path, whose tiles free only
+    # their own sources (the others at their first-fit fluxes), with the same weights
     whole = forced_photometry(data.astype(float), b.load_psf(), x, y,
-                              weight=weight.astype(float), sky=0.01, fit_sky=False,
+                              weight=weight.astype(float), final_weight=weight.astype(float),
+                              sky=0.01, fit_sky=False,
                               **{k: v for k, v in cfg.engine.forced_kwargs().items()
                                  if k != "fit_sky"})
     err = whole.flux_err * b.to_ujy
