@@ -3,6 +3,8 @@ stamps used where they are stored (no copy into tile order)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,22 @@ def test_fit_in_place_agrees_with_the_copy_in_tile_order() -> None:
     np.testing.assert_allclose(used.flux, copied.flux, rtol=0, atol=1e-9 * copied.flux_err.min())
     np.testing.assert_allclose(used.flux_err, copied.flux_err, rtol=1e-9)
     np.testing.assert_array_equal(used.flags, copied.flags)
+
+
+def test_fit_without_errors_gives_the_same_fluxes_and_model() -> None:
+    image, stamps, x, y = _field(seed=9)
+    full = fit_stamps(image, stamps, x, y, fwhm=3.0, sigma=1.0, fit_sky=True,
+                      return_model=True, keep_state=True, in_place=True)
+    quick = fit_stamps(image, stamps, x, y, fwhm=3.0, sigma=1.0, fit_sky=True,
+                       return_model=True, keep_state=True, in_place=True, errors=False)
+    assert np.isfinite(full.flux).all() and np.isfinite(full.flux_err).all()
+    np.testing.assert_array_equal(quick.flux, full.flux)
+    np.testing.assert_array_equal(quick.model, full.model)
+    assert np.isnan(quick.flux_err).all() and np.isnan(quick.chi2).all()
+    # the same pair table: the products the registration reads
+    for got, ref in zip(quick.info["state"].products(), full.info["state"].products(),
+                        strict=True):
+        np.testing.assert_array_equal(got, ref)
+    wide = SimpleNamespace(size=13, wing_size=31)  # a PSF with wings beyond the stamps
+    with pytest.raises(ValueError, match="errors=False"):
+        fit_stamps(image, stamps, x, y, fwhm=3.0, sigma=1.0, psf=wide, errors=False)

@@ -43,8 +43,8 @@ EXACT_WINGS_SNR = 300.0
 def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: object | None,
                  mode: str, opts: dict, cutout_width: int, sky_given: bool, high_chi2: float,
                  mismatch_sigma: float, return_model: bool,
-                 final_weight: np.ndarray | None = None, keep_state: bool = False
-                 ) -> PhotometryResult:
+                 final_weight: np.ndarray | None = None, keep_state: bool = False,
+                 errors: bool = True) -> PhotometryResult:
     """Fit rendered models (``rendered.stamps[k]`` is source ``order[k]``).
 
     In scene mode, light the fitted stamps leave out (PSF wings, cut galaxies'
@@ -55,7 +55,9 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
     sources centred in their regions: the first leaves the others out, the final holds
     them at the first fit's fluxes (:func:`_halo_free_fit`). With ``keep_state``, a scene
     fit's :class:`~dask_phot.engine.scene.SceneState` is kept in the result's
-    ``info["state"]`` (its pair table: :meth:`~.SceneState.products`).
+    ``info["state"]`` (its pair table: :meth:`~.SceneState.products`). Without
+    ``errors`` (scene mode, no wings: an intermediate fit whose fluxes and model are all
+    that is used), the tiles' variances, the chi2 and the mismatch are not computed.
     """
     stamps = rendered.stamps
     pos = np.argsort(order)
@@ -75,8 +77,11 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
         # factorisations; one with other weights holds each tile's halo at the first
         # fit's fluxes, which need no halo of their own (see _halo_free_fit)
         halo = not wings or final_weight is None
+        if not errors and wings:
+            raise ValueError("errors=False: the wing pass needs the first fit's errors")
         flux, var, status, hasdeg, local_sky, state = solve_scene(
-            prep, stamps, order=order, keep_factors=wings, halo=halo, **opts)
+            prep, stamps, order=order, keep_factors=wings, halo=halo, variances=errors,
+            **opts)
         if not halo:  # the first fit's halo light, from its own fluxes (see _halo_free_fit)
             (flux, var, status, hasdeg, local_sky), state = _halo_free_fit(
                 prep, stamps, order, opts, flux, state=state)
@@ -94,7 +99,7 @@ def solve_models(prep: Prepared, rendered: Rendered, order: np.ndarray, *, psf: 
             info["state"] = state
     return _assemble(prep, stamps, pos, nuse, flux, var, status, hasdeg, local_sky, extra,
                      info, high_chi2=high_chi2, mismatch_sigma=mismatch_sigma,
-                     return_model=return_model)
+                     return_model=return_model, errors=errors)
 
 
 def _second_fit(prep: Prepared, rendered: Rendered, order: np.ndarray, psf: object | None,
@@ -225,6 +230,7 @@ def fit_stamps(
     return_model: bool = False,
     keep_state: bool = False,
     in_place: bool = False,
+    errors: bool = True,
 ) -> PhotometryResult:
     """Jointly fit given unit-flux models of sources, one stamp each (scene mode).
 
@@ -259,6 +265,11 @@ def fit_stamps(
         :func:`~dask_phot.engine.scene.spatial_order` (which keeps each tile's stamps
         close in memory): for stamps already stored near their neighbours (sources
         listed in that order). The fluxes are the same to rounding.
+    errors : bool
+        False: fluxes and the model only, for an intermediate fit (no ``psf`` wings):
+        the tiles' marginal variances, the chi2 and the model mismatch are not
+        computed (``flux_err``, ``chi2`` and ``mismatch`` are NaN, their flags unset);
+        the fluxes are the same.
 
     Returns
     -------
@@ -290,7 +301,7 @@ def fit_stamps(
     return solve_models(prep, rendered, order, psf=psf, mode="scene", opts=opts,
                         cutout_width=side, sky_given=sky is not None, high_chi2=high_chi2,
                         mismatch_sigma=mismatch_sigma, return_model=return_model,
-                        keep_state=keep_state)
+                        keep_state=keep_state, errors=errors)
 
 
 def _reorder(stamps: Stamps, order: np.ndarray) -> Stamps:
@@ -318,13 +329,14 @@ def _assemble(
     prep: Prepared, stamps: Stamps, pos: np.ndarray, nuse: np.ndarray, flux: np.ndarray,
     var: np.ndarray, status: np.ndarray, hasdeg: np.ndarray, local_sky: np.ndarray,
     extra: np.ndarray | None, info: dict, *, high_chi2: float, mismatch_sigma: float,
-    return_model: bool,
+    return_model: bool, errors: bool = True,
 ) -> PhotometryResult:
     """Flags, errors, chi2, model mismatch and model image (source ``i`` is stamp
     ``pos[i]``; the per-source inputs and outputs are in input order). ``extra`` is
-    the rest of the model: fitted sky and the light beyond the stamps."""
+    the rest of the model: fitted sky and the light beyond the stamps. Without
+    ``errors`` (no variances in ``var``), the errors, chi2 and mismatch are NaN."""
     flags = prep.flags
-    flux, err, ok = settle_fits(prep, flux, var, status, hasdeg)
+    flux, err, ok = settle_fits(prep, flux, var, status, hasdeg, errors=errors)
     sflux = np.empty_like(flux)
     sflux[pos] = flux
     if extra is not None:  # (ours: the stamps are added into it, no new image)
@@ -333,10 +345,13 @@ def _assemble(
     else:
         model = K.scatter_model(*stamps.arrays, sflux, prep.data.shape)
     out_model = model + prep.sky if return_model else None
-    resid = np.subtract(prep.data, model, out=model)  # the model image is not needed again
-    mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)
-    chi2, mism = quality_flags(flags, ok, chisum[pos], nuse, mism[pos], high_chi2=high_chi2,
-                               mismatch_sigma=mismatch_sigma)
+    if errors:
+        resid = np.subtract(prep.data, model, out=model)  # the model image is not needed
+        mism, chisum = mismatch_and_chi2(stamps, prep.weight, resid)
+        chi2, mism = quality_flags(flags, ok, chisum[pos], nuse, mism[pos],
+                                   high_chi2=high_chi2, mismatch_sigma=mismatch_sigma)
+    else:
+        chi2 = mism = np.full(flux.shape[0], np.nan)
     sky_vals = local_sky + fixed_sky_at(prep)
     known = prep.x > -1e8
     return PhotometryResult(flux, err, chi2, flags.astype(np.int32),
@@ -345,17 +360,22 @@ def _assemble(
 
 
 def settle_fits(prep: Prepared, flux: np.ndarray, var: np.ndarray, status: np.ndarray,
-                hasdeg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                hasdeg: np.ndarray, *, errors: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flag a solve's outcome in ``prep.flags`` (degenerate, failed, negative flux);
-    return ``(flux, err, ok)`` with NaN where no flux was measured."""
+    return ``(flux, err, ok)`` with NaN where no flux was measured. Without ``errors``
+    (``var`` not computed), ``err`` is NaN and a flux needs no variance to count."""
     flags, fitted = prep.flags, prep.fit
     flags[fitted & (status == K.ST_DEGENERATE)] |= int(Flag.DEGENERATE)
     flags[fitted & (status == K.ST_FAILED)] |= int(Flag.FIT_FAILED)
     flags[fitted & hasdeg] |= int(Flag.HAS_DEGENERATE)
-    ok = fitted & (status == K.ST_OK) & np.isfinite(flux) & np.isfinite(var) & (var > 0)
+    ok = fitted & (status == K.ST_OK) & np.isfinite(flux)
+    if errors:
+        ok &= np.isfinite(var) & (var > 0)
     flags[fitted & (status == K.ST_OK) & ~ok] |= int(Flag.FIT_FAILED)
     flux = np.where(ok, flux, np.nan)
-    err = np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan)
+    err = (np.where(ok, np.sqrt(np.where(ok, var, 1.0)), np.nan) if errors
+           else np.full(flux.shape[0], np.nan))
     flags[ok & (flux < 0)] |= int(Flag.NEGATIVE_FLUX)
     return flux, err, ok
 

@@ -190,13 +190,28 @@ def _fold_less_point(spec: np.ndarray, sx: np.ndarray, sy: np.ndarray, kspec: np
 
 
 @numba.njit(cache=True)
-def _add_sampled(model: np.ndarray, ext: np.ndarray, scale: np.ndarray) -> None:
-    """``model[b] += ext[b] * scale[b]`` (``ext`` in single precision)."""
+def _put_sampled(data: np.ndarray, ptr: np.ndarray, rows: np.ndarray, model: np.ndarray,
+                 ext: np.ndarray, scale: np.ndarray) -> None:
+    """Stamp ``rows[b]`` of the ragged ``data`` (from ``ptr``) set to ``model[b] + ext[b] *
+    scale[b]`` (``ext`` in single precision): the sum written where it is stored, with no
+    copy of it in between."""
     k = model.shape[1]
     for b in range(model.shape[0]):
+        o = ptr[rows[b]]
         for v in range(k):
             for u in range(k):
-                model[b, v, u] += np.float64(ext[b, v, u] * scale[b])
+                data[o + v * k + u] = model[b, v, u] + np.float64(ext[b, v, u] * scale[b])
+
+
+def _put(out: Stamps, rows: np.ndarray, parts: tuple[np.ndarray, ...]) -> None:
+    """:func:`_finish`'s templates (``parts``) into ``out``'s slots ``rows`` (their side)."""
+    model, ext, scale, ax0, ay0 = parts
+    k = model.shape[1]
+    if not (np.all(out.w[rows] == k) and np.all(out.h[rows] == k)):
+        raise ValueError("stamp sides differ from the slots they are put in")
+    _put_sampled(out.data, out.ptr, rows.astype(np.int64), model, ext, scale)
+    out.x0[rows] = ax0
+    out.y0[rows] = ay0
 
 
 def _sampled_inverse(folded: np.ndarray, m: int, k: int) -> np.ndarray:
@@ -261,7 +276,8 @@ def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
             kernel: TemplateKernel, wings: bool) -> tuple[np.ndarray, ...]:
     """The deposits' spectra ``spec`` (translated by ``dx, dy`` lattice points unless
     None) convolved, less the point part, sampled and normalised, plus the band's point
-    stamps."""
+    stamps: returns the point stamps, the sampled rest and its scale per source (their
+    sum is the template: :func:`_put`) and the stamps' corners."""
     fx, fy = scipy.fft.rfftfreq(n), scipy.fft.fftfreq(n)
     # the point part taken away is a sharp point source (the sharp PSF, kernel-convolved),
     # not a lattice delta: then the band's point stamp added back replaces it exactly;
@@ -284,8 +300,7 @@ def _finish(spec: np.ndarray, total: np.ndarray, cx: np.ndarray, cy: np.ndarray,
     scale = np.where(total != 0, 1.0 / np.where(total != 0, total, 1.0), 0.0) / m ** 2
     scale = scale.astype(np.float32)
     model, _, _ = point_stamps(psf, xs, ys, k)
-    _add_sampled(model, _sampled_inverse(folded, m, k), scale)
-    return model, ax0, ay0
+    return model, _sampled_inverse(folded, m, k), scale, ax0, ay0
 
 
 def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndarray,
@@ -352,9 +367,8 @@ def build_templates(hires: np.ndarray, segmap: np.ndarray, seg: dict, x: np.ndar
         idx = np.flatnonzero(sides == k)
         for start in range(0, idx.size, batch):
             rows = idx[start:start + batch]
-            model, ax0, ay0 = _group(hires, segmap, rows, seg, x, y, jac, psf, kernel, int(k),
-                                     share, wpsf, cache)
-            out.put(dest[rows], model, ax0, ay0)
+            _put(out, dest[rows], _group(hires, segmap, rows, seg, x, y, jac, psf, kernel,
+                                         int(k), share, wpsf, cache))
     return TemplateStamps(out, sides, capped)
 
 

@@ -367,9 +367,19 @@ def _in_fit_order(models: Models, inp: Inputs, opts: TemplateOptions) -> Models:
     ps = int(inp.psf.size)  # type: ignore[attr-defined]
     sides = np.full(n, ps, dtype=np.int64)
     sides[models.tpl] = stamp_sides(models.extent, ps, opts.max_size)[0]
-    tile, _ = default_tiling(int(np.median(sides)) | 1,
-                             float(inp.psf.fwhm))  # type: ignore[attr-defined]
+    tile, _ = _tiling(sides, inp)
     return models.reordered(spatial_order(models.x, models.y, inp.image.shape, tile))
+
+
+def _tiling(sides: np.ndarray, inp: Inputs) -> tuple[int, int]:
+    """The fits' tile size and margin: the engine's defaults for the median stamp side,
+    with tiles grown for the density of sources as :func:`dask_phot.forced_photometry`
+    grows them (:func:`~dask_phot.engine.scene.default_tiling`). On the 5'x5' pair
+    the two fits take ~25% less CPU (0.26 -> 0.19 s); fluxes move by 0.04 sigma
+    (median, 0.3 at the 99th percentile) and the pulls against the truth are the same."""
+    density = sides.shape[0] / max(inp.image.size, 1)
+    return default_tiling(int(np.median(sides)) | 1,
+                          float(inp.psf.fwhm), density)  # type: ignore[attr-defined]
 
 
 def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
@@ -377,15 +387,18 @@ def _fit(inp: Inputs, models: Models, built: TemplateStamps, dx: np.ndarray,
     """The joint fit (the engine's :func:`~dask_phot.engine.fit.fit_stamps`), with the
     band PSF's wings beyond each stamp subtracted between two fits when ``wings`` (the
     registration's intermediate fits leave them: their residuals only carry the
-    shifts, and a symmetric halo adds nothing to a gradient's cross-correlation). The
+    shifts, and a symmetric halo adds nothing to a gradient's cross-correlation; nor
+    their errors, chi2 and mismatch: ``errors=False``). Tiles as :func:`_tiling`. The
     scene's state is kept in ``info["state"]`` (:func:`_products`)."""
+    tile, margin = _tiling(np.maximum(built.stamps.w, built.stamps.h), inp)
     return fit_stamps(inp.image, built.stamps, models.x + dx, models.y + dy,
                       fwhm=float(inp.psf.fwhm),  # type: ignore[attr-defined]
                       psf=inp.psf if wings else None,
                       sigma=inp.sigma, weight=inp.weight, fit_sky=opts.fit_sky,
                       sky_model=opts.sky_model, high_chi2=opts.high_chi2,
                       mismatch_sigma=5.0, return_model=True, keep_state=True,
-                      in_place=not models.gal.size)
+                      in_place=not models.gal.size, errors=wings,
+                      tile_size=tile, margin=margin)
 
 
 def _weights(inp: Inputs) -> np.ndarray:
@@ -420,7 +433,9 @@ def _shift_step(inp: Inputs, built: TemplateStamps, res: PhotometryResult,
     """
     shape = inp.image.shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        snr = res.flux / res.flux_err
+        # the intermediate fit has no errors (``errors=False``): each source's S/N alone,
+        # its flux over 1 / sqrt(sum w s^2) (its own stamp's weighted power)
+        snr = res.flux * np.sqrt(products[3])
     rows = np.flatnonzero(np.isfinite(snr) & (snr >= opts.register_snr))
     if rows.size == 0 or res.model is None:
         return ShiftMap.zero(shape, region)
