@@ -112,6 +112,42 @@ def _process_cpu() -> float:
     return t.user + t.system
 
 
+def _schedstat() -> tuple[float, float]:
+    """Seconds this process's threads ran on a CPU and waited, runnable, for one (Linux's
+    ``schedstat``; zeros elsewhere): the wait is what the machine's other load cost."""
+    on = wait = 0
+    for path in Path(f"/proc/{os.getpid()}/task").glob("*/schedstat"):
+        try:
+            a, b, _ = path.read_text().split()
+        except (OSError, ValueError):
+            continue
+        on, wait = on + int(a), wait + int(b)
+    return on / 1e9, wait / 1e9
+
+
+def _timeline(stream: list[dict], t0: float, t1: float, waits: dict[str, float]) -> None:
+    """Per worker, from Dask's task stream: when its first task started, the time its
+    threads computed (the union of its tasks' intervals), the gaps between them and the
+    tail after its last task; with the run-queue wait of its threads."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for task in stream:
+        for ss in task["startstops"]:
+            if ss["action"] == "compute":
+                spans.setdefault(task["worker"], []).append((ss["start"], ss["stop"]))
+    for worker, iv in sorted(spans.items()):
+        iv.sort()
+        busy, (a, b) = 0.0, iv[0]
+        for s, e in iv[1:]:
+            if s > b:
+                busy, a = busy + b - a, s
+            b = max(b, e)
+        busy += b - a
+        first, last = iv[0][0] - t0, max(e for _, e in iv) - t0
+        print(f"  {worker}: first task at {first:.1f} s, computing {busy:.1f} s, gaps "
+              f"{last - first - busy:.1f} s, tail {t1 - t0 - last:.1f} s, {len(iv)} tasks; "
+              f"its threads waited {waits.get(worker, 0.0):.1f} s for a CPU")
+
+
 def _warm() -> float:
     """Compile (or load from numba's cache) the kernels in this worker; CPU seconds spent."""
     from dask_phot.warmup import warm_up
@@ -210,7 +246,7 @@ def _reads(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace) -> Non
     from dask_phot.pipeline.run import run_order
 
     with local_worker_settings(), LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True,
+            n_workers=args.workers, threads_per_worker=args.threads, processes=True,
             memory_limit=args.memory_limit, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         parts, indexes = plan_cells(cfg)
@@ -230,13 +266,13 @@ def _reads(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace) -> Non
 
 def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
          n_bands: int) -> dict[str, Any]:
-    from distributed import Client, LocalCluster, performance_report
+    from distributed import Client, LocalCluster, get_task_stream, performance_report
 
     from dask_phot.cluster import local_worker_settings
     from dask_phot.pipeline import plan_cells, run_catalog
 
     with local_worker_settings(), LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True,
+            n_workers=args.workers, threads_per_worker=args.threads, processes=True,
             memory_limit=args.memory_limit, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         t0 = time.perf_counter()
@@ -248,15 +284,15 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
                   + ", ".join(f"{v:.1f} s" for v in warm.values()))
         s3.ask("reset")
         _, _, cpu0 = s3.ask("counts")
-        proc0 = client.run(_process_cpu)
+        proc0, sched0 = client.run(_process_cpu), client.run(_schedstat)
         report = (performance_report(filename=f"{args.report}-{label}.html") if args.report
                   else _null())
-        with report:
-            t0 = time.perf_counter()
+        with report, get_task_stream(client) as stream:
+            t0, start = time.perf_counter(), time.time()
             summary = run_catalog(cfg, client=client)
             wall = time.perf_counter() - t0
         peaks = client.run(_peak_rss)
-        proc1 = client.run(_process_cpu)
+        proc1, sched1 = client.run(_process_cpu), client.run(_schedstat)
     served, n_req, cpu1 = s3.ask("counts")
     proc = sum(proc1[w] - proc0.get(w, 0.0) for w in proc1)
     n = summary.n_sources
@@ -286,6 +322,9 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
           f"boxes {summary.box_bytes / 1e6:,.1f} MB -> {ratio:.2f} x (target <= 1.5: "
           f"{'met' if ratio <= 1.5 else 'NOT met'}); S3 server CPU {out['server_cpu']:.0f} s")
     print(f"failures: {summary.failures or 'none'}")
+    if args.timeline:
+        _timeline(stream.data, start, start + wall,
+                  {w: sched1[w][1] - sched0.get(w, (0.0, 0.0))[1] for w in sched1})
     out["bands"] = _band_costs(summary.output, n)
     return out
 
@@ -357,10 +396,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=default_cache / "bench-cosmos")
     ap.add_argument("--latency-ms", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="threads per worker (with "
+                    "--set cluster.fits_per_worker=1: reads overlap the fits)")
     ap.add_argument("--memory-limit", default="4GiB")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--report", default=None, help="write Dask performance reports "
                     "<REPORT>-<run>.html")
+    ap.add_argument("--timeline", action="store_true", help="print per worker where its "
+                    "wall time went (Dask's task stream): first task, computing, gaps, tail")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="configuration override (TOML value), e.g. cells.read_max_overread=8")
     ap.add_argument("--no-accuracy", action="store_true")

@@ -66,3 +66,35 @@ def test_band_tasks_named_per_cell_and_band_on_a_local_cluster(small_field, tmp_
     assert local.n_sources == summary.n_sources
     pd.testing.assert_frame_equal(read_catalog(tmp_path / "dask"),
                                   read_catalog(tmp_path / "local"))
+
+
+@pytest.mark.parametrize(("fits", "most"), [(1, 1), (2, 2), (0, 4)])
+def test_fit_slots_bound_the_fits_running_at_once(fits, most):
+    """``[cluster] fits_per_worker``: at most that many threads inside a fit slot (0: no
+    bound); a thread that waited for its slot is told how long."""
+    import threading
+    import time
+
+    from dask_phot.pipeline.graph import fit_slot
+
+    inside, peak, waits = [0], [0], []
+    lock, start = threading.Lock(), threading.Barrier(4)
+
+    def task() -> None:
+        start.wait()
+        with fit_slot(fits) as waited:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+        waits.append(waited)
+
+    threads = [threading.Thread(target=task) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == most
+    assert (max(waits) >= 0.04) == (fits in (1, 2))

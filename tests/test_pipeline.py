@@ -130,6 +130,35 @@ def test_run_on_local_cluster_from_s3_and_read_with_lsdb(s3_field, s3_server, tm
 
 
 @pytest.mark.slow
+def test_reads_overlap_fits_with_one_fit_slot_and_the_catalog_is_unchanged(
+        s3_field, s3_server, tmp_path):
+    """Two threads per worker, one fit slot (``[cluster] fits_per_worker = 1``): a task
+    reads while another fits; the catalog is that of the same workers without fit slots,
+    bit for bit. (Not the in-process run's: there BLAS runs multi-threaded, Dask's
+    workers single-threaded, and sums differ in their last bits.)"""
+    import dataclasses
+    import json
+
+    from distributed import Client, LocalCluster
+
+    field, paths, bucket = s3_field
+    plain = make_config(paths, bucket, s3_server, tmp_path / "plain", order=13)
+    cfg = make_config(paths, bucket, s3_server, tmp_path / "slots", order=13)
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, fits_per_worker=1))
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+        assert "wait" not in run_catalog(plain, client=client).stage_seconds
+        summary = run_catalog(cfg, client=client)
+    assert summary.n_cells > 10 and not summary.failures
+    assert "wait" in summary.stage_seconds  # the band tasks took a fit slot
+    reports = [json.loads(r.read_text()) for r in (tmp_path / "slots" / "cells").rglob("*.json")]
+    assert all("wait" in r["seconds"] for r in reports)
+    cat = read_catalog(tmp_path / "slots")
+    pd.testing.assert_frame_equal(cat, read_catalog(tmp_path / "plain"), check_exact=True)
+    check_catalog(cat, field)
+
+
+@pytest.mark.slow
 def test_worker_killed_mid_run_completes(s3_field, s3_server, tmp_path):
     from distributed import Client, LocalCluster
 

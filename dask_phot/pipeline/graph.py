@@ -17,10 +17,12 @@ results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +31,11 @@ import pandas as pd
 from dask_phot.cells import Cell, CellSources
 from dask_phot.config import RunConfig
 from dask_phot.images import Mosaic
-from dask_phot.pipeline.kernel import CellReport, process_cell
+from dask_phot.pipeline.kernel import CellReport, fit_read, read_cell
 from dask_phot.schema import cell_meta
 
-__all__ = ["BandResult", "band_key", "fit_band_task", "join_bands", "run_cells", "write_key"]
+__all__ = ["BandResult", "band_key", "fit_band_task", "fit_slot", "join_bands", "run_cells",
+           "write_key"]
 
 
 @dataclass
@@ -80,16 +83,46 @@ def write_key(order: int, pixel: int) -> str:
     return f"write-{order}-{pixel}"
 
 
+_SLOTS: dict[int, threading.Semaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def fit_slot(fits: int) -> Iterator[float]:
+    """Hold one of this process's ``fits`` fit slots (none when ``fits`` is 0); yields the
+    seconds waited for it.
+
+    ``[cluster] fits_per_worker``: with more worker threads than fit slots, a band task
+    reads its pixels while another task fits, then waits here for its turn, so the
+    worker's core computes while S3 answers, and no more fits than slots hold their
+    memory at once. The slots are process-wide, as the worker's threads are.
+    """
+    if fits <= 0:
+        yield 0.0
+        return
+    with _SLOTS_LOCK:
+        slots = _SLOTS.setdefault(fits, threading.Semaphore(fits))
+    t0 = time.perf_counter()
+    with slots:
+        yield time.perf_counter() - t0
+
+
 def fit_band_task(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
                   config: RunConfig, band: str) -> BandResult:
     """Read and fit one band of a cell (a Dask task: :func:`band_key`).
 
     :func:`~dask_phot.pipeline.kernel.process_cell` with the configuration cut to the
     band: the band's own margin, pixel box and fit, exactly as in a whole-cell call.
+    The read runs first, the fit in one of the worker's fit slots (:func:`fit_slot`;
+    with ``[cluster] fits_per_worker``, ``seconds["wait"]`` is the time waited for it).
     """
     cpu0 = time.thread_time()
     one = dataclasses.replace(config, bands=(config.band(band),))
-    table, report = process_cell(part, {band: indexes[band]}, one)
+    read = read_cell(part, {band: indexes[band]}, one)
+    with fit_slot(config.cluster.fits_per_worker) as waited:
+        table, report = fit_read(part, *read, one)
+    if config.cluster.fits_per_worker:
+        report.seconds["wait"] = waited
     return BandResult(band, table, report.status[band], report.errors, report.seconds,
                       report.bytes_read, report.box_bytes, report.requests,
                       time.thread_time() - cpu0, report.band_modelled.get(band, 0))

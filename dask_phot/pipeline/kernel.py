@@ -48,8 +48,8 @@ from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
 
-__all__ = ["CellReport", "data_errors", "error_record", "fit_band", "fit_cell", "process_cell",
-           "read_cell", "source_shapes"]
+__all__ = ["CellReport", "data_errors", "error_record", "fit_band", "fit_cell", "fit_read",
+           "process_cell", "read_cell", "source_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +450,18 @@ def process_cell(
 
     This is also the single-cell debug path: it runs in-process.
     """
-    regions, read_status, report = read_cell(part, indexes, config)
+    return fit_read(part, *read_cell(part, indexes, config), config)
+
+
+def fit_read(
+    part: CellSources, regions: Mapping[str, BandRegions], read_status: Mapping[str, str],
+    report: CellReport, config: RunConfig
+) -> tuple[pd.DataFrame, CellReport]:
+    """Fit a cell from what :func:`read_cell` returned (the compute of :func:`process_cell`).
+
+    The bands whose read failed get their status and ``CELL_FAILED`` flags; ``report``
+    receives the statuses and the fit time, and is returned with the table.
+    """
     t0 = time.perf_counter()
     table, status = fit_cell(part.sources, regions, bands=config.bands, engine=config.engine,
                              keep=config.priors.output_columns,

@@ -288,10 +288,13 @@ def _mosaic_inputs(config: RunConfig, parts: Sequence[CellSources],
                    ) -> dict[tuple[str, int], tuple[Mosaic, str, pd.DataFrame, Any]]:
     """Per (band, mosaic number) of the empirical bands: the mosaic, its ePSF's key, the
     priors on it and the reference stars."""
+    out: dict[tuple[str, int], tuple[Mosaic, str, pd.DataFrame, Any]] = {}
+    empirical = [b for b in config.bands if b.psf == "empirical"]
+    if not empirical:  # nothing to stage (a whole field's primaries: seconds of the plan)
+        return out
     storage = storage_options(config)
     everyone = _stage_priors(parts)
-    out: dict[tuple[str, int], tuple[Mosaic, str, pd.DataFrame, Any]] = {}
-    for b in (b for b in config.bands if b.psf == "empirical"):
+    for b in empirical:
         stars = _reference_stars(b, storage) if b.psf_stars else None
         for k, m in enumerate(indexes[b.name]):
             priors = _on_mosaic(everyone, m)
