@@ -83,12 +83,18 @@ class Stamps:
         if rows.size == 0:
             return
         k = stamps.shape[1]
+        rows = self.place(rows, k, x0, y0)
+        _copy_rows(np.ascontiguousarray(stamps, dtype=np.float64).reshape(rows.size, k * k),
+                   rows, self.ptr, self.data)
+
+    def place(self, rows: np.ndarray, k: int, x0: np.ndarray, y0: np.ndarray) -> np.ndarray:
+        """Set the corners of stamps ``rows`` (all of side ``k``) for pixels about to be
+        written into their slots (:meth:`put`); returns ``rows`` as int64."""
         if not (np.all(self.w[rows] == k) and np.all(self.h[rows] == k)):
             raise ValueError("stamp sides differ from the slots they are put in")
-        _copy_rows(np.ascontiguousarray(stamps, dtype=np.float64).reshape(rows.size, k * k),
-                   rows.astype(np.int64), self.ptr, self.data)
         self.x0[rows] = x0
         self.y0[rows] = y0
+        return rows.astype(np.int64)
 
     def to_square(self) -> np.ndarray:
         """All stamps as one ``(n, k, k)`` array (they must share one square size)."""

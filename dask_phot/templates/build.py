@@ -206,12 +206,8 @@ def _put_sampled(data: np.ndarray, ptr: np.ndarray, rows: np.ndarray, model: np.
 def _put(out: Stamps, rows: np.ndarray, parts: tuple[np.ndarray, ...]) -> None:
     """:func:`_finish`'s templates (``parts``) into ``out``'s slots ``rows`` (their side)."""
     model, ext, scale, ax0, ay0 = parts
-    k = model.shape[1]
-    if not (np.all(out.w[rows] == k) and np.all(out.h[rows] == k)):
-        raise ValueError("stamp sides differ from the slots they are put in")
-    _put_sampled(out.data, out.ptr, rows.astype(np.int64), model, ext, scale)
-    out.x0[rows] = ax0
-    out.y0[rows] = ay0
+    _put_sampled(out.data, out.ptr, out.place(rows, model.shape[1], ax0, ay0), model, ext,
+                 scale)
 
 
 def _sampled_inverse(folded: np.ndarray, m: int, k: int) -> np.ndarray:
