@@ -529,3 +529,35 @@ def test_s3server_lifecycle(tmp_path):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))  # the port was released
     assert {k for k in os.environ if k.startswith("AWS_")} == env_before
+
+
+def test_headers_are_read_at_once_in_order_with_the_first_error_in_order():
+    """``in_threads`` overlaps latency-bound calls (the remote headers of an index) but
+    keeps the loop's results and its first error."""
+    import threading
+    import time
+
+    from dask_phot.images.index import in_threads
+
+    seen: set[int] = set()
+    started = threading.Barrier(4, timeout=10)
+
+    def call(i: int) -> int:
+        seen.add(threading.get_ident())
+        started.wait()  # returns only when four calls run at once
+        return i * i
+
+    assert in_threads(call, range(4), threads=4) == [0, 1, 4, 9]
+    assert len(seen) == 4
+
+    def fail(i: int) -> int:
+        if i == 1:
+            time.sleep(0.2)  # fails after item 3 has failed
+            raise ValueError("item 1")
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    with pytest.raises(ValueError, match="item 1"):
+        in_threads(fail, range(4))
+    assert in_threads(call, [], threads=4) == []

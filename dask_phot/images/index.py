@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import fsspec
 import numpy as np
@@ -256,6 +257,27 @@ def _pair_noise(
     return list(noise), noise_kind  # type: ignore[return-value]
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: Headers read at once: a remote header costs a request's latency, not CPU.
+INDEX_THREADS = 16
+
+
+def in_threads(func: Callable[[_T], _R], items: Iterable[_T],
+               threads: int = INDEX_THREADS) -> list[_R]:
+    """``[func(x) for x in items]``, run in up to ``threads`` threads.
+
+    For latency-bound work (the headers of remote files). The results, and the error
+    raised if any call fails, follow the order of ``items``, as the loop's would.
+    """
+    items = list(items)
+    if len(items) < 2 or threads < 2:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="dask-phot-index") as pool:
+        return list(pool.map(func, items))
+
+
 def _named(url: str, func: Any, *args: Any) -> Any:
     """``func(*args)``, its errors about the file's content re-raised naming ``url``."""
     try:
@@ -321,13 +343,14 @@ def build_index(
     image_urls = _io.expand_urls(images, storage_options)
     noise_urls = None if noise is None else _io.expand_urls(noise, storage_options)
     paired, kind = _pair_noise(image_urls, noise_urls, noise_kind)
+    files = [u for pair in zip(image_urls, paired, strict=True) for u in pair if u is not None]
+    read = dict(zip(files, in_threads(
+        lambda u: _named(u, _read_layout, u, storage_options, cache_dir), files), strict=True))
     index = []
     for url, noise_url in zip(image_urls, paired, strict=True):
-        read_url, layout, version = _named(url, _read_layout, url, storage_options, cache_dir)
-        noise_read, noise_layout, noise_version = None, None, ""
-        if noise_url is not None:
-            noise_read, noise_layout, noise_version = _named(
-                noise_url, _read_layout, noise_url, storage_options, cache_dir)
+        read_url, layout, version = read[url]
+        noise_read, noise_layout, noise_version = (None, None, "") if noise_url is None \
+            else read[noise_url]
         index.append(_named(url, _make_mosaic, (url, noise_url), (read_url, noise_read),
                             (layout, noise_layout), (version, noise_version), kind, band))
     log.info("indexed %d mosaic(s) of band %s", len(index), band)

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from dask_phot.cells import CellSources, choose_order, partition_priors
-from dask_phot.config import RunConfig, storage_options
+from dask_phot.config import BandImages, RunConfig, storage_options
 from dask_phot.images import Mosaic, build_index
+from dask_phot.images.index import in_threads
 from dask_phot.pipeline.memory import OwnerMemo, split_cells
 from dask_phot.pipeline.output import CatalogStore
 from dask_phot.pipeline.psfs import epsf_keys
@@ -122,20 +123,24 @@ def _read_priors(config: RunConfig, storage: Mapping) -> pd.DataFrame:
     return priors
 
 
+def _index_band(b: BandImages, storage: Mapping) -> list[Mosaic]:
+    try:
+        return build_index(list(b.images), list(b.noise) or None, noise_kind=b.noise_kind,
+                           band=b.name, storage_options=storage)
+    except FileNotFoundError as exc:
+        raise InputError(f"{exc} ([bands.{b.name}] images/noise)") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{exc} ([bands.{b.name}])") from None
+    except network_errors() as exc:
+        raise _unreachable(f"[bands.{b.name}] images", exc) from None
+
+
 def _index_bands(config: RunConfig, storage: Mapping) -> dict[str, list[Mosaic]]:
-    indexes = {}
-    for b in config.bands:
-        try:
-            indexes[b.name] = build_index(list(b.images), list(b.noise) or None,
-                                          noise_kind=b.noise_kind, band=b.name,
-                                          storage_options=storage)
-        except FileNotFoundError as exc:
-            raise InputError(f"{exc} ([bands.{b.name}] images/noise)") from None
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{exc} ([bands.{b.name}])") from None
-        except network_errors() as exc:
-            raise _unreachable(f"[bands.{b.name}] images", exc) from None
-    return indexes
+    """Each band's mosaics, the bands' headers read at once (remote headers cost latency);
+    an error names the first band, in the configuration's order, that has one."""
+    bands = list(config.bands)
+    indexes = in_threads(lambda b: _index_band(b, storage), bands, threads=len(bands))
+    return {b.name: index for b, index in zip(bands, indexes, strict=True)}
 
 
 def _unreachable(what: str, exc: BaseException) -> StorageError:
