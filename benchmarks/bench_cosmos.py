@@ -396,8 +396,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=default_cache / "bench-cosmos")
     ap.add_argument("--latency-ms", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1, help="threads per worker (with "
-                    "--set cluster.fits_per_worker=1: reads overlap the fits)")
+    from dask_phot.config import ClusterConfig
+
+    ap.add_argument("--threads", type=int, default=ClusterConfig().threads_per_worker,
+                    help="threads per worker (default: [cluster] threads_per_worker; with "
+                    "fits_per_worker \"auto\", reads overlap the fits)")
     ap.add_argument("--memory-limit", default="4GiB")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--report", default=None, help="write Dask performance reports "

@@ -98,3 +98,20 @@ def test_fit_slots_bound_the_fits_running_at_once(fits, most):
         t.join()
     assert peak[0] == most
     assert (max(waits) >= 0.04) == (fits in (1, 2))
+
+
+def test_auto_fit_slots_leave_one_thread_of_a_worker_to_read():
+    """``fits_per_worker = "auto"`` (the default): one fewer fit slot than the worker's
+    threads, none (no bound) on a one-thread worker or outside Dask; a number is kept."""
+    from distributed import Client, LocalCluster
+
+    from dask_phot.config import ClusterConfig
+    from dask_phot.pipeline.graph import fit_slots
+
+    assert ClusterConfig().fits_per_worker == "auto" and ClusterConfig().threads_per_worker == 2
+    assert fit_slots("auto") == 0 and fit_slots(3) == 3 and fit_slots(0) == 0
+    for threads, slots in ((1, 0), (2, 1), (3, 2)):
+        with LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
+                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+            assert client.submit(fit_slots, "auto").result() == slots
+            assert client.submit(fit_slots, 1).result() == 1

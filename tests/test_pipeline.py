@@ -132,8 +132,9 @@ def test_run_on_local_cluster_from_s3_and_read_with_lsdb(s3_field, s3_server, tm
 @pytest.mark.slow
 def test_reads_overlap_fits_with_one_fit_slot_and_the_catalog_is_unchanged(
         s3_field, s3_server, tmp_path):
-    """Two threads per worker, one fit slot (``[cluster] fits_per_worker = 1``): a task
-    reads while another fits; the catalog is that of the same workers without fit slots,
+    """Two threads per worker, one fit slot (``[cluster] fits_per_worker = "auto"``, the
+    default): a task reads while another fits; the catalog is that of the same workers
+    without fit slots (``fits_per_worker = 0``),
     bit for bit. (Not the in-process run's: there BLAS runs multi-threaded, Dask's
     workers single-threaded, and sums differ in their last bits.)"""
     import dataclasses
@@ -143,8 +144,10 @@ def test_reads_overlap_fits_with_one_fit_slot_and_the_catalog_is_unchanged(
 
     field, paths, bucket = s3_field
     plain = make_config(paths, bucket, s3_server, tmp_path / "plain", order=13)
+    plain = dataclasses.replace(plain, cluster=dataclasses.replace(plain.cluster,
+                                                                   fits_per_worker=0))
     cfg = make_config(paths, bucket, s3_server, tmp_path / "slots", order=13)
-    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, fits_per_worker=1))
+    assert cfg.cluster.fits_per_worker == "auto"  # the default: 1 slot with 2 threads
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         assert "wait" not in run_catalog(plain, client=client).stage_seconds

@@ -297,8 +297,8 @@ class ClusterConfig:
 
     scheduler: str = setting("local", check=scheduler_address)
     n_workers: int = setting(2, check=number(1, integer=True))
-    threads_per_worker: int = setting(1, check=number(1, integer=True))
-    fits_per_worker: int = setting(0, check=number(0, integer=True))
+    threads_per_worker: int = setting(2, check=number(1, integer=True))
+    fits_per_worker: int | str = setting("auto", check=number(0, integer=True, auto=True))
     memory_limit: str | int = setting("4GiB", check=memory_size)
     retries: int = setting(2, check=number(0, integer=True))
     performance_report: str = ""

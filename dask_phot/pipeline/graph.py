@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from distributed import get_worker
 
 from dask_phot.cells import Cell, CellSources
 from dask_phot.config import RunConfig
@@ -107,6 +108,25 @@ def fit_slot(fits: int) -> Iterator[float]:
         yield time.perf_counter() - t0
 
 
+def fit_slots(setting: int | str) -> int:
+    """The fit slots of ``[cluster] fits_per_worker`` in this process: the number given,
+    or for ``"auto"`` one fewer than the Dask worker's threads (0, no limit, with one
+    thread or outside a worker), so one thread reads and writes while the others fit.
+
+    Examples
+    --------
+    >>> fit_slots(3), fit_slots("auto")  # not on a Dask worker
+    (3, 0)
+    """
+    if setting != "auto":
+        return int(setting)
+    try:
+        threads = get_worker().state.nthreads
+    except ValueError:  # not running on a worker
+        return 0
+    return threads - 1 if threads > 1 else 0
+
+
 def fit_band_task(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
                   config: RunConfig, band: str) -> BandResult:
     """Read and fit one band of a cell (a Dask task: :func:`band_key`).
@@ -119,9 +139,10 @@ def fit_band_task(part: CellSources, indexes: Mapping[str, Sequence[Mosaic]],
     cpu0 = time.thread_time()
     one = dataclasses.replace(config, bands=(config.band(band),))
     read = read_cell(part, {band: indexes[band]}, one)
-    with fit_slot(config.cluster.fits_per_worker) as waited:
+    slots = fit_slots(config.cluster.fits_per_worker)
+    with fit_slot(slots) as waited:
         table, report = fit_read(part, *read, one)
-    if config.cluster.fits_per_worker:
+    if slots:
         report.seconds["wait"] = waited
     return BandResult(band, table, report.status[band], report.errors, report.seconds,
                       report.bytes_read, report.box_bytes, report.requests,
