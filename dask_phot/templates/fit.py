@@ -262,9 +262,12 @@ def run_templates(image: np.ndarray | str | os.PathLike[str], wcs: WCS, psf: obj
         iterations = 0
     shift_map = shifts if shifts is not None else ShiftMap.zero(inp.image.shape, region)
     cache: dict | None = {} if iterations else None  # (the deposits, built once)
+    built = None
     for it in range(iterations + 1):
         dx, dy = shift_map.at(models.x, models.y)
-        built = models.build(inp, kernel, dx, dy, max_size=opts.max_size, cache=cache)
+        # (the last build's stamps are done with once its shifts are measured: reused)
+        built = models.build(inp, kernel, dx, dy, max_size=opts.max_size, cache=cache,
+                             reuse=built)
         res = _fit(inp, models, built, dx, dy, opts, wings=it == iterations)
         products = _products(inp, built, res)
         if it < iterations:

@@ -74,11 +74,13 @@ class Models:
             extent=self.extent[k], shapes=self.shapes, off=self.off)
 
     def build(self, inp: object, kernel: TemplateKernel, dx: np.ndarray, dy: np.ndarray, *,
-              max_size: int, rows: np.ndarray | None = None, cache: dict | None = None
-              ) -> TemplateStamps:
+              max_size: int, rows: np.ndarray | None = None, cache: dict | None = None,
+              reuse: TemplateStamps | None = None) -> TemplateStamps:
         """Unit-flux stamps of sources ``rows`` (default all, in that order), shifted by
         ``(dx, dy)`` (arrays over all sources); ``cache``: the same dict for every build
-        of the same rows (:func:`~.build.build_templates`)."""
+        of the same rows (:func:`~.build.build_templates`); ``reuse``: an earlier build of
+        the same rows, no longer needed, whose stamps are overwritten (without Sersic
+        sources; the slots' sides do not depend on the shifts)."""
         psf = inp.psf  # type: ignore[attr-defined]
         rows = np.arange(self.x.shape[0]) if rows is None else np.asarray(rows)
         x, y = (self.x + dx)[rows], (self.y + dy)[rows]
@@ -88,7 +90,7 @@ class Models:
         pts = np.setdiff1d(np.flatnonzero(kinds == "point"), gal)
         k = np.searchsorted(self.tpl, rows[t])  # rows of the template arrays
         if t.size and not gal.size:  # templates and points: built in place, no merge
-            return self._in_place(inp, kernel, x, y, t, k, pts, max_size, cache)
+            return self._in_place(inp, kernel, x, y, t, k, pts, max_size, cache, reuse)
         parts: list[tuple[np.ndarray, TemplateStamps]] = []
         if t.size:
             seg = {key: v[k] for key, v in self.seg.items()}
@@ -115,15 +117,20 @@ class Models:
 
     def _in_place(self, inp: object, kernel: TemplateKernel, x: np.ndarray, y: np.ndarray,
                   t: np.ndarray, k: np.ndarray, pts: np.ndarray, max_size: int,
-                  cache: dict | None) -> TemplateStamps:
+                  cache: dict | None, reuse: TemplateStamps | None = None
+                  ) -> TemplateStamps:
         """:meth:`build` without Sersic sources: the templates (``t``, template rows
-        ``k``) and points (``pts``) put straight into one set of stamps."""
+        ``k``) and points (``pts``) put straight into one set of stamps (``reuse``'s,
+        when given: every slot is written whole, so nothing of the old one is left)."""
         psf = inp.psf  # type: ignore[attr-defined]
         n = x.shape[0]
         ps = int(psf.size)
         sides = np.full(n, ps, dtype=np.int64)
         sides[t], capped_t = stamp_sides(self.extent[k], ps, max_size)
-        out = TemplateStamps(Stamps.empty(n, sides), sides, np.zeros(n, dtype=bool))
+        if reuse is not None and np.array_equal(reuse.sides, sides):
+            out = TemplateStamps(reuse.stamps, sides, np.zeros(n, dtype=bool))
+        else:
+            out = TemplateStamps(Stamps.empty(n, sides), sides, np.zeros(n, dtype=bool))
         seg = {key: v[k] for key, v in self.seg.items()}
         build_templates(inp.hires, inp.segmap, seg, x[t], y[t], self.jac[k],  # type: ignore
                         self.extent[k], psf, kernel, max_size=max_size,

@@ -96,6 +96,33 @@ class SegmentTable:
 
 
 @numba.njit(cache=True)
+def _row_blocks(img_row: np.ndarray, seg_row: np.ndarray, b: int, bn: np.ndarray,
+                bt: np.ndarray, n_out: np.ndarray, t_out: np.ndarray) -> None:
+    """Add one row's unlabelled finite pixels, counted and summed in blocks of ``b``, to
+    ``n_out`` and ``t_out``: a pass without branches (``bn``, ``bt``: buffers of the row's
+    length), then each block's sum in column order (so the sums are those of a loop
+    over the pixels that skips the others)."""
+    nx = img_row.shape[0]
+    for c in range(nx):
+        v = np.float64(img_row[c])
+        ok = (seg_row[c] == 0) & np.isfinite(v)
+        bn[c] = 1.0 if ok else 0.0
+        bt[c] = v if ok else 0.0
+    full = nx // b if b == 4 else 0
+    for cb in range(full):  # (the common block side, unrolled)
+        o = 4 * cb
+        n_out[cb] += (((0.0 + bn[o]) + bn[o + 1]) + bn[o + 2]) + bn[o + 3]
+        t_out[cb] += (((0.0 + bt[o]) + bt[o + 1]) + bt[o + 2]) + bt[o + 3]
+    for cb in range(full, n_out.shape[0]):
+        n, t = 0.0, 0.0
+        for c in range(cb * b, min(cb * b + b, nx)):
+            n += bn[c]
+            t += bt[c]
+        n_out[cb] += n
+        t_out[cb] += t
+
+
+@numba.njit(cache=True)
 def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int, b: int) -> tuple:
     ny, nx = img.shape
     cnt = np.zeros(nl + 1, dtype=np.int64)
@@ -111,48 +138,38 @@ def _accumulate(img: np.ndarray, seg: np.ndarray, nl: int, b: int) -> tuple:
     px = np.zeros(nl + 1, dtype=np.int64)
     py = np.zeros(nl + 1, dtype=np.int64)
     edge = np.zeros(nl + 1, dtype=np.bool_)
-    step = b if b > 0 else nx  # the row is read in blocks of b pixels
-    nbx = (nx + step - 1) // step
-    blocks = np.zeros((2, (ny + step - 1) // step if b > 0 else 1, nbx if b > 0 else 1))
+    nbx = (nx + b - 1) // b if b > 0 else 1
+    blocks = np.zeros((2, (ny + b - 1) // b if b > 0 else 1, nbx))
+    bn, bt = np.zeros(nx), np.zeros(nx)
     for r in range(ny):
-        rb = r // step if b > 0 else 0
-        for cb in range(nbx):
-            n, t = 0.0, 0.0
-            for c in range(cb * step, min(cb * step + step, nx)):
-                lab = seg[r, c]
-                if lab == 0:
-                    v = img[r, c]
-                    if b > 0 and np.isfinite(v):
-                        n += 1.0
-                        t += v
-                    continue
-                if lab < 0:
-                    continue
-                cnt[lab] += 1
-                x0[lab] = min(x0[lab], c)
-                x1[lab] = max(x1[lab], c)
-                y0[lab] = min(y0[lab], r)
-                y1[lab] = max(y1[lab], r)
-                if r == 0 or c == 0 or r == ny - 1 or c == nx - 1:
-                    edge[lab] = True
-                v = img[r, c]
-                if not np.isfinite(v):
-                    nbad[lab] += 1
-                    continue
-                tot[lab] += v
-                if v > 0:
-                    o = mom[lab]
-                    o[0] += v
-                    o[1] += v * c
-                    o[2] += v * r
-                    o[3] += v * c * c
-                    o[4] += v * c * r
-                    o[5] += v * r * r
-                if v > peak[lab]:
-                    peak[lab], px[lab], py[lab] = v, c, r
-            if b > 0:
-                blocks[0, rb, cb] += n
-                blocks[1, rb, cb] += t
+        if b > 0:  # the unlabelled pixels' blocks
+            _row_blocks(img[r], seg[r], b, bn, bt, blocks[0, r // b], blocks[1, r // b])
+        for c in range(nx):  # the labelled pixels
+            lab = seg[r, c]
+            if lab <= 0:
+                continue
+            cnt[lab] += 1
+            x0[lab] = min(x0[lab], c)
+            x1[lab] = max(x1[lab], c)
+            y0[lab] = min(y0[lab], r)
+            y1[lab] = max(y1[lab], r)
+            if r == 0 or c == 0 or r == ny - 1 or c == nx - 1:
+                edge[lab] = True
+            v = img[r, c]
+            if not np.isfinite(v):
+                nbad[lab] += 1
+                continue
+            tot[lab] += v
+            if v > 0:
+                o = mom[lab]
+                o[0] += v
+                o[1] += v * c
+                o[2] += v * r
+                o[3] += v * c * c
+                o[4] += v * c * r
+                o[5] += v * r * r
+            if v > peak[lab]:
+                peak[lab], px[lab], py[lab] = v, c, r
     p3 = np.zeros(nl + 1)  # the 3 x 3 sum around the brightest pixel
     for lab in range(1, nl + 1):
         if cnt[lab] == 0:
