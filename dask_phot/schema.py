@@ -53,6 +53,8 @@ __all__ = [
     "Flag",
     "band_columns",
     "band_table",
+    "band_values",
+    "cell_dtypes",
     "cell_meta",
     "cell_table",
     "column_info",
@@ -232,6 +234,21 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
     1  -1.0       0.1   NaN       NaN   NaN       NaN      0    256
     2   0.2       0.1   NaN       NaN   NaN       NaN      0      0
     """
+    return pd.DataFrame(band_values(n, flags=flags, flux=flux, flux_err=flux_err, chi2=chi2,
+                                    mismatch=mismatch, model=model))
+
+
+def band_values(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
+                flux_err: Any = None, chi2: Any = None, mismatch: Any = None,
+                model: Any = None) -> dict[str, np.ndarray]:
+    """:func:`band_table`'s columns as arrays (name -> a new, writable array of the column's
+    dtype), without the DataFrame: what the cells' kernel passes between its steps.
+
+    Examples
+    --------
+    >>> band_values(2, flags=Flag.NOT_COVERED)["flags"]
+    array([8192, 8192], dtype=int32)
+    """
     nan = np.full(n, np.nan)
     f = nan if flux is None else np.asarray(flux, dtype=np.float64)
     e = nan if flux_err is None else np.asarray(flux_err, dtype=np.float64)
@@ -245,8 +262,8 @@ def band_table(n: int, *, flags: int | np.ndarray = 0, flux: Any = None,
               "model": np.broadcast_to(np.asarray(MODEL_CODES["none"] if model is None
                                                   else model), (n,)),
               "flags": np.broadcast_to(np.asarray(flags), (n,))}
-    return pd.DataFrame({name: np.asarray(values[name], dtype=dtype)
-                         for name, (dtype, _, _) in BAND_COLUMNS.items()})
+    return {name: np.array(values[name], dtype=dtype)
+            for name, (dtype, _, _) in BAND_COLUMNS.items()}
 
 
 def cell_meta(
@@ -267,16 +284,28 @@ def cell_meta(
     pandas.DataFrame
         Zero-row frame usable as ``meta`` for ``map_partitions``.
     """
+    return pd.DataFrame({k: pd.Series(dtype=v) for k, v in cell_dtypes(bands, keep).items()})
+
+
+def cell_dtypes(bands: Sequence[str], keep: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The columns of a cell's output and their dtypes, in order (:func:`cell_meta`'s).
+
+    Examples
+    --------
+    >>> list(cell_dtypes(["nuv"], {"z": "float32"}).items())[3:6]
+    [('_healpix_29', 'int64'), ('z', 'float32'), ('flux_nuv', 'float64')]
+    """
     cols: dict[str, str] = {k: v[0] for k, v in BASE_COLUMNS.items()}
     for name, dtype in (keep or {}).items():
         cols.setdefault(name, dtype)
     for band in bands:
         cols.update({k: v[0] for k, v in band_columns(band).items()})
-    return pd.DataFrame({k: pd.Series(dtype=v) for k, v in cols.items()})
+    return cols
 
 
-def cell_table(base: Mapping[str, Any], bands: Mapping[str, pd.DataFrame],
-               keep: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
+def cell_table(base: Mapping[str, Any], bands: Mapping[str, Mapping[str, Any]],
+               keep: Mapping[str, pd.Series] | None = None,
+               order: np.ndarray | None = None) -> pd.DataFrame:
     """A cell's output rows: the columns and dtypes of :func:`cell_meta`.
 
     Parameters
@@ -284,17 +313,38 @@ def cell_table(base: Mapping[str, Any], bands: Mapping[str, pd.DataFrame],
     base : mapping
         The :data:`BASE_COLUMNS` (``source_id``, ``ra``, ``dec``, ``_healpix_29``).
     bands : mapping
-        Band name -> that band's :func:`band_table` (rows in ``base``'s order).
+        Band name -> that band's :func:`band_table` or :func:`band_values` (rows in
+        ``base``'s order).
     keep : mapping, optional
         Input columns carried to the output, as Series (their dtype is kept).
+    order : ndarray of int, optional
+        The rows to output, in order (default: all, in ``base``'s order).
     """
     keep = dict(keep or {})
-    meta = cell_meta(list(bands), {k: str(v.dtype) for k, v in keep.items()})
+    dtypes = cell_dtypes(list(bands), {k: str(v.dtype) for k, v in keep.items()})
     values: dict[str, Any] = {k: np.asarray(base[k]) for k in BASE_COLUMNS}
     values.update({k: v.to_numpy() for k, v in keep.items()})
     for band, table in bands.items():
-        values.update({f"{col}_{band}": table[col].to_numpy() for col in BAND_COLUMNS})
-    return pd.DataFrame({c: values[c] for c in meta.columns}).astype(meta.dtypes.to_dict())
+        values.update({f"{col}_{band}": np.asarray(table[col]) for col in BAND_COLUMNS})
+    other: dict[str, str] = {}  # columns of a pandas extension or object dtype: astype
+    columns: dict[str, Any] = {}
+    for c, dtype in dtypes.items():
+        v = values[c] if order is None else values[c][order]
+        if _numeric(dtype):
+            columns[c] = np.asarray(v, dtype=dtype)
+        else:
+            columns[c], other[c] = v, dtype
+    table = pd.DataFrame(columns)
+    return table.astype(other) if other else table
+
+
+def _numeric(dtype: str) -> bool:
+    """True when ``dtype`` names a numeric numpy dtype (not an object, string or pandas
+    extension dtype, which :meth:`pandas.DataFrame.astype` converts)."""
+    try:
+        return np.dtype(dtype).kind in "biufc"
+    except TypeError:
+        return False
 
 
 def column_units(bands: Sequence[str]) -> dict[str, str]:

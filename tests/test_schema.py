@@ -15,6 +15,7 @@ from dask_phot.schema import (
     MODEL_CODES,
     Flag,
     band_table,
+    band_values,
     cell_meta,
     cell_table,
 )
@@ -55,3 +56,27 @@ def test_cell_table_is_cell_meta_filled():
     pd.testing.assert_frame_equal(table.iloc[:0], meta, check_index_type=False)
     assert table["flux_irac1"].tolist() == [1.0, 2.0] and table["z"].dtype == np.float32
     assert (table["flags_nuv"] == int(Flag.CELL_FAILED)).all()
+
+
+def test_band_values_are_band_table_as_independent_writable_arrays():
+    values = band_values(3, flags=Flag.NOT_COVERED)
+    pd.testing.assert_frame_equal(pd.DataFrame(values), band_table(3, flags=Flag.NOT_COVERED))
+    values["flux"][0] = 1.0  # the kernel fills its bands' columns in place
+    assert np.isnan(values["flux_err"][0]) and np.isnan(values["chi2"][0])
+    assert all(v.flags.writeable for v in values.values())
+
+
+def test_cell_table_in_a_given_order_is_the_table_sorted():
+    """The kernel sorts a cell's rows by HEALPix index before the one DataFrame is built:
+    as sorting the built table (extension and object columns included)."""
+    base = {"source_id": np.array([5, 6, 7]), "ra": np.array([150.0, 150.1, 150.2]),
+            "dec": np.array([2.0, 2.1, 2.2]), "_healpix_29": np.array([12, 10, 12])}
+    keep = {"name": pd.Series(["a", "b", "c"], dtype="string", index=[4, 8, 9]),
+            "obj": pd.Series(["x", None, "z"], dtype=object, index=[4, 8, 9]),
+            "z": pd.Series([0.5, 1.5, 2.5], dtype="float32", index=[4, 8, 9])}
+    bands = {"irac1": band_values(3, flux=[1.0, 2.0, 3.0], flux_err=[0.1, 0.1, 0.1])}
+    order = np.argsort(base["_healpix_29"], kind="stable")
+    got = cell_table(base, bands, keep, order)
+    want = cell_table(base, bands, keep).sort_values("_healpix_29", kind="stable")
+    pd.testing.assert_frame_equal(got, want.reset_index(drop=True), check_exact=True)
+    assert got["source_id"].tolist() == [6, 5, 7] and got["name"].dtype == "string"

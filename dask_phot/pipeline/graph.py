@@ -33,7 +33,7 @@ from dask_phot.cells import Cell, CellSources
 from dask_phot.config import RunConfig
 from dask_phot.images import Mosaic
 from dask_phot.pipeline.kernel import CellReport, fit_read, read_cell
-from dask_phot.schema import cell_meta
+from dask_phot.schema import cell_dtypes
 
 __all__ = ["BandResult", "band_key", "fit_band_task", "fit_slot", "join_bands", "run_cells",
            "write_key"]
@@ -162,11 +162,15 @@ def join_bands(cell: Cell, counts: tuple[int, int], results: Sequence[BandResult
     if missing:
         raise ValueError(f"cell {cell}: no result for band(s) {', '.join(missing)}")
     first = by_band[config.band_names[0]].table
-    joined = pd.concat([first, *(by_band[b].table.drop(columns=first.columns.intersection(
-        by_band[b].table.columns)) for b in config.band_names[1:])], axis=1)
     keep = {c: str(first[c].dtype) for c in config.priors.output_columns}
-    meta = cell_meta(list(config.band_names), keep)
-    table = joined[list(meta.columns)].astype(meta.dtypes.to_dict())
+    dtypes = cell_dtypes(list(config.band_names), keep)
+    joined: dict[str, pd.Series] = {}  # each column from the first band's table holding it
+    for b in config.band_names:
+        t = by_band[b].table
+        joined.update({c: t[c] for c in t.columns if c not in joined})
+    table = pd.DataFrame({c: joined[c] for c in dtypes})
+    differ = {c: d for c, d in dtypes.items() if str(table[c].dtype) != d}
+    table = table.astype(differ) if differ else table
     report = CellReport(cell.order, cell.pixel, *counts)
     for b in config.band_names:
         r = by_band[b]

@@ -44,7 +44,7 @@ from dask_phot.models.shapes import sky_to_pixel, wcs_jacobian
 from dask_phot.pipeline.psfs import band_psf, band_psf_error
 from dask_phot.pipeline.resume import owners
 from dask_phot.pipeline.zones import within_reach
-from dask_phot.schema import MODEL_CODES, Flag, band_table, cell_table
+from dask_phot.schema import MODEL_CODES, Flag, band_values, cell_table
 from dask_phot.storage import network_errors
 from dask_phot.templates.cell import TemplateSetup, fit_band_templates
 
@@ -209,8 +209,20 @@ def fit_band(
     pandas.DataFrame
         :func:`~dask_phot.schema.band_table` (fluxes in microJansky), one row per source.
     """
+    return pd.DataFrame(_band_values(sources, region, band, engine,
+                                     margin_arcsec=margin_arcsec, targets=targets,
+                                     priors=priors, templates=templates, modelled=modelled))
+
+
+def _band_values(
+    sources: pd.DataFrame, region: Region | None, band: BandImages, engine: EngineConfig,
+    *, margin_arcsec: float | None = None, targets: np.ndarray | None = None,
+    priors: PriorsConfig | None = None, templates: TemplateSetup | None = None,
+    modelled: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`fit_band`'s columns as arrays (:func:`~dask_phot.schema.band_values`)."""
     if region is None:
-        return band_table(len(sources), flags=Flag.NOT_COVERED)
+        return _uncovered(len(sources))
     if targets is None:
         targets = sources["_primary"].to_numpy(dtype=bool)
     x, y = icrs_to_pixel(region.wcs, sources["ra"].to_numpy(), sources["dec"].to_numpy())
@@ -224,45 +236,54 @@ def fit_band(
     # the sources this band models: within its margin of the targets (all without one)
     use = np.ones(len(sources), dtype=bool) if margin_arcsec is None else \
         _within(x, y, targets, margin_arcsec / band.band.pixel_scale)
-    sub = sources[use]
+    n_use = int(use.sum())
     if modelled is not None:
-        modelled[band.name] = modelled.get(band.name, 0) + int(use.sum())
+        modelled[band.name] = modelled.get(band.name, 0) + n_use
     noise = _noise(region, x[use], y[use], targets[use], band, margin_arcsec)
     to_ujy = band.band.to_ujy * correction
-    t = None
-    if band.model == "template":  # the sharp mosaic's light: dask_phot.templates.cell
-        if templates is None:
-            raise ValueError(f"bands.{band.name}: model \"template\" needs [templates]")
-        t = fit_band_templates(sub, region, psf, templates, weight=noise.get("weight"),
-                               engine=engine, priors=priors)
-    if t is not None:
-        part = band_table(len(sub), flux=t["flux"] * to_ujy,
-                          flux_err=np.hypot(t["flux_err"], psf_error * t["flux"]) * to_ujy,
-                          chi2=t["chi2"], mismatch=t["mismatch"], model=t["model"],
-                          flags=t["flags"])
-    else:
-        shapes = (source_shapes(sub, region, x[use], y[use], priors)
-                  if priors is not None and band.model != "point" else None)
-        choose = band.model == "choose" and kwargs["mode"] == "scene"
-        res = forced_photometry(region.data, psf, x[use], y[use], shapes=shapes, **noise,
-                                **kwargs, choose_models=choose)
-        part = band_table(len(sub), flux=res.flux * to_ujy,
-                          flux_err=np.hypot(res.flux_err, psf_error * res.flux) * to_ujy,
-                          chi2=res.chi2, mismatch=res.mismatch, model=_model_codes(res, shapes),
-                          flags=res.flags)
-    if use.all():
+    flux, flux_err, chi2, mismatch, model, flags = _fit_sources(
+        sources, use, x[use], y[use], region, psf, noise, kwargs, band, engine, priors,
+        templates)
+    part = band_values(n_use, flux=flux * to_ujy,
+                       flux_err=np.hypot(flux_err, psf_error * flux) * to_ujy,
+                       chi2=chi2, mismatch=mismatch, model=model, flags=flags)
+    if n_use == len(sources):
         return part
     columns = _uncovered(len(sources))
     rows = np.flatnonzero(use)
     for name, values in columns.items():
-        values[rows] = part[name].to_numpy()
-    return pd.DataFrame(columns)
+        values[rows] = part[name]
+    return columns
+
+
+def _fit_sources(sources: pd.DataFrame, use: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 region: Region, psf: Any, noise: dict[str, Any], kwargs: dict[str, Any],
+                 band: BandImages, engine: EngineConfig, priors: PriorsConfig | None,
+                 templates: TemplateSetup | None) -> tuple[Any, ...]:
+    """Fit the sources ``use`` of ``sources`` (at ``x, y``) in a band's region: their
+    flux, flux error, chi2, mismatch, model codes and flags, in the region's units."""
+    t = None
+    if band.model == "template":  # the sharp mosaic's light: dask_phot.templates.cell
+        if templates is None:
+            raise ValueError(f"bands.{band.name}: model \"template\" needs [templates]")
+        t = fit_band_templates(sources[use], region, psf, templates,
+                               weight=noise.get("weight"), engine=engine, priors=priors)
+    if t is not None:
+        return t["flux"], t["flux_err"], t["chi2"], t["mismatch"], t["model"], t["flags"]
+    # (the sources' rows are copied only where their shapes are read)
+    shapes = (source_shapes(sources[use], region, x, y, priors)
+              if priors is not None and priors.shape_columns and band.model != "point"
+              else None)
+    choose = band.model == "choose" and kwargs["mode"] == "scene"
+    res = forced_photometry(region.data, psf, x, y, shapes=shapes, **noise, **kwargs,
+                            choose_models=choose)
+    return (res.flux, res.flux_err, res.chi2, res.mismatch, _model_codes(res, shapes),
+            res.flags)
 
 
 def _uncovered(n: int) -> dict[str, np.ndarray]:
     """The columns of a band table of ``n`` sources none of which is measured, writable."""
-    return {name: column.to_numpy(copy=True)
-            for name, column in band_table(n, flags=Flag.NOT_COVERED).items()}
+    return band_values(n, flags=Flag.NOT_COVERED)
 
 
 def _model_codes(res: PhotometryResult, shapes: dict[str, np.ndarray] | None) -> np.ndarray:
@@ -315,16 +336,16 @@ BandRegions = Sequence[tuple[np.ndarray, "Region | None"]]
 def _fit_band_groups(sources: pd.DataFrame, groups: BandRegions, band: BandImages,
                      engine: EngineConfig, margin_arcsec: float | None,
                      priors: PriorsConfig | None, templates: TemplateSetup | None,
-                     modelled: dict[str, int] | None) -> pd.DataFrame:
+                     modelled: dict[str, int] | None) -> dict[str, np.ndarray]:
     columns = _uncovered(len(sources))
     for targets, region in groups:
-        part = fit_band(sources, region, band, engine, margin_arcsec=margin_arcsec,
-                        targets=targets, priors=priors, templates=templates,
-                        modelled=modelled)
+        part = _band_values(sources, region, band, engine, margin_arcsec=margin_arcsec,
+                            targets=targets, priors=priors, templates=templates,
+                            modelled=modelled)
         rows = np.flatnonzero(targets)
         for name, values in columns.items():
-            values[rows] = part[name].to_numpy()[rows]
-    return pd.DataFrame(columns)
+            values[rows] = part[name][rows]
+    return columns
 
 
 def fit_cell(
@@ -354,7 +375,7 @@ def fit_cell(
     dec = sources["dec"].to_numpy(np.float64)[primary]
     base = {"source_id": sources["source_id"].to_numpy(np.int64)[primary], "ra": ra,
             "dec": dec, "_healpix_29": healpix_29(ra, dec)}
-    tables: dict[str, pd.DataFrame] = {}
+    tables: dict[str, dict[str, np.ndarray]] = {}
     status: dict[str, str] = {}
     for band in bands:
         groups = regions.get(band.name, ())
@@ -369,10 +390,10 @@ def fit_cell(
             status[band.name] = f"failed: {type(exc).__name__}: {exc}"
             if errors is not None:
                 errors[band.name] = error_record(exc, "fit")
-            table = band_table(len(sources), flags=Flag.CELL_FAILED)
-        tables[band.name] = table[primary]
-    out = cell_table(base, tables, {c: sources[c][primary] for c in keep})
-    return out.sort_values("_healpix_29", kind="stable").reset_index(drop=True), status
+            table = band_values(len(sources), flags=Flag.CELL_FAILED)
+        tables[band.name] = {name: values[primary] for name, values in table.items()}
+    order = np.argsort(base["_healpix_29"], kind="stable")  # the rows by HEALPix index
+    return cell_table(base, tables, {c: sources[c][primary] for c in keep}, order), status
 
 
 def _read_band(part: CellSources, index: Sequence[Mosaic], band: BandImages,

@@ -22,6 +22,7 @@ written catalog) and "finished" when the metadata is written again.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import io
 import json
 import os
@@ -58,14 +59,26 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _column(f: pa.Field, unit: str, description: str) -> Any:
-    """An empty astropy Column with a field's type, unit and description."""
+def _column(name: str, t: pa.DataType, unit: str, description: str) -> Any:
+    """An empty astropy Column with a field's name, type, unit and description."""
     from astropy.table import Column
 
-    t = f.type
     numeric = pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
-    return Column([], name=f.name, dtype=t.to_pandas_dtype() if numeric else "U1",
+    return Column([], name=name, dtype=t.to_pandas_dtype() if numeric else "U1",
                   unit=unit or None, description=description or None)
+
+
+@functools.lru_cache(maxsize=16)
+def _table_meta_yaml(columns: tuple[tuple[str, pa.DataType, str, str], ...]) -> str:
+    """astropy's ``table_meta_yaml`` of columns ``(name, type, unit, description)``.
+
+    The same for every cell of a run (a pure function of the schema), so each process
+    makes it once: YAML's emitter took about as long as the rest of a cell's write.
+    """
+    from astropy.table import meta as table_meta
+
+    cols = [_column(*c) for c in columns]
+    return "\n".join(table_meta.get_yaml_from_header({"cols": cols, "meta": {}}))
 
 
 def arrow_table(table: pd.DataFrame, info: Mapping[str, tuple[str, str]],
@@ -86,16 +99,14 @@ def arrow_table(table: pd.DataFrame, info: Mapping[str, tuple[str, str]],
     metadata : mapping, optional
         Extra schema metadata (string keys and values).
     """
-    from astropy.table import meta as table_meta
-
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     fields, cols = [], []
     for f in arrow.schema:
         unit, description = info.get(f.name, ("", ""))
         md = {k: v for k, v in (("unit", unit), ("description", description)) if v}
         fields.append(f.with_metadata(md) if md else f)
-        cols.append(_column(f, unit, description))
-    yaml = "\n".join(table_meta.get_yaml_from_header({"cols": cols, "meta": {}}))
+        cols.append((f.name, f.type, unit, description))
+    yaml = _table_meta_yaml(tuple(cols))
     extra = {**(metadata or {}), "table_meta_yaml": yaml}
     schema_md = {**(arrow.schema.metadata or {}), **{k.encode(): v.encode()
                                                     for k, v in extra.items()}}
