@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from distributed import get_worker
 
 from dask_phot.cells import Cell, CellSources
 from dask_phot.config import RunConfig
@@ -120,6 +119,8 @@ def fit_slots(setting: int | str) -> int:
     """
     if setting != "auto":
         return int(setting)
+    from distributed import get_worker  # lazily: importing distributed sets up its logging
+
     try:
         threads = get_worker().state.nthreads
     except ValueError:  # not running on a worker
