@@ -139,7 +139,7 @@ def _index_bands(config: RunConfig, storage: Mapping) -> dict[str, list[Mosaic]]
     """Each band's mosaics, the bands' headers read at once (remote headers cost latency);
     an error names the first band, in the configuration's order, that has one."""
     bands = list(config.bands)
-    indexes = in_threads(lambda b: _index_band(b, storage), bands, threads=len(bands))
+    indexes = in_threads(lambda b: _index_band(b, storage), bands)
     return {b.name: index for b, index in zip(bands, indexes, strict=True)}
 
 
