@@ -34,6 +34,7 @@ Simulating the full field takes about an hour on one core, once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -266,10 +267,10 @@ def _reads(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace) -> Non
 
 def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
          n_bands: int) -> dict[str, Any]:
-    from distributed import Client, LocalCluster, get_task_stream, performance_report
+    from distributed import Client, LocalCluster
 
     from dask_phot.cluster import local_worker_settings
-    from dask_phot.pipeline import plan_cells, run_catalog
+    from dask_phot.pipeline import plan_cells
 
     with local_worker_settings(), LocalCluster(
             n_workers=args.workers, threads_per_worker=args.threads, processes=True,
@@ -282,30 +283,45 @@ def _run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace,
             warm = client.run(_warm)
             print("workers warmed up (kernels compiled or loaded; not counted): CPU "
                   + ", ".join(f"{v:.1f} s" for v in warm.values()))
-        s3.ask("reset")
-        _, _, cpu0 = s3.ask("counts")
-        proc0, sched0 = client.run(_process_cpu), client.run(_schedstat)
-        report = (performance_report(filename=f"{args.report}-{label}.html") if args.report
-                  else _null())
-        with report, get_task_stream(client) as stream:
-            t0, start = time.perf_counter(), time.time()
-            summary = run_catalog(cfg, client=client)
-            wall = time.perf_counter() - t0
-        peaks = client.run(_peak_rss)
-        proc1, sched1 = client.run(_process_cpu), client.run(_schedstat)
+        for rep in range(args.repeat):
+            if rep:  # the same run on the same (now used) workers, into a fresh catalog
+                print(f"\n-- {label}: repeat {rep + 1} of {args.repeat}, same workers --")
+                cfg = dataclasses.replace(cfg, output=dataclasses.replace(
+                    cfg.output, path=f"{cfg.output.path}-repeat{rep + 1}"))
+            out = _one_run(label, cfg, s3, args, n_bands, client, len(parts), t_plan)
+    return out
+
+
+def _one_run(label: str, cfg: Any, s3: S3Process, args: argparse.Namespace, n_bands: int,
+             client: Any, n_cells: int, t_plan: float) -> dict[str, Any]:
+    from distributed import get_task_stream, performance_report
+
+    from dask_phot.pipeline import run_catalog
+
+    s3.ask("reset")
+    _, _, cpu0 = s3.ask("counts")
+    proc0, sched0 = client.run(_process_cpu), client.run(_schedstat)
+    report = (performance_report(filename=f"{args.report}-{label}.html") if args.report
+              else _null())
+    with report, get_task_stream(client) as stream:
+        t0, start = time.perf_counter(), time.time()
+        summary = run_catalog(cfg, client=client)
+        wall = time.perf_counter() - t0
+    peaks = client.run(_peak_rss)
+    proc1, sched1 = client.run(_process_cpu), client.run(_schedstat)
     served, n_req, cpu1 = s3.ask("counts")
     proc = sum(proc1[w] - proc0.get(w, 0.0) for w in proc1)
     n = summary.n_sources
     st = summary.stage_seconds
     busy = sum(st.values()) or 1.0
-    out = {"label": label, "priors": n, "cells": len(parts), "wall": wall, "plan": t_plan,
+    out = {"label": label, "priors": n, "cells": n_cells, "wall": wall, "plan": t_plan,
            "sb_per_s": n * n_bands / wall, "us_per_sb": wall / (n * n_bands) * 1e6,
            "served": served, "requests": n_req, "box": summary.box_bytes,
            "read": summary.bytes_read, "peaks": sorted(peaks.values()),
            "failures": summary.failures, "output": summary.output, "server_cpu": cpu1 - cpu0,
            "cpu_us_per_sb": summary.cpu_seconds / (n * n_bands) * 1e6,
            "proc_us_per_sb": proc / (n * n_bands) * 1e6}
-    print(f"\n== {label}: {n:,} priors in {len(parts)} cells, {n_bands} bands ==")
+    print(f"\n== {label}: {n:,} priors in {n_cells} cells, {n_bands} bands ==")
     print(f"wall time {wall:.1f} s end to end (plan {t_plan:.1f} s, measured once more "
           f"before the run); {out['sb_per_s']:,.0f} source-bands/s "
           f"({out['us_per_sb']:.0f} us per source-band, {args.workers} workers)")
@@ -409,6 +425,9 @@ def main(argv: list[str] | None = None) -> None:
                     "wall time went (Dask's task stream): first task, computing, gaps, tail")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="configuration override (TOML value), e.g. cells.read_max_overread=8")
+    ap.add_argument("--repeat", type=int, default=1, help="run each field this many times "
+                    "on the same workers (figures of the last run count): what a worker's "
+                    "first cells of each band cost beyond the kernels' warm-up")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--cut-only", action="store_true", help="run the cut alone (on a busy "
                     "machine; no linearity figure)")

@@ -40,7 +40,7 @@ class RowCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = int(capacity)
-        self._rows: OrderedDict[tuple[Hashable, int], bytes] = OrderedDict()
+        self._rows: OrderedDict[tuple[Hashable, int], bytes | memoryview] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
@@ -49,7 +49,7 @@ class RowCache:
         """Bytes held."""
         return self._size
 
-    def get(self, file: Hashable, row: int) -> bytes | None:
+    def get(self, file: Hashable, row: int) -> bytes | memoryview | None:
         """A cached row (marked as just used), or None."""
         with self._lock:
             data = self._rows.get((file, row))
@@ -57,8 +57,9 @@ class RowCache:
                 self._rows.move_to_end((file, row))
             return data
 
-    def put(self, file: Hashable, row: int, data: bytes) -> None:
-        """Keep a row, dropping the least recently used beyond the capacity."""
+    def put(self, file: Hashable, row: int, data: bytes | memoryview) -> None:
+        """Keep a row (a view of a larger request's bytes keeps those alive while it is
+        held), dropping the least recently used beyond the capacity."""
         with self._lock:
             old = self._rows.pop((file, row), None)
             if old is not None:
@@ -136,7 +137,7 @@ def read_rows(
     x0, x1, y0, y1 = box
     fetch: list[tuple[str, list[int], list[int]]] = []
     plans: list[list[tuple[int, int]]] = []
-    held: list[dict[int, bytes]] = []
+    held: list[dict[int, bytes | memoryview]] = []
     for url, offset, dtype, version in files:
         row_bytes = nx * dtype.itemsize
         have = {r: cache.get((url, version), r) for r in range(y0, y1)}
@@ -158,8 +159,9 @@ def read_rows(
             for (a, b), blob in zip(pieces, next(parts), strict=True):
                 nbytes += len(blob)
                 n_requests += 1
+                view = memoryview(blob)  # rows share the request's bytes, copied never
                 for r in range(a, b):
-                    rows[r] = blob[(r - a) * row_bytes:(r - a + 1) * row_bytes]
+                    rows[r] = view[(r - a) * row_bytes:(r - a + 1) * row_bytes]
                     cache.put((url, version), r, rows[r])
         out.append(np.stack([np.frombuffer(rows[r], dtype=dtype)[x0:x1]
                              for r in range(y0, y1)]))

@@ -37,6 +37,7 @@ import pandas as pd
 from dask_phot.cells import CellSources
 from dask_phot.config import BandImages, RunConfig, storage_options
 from dask_phot.images import Mosaic, assign_group
+from dask_phot.images.index import in_threads
 from dask_phot.storage import file_identity
 
 __all__ = ["CellInputs", "cell_inputs", "config_digest", "mosaic_identities", "owners",
@@ -108,15 +109,14 @@ def mosaic_identities(indexes: Mapping[str, Sequence[Mosaic]], config: RunConfig
         A mosaic that has gone since it was indexed.
     """
     storage = storage_options(config)
-    out: dict[str, list[str]] = {}
-    for band, index in indexes.items():
-        ids = []
-        for m in index:
-            files = [m.source_url] + ([m.noise_source_url] if m.noise_source_url else [])
-            ids.append(" ".join(f"{_where(u, config.base)}={file_identity(u, storage)}"
-                                for u in files))
-        out[band] = ids
-    return out
+    files = {band: [[m.source_url] + ([m.noise_source_url] if m.noise_source_url else [])
+                    for m in index] for band, index in indexes.items()}
+    # (one request each, its latency rather than CPU: asked at once, as the index does)
+    urls = sorted({u for lists in files.values() for urls in lists for u in urls})
+    found = dict(zip(urls, in_threads(lambda u: file_identity(u, storage), urls),
+                     strict=True))
+    return {band: [" ".join(f"{_where(u, config.base)}={found[u]}" for u in urls)
+                   for urls in lists] for band, lists in files.items()}
 
 
 def owners(part: CellSources, index: Sequence[Mosaic], band: BandImages,
