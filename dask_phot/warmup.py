@@ -6,9 +6,11 @@ cache, from which later processes only load it. :func:`warm_up` makes those firs
 on a tiny simulated field: one cell through the pipeline with the packaged defaults, the
 same cell with every combination of the engine's options and of a band's sky treatment
 and with each source model (a field of stars and Sersic galaxies),
-and fits with a :class:`~dask_phot.psf.PSFGrid`; it also reads the preset bands' PSFs,
-which a process reads once. It names no kernel: it compiles whatever
-the public entry points use today.
+template fits of the same field (:mod:`dask_phot.templates`: a sharp image of its
+sources rendered with numpy, fitted directly and as a pipeline template cell, with the
+registration measuring a shift) and fits with a :class:`~dask_phot.psf.PSFGrid`; it also
+reads the preset bands' PSFs, which a process reads once. It names no kernel: it compiles
+whatever the public entry points use today.
 
 Read-only root filesystems. numba uses a cache directory only where it can create a file
 (each of its cache locators checks with a temporary file, and a locator that fails is
@@ -32,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import shutil
 import sys
@@ -42,6 +45,8 @@ import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["SEED_ENV", "CacheStats", "WarmUp", "cache_stats", "dask_setup", "engine_variants",
            "psf_grid_fits", "seed_cache", "warm_s3", "warm_up"]
@@ -78,9 +83,10 @@ class WarmUp:
     Attributes
     ----------
     cells : int
-        Pipeline cells fitted (one per option combination).
+        Pipeline cells fitted (one per option combination, and a template cell).
     fits : int
-        Direct :func:`~dask_phot.forced_photometry` calls.
+        Direct :func:`~dask_phot.forced_photometry` and
+        :func:`~dask_phot.templates.fit_templates` calls.
     sources : int
         Sources in the simulated field.
     seconds : float
@@ -230,6 +236,116 @@ def psf_grid_fits(field: Any) -> int:
     return 2
 
 
+#: Pixel scale of the warm-up's sharp image (arcsec; HST-like) and the FWHM of its
+#: Gaussian PSF (sharp pixels).
+SHARP_SCALE = 0.06
+SHARP_FWHM = 1.7
+#: The template fits of the image build (:func:`template_fits`): the defaults (shared
+#: outskirts, registration), then segments grown without sharing and the sharp PSF's
+#: wings given back, with the local sharp background, and with a sky plane and no
+#: registration. A run's ``[templates]`` sets ``grow``, ``hires_background`` and
+#: ``register``; the engine's ``sky_model`` and ``fit_sky`` apply too.
+TEMPLATE_VARIANTS: tuple[dict[str, Any], ...] = (
+    {}, {"grow": 0.0}, {"outskirts": "grown", "hires_background": "local"},
+    {"sky_model": "plane", "register": False})
+
+
+def _sharp_pair(field: Any, seed: int) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray]:
+    """A sharp image of the simulated field's sources, its segmentation map, WCS and PSF.
+
+    Rendered with numpy (no GalSim): each prior a circular Gaussian of its half-light
+    radius (stars: the PSF), convolved analytically with the Gaussian sharp PSF, on a
+    grid rotated by 20 degrees with respect to the band's. A pixel belongs to the source
+    that lights it most where that light exceeds twice the noise; faint sources get no
+    segment, as undetected priors do. Labels are the priors' ``source_id``.
+    """
+    from dask_phot.testing.pairs import tan_wcs
+
+    image = field.images[BAND]
+    ny, nx = image.data.shape
+    scale = float(field.images[BAND].psf.pixel_scale)
+    side = round(max(ny, nx) * scale / SHARP_SCALE)
+    center = tuple(image.wcs.wcs.crval)
+    wcs = tan_wcs(SHARP_SCALE, (side, side), center, rotation=20.0)
+    pri = field.priors
+    x, y = wcs.world_to_pixel_values(pri["ra"].to_numpy(), pri["dec"].to_numpy())
+    psf_var = (SHARP_FWHM / 2.3548) ** 2
+    r_e = np.nan_to_num(pri["r_e"].to_numpy(np.float64), nan=0.0) / SHARP_SCALE
+    var = psf_var + r_e ** 2
+    flux = np.abs(pri[f"flux_true_{BAND}"].to_numpy(np.float64))
+    noise = 0.02 * float(np.median(flux / (2 * np.pi * var)))
+    model = np.zeros((side, side))
+    best = np.zeros((side, side))
+    seg = np.zeros((side, side), dtype=np.int32)
+    for i, sid in enumerate(pri["source_id"].to_numpy()):
+        half = math.ceil(6 * math.sqrt(var[i]))
+        cy, cx = round(y[i]), round(x[i])
+        ys = slice(*np.clip([cy - half, cy + half + 1], 0, side))
+        xs = slice(*np.clip([cx - half, cx + half + 1], 0, side))
+        yy, xx = np.ogrid[ys, xs]
+        light = flux[i] / (2 * np.pi * var[i]) * np.exp(
+            -0.5 * ((xx - x[i]) ** 2 + (yy - y[i]) ** 2) / var[i])
+        model[ys, xs] += light
+        own = (light > best[ys, xs]) & (light > 2 * noise)
+        seg[ys, xs][own], best[ys, xs][own] = sid, light[own]
+    rng = np.random.default_rng(seed)
+    sharp = (model + rng.normal(0.0, noise, model.shape)).astype(np.float32)
+    g = np.arange(-7, 8, dtype=np.float64)
+    psf = np.exp(-0.5 * np.add.outer(g ** 2, g ** 2) / psf_var)
+    return sharp, seg, wcs, psf / psf.sum()
+
+
+def template_fits(field: Any, workdir: Path, user: Mapping[str, Any], seed: int, *,
+                  every_option: bool) -> tuple[int, int]:
+    """Fit the simulated field with templates, directly and as a pipeline template cell.
+
+    The sharp image is :func:`_sharp_pair`'s; the band's WCS is handed out 0.3" east of
+    the truth, so the registration measures a shift. The direct fits take the sharp
+    image and its map as FITS files and ``detect_sources`` give them (float32, int32),
+    the pipeline cell as it reads them (float64, int64) with the priors without a
+    segment as point sources and Sersic galaxies. ``every_option``: also
+    :data:`TEMPLATE_VARIANTS` and a float64 / int64 direct fit.
+
+    Returns
+    -------
+    cells, fits : int
+        Pipeline cells and direct :func:`~dask_phot.templates.fit_templates` calls.
+    """
+    from astropy.io import fits
+
+    from dask_phot.config import load_config
+    from dask_phot.pipeline import plan_cells, process_cell
+    from dask_phot.psf import PixelPSF
+    from dask_phot.templates import fit_templates
+
+    sharp, seg, swcs, spsf = _sharp_pair(field, seed)
+    image = field.images[BAND]
+    moved = image.wcs.deepcopy()
+    moved.wcs.crval = moved.wcs.crval + np.array([0.3 / 3600 / np.cos(
+        np.radians(moved.wcs.crval[1])), 0.0])
+    hpsf = PixelPSF.from_array(spsf, SHARP_SCALE)
+    inputs = [(sharp, seg)] + ([(sharp.astype(np.float64), seg.astype(np.int64))]
+                               if every_option else [])
+    variants = TEMPLATE_VARIANTS if every_option else TEMPLATE_VARIANTS[:1]
+    runs = [(hires, labels, {}) for hires, labels in inputs]
+    runs += [(sharp, seg, options) for options in variants[1:]]
+    for hires, labels, options in runs:
+        fit_templates(image.data, moved, image.psf, hires, swcs, hpsf, labels,
+                      weight=image.weight, **options)
+    fits.writeto(workdir / "sharp.fits", sharp, swcs.to_header())
+    fits.writeto(workdir / "sharp_seg.fits", seg, swcs.to_header())
+    fits.writeto(workdir / "sharp_psf.fits", spsf.astype(np.float32))
+    tpl = {"image": str(workdir / "sharp.fits"), "segmap": str(workdir / "sharp_seg.fits"),
+           "psf": str(workdir / "sharp_psf.fits"), "psf_pixel_scale": SHARP_SCALE}
+    cfg = load_config({**user, "templates": tpl},
+                      overrides={f"bands.{BAND}.model": "template"}, environ={})
+    parts, indexes = plan_cells(cfg)
+    report = process_cell(max(parts, key=lambda p: p.n_primary), indexes, cfg)[1]
+    if report.failures():
+        raise RuntimeError(f"warm-up template cell failed: {report.status}")
+    return 1, len(runs)
+
+
 def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
     """Compile (or load from numba's cache) every kernel a run uses, on a tiny field.
 
@@ -237,8 +353,10 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
     ----------
     every_option : bool
         Also fit the cell with every combination of the engine's options and of the
-        band's sky treatment, and with a PSF grid (image build); False: the packaged
-        defaults only (a worker's start).
+        band's sky treatment, with a PSF grid, and with templates in each of
+        :data:`TEMPLATE_VARIANTS` (image build); False: the packaged defaults only
+        (a worker's start), templates included: a worker does not know whether its
+        run has a template band, and loading their kernels from the cache is cheap.
     seed : int
         Seed of the simulated field.
 
@@ -265,6 +383,9 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
                 raise RuntimeError(f"warm-up cell with {overrides or 'the defaults'} failed: "
                                    f"{report.status}")
             cells += 1
+        done_cells, done_fits = template_fits(field, Path(tmp), user, seed,
+                                              every_option=every_option)
+        cells, fits = cells + done_cells, fits + done_fits
     if every_option:  # the library's other PSF model, not used by the pipeline
         fits += psf_grid_fits(field)
     done = WarmUp(cells, fits, len(field.priors), time.perf_counter() - t0)
