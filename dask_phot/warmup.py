@@ -346,7 +346,8 @@ def template_fits(field: Any, workdir: Path, user: Mapping[str, Any], seed: int,
     return 1, len(runs)
 
 
-def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
+def warm_up(*, every_option: bool = True, templates: bool | None = None,
+            seed: int = 20240917) -> WarmUp:
     """Compile (or load from numba's cache) every kernel a run uses, on a tiny field.
 
     Parameters
@@ -354,9 +355,14 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
     every_option : bool
         Also fit the cell with every combination of the engine's options and of the
         band's sky treatment, with a PSF grid, and with templates in each of
-        :data:`TEMPLATE_VARIANTS` (image build); False: the packaged defaults only
-        (a worker's start), templates included: a worker does not know whether its
-        run has a template band, and loading their kernels from the cache is cheap.
+        :data:`TEMPLATE_VARIANTS` (image build); False: the packaged defaults only.
+    templates : bool, optional
+        Also fit the field with templates (with ``every_option``: each of
+        :data:`TEMPLATE_VARIANTS`); default ``every_option``. A worker started with
+        the preload (:func:`dask_setup`) does, as it cannot know whether its run has
+        a template band and loading their kernels from a compiled cache is cheap; a
+        fresh install's first run (``dask-phot demo``) does not compile them (~15 s
+        of CPU) for bands that do not use them.
     seed : int
         Seed of the simulated field.
 
@@ -383,9 +389,10 @@ def warm_up(*, every_option: bool = True, seed: int = 20240917) -> WarmUp:
                 raise RuntimeError(f"warm-up cell with {overrides or 'the defaults'} failed: "
                                    f"{report.status}")
             cells += 1
-        done_cells, done_fits = template_fits(field, Path(tmp), user, seed,
-                                              every_option=every_option)
-        cells, fits = cells + done_cells, fits + done_fits
+        if every_option if templates is None else templates:
+            done_cells, done_fits = template_fits(field, Path(tmp), user, seed,
+                                                  every_option=every_option)
+            cells, fits = cells + done_cells, fits + done_fits
     if every_option:  # the library's other PSF model, not used by the pipeline
         fits += psf_grid_fits(field)
     done = WarmUp(cells, fits, len(field.priors), time.perf_counter() - t0)
@@ -481,7 +488,7 @@ def dask_setup(worker: Any) -> None:
     """
     t0 = time.perf_counter()
     copied = seed_cache()
-    warm_up(every_option=False)
+    warm_up(every_option=False, templates=True)
     warm_s3()
     stats = cache_stats()
     log.info("worker warm-up: %d cache files seeded; %d functions, %d loaded from the cache, "

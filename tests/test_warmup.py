@@ -85,11 +85,13 @@ def _python(code: str, cache: Path, **env: str) -> dict:
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> tuple[Path, dict]:
-    """A cache compiled by a worker's warm-up (``every_option=False``) in a fresh process."""
+    """A cache compiled by a worker's warm-up (:func:`~dask_phot.warmup.dask_setup`'s:
+    ``every_option=False, templates=True``) in a fresh process."""
     image = tmp_path_factory.mktemp("warm") / "image"
     out = _python(
         "import json, dataclasses; from dask_phot.warmup import warm_up, cache_stats; "
-        "w = warm_up(every_option=False); print(json.dumps({**dataclasses.asdict(w), "
+        "w = warm_up(every_option=False, templates=True); "
+        "print(json.dumps({**dataclasses.asdict(w), "
         "**dataclasses.asdict(cache_stats())}))", image)
     return image, out
 
