@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
                     "into the cache folder)")
     ap.add_argument("--tile", type=int, default=256, help="tile size of --compress, pixels")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"--repeat: at least 1, got {args.repeat}")
     logging.basicConfig(level=logging.WARNING)
 
     import dask
